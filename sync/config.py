@@ -1,0 +1,108 @@
+"""Settings from the environment and a `.env` file, validated once at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from .errors import ConfigError
+
+# The folder holding main.py: cron starts jobs in the home directory, so defaults never
+# depend on the working directory.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+DEFAULT_HUBSPOT_BASE_URL = "https://api.hubapi.com"
+DEFAULT_MAILERLITE_BASE_URL = "https://connect.mailerlite.com/api"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class Settings:
+    hubspot_token: str
+    mailerlite_token: str
+    hubspot_base_url: str = DEFAULT_HUBSPOT_BASE_URL
+    mailerlite_base_url: str = DEFAULT_MAILERLITE_BASE_URL
+    state_db: Path = PROJECT_DIR / "sync_state.db"
+    http_timeout: float = 60.0  # seconds to wait for an answer (connecting gets at most 10)
+
+    def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
+        return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
+                f"mailerlite_base_url={self.mailerlite_base_url!r}, state_db={str(self.state_db)!r})")
+
+
+def read_env(env_file: Optional[Path], environ: Mapping[str, str]) -> dict:
+    """The `.env` file's values overlaid by the real environment (the environment wins)."""
+    values: dict = {}
+    if env_file is not None and env_file.exists():
+        try:
+            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {env_file}: {exc.__class__.__name__}; check the file") from None
+    values.update(environ)
+    return values
+
+
+def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
+    url = (values.get(name) or "").strip() or default
+    parts = urlsplit(url)
+    secure = parts.scheme == "https" and parts.hostname
+    loopback = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    if not (secure or loopback):
+        # A typo must not send a token in the clear.
+        raise ConfigError(f"{name} must be an https:// URL (http:// only for 127.0.0.1/localhost), got {url!r}")
+    return url.rstrip("/")
+
+
+def _required(values: Mapping[str, str], name: str, *aliases: str) -> str:
+    for key in (name, *aliases):
+        value = (values.get(key) or "").strip()
+        if value:
+            return value
+    raise ConfigError(f"{name} is not set: add it to .env (see .env.example) or the environment")
+
+
+def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
+                  env_file_given: bool = False) -> Settings:
+    """Build Settings; a missing required value is a ConfigError naming it."""
+    if env_file_given and env_file is not None and not env_file.exists():
+        raise ConfigError(f"--env-file {env_file} does not exist")
+    values = read_env(env_file if env_file is not None else PROJECT_DIR / ".env",
+                      os.environ if environ is None else environ)
+    # HUBSPOT_API_KEY is accepted as an alias: older setups name the private-app token so.
+    hubspot_token = _required(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
+    mailerlite_token = _required(values, "MAILERLITE_API_KEY")
+    state_db = (values.get("SYNC_STATE_DB") or "").strip()
+    return Settings(
+        hubspot_token=hubspot_token,
+        mailerlite_token=mailerlite_token,
+        hubspot_base_url=_base_url(values, "HUBSPOT_BASE_URL", DEFAULT_HUBSPOT_BASE_URL),
+        mailerlite_base_url=_base_url(values, "MAILERLITE_BASE_URL", DEFAULT_MAILERLITE_BASE_URL),
+        state_db=_state_path(state_db),
+        http_timeout=_positive_number(values, "SYNC_HTTP_TIMEOUT", 60.0),
+    )
+
+
+def _positive_number(values: Mapping[str, str], name: str, default: float) -> float:
+    raw = (values.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        number = float(raw)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < 86400:
+        raise ConfigError(f"{name} must be a number of seconds above 0, got {raw!r}")
+    return number
+
+
+def _state_path(raw: str) -> Path:
+    if not raw:
+        return PROJECT_DIR / "sync_state.db"
+    path = Path(raw).expanduser()
+    # A relative path is taken beside main.py, not in whatever folder cron starts in.
+    return path if path.is_absolute() else PROJECT_DIR / path

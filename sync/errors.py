@@ -1,0 +1,37 @@
+"""The errors that end a run, each with the exit code users put in their scripts."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1  # finished, but some contacts were rejected or failed
+EXIT_CONFIG = 2  # configuration or credential problem; nothing was written
+EXIT_ABORTED = 3  # stopped early (outage beyond retries, daily limit); what was done is kept
+EXIT_LOCKED = 75  # another run holds the lock (EX_TEMPFAIL: cron may simply try again)
+
+
+class SyncError(Exception):
+    """An error with a one-line message meant for the user, and an exit code."""
+
+    exit_code = EXIT_ABORTED
+
+
+class ConfigError(SyncError):
+    exit_code = EXIT_CONFIG
+
+
+class AuthError(SyncError):
+    exit_code = EXIT_CONFIG
+
+
+class AbortRun(SyncError):
+    exit_code = EXIT_ABORTED
+
+
+class LockHeld(SyncError):
+    exit_code = EXIT_LOCKED
+
+
+class StateError(SyncError):
+    """The state database cannot be used as it is."""
+
+    exit_code = EXIT_CONFIG

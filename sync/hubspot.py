@@ -1,0 +1,284 @@
+"""Reading contacts from HubSpot (CRM v3) through `hubspot-api-client`.
+
+All HubSpot access lives here (HubSpot plans to retire the v3 paths in 2027). The reader yields
+plain dicts `{"id": str, "properties": {name: str | None}}`, one at a time.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+
+import urllib3
+from hubspot import HubSpot
+from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
+from hubspot.crm.lists.exceptions import ApiException as ListsApiException
+from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
+
+from .errors import AbortRun, AuthError
+from .retrying import RetryPolicy, Transient, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+# Each generated API package has its own exception class.
+API_EXCEPTIONS = (ContactsApiException, PropertiesApiException, ListsApiException)
+PAGE_SIZE = 100  # the list endpoint's maximum
+SEARCH_PAGE_SIZE = 200  # the search endpoint's maximum
+SEARCH_RESULT_CAP = 10_000  # search refuses to page past this many results of one query
+BATCH_READ_SIZE = 100
+DEFAULT_INTERVAL_S = 10.0  # the rolling window when no header has told us yet
+
+Contact = Dict[str, Any]
+
+
+def to_epoch_ms(value: Optional[str]) -> Optional[int]:
+    """A HubSpot datetime value (ISO 8601 or epoch milliseconds) as epoch milliseconds."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _error_details(body: Any) -> Tuple[str, Dict[str, Any]]:
+    """HubSpot's error message and parsed body; every field is optional."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    message = str(data.get("message") or "").strip()
+    return message[:300], data
+
+
+def _missing_scopes(data: Dict[str, Any]) -> List[str]:
+    scopes: List[str] = []
+    for err in data.get("errors") or []:
+        context = err.get("context") if isinstance(err, dict) else None
+        if isinstance(context, dict):
+            for key in ("requiredGranularScopes", "requiredScopes"):
+                scopes.extend(str(s) for s in context.get(key) or [])
+    return scopes
+
+
+class HubSpotReader:
+    """Pages through HubSpot contacts within its rate limits, retrying in one layer."""
+
+    def __init__(self, token: str, base_url: str, retry: Optional[RetryPolicy] = None,
+                 timeout: Tuple[float, float] = (10.0, 60.0), search_interval: float = 0.2,
+                 on_wait: Optional[Callable[[str, float], None]] = None) -> None:
+        # retry=False turns urllib3's own retries off: retries live in ONE layer (ours).
+        client = HubSpot(access_token=token, host=base_url, retry=False)
+        # Each attribute access builds a new ApiClient and pool: build them once.
+        self._basic = client.crm.contacts.basic_api
+        self._search = client.crm.contacts.search_api
+        self._batch = client.crm.contacts.batch_api
+        self._properties = client.crm.properties.core_api
+        self._memberships = client.crm.lists.memberships_api
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.search_interval = search_interval  # 5 searches/second per account, no headers to pace by
+        self.on_wait = on_wait
+        self.requests = 0
+        self.server_time: Optional[float] = None  # epoch seconds from the first answer's Date header
+        self._remaining: Optional[int] = None
+        self._max: Optional[int] = None
+        self._interval_s = DEFAULT_INTERVAL_S
+        self._last_search = 0.0
+
+    # -- one request -----------------------------------------------------------------------
+    def _call(self, what: str, func: Callable[..., Any], *args: Any, search: bool = False, **kwargs: Any) -> Any:
+        def attempt() -> Any:
+            self._pace(search)
+            self.requests += 1
+            try:
+                response = func(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
+                raw = response.data
+            except API_EXCEPTIONS as exc:
+                raise self._classify(exc, what) from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise Transient(f"network error ({exc.__class__.__name__})") from None
+            self._note_headers(response.headers, search)
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise Transient("HubSpot sent a body that is not JSON") from None
+
+        return self.retry.call(attempt, f"HubSpot {what}", log, self.on_wait)
+
+    def _classify(self, exc: Any, what: str) -> Exception:
+        """Turn a client exception into Transient (retry) or a run-ending error, in one place."""
+        status = int(getattr(exc, "status", 0) or 0)
+        message, data = _error_details(getattr(exc, "body", None))
+        headers = getattr(exc, "headers", None) or {}
+        if status == 429:
+            policy = str(data.get("policyName") or "").upper()
+            if policy == "DAILY":
+                return AbortRun("HubSpot's daily API limit is used up; the next run after midnight "
+                                "(account time zone) continues where this one stopped")
+            retry_after = parse_retry_after(headers.get("Retry-After"))
+            if retry_after is None and policy == "TEN_SECONDLY_ROLLING":
+                retry_after = self._interval_s  # wait for the rolling window to clear
+            return Transient(f"rate limited ({policy or '429'})", retry_after, rate_limited=True)
+        if status in (401, 403):
+            scopes = _missing_scopes(data)
+            detail = f"missing scope {', '.join(scopes)}" if scopes else (message or f"HTTP {status}")
+            return AuthError(f"HubSpot rejected the access token: {detail}")
+        if status == 0 or status >= 500:
+            return Transient(f"HubSpot answered {status or 'with a connection error'}")
+        return AbortRun(f"HubSpot refused {what} (HTTP {status}): {message or 'no reason given'}")
+
+    def _note_headers(self, headers: Any, search: bool) -> None:
+        if self.server_time is None and headers.get("Date"):
+            try:
+                self.server_time = email.utils.parsedate_to_datetime(headers["Date"]).timestamp()
+            except (TypeError, ValueError):
+                pass
+        if search:
+            return
+        try:
+            self._remaining = int(headers["X-HubSpot-RateLimit-Remaining"])
+            self._max = int(headers["X-HubSpot-RateLimit-Max"])
+            self._interval_s = int(headers["X-HubSpot-RateLimit-Interval-Milliseconds"]) / 1000
+        except (KeyError, TypeError, ValueError):
+            pass
+
+    def _pace(self, search: bool) -> None:
+        """Spread requests so the limits are rarely hit (429s should be rare, not routine)."""
+        if search:
+            wait = self._last_search + self.search_interval - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last_search = time.monotonic()
+        elif self._remaining is not None and self._max and self._remaining < max(1, self._max // 10):
+            # Close to the rolling limit: go at the sustainable rate of one slot per max/interval.
+            time.sleep(self._interval_s / self._max)
+
+    # -- contacts --------------------------------------------------------------------------
+    @staticmethod
+    def _contact(raw: Dict[str, Any]) -> Contact:
+        props = raw.get("properties")
+        return {"id": str(raw.get("id", "")), "properties": props if isinstance(props, dict) else {},
+                "archived": bool(raw.get("archived", False))}
+
+    def iter_contacts(self, properties: List[str], archived: bool = False) -> Iterator[Contact]:
+        """Every contact, 100 a page; only the properties asked for."""
+        after: Optional[str] = None
+        extra = {"archived": "true"} if archived else {}  # the client would send "False"/"True"
+        while True:
+            kwargs: Dict[str, Any] = {"limit": PAGE_SIZE, "properties": properties, **extra}
+            if after:
+                kwargs["after"] = after
+            page = self._call("contact listing", self._basic.get_page, **kwargs)
+            for raw in page.get("results") or []:
+                yield self._contact(raw)
+            next_after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not next_after or next_after == after:  # a repeated cursor would loop forever
+                return
+            after = str(next_after)
+
+    def _search_page(self, filters: List[Dict[str, Any]], sort: str, properties: List[str],
+                     after: int) -> Dict[str, Any]:
+        body: Dict[str, Any] = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": properties,
+            "limit": SEARCH_PAGE_SIZE,
+        }
+        if after:
+            body["after"] = str(after)
+        return self._call("contact search", self._search.do_search, body, search=True)
+
+    def _search_all(self, filters: List[Dict[str, Any]], sort: str,
+                    properties: List[str]) -> Iterator[Tuple[Contact, bool]]:
+        """One query's results up to the cap; the flag says whether the cap cut it short."""
+        after = 0
+        while True:
+            page = self._search_page(filters, sort, properties, after)
+            results = page.get("results") or []
+            next_after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            capped = bool(next_after) and int(next_after) + SEARCH_PAGE_SIZE > SEARCH_RESULT_CAP
+            for i, raw in enumerate(results):
+                yield self._contact(raw), capped and i == len(results) - 1
+            if not next_after or capped or not results:
+                return
+            after = int(next_after)
+
+    def search_modified_since(self, since_ms: int, properties: List[str]) -> Iterator[Contact]:
+        """Contacts with lastmodifieddate >= since_ms, oldest change first, past the 10,000 cap.
+
+        When a query reaches the cap, a new one starts from the last seen lastmodifieddate,
+        skipping the ids already given at that instant; if a whole capped query shares one
+        instant, that instant is walked by hs_object_id instead.
+        """
+        props = sorted(set(properties) | {"lastmodifieddate"})
+        start, seen_at_start = since_ms, set()  # type: Tuple[int, Set[str]]
+        while True:
+            last_ms, ids_at_last, capped = start, set(seen_at_start), False
+            date_filter = [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(start)}]
+            for contact, at_cap in self._search_all(date_filter, "lastmodifieddate", props):
+                capped = at_cap
+                ms =  to_epoch_ms(contact["properties"].get("lastmodifieddate")) or start
+                if ms == start and contact["id"] in seen_at_start:
+                    continue
+                yield contact
+                if ms != last_ms:
+                    last_ms, ids_at_last = ms, set()
+                ids_at_last.add(contact["id"])
+            if not capped:
+                return
+            if last_ms == start:  # no progress past one instant: walk it by id
+                yield from self._walk_instant(start, ids_at_last, props)
+                start, seen_at_start = start + 1, set()
+            else:
+                start, seen_at_start = last_ms, ids_at_last
+
+    def _walk_instant(self, instant_ms: int, already: Set[str], props: List[str]) -> Iterator[Contact]:
+        last_id = 0
+        while True:
+            filters = [{"propertyName": "lastmodifieddate", "operator": "EQ", "value": str(instant_ms)},
+                       {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}]
+            capped = False
+            for contact, at_cap in self._search_all(filters, "hs_object_id", props):
+                capped = at_cap
+                last_id = max(last_id, int(contact["id"]))
+                if contact["id"] not in already:
+                    yield contact
+            if not capped:
+                return
+
+    def read_by_ids(self, ids: Iterable[str], properties: List[str]) -> Iterator[Contact]:
+        """Contacts by id, 100 a request; ids that no longer exist are simply absent."""
+        batch: List[str] = []
+        for cid in ids:
+            batch.append(cid)
+            if len(batch) == BATCH_READ_SIZE:
+                yield from self._read_batch(batch, properties)
+                batch = []
+        if batch:
+            yield from self._read_batch(batch, properties)
+
+    def _read_batch(self, ids: List[str], properties: List[str]) -> Iterator[Contact]:
+        body = {"inputs": [{"id": i} for i in ids], "properties": properties}
+        page = self._call("contact batch read", self._batch.read, body)
+        for raw in page.get("results") or []:
+            yield self._contact(raw)
+
+    def property_definitions(self) -> Dict[str, Dict[str, Any]]:
+        """Contact property definitions by name (type, label, options)."""
+        page = self._call("property definitions", self._properties.get_all, "contacts")
+        return {p["name"]: p for p in page.get("results") or [] if isinstance(p, dict) and p.get("name")}

@@ -1,0 +1,108 @@
+"""The one retry layer both API modules use: tenacity around a single request.
+
+A client classifies each failure in one place and raises `Transient` for what is worth
+retrying (429, 5xx, timeouts, dropped connections, a garbled body). Rate-limit waits are the
+normal way of pacing against a limit, so they get a far larger allowance than real failures.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from typing import Callable, Optional, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
+from tenacity.wait import wait_random_exponential
+
+T = TypeVar("T")
+
+MAX_FAILURES = 6  # 5xx / network errors for one request before giving up
+MAX_RATE_LIMIT_WAITS = 60  # 429s for one request before giving up (a storm, not pacing)
+
+
+class Transient(Exception):
+    """A failure worth retrying. `retry_after` is the server's wait in seconds, if it said."""
+
+    def __init__(self, reason: str, retry_after: Optional[float] = None, rate_limited: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.rate_limited = rate_limited
+
+
+def parse_retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds from a Retry-After header: delta-seconds (fractions allowed) or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class _Wait:
+    """Honour the server's Retry-After; otherwise exponential backoff with full jitter."""
+
+    def __init__(self, multiplier: float, maximum: float, default_rate_wait: float) -> None:
+        self._backoff = wait_random_exponential(multiplier=multiplier, max=maximum)
+        self._default_rate_wait = default_rate_wait
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, Transient) and exc.retry_after is not None:
+            return exc.retry_after
+        if isinstance(exc, Transient) and exc.rate_limited:
+            return max(self._default_rate_wait, self._backoff(state))
+        return self._backoff(state)
+
+
+class RetryPolicy:
+    """How long one request may keep trying. Tests shrink the waits; production keeps defaults."""
+
+    def __init__(self, backoff: float = 0.5, max_backoff: float = 30.0, default_rate_wait: float = 1.0,
+                 max_failures: int = MAX_FAILURES, max_rate_limit_waits: int = MAX_RATE_LIMIT_WAITS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.default_rate_wait = default_rate_wait
+        self.max_failures = max_failures
+        self.max_rate_limit_waits = max_rate_limit_waits
+        self.sleep = sleep
+
+    def call(self, func: Callable[[], T], what: str, logger: logging.Logger,
+             on_wait: Optional[Callable[[str, float], None]] = None) -> T:
+        """Run func, retrying Transient failures; the last Transient is re-raised."""
+        counts = {"failures": 0, "rate": 0}
+
+        def stop(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            key = "rate" if isinstance(exc, Transient) and exc.rate_limited else "failures"
+            counts[key] += 1
+            limit = self.max_rate_limit_waits if key == "rate" else self.max_failures
+            return counts[key] >= limit
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = state.next_action.sleep if state.next_action else 0.0
+            reason = exc.reason if isinstance(exc, Transient) else repr(exc)
+            level = logging.DEBUG if isinstance(exc, Transient) and exc.rate_limited else logging.INFO
+            logger.log(level, "%s: %s; retrying in %.1f s", what, reason, wait)
+            if on_wait is not None:
+                on_wait(reason, wait)
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(Transient),
+            wait=_Wait(self.backoff, self.max_backoff, self.default_rate_wait),
+            stop=stop,
+            before_sleep=before_sleep,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        return retrying(func)

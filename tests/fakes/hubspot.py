@@ -1,0 +1,399 @@
+"""A stateful fake of the parts of HubSpot's CRM v3 API the sync uses.
+
+Behaviour follows ../shared/api/hubspot.md: string property values, cursor paging, search with
+filters/sort/10,000-result cap, Bearer auth, the ten-secondly rolling limit with its headers,
+the separate search limit (no headers) and a daily limit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, List, Optional, Set
+
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from .base import FakeAPI, RollingCounter
+
+READ_SCOPE = "crm.objects.contacts.read"
+WRITE_SCOPE = "crm.objects.contacts.write"
+SCHEMA_READ_SCOPE = "crm.schemas.contacts.read"
+SCHEMA_WRITE_SCOPE = "crm.schemas.contacts.write"
+LISTS_READ_SCOPE = "crm.lists.read"
+
+SEARCH_RESULT_CAP = 10_000
+
+# Property definitions as GET /crm/v3/properties/contacts describes them (a realistic subset).
+DEFAULT_PROPERTIES: List[Dict[str, Any]] = [
+    {"name": "email", "label": "Email", "type": "string", "fieldType": "text"},
+    {"name": "firstname", "label": "First Name", "type": "string", "fieldType": "text"},
+    {"name": "lastname", "label": "Last Name", "type": "string", "fieldType": "text"},
+    {"name": "company", "label": "Company Name", "type": "string", "fieldType": "text"},
+    {"name": "phone", "label": "Phone Number", "type": "string", "fieldType": "phonenumber"},
+    {"name": "city", "label": "City", "type": "string", "fieldType": "text"},
+    {"name": "state", "label": "State/Region", "type": "string", "fieldType": "text"},
+    {"name": "zip", "label": "Postal Code", "type": "string", "fieldType": "text"},
+    {"name": "country", "label": "Country/Region", "type": "string", "fieldType": "text"},
+    {"name": "jobtitle", "label": "Job Title", "type": "string", "fieldType": "text"},
+    {"name": "numemployees", "label": "Number of Employees", "type": "number", "fieldType": "number"},
+    {"name": "date_of_birth", "label": "Date of birth", "type": "date", "fieldType": "date"},
+    {"name": "createdate", "label": "Create Date", "type": "datetime", "fieldType": "date"},
+    {"name": "lastmodifieddate", "label": "Last Modified Date", "type": "datetime", "fieldType": "date"},
+    {"name": "hs_object_id", "label": "Record ID", "type": "number", "fieldType": "number"},
+    {"name": "hs_email_optout", "label": "Unsubscribed from all email", "type": "bool",
+     "fieldType": "booleancheckbox",
+     "options": [{"label": "True", "value": "true"}, {"label": "False", "value": "false"}]},
+    {"name": "lifecyclestage", "label": "Lifecycle Stage", "type": "enumeration", "fieldType": "radio",
+     "options": [
+         {"label": "Subscriber", "value": "subscriber"},
+         {"label": "Lead", "value": "lead"},
+         {"label": "Marketing Qualified Lead", "value": "marketingqualifiedlead"},
+         {"label": "Sales Qualified Lead", "value": "salesqualifiedlead"},
+         {"label": "Opportunity", "value": "opportunity"},
+         {"label": "Customer", "value": "customer"},
+     ]},
+    {"name": "hs_additional_emails", "label": "Additional email addresses", "type": "enumeration",
+     "fieldType": "checkbox", "options": []},
+]
+
+_OPERATORS = {
+    "EQ": lambda a, b: a == b,
+    "NEQ": lambda a, b: a != b,
+    "LT": lambda a, b: a < b,
+    "LTE": lambda a, b: a <= b,
+    "GT": lambda a, b: a > b,
+    "GTE": lambda a, b: a >= b,
+}
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as HubSpot writes datetimes: 2024-01-05T10:00:00.123Z."""
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_time_value(value: Any) -> int:
+    """A filter value for a datetime property: epoch ms (number or digits) or ISO 8601."""
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _error(message: str, category: str, status: int, **extra: Any) -> Response:
+    body = {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), "category": category}
+    body.update(extra)
+    return FakeAPI.json_response(body, status)
+
+
+class FakeHubSpot(FakeAPI):
+    url_map = Map([
+        Rule("/crm/v3/objects/contacts", methods=["GET"], endpoint="list_contacts"),
+        Rule("/crm/v3/objects/contacts/search", methods=["POST"], endpoint="search"),
+        Rule("/crm/v3/objects/contacts/batch/read", methods=["POST"], endpoint="batch_read"),
+        Rule("/crm/v3/objects/contacts/batch/update", methods=["POST"], endpoint="batch_update"),
+        Rule("/crm/v3/objects/contacts/<cid>", methods=["GET"], endpoint="get_contact"),
+        Rule("/crm/v3/properties/contacts", methods=["GET"], endpoint="list_properties"),
+        Rule("/crm/v3/properties/contacts", methods=["POST"], endpoint="create_property"),
+        Rule("/crm/v3/lists/<list_id>/memberships", methods=["GET"], endpoint="memberships"),
+    ])
+
+    def __init__(self, time_scale: float = 1.0, ten_secondly_limit: int = 190,
+                 search_per_second: int = 5, daily_limit: int = 1_000_000) -> None:
+        super().__init__(time_scale)
+        self.tokens: Dict[str, Set[str]] = {
+            "hs-test-token": {READ_SCOPE, SCHEMA_READ_SCOPE, LISTS_READ_SCOPE},
+        }
+        self.contacts: Dict[int, Dict[str, Any]] = {}
+        self._ids: List[int] = []  # sorted ids, for cursor paging
+        self._next_id = 1001
+        self.properties: List[Dict[str, Any]] = [dict(p, groupName="contactinformation", hidden=False,
+                                                      calculated=False, hubspotDefined=True,
+                                                      options=p.get("options", []))
+                                                 for p in DEFAULT_PROPERTIES]
+        self.lists: Dict[str, List[int]] = {}
+        self.general_limit = RollingCounter(self, ten_secondly_limit, 10.0)
+        self.search_limit = RollingCounter(self, search_per_second, 1.0)
+        self.daily_limit = daily_limit
+        self.daily_used = 0
+        self.send_retry_after = False  # unconfirmed whether HubSpot sends it: tests try both
+        self.search_lag_ms = 0  # changes this recent are not yet visible to search
+        self._clock_ms = 0
+
+    # -- seeding and inspection --------------------------------------------------------
+    def now_ms(self) -> int:
+        # Strictly increasing, so every change has its own lastmodifieddate.
+        self._clock_ms = max(self._clock_ms + 1, int(time.time() * 1000))
+        return self._clock_ms
+
+    def add_contact(self, properties: Dict[str, Optional[str]], modified_ms: Optional[int] = None) -> str:
+        with self.lock:
+            cid = self._next_id
+            self._next_id += 1
+            ms = modified_ms if modified_ms is not None else self.now_ms()
+            props = {k: (None if v is None else str(v)) for k, v in properties.items()}
+            props.update(hs_object_id=str(cid), createdate=iso_ms(ms), lastmodifieddate=iso_ms(ms))
+            self.contacts[cid] = {"properties": props, "created": ms, "modified": ms, "archived": False}
+            self._ids.append(cid)
+            return str(cid)
+
+    def add_contacts(self, many: Iterable[Dict[str, Optional[str]]]) -> List[str]:
+        return [self.add_contact(p) for p in many]
+
+    def update_contact(self, cid: str, properties: Dict[str, Optional[str]]) -> None:
+        with self.lock:
+            record = self.contacts[int(cid)]
+            record["properties"].update({k: (None if v is None else str(v)) for k, v in properties.items()})
+            record["modified"] = self.now_ms()
+            record["properties"]["lastmodifieddate"] = iso_ms(record["modified"])
+
+    def archive_contact(self, cid: str) -> None:
+        with self.lock:
+            record = self.contacts[int(cid)]
+            record["archived"] = True
+            record["modified"] = self.now_ms()
+
+    def add_property(self, name: str, type_: str, label: str = "", options: Optional[list] = None,
+                     field_type: str = "text") -> None:
+        self.properties.append({"name": name, "label": label or name, "type": type_, "fieldType": field_type,
+                                "groupName": "contactinformation", "options": options or [],
+                                "hidden": False, "calculated": False, "hubspotDefined": False})
+
+    # -- auth and limits ---------------------------------------------------------------
+    def before_request(self, request: Request, endpoint: str) -> Optional[Response]:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:] if auth.startswith("Bearer ") else ""
+        scopes = self.tokens.get(token)
+        if scopes is None:
+            return _error("Authentication credentials not found. This API supports OAuth 2.0 authentication "
+                          "and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview",
+                          "INVALID_AUTHENTICATION", 401)
+        needed = self._scope_for(request, endpoint)
+        if needed and needed not in scopes:
+            return _error("This app hasn't been granted all required scopes to make this call.",
+                          "MISSING_SCOPES", 403,
+                          errors=[{"message": "One or more of the following scopes are required.",
+                                   "context": {"requiredGranularScopes": [needed]}}])
+        with self.lock:
+            if self.daily_used >= self.daily_limit:
+                return self._rate_limited("DAILY", "You have reached your daily limit.")
+            if endpoint == "search":
+                if not self.search_limit.try_take():
+                    return self._rate_limited("SECONDLY", "You have reached your secondly limit.")
+            elif not self.general_limit.try_take():
+                return self._rate_limited("TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.")
+            self.daily_used += 1
+        return None
+
+    @staticmethod
+    def _scope_for(request: Request, endpoint: str) -> str:
+        if endpoint in ("list_properties",):
+            return SCHEMA_READ_SCOPE
+        if endpoint == "create_property":
+            return SCHEMA_WRITE_SCOPE
+        if endpoint == "batch_update":
+            return WRITE_SCOPE
+        if endpoint == "memberships":
+            return LISTS_READ_SCOPE
+        return READ_SCOPE
+
+    def _rate_limited(self, policy: str, message: str) -> Response:
+        headers = {}
+        if self.send_retry_after:
+            headers["Retry-After"] = f"{self.real_seconds(1.0 if policy != 'DAILY' else 3600):.3f}"
+        body = {"status": "error", "message": message, "errorType": "RATE_LIMIT", "correlationId": str(uuid.uuid4()),
+                "policyName": policy}
+        return self.json_response(body, 429, headers)
+
+    def _limit_headers(self) -> Dict[str, str]:
+        return {
+            "X-HubSpot-RateLimit-Max": str(self.general_limit.limit),
+            "X-HubSpot-RateLimit-Remaining": str(self.general_limit.remaining()),
+            # Scaled with the fake's clock, so a client that paces from this header stays right.
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(self.real_seconds(10.0) * 1000)),
+            "X-HubSpot-RateLimit-Daily": str(self.daily_limit),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, self.daily_limit - self.daily_used)),
+        }
+
+    def ok(self, data: Any, status: int = 200) -> Response:
+        return self.json_response(data, status, self._limit_headers())
+
+    # -- rendering -------------------------------------------------------------------
+    def _render(self, cid: int, wanted: Optional[List[str]]) -> Dict[str, Any]:
+        record = self.contacts[cid]
+        props = record["properties"]
+        names = wanted or ["email", "firstname", "lastname", "createdate", "lastmodifieddate", "hs_object_id"]
+        out = {name: props.get(name) for name in names}
+        # HubSpot always includes these three.
+        for always in ("createdate", "lastmodifieddate", "hs_object_id"):
+            out[always] = props.get(always)
+        return {
+            "id": str(cid),
+            "properties": out,
+            "createdAt": iso_ms(record["created"]),
+            "updatedAt": iso_ms(record["modified"]),
+            "archived": record["archived"],
+            **({"archivedAt": iso_ms(record["modified"])} if record["archived"] else {}),
+        }
+
+    @staticmethod
+    def _properties_arg(request: Request) -> List[str]:
+        names: List[str] = []
+        for value in request.args.getlist("properties"):
+            names.extend(n for n in value.split(",") if n)
+        return names
+
+    # -- endpoints ---------------------------------------------------------------------
+    def on_list_contacts(self, request: Request) -> Response:
+        try:
+            limit = min(int(request.args.get("limit", "10")), 100)
+        except ValueError:
+            return _error("Invalid input JSON on line 1", "VALIDATION_ERROR", 400)
+        archived = request.args.get("archived", "false").lower() == "true"
+        after = request.args.get("after")
+        start = bisect.bisect_right(self._ids, int(after)) if after and after.isdigit() else 0
+        wanted = self._properties_arg(request)
+        results = []
+        i = start
+        while i < len(self._ids) and len(results) < limit:
+            cid = self._ids[i]
+            if self.contacts[cid]["archived"] == archived:
+                results.append(self._render(cid, wanted))
+            i += 1
+        body: Dict[str, Any] = {"results": results}
+        more = any(self.contacts[c]["archived"] == archived for c in self._iter_ids_from(i))
+        if results and more:
+            last = results[-1]["id"]
+            body["paging"] = {"next": {"after": last, "link": f"{self.url}/crm/v3/objects/contacts?after={last}"}}
+        return self.ok(body)
+
+    def _iter_ids_from(self, index: int) -> Iterable[int]:
+        for j in range(index, len(self._ids)):
+            yield self._ids[j]
+
+    def on_get_contact(self, request: Request, cid: str) -> Response:
+        record = self.contacts.get(int(cid)) if cid.isdigit() else None
+        if record is None or record["archived"]:
+            return _error("Object not found.", "OBJECT_NOT_FOUND", 404)
+        return self.ok(self._render(int(cid), self._properties_arg(request)))
+
+    def _matches(self, cid: int, group: List[Dict[str, Any]]) -> bool:
+        record = self.contacts[cid]
+        for flt in group:
+            name, op, value = flt.get("propertyName"), flt.get("operator"), flt.get("value")
+            if name == "lastmodifieddate":
+                left: Any = record["modified"]
+                right: Any = parse_time_value(value)
+            elif name == "hs_object_id":
+                left, right = cid, int(value)
+            else:
+                left, right = record["properties"].get(name), value
+                if op == "HAS_PROPERTY":
+                    if left in (None, ""):
+                        return False
+                    continue
+                if left is None:
+                    return False
+            if op == "IN":
+                if str(left) not in [str(v) for v in flt.get("values", [])]:
+                    return False
+                continue
+            if op not in _OPERATORS or not _OPERATORS[op](left, right):
+                return False
+        return True
+
+    def on_search(self, request: Request) -> Response:
+        body = self.json_body(request) or {}
+        limit = int(body.get("limit", 10))
+        if limit > 200:
+            return _error("limit must be at most 200", "VALIDATION_ERROR", 400)
+        offset = int(body.get("after") or 0)
+        if offset + limit > SEARCH_RESULT_CAP:
+            return _error("There was a problem with the request.", "VALIDATION_ERROR", 400,
+                          errors=[{"message": f"Paging past {SEARCH_RESULT_CAP} results is not supported"}])
+        groups = body.get("filterGroups") or []
+        visible_before = int(time.time() * 1000) - self.search_lag_ms
+        ids = [cid for cid in self._ids
+               if not self.contacts[cid]["archived"]
+               and (not self.search_lag_ms or self.contacts[cid]["modified"] <= visible_before)
+               and (not groups or any(self._matches(cid, g.get("filters", [])) for g in groups))]
+        sorts = body.get("sorts") or []
+        if sorts:
+            sort = sorts[0]
+            name = sort.get("propertyName") if isinstance(sort, dict) else str(sort).lstrip("-")
+            if isinstance(sort, dict):
+                descending = sort.get("direction") == "DESCENDING"
+            else:
+                descending = str(sort).startswith("-")
+            if name == "lastmodifieddate":
+                ids.sort(key=lambda c: self.contacts[c]["modified"], reverse=descending)
+            elif name == "hs_object_id":
+                ids.sort(reverse=descending)
+        page = ids[offset:offset + limit]
+        out: Dict[str, Any] = {"total": len(ids), "results": [self._render(c, body.get("properties")) for c in page]}
+        if offset + limit < len(ids):
+            out["paging"] = {"next": {"after": str(offset + limit)}}
+        return self.json_response(out)  # search answers carry no rate-limit headers
+
+    def on_batch_read(self, request: Request) -> Response:
+        body = self.json_body(request) or {}
+        inputs = body.get("inputs") or []
+        if len(inputs) > 100:
+            return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
+        results, missing = [], []
+        for item in inputs:
+            cid = str(item.get("id", ""))
+            if cid.isdigit() and int(cid) in self.contacts and not self.contacts[int(cid)]["archived"]:
+                results.append(self._render(int(cid), body.get("properties")))
+            else:
+                missing.append(cid)
+        out: Dict[str, Any] = {"status": "COMPLETE", "results": results,
+                               "startedAt": iso_ms(self.now_ms()), "completedAt": iso_ms(self.now_ms())}
+        if missing:
+            out["numErrors"] = 1
+            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                              "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
+                              "context": {"ids": missing}}]
+            return self.ok(out, 207)
+        return self.ok(out)
+
+    def on_batch_update(self, request: Request) -> Response:
+        body = self.json_body(request) or {}
+        results = []
+        for item in body.get("inputs") or []:
+            cid = str(item.get("id", ""))
+            if cid.isdigit() and int(cid) in self.contacts:
+                self.update_contact(cid, item.get("properties") or {})
+                results.append(self._render(int(cid), list((item.get("properties") or {}).keys())))
+        return self.ok({"status": "COMPLETE", "results": results})
+
+    def on_list_properties(self, request: Request) -> Response:
+        return self.ok({"results": self.properties})
+
+    def on_create_property(self, request: Request) -> Response:
+        body = self.json_body(request) or {}
+        if any(p["name"] == body.get("name") for p in self.properties):
+            return _error("Property already exists", "OBJECT_ALREADY_EXISTS", 409)
+        prop = dict(body, hubspotDefined=False, hidden=False, calculated=False)
+        prop.setdefault("options", [])
+        self.properties.append(prop)
+        return self.ok(prop, 201)
+
+    def on_memberships(self, request: Request, list_id: str) -> Response:
+        if list_id not in self.lists:
+            return _error(f"List {list_id} does not exist.", "OBJECT_NOT_FOUND", 404)
+        members = self.lists[list_id]
+        limit = min(int(request.args.get("limit", "100")), 250)
+        offset = int(request.args.get("after") or 0)
+        page = members[offset:offset + limit]
+        stamp = iso_ms(self.now_ms())
+        out: Dict[str, Any] = {"results": [{"recordId": str(m), "membershipTimestamp": stamp} for m in page]}
+        if offset + limit < len(members):
+            out["paging"] = {"next": {"after": str(offset + limit)}}
+        return self.ok(out)

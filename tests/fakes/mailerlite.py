@@ -1,0 +1,460 @@
+"""A stateful fake of the parts of MailerLite's API the sync uses.
+
+Behaviour follows ../shared/api/mailerlite.md and answers in the shapes of the real
+recordings in ../shared/api/mailerlite-recordings/: upsert by email (201/200, non-destructive,
+groups only added), fields, groups, batch with per-item answers, 422 validation errors,
+the refusal to reactivate unsubscribed/bounced/junk subscribers, Bearer auth, the global
+120/minute limit and the 5/minute import limit for all-upsert batches.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import json
+import math
+import re
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from .base import FakeAPI, WindowCounter
+
+STATUSES = ("active", "unsubscribed", "unconfirmed", "bounced", "junk")
+INACTIVE = ("unsubscribed", "bounced", "junk")
+DEFAULT_FIELDS = [  # (id, name, key) of the default text fields, as in fields-list.yml
+    ("1", "Name", "name"), ("2", "Last name", "last_name"), ("3", "Company", "company"),
+    ("4", "Country", "country"), ("5", "City", "city"), ("6", "Phone", "phone"),
+    ("7", "State", "state"), ("8", "Zip", "z_i_p"),
+]
+TEXT_MAX = 1024  # unconfirmed on the real service; the fake rejects longer text values
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+INVALID = "The given data was invalid."
+CANNOT_IMPORT = "This subscriber is {status} and cannot be imported"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def field_key(name: str) -> str:
+    """MailerLite derives a field's key from its name: "My Field" -> "my_field"."""
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+class FakeMailerLite(FakeAPI):
+    url_map = Map([
+        Rule("/api/subscribers", methods=["GET"], endpoint="list_subscribers"),
+        Rule("/api/subscribers", methods=["POST"], endpoint="upsert"),
+        Rule("/api/subscribers/<ref>", methods=["GET"], endpoint="get_subscriber"),
+        Rule("/api/subscribers/<sid>/groups/<gid>", methods=["POST"], endpoint="assign"),
+        Rule("/api/subscribers/<sid>/groups/<gid>", methods=["DELETE"], endpoint="unassign"),
+        Rule("/api/fields", methods=["GET"], endpoint="list_fields"),
+        Rule("/api/fields", methods=["POST"], endpoint="create_field"),
+        Rule("/api/groups", methods=["GET"], endpoint="list_groups"),
+        Rule("/api/groups", methods=["POST"], endpoint="create_group"),
+        Rule("/api/batch", methods=["POST"], endpoint="batch"),
+    ])
+
+    def __init__(self, time_scale: float = 1.0, per_minute: int = 120, imports_per_minute: int = 5,
+                 batch_counts_as_items: bool = False) -> None:
+        super().__init__(time_scale)
+        self.tokens = {"ml-test-token"}
+        self.global_limit = WindowCounter(self, per_minute, 60.0)
+        self.import_limit = WindowCounter(self, imports_per_minute, 60.0)
+        # The open question in mailerlite.md: does a batch cost 1 request or one per item?
+        self.batch_counts_as_items = batch_counts_as_items
+        self.import_retry_after = True  # unconfirmed whether the import 429 carries Retry-After
+        # The other reading of the consent rule: refuse any upsert of an inactive subscriber.
+        self.refuse_inactive_upserts = False
+        self.limits_enabled = True
+        self.subscribers: Dict[str, Dict[str, Any]] = {}  # id -> subscriber
+        self.by_email: Dict[str, str] = {}
+        self._sub_ids: List[int] = []
+        self._next_sub = 165968862226941797
+        self.fields: List[Dict[str, Any]] = [
+            {"id": fid, "name": name, "key": key, "type": "text", "is_default": True, "used_in_automations": False}
+            for fid, name, key in DEFAULT_FIELDS
+        ]
+        self._next_field = 947147
+        self.groups: Dict[str, Dict[str, Any]] = {}
+        self._next_group = 165971156405323676
+        self.reactivation_attempts: List[Dict[str, Any]] = []
+        self.item_faults: Deque[Optional[int]] = deque()  # per batch item: an HTTP code to fail it with
+        self.upsert_count = 0  # every upsert attempted that passed validation
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/api"
+
+    # -- seeding and inspection -------------------------------------------------------------
+    def add_field(self, name: str, type_: str = "text") -> Dict[str, Any]:
+        with self.lock:
+            field = {"id": str(self._next_field), "name": name, "key": field_key(name), "type": type_,
+                     "is_default": False, "used_in_automations": False}
+            self._next_field += 1
+            self.fields.append(field)
+            return field
+
+    def add_group(self, name: str) -> Dict[str, Any]:
+        with self.lock:
+            gid = str(self._next_group)
+            self._next_group += 1
+            group = {"id": gid, "name": name, "active_count": 0, "sent_count": 0, "opens_count": 0,
+                     "open_rate": {"float": 0, "string": "0%"}, "clicks_count": 0,
+                     "click_rate": {"float": 0, "string": "0%"}, "unsubscribed_count": 0,
+                     "unconfirmed_count": 0, "bounced_count": 0, "junk_count": 0, "created_at": _now()}
+            self.groups[gid] = group
+            return group
+
+    def add_subscriber(self, email: str, status: str = "active", fields: Optional[Dict[str, Any]] = None,
+                       groups: Optional[List[str]] = None) -> Dict[str, Any]:
+        with self.lock:
+            sub = self._new_subscriber(email.lower(), status)
+            sub["fields"].update(fields or {})
+            sub["groups"] = list(groups or [])
+            return sub
+
+    def subscriber(self, email: str) -> Optional[Dict[str, Any]]:
+        sid = self.by_email.get(email.lower())
+        return self.subscribers.get(sid) if sid else None
+
+    def _new_subscriber(self, email: str, status: str) -> Dict[str, Any]:
+        sid = str(self._next_sub)
+        self._next_sub += 1
+        stamp = _now()
+        sub = {
+            "id": sid, "email": email, "status": status, "source": "api", "sent": 0, "opens_count": 0,
+            "clicks_count": 0, "open_rate": 0, "click_rate": 0, "ip_address": None,
+            "subscribed_at": stamp, "unsubscribed_at": stamp if status == "unsubscribed" else None,
+            "created_at": stamp, "updated_at": stamp,
+            "fields": {f["key"]: None for f in self.fields}, "groups": [],
+            "opted_in_at": None, "optin_ip": None,
+        }
+        self.subscribers[sid] = sub
+        self.by_email[email] = sid
+        self._sub_ids.append(int(sid))
+        return sub
+
+    def _render(self, sub: Dict[str, Any], with_groups: bool = True) -> Dict[str, Any]:
+        out = dict(sub)
+        out["fields"] = {f["key"]: sub["fields"].get(f["key"]) for f in self.fields}
+        if with_groups:
+            out["groups"] = [self.groups[g] for g in sub["groups"] if g in self.groups]
+        else:
+            out.pop("groups")
+        return out
+
+    # -- auth and limits ---------------------------------------------------------------------
+    def _limit_headers(self) -> Dict[str, str]:
+        # Lowercase, as in the recordings: clients must read headers case-insensitively.
+        return {"x-ratelimit-limit": str(self.global_limit.limit),
+                "x-ratelimit-remaining": str(self.global_limit.remaining())}
+
+    def _retry_after(self, counter: WindowCounter) -> str:
+        wait = self.real_seconds(counter.seconds_to_reset())
+        return str(max(1, math.ceil(wait))) if self.time_scale == 1 else f"{max(wait, 0.001):.3f}"
+
+    def before_request(self, request: Request, endpoint: str) -> Optional[Response]:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
+            return self.json_response({"message": "Unauthenticated."}, 401)
+        if not self.limits_enabled:
+            return None
+        cost = 1
+        is_import = False
+        if endpoint == "batch":
+            items = (self.json_body(request) or {}).get("requests") or []
+            if self.batch_counts_as_items:
+                cost = max(1, len(items))
+            is_import = bool(items) and all(
+                isinstance(i, dict) and str(i.get("method", "")).upper() == "POST"
+                and str(i.get("path", "")).strip("/") == "api/subscribers" for i in items)
+        with self.lock:
+            if self.global_limit.remaining() < cost:
+                headers = {"Retry-After": self._retry_after(self.global_limit),
+                           "x-ratelimit-limit": str(self.global_limit.limit), "x-ratelimit-remaining": "0"}
+                return self.json_response({"message": "Too Many Attempts."}, 429, headers)
+            if is_import and not self.import_limit.try_take():
+                headers = self._limit_headers()
+                if self.import_retry_after:
+                    headers["Retry-After"] = self._retry_after(self.import_limit)
+                return self.json_response({"message": "You're being rate limited on import creation."}, 429, headers)
+            self.global_limit.try_take(cost)
+        return None
+
+    def ok(self, data: Any, status: int = 200) -> Response:
+        if data is None:
+            return Response(status=status, headers=self._limit_headers())
+        return self.json_response(data, status, self._limit_headers())
+
+    def _json_result(self, result: Tuple[int, Any]) -> Response:
+        code, body = result
+        return self.ok(body, code)
+
+    # -- subscribers ---------------------------------------------------------------------------
+    def _validate(self, body: Any) -> Dict[str, List[str]]:
+        errors: Dict[str, List[str]] = {}
+        if not isinstance(body, dict):
+            return {"email": ["The email field is required."]}
+        email = body.get("email")
+        if not isinstance(email, str) or not email.strip():
+            errors["email"] = ["The email field is required."]
+        elif not EMAIL_RE.match(email.strip()) or len(email) > 255:
+            errors["email"] = ["The email must be a valid email address."]
+        status = body.get("status")
+        if status is not None and status not in STATUSES:
+            errors["status"] = ["The selected status is invalid."]
+        fields = body.get("fields")
+        if fields is not None and not isinstance(fields, dict):
+            errors["fields"] = ["The fields must be an array."]
+        elif fields:
+            types = {f["key"]: f["type"] for f in self.fields}
+            for key, value in fields.items():
+                problem = self._field_problem(key, value, types)
+                if problem:
+                    errors[f"fields.{key}"] = [problem]
+        groups = body.get("groups")
+        if groups is not None:
+            if not isinstance(groups, list):
+                errors["groups"] = ["The groups must be an array."]
+            else:
+                for i, gid in enumerate(groups):
+                    if not isinstance(gid, (str, int)) or str(gid) not in self.groups:
+                        errors[f"groups.{i}"] = [f"The selected groups.{i} is invalid."]
+        return errors
+
+    @staticmethod
+    def _field_problem(key: str, value: Any, types: Dict[str, str]) -> Optional[str]:
+        if key not in types:
+            return f"The selected fields.{key} is invalid."
+        if value is None or value == "":
+            return None  # clears the field
+        kind = types[key]
+        if kind == "number":
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                return f"The fields.{key} must be a number."
+            try:
+                float(value)
+            except ValueError:
+                return f"The fields.{key} must be a number."
+        elif kind == "date":
+            try:
+                datetime.strptime(str(value), "%Y-%m-%d")
+            except ValueError:
+                return f"The fields.{key} is not a valid date."
+        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            return f"The fields.{key} must be a string."
+        elif len(str(value)) > TEXT_MAX:
+            return f"The fields.{key} may not be greater than {TEXT_MAX} characters."
+        return None
+
+    def upsert(self, body: Any) -> Tuple[int, Any]:
+        """POST /subscribers, as one request or as one item of a batch."""
+        errors = self._validate(body)
+        if errors:
+            return 422, {"message": INVALID, "errors": errors}
+        email = body["email"].strip().lower()
+        status = body.get("status")
+        existing = self.subscriber(email)
+        if existing is not None and existing["status"] in INACTIVE and (
+                status == "active" or self.refuse_inactive_upserts):
+            self.reactivation_attempts.append({"email": email, "status_was": existing["status"],
+                                               "requested": status})
+            return 422, {"message": INVALID,
+                         "errors": {"email": [CANNOT_IMPORT.format(status=existing["status"])]}}
+        self.upsert_count += 1
+        code = 200
+        if existing is None:
+            existing = self._new_subscriber(email, status or "active")
+            code = 201
+        elif status and status != existing["status"]:
+            existing["status"] = status
+            if status == "unsubscribed":
+                existing["unsubscribed_at"] = _now()
+        for key, value in (body.get("fields") or {}).items():
+            existing["fields"][key] = None if value == "" else value
+        for gid in body.get("groups") or []:
+            if str(gid) not in existing["groups"]:
+                existing["groups"].append(str(gid))
+        existing["updated_at"] = _now()
+        return code, {"data": self._render(existing)}
+
+    def on_upsert(self, request: Request) -> Response:
+        return self._json_result(self.upsert(self.json_body(request)))
+
+    def get_subscriber(self, ref: str) -> Tuple[int, Any]:
+        sub = self.subscribers.get(ref) or self.subscriber(ref)
+        if sub is None:
+            return 404, {"message": "No query results for model [App\\Models\\Subscriber\\Subscriber]."}
+        return 200, {"data": self._render(sub)}
+
+    def on_get_subscriber(self, request: Request, ref: str) -> Response:
+        return self._json_result(self.get_subscriber(ref))
+
+    def on_list_subscribers(self, request: Request) -> Response:
+        limit = int(request.args.get("limit", "25"))
+        status = request.args.get("filter[status]")
+        if limit == 0:
+            total = sum(1 for s in self.subscribers.values() if status is None or s["status"] == status)
+            return self.ok({"total": total})
+        limit = min(limit, 1000)
+        cursor = request.args.get("cursor")
+        end = len(self._sub_ids)
+        if cursor:
+            try:
+                last = int(json.loads(base64.b64decode(cursor))["id"])
+            except (ValueError, KeyError, TypeError):
+                return self.ok({"message": "Invalid cursor."}, 400)
+            end = bisect.bisect_left(self._sub_ids, last)
+        page: List[Dict[str, Any]] = []
+        i = end - 1
+        while i >= 0 and len(page) < limit:  # newest first, as the recordings show
+            sub = self.subscribers[str(self._sub_ids[i])]
+            if status is None or sub["status"] == status:
+                page.append(self._render(sub, with_groups=False))
+            i -= 1
+        next_cursor = None
+        if i >= 0 and page:
+            pointer = {"id": int(page[-1]["id"]), "_pointsToNextItems": True}
+            next_cursor = base64.b64encode(json.dumps(pointer).encode()).decode()
+        path = f"{self.base_url}/subscribers"
+        return self.ok({
+            "data": page,
+            "links": {"first": None, "last": None, "prev": None,
+                      "next": f"{path}?cursor={next_cursor}" if next_cursor else None},
+            "meta": {"path": path, "per_page": limit, "next_cursor": next_cursor, "prev_cursor": None},
+        })
+
+    def assign(self, sid: str, gid: str) -> Tuple[int, Any]:
+        sub, group = self.subscribers.get(sid), self.groups.get(gid)
+        if sub is None or group is None:
+            return 404, {"message": "Resource not found."}
+        if gid not in sub["groups"]:
+            sub["groups"].append(gid)
+        return 200, {"data": group}
+
+    def on_assign(self, request: Request, sid: str, gid: str) -> Response:
+        return self._json_result(self.assign(sid, gid))
+
+    def unassign(self, sid: str, gid: str) -> Tuple[int, Any]:
+        sub = self.subscribers.get(sid)
+        if sub is None or gid not in self.groups:
+            return 404, {"message": "Resource not found."}
+        if gid in sub["groups"]:
+            sub["groups"].remove(gid)
+        return 204, None
+
+    def on_unassign(self, request: Request, sid: str, gid: str) -> Response:
+        return self._json_result(self.unassign(sid, gid))
+
+    # -- fields and groups -----------------------------------------------------------------------
+    def _page(self, items: List[Dict[str, Any]], request: Request, path: str) -> Response:
+        limit = max(1, min(int(request.args.get("limit", "25")), 100))
+        page = max(1, int(request.args.get("page", "1")))
+        last_page = max(1, math.ceil(len(items) / limit))
+        chunk = items[(page - 1) * limit: page * limit]
+        url = f"{self.base_url}/{path}"
+        return self.ok({
+            "data": chunk,
+            "links": {"first": f"{url}?page=1", "last": f"{url}?page={last_page}",
+                      "prev": f"{url}?page={page - 1}" if page > 1 else None,
+                      "next": f"{url}?page={page + 1}" if page < last_page else None},
+            "meta": {"current_page": page, "from": (page - 1) * limit + 1 if chunk else None,
+                     "last_page": last_page, "path": url, "per_page": limit,
+                     "to": (page - 1) * limit + len(chunk) if chunk else None, "total": len(items)},
+        })
+
+    def on_list_fields(self, request: Request) -> Response:
+        return self._page(sorted(self.fields, key=lambda f: f["name"].lower()), request, "fields")
+
+    def create_field(self, body: Any) -> Tuple[int, Any]:
+        body = body if isinstance(body, dict) else {}
+        errors: Dict[str, List[str]] = {}
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            errors["name"] = ["The name field is required."]
+        elif any(f["name"].lower() == name.strip().lower() or f["key"] == field_key(name) for f in self.fields):
+            errors["name"] = ["The name has already been taken."]
+        if body.get("type") not in ("text", "number", "date"):
+            errors["type"] = ["The selected type is invalid."]
+        if errors:
+            return 422, {"message": INVALID, "errors": errors}
+        field = self.add_field(name.strip(), body["type"])
+        return 201, {"data": {k: field[k] for k in ("id", "name", "key", "type", "is_default")}}
+
+    def on_create_field(self, request: Request) -> Response:
+        return self._json_result(self.create_field(self.json_body(request)))
+
+    def on_list_groups(self, request: Request) -> Response:
+        wanted = request.args.get("filter[name]")
+        groups = [g for g in self.groups.values() if not wanted or wanted.lower() in g["name"].lower()]
+        return self._page(groups, request, "groups")
+
+    def create_group(self, body: Any) -> Tuple[int, Any]:
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            return 422, {"message": INVALID, "errors": {"name": ["The name field is required."]}}
+        if len(name) > 255:
+            return 422, {"message": INVALID, "errors": {"name": ["The name may not be greater than 255 characters."]}}
+        return 201, {"data": self.add_group(name)}
+
+    def on_create_group(self, request: Request) -> Response:
+        return self._json_result(self.create_group(self.json_body(request)))
+
+    # -- batch ---------------------------------------------------------------------------------
+    _item_map = Map([
+        Rule("/api/subscribers", methods=["POST"], endpoint="upsert"),
+        Rule("/api/subscribers/<ref>", methods=["GET"], endpoint="get"),
+        Rule("/api/subscribers/<sid>/groups/<gid>", methods=["POST"], endpoint="assign"),
+        Rule("/api/subscribers/<sid>/groups/<gid>", methods=["DELETE"], endpoint="unassign"),
+        Rule("/api/fields", methods=["POST"], endpoint="create_field"),
+        Rule("/api/groups", methods=["POST"], endpoint="create_group"),
+    ])
+
+    def _batch_item(self, item: Any) -> Tuple[int, Any]:
+        if not isinstance(item, dict):
+            return 422, {"message": INVALID}
+        path = "/" + str(item.get("path", "")).lstrip("/")
+        method = str(item.get("method", "GET")).upper()
+        try:
+            endpoint, args = self._item_map.bind("localhost").match(path, method=method)
+        except (NotFound, MethodNotAllowed):
+            return 404, {"message": f"The route {path.lstrip('/')} could not be found."}
+        body = item.get("body")
+        if endpoint == "upsert":
+            return self.upsert(body)
+        if endpoint == "get":
+            return self.get_subscriber(args["ref"])
+        if endpoint == "assign":
+            return self.assign(args["sid"], args["gid"])
+        if endpoint == "unassign":
+            return self.unassign(args["sid"], args["gid"])
+        if endpoint == "create_field":
+            return self.create_field(body)
+        return self.create_group(body)
+
+    def on_batch(self, request: Request) -> Response:
+        body = self.json_body(request)
+        items = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not items:
+            return self.ok({"message": INVALID, "errors": {"requests": ["The requests field is required."]}}, 422)
+        if len(items) > 50:
+            return self.ok({"message": INVALID,
+                            "errors": {"requests": ["The requests may not have more than 50 items."]}}, 422)
+        responses = []
+        for item in items:
+            fault = self.item_faults.popleft() if self.item_faults else None
+            if fault:
+                responses.append({"code": fault, "body": {"message": "Server Error"}})
+                continue
+            code, out = self._batch_item(item)
+            responses.append({"code": code, "body": out})
+        ok = sum(1 for r in responses if 200 <= r["code"] < 300)
+        return self.ok({"total": len(responses), "successful": ok, "failed": len(responses) - ok,
+                        "responses": responses})
+
