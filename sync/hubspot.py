@@ -31,6 +31,7 @@ SEARCH_PAGE_SIZE = 200  # the search endpoint's maximum
 SEARCH_RESULT_CAP = 10_000  # search refuses to page past this many results of one query
 BATCH_READ_SIZE = 100
 DEFAULT_INTERVAL_S = 10.0  # the rolling window when no header has told us yet
+SEARCH_INTERVAL_S = 0.2  # search allows 5 requests a second per account and sends no headers to pace by
 
 Contact = Dict[str, Any]
 
@@ -79,7 +80,7 @@ class HubSpotReader:
     """Pages through HubSpot contacts within its rate limits, retrying in one layer."""
 
     def __init__(self, token: str, base_url: str, retry: Optional[RetryPolicy] = None,
-                 timeout: Tuple[float, float] = (10.0, 60.0), search_interval: float = 0.2,
+                 timeout: Tuple[float, float] = (10.0, 60.0), search_interval: Optional[float] = None,
                  on_wait: Optional[Callable[[str, float], None]] = None) -> None:
         # retry=False turns urllib3's own retries off: retries live in ONE layer (ours).
         client = HubSpot(access_token=token, host=base_url, retry=False)
@@ -91,7 +92,7 @@ class HubSpotReader:
         self._memberships = client.crm.lists.memberships_api
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
-        self.search_interval = search_interval  # 5 searches/second per account, no headers to pace by
+        self.search_interval = SEARCH_INTERVAL_S if search_interval is None else search_interval
         self.on_wait = on_wait
         self.requests = 0
         self.server_time: Optional[float] = None  # epoch seconds from the first answer's Date header

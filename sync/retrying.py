@@ -66,12 +66,16 @@ class _Wait:
 class RetryPolicy:
     """How long one request may keep trying. Tests shrink the waits; production keeps defaults."""
 
-    def __init__(self, backoff: float = 0.5, max_backoff: float = 30.0, default_rate_wait: float = 1.0,
-                 max_failures: int = MAX_FAILURES, max_rate_limit_waits: int = MAX_RATE_LIMIT_WAITS,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.default_rate_wait = default_rate_wait
+    BACKOFF = 0.5  # seconds; the first retry waits up to this, doubling up to MAX_BACKOFF
+    MAX_BACKOFF = 30.0
+    DEFAULT_RATE_WAIT = 1.0  # after a 429 that names no Retry-After
+
+    def __init__(self, backoff: Optional[float] = None, max_backoff: Optional[float] = None,
+                 default_rate_wait: Optional[float] = None, max_failures: int = MAX_FAILURES,
+                 max_rate_limit_waits: int = MAX_RATE_LIMIT_WAITS, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.backoff = self.BACKOFF if backoff is None else backoff
+        self.max_backoff = self.MAX_BACKOFF if max_backoff is None else max_backoff
+        self.default_rate_wait = self.DEFAULT_RATE_WAIT if default_rate_wait is None else default_rate_wait
         self.max_failures = max_failures
         self.max_rate_limit_waits = max_rate_limit_waits
         self.sleep = sleep

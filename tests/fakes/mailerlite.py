@@ -366,6 +366,12 @@ class FakeMailerLite(FakeAPI):
                       "next": f"{url}?page={page + 1}" if page < last_page else None},
             "meta": {"current_page": page, "from": (page - 1) * limit + 1 if chunk else None,
                      "last_page": last_page, "path": url, "per_page": limit,
+                     "links": [{"url": f"{url}?page={page - 1}" if page > 1 else None, "label": "&laquo; Previous",
+                                "active": False}]
+                     + [{"url": f"{url}?page={n}", "label": str(n), "active": n == page}
+                        for n in range(1, last_page + 1)]
+                     + [{"url": f"{url}?page={page + 1}" if page < last_page else None, "label": "Next &raquo;",
+                         "active": False}],
                      "to": (page - 1) * limit + len(chunk) if chunk else None, "total": len(items)},
         })
 

@@ -1,0 +1,123 @@
+"""Fixtures: fake HubSpot and MailerLite servers on 127.0.0.1, and a way to run the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+
+from sync import cli, hubspot, writer
+from sync.retrying import RetryPolicy
+from tests.fakes.hubspot import FakeHubSpot
+from tests.fakes.mailerlite import FakeMailerLite
+
+HS_TOKEN = "hs-test-token"
+ML_TOKEN = "ml-test-token"
+TIME_SCALE = 0.01  # a MailerLite "minute" lasts 0.6 s, HubSpot's ten seconds 0.1 s
+HOUR_MS = 3_600_000
+
+
+@pytest.fixture(autouse=True)
+def _fast_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrink client-side waits that are not told by the server (backoff, search spacing)."""
+    monkeypatch.setattr(RetryPolicy, "BACKOFF", 0.02)
+    monkeypatch.setattr(RetryPolicy, "MAX_BACKOFF", 0.2)
+    monkeypatch.setattr(RetryPolicy, "DEFAULT_RATE_WAIT", 0.05)
+    monkeypatch.setattr(hubspot, "SEARCH_INTERVAL_S", 0.002)
+    monkeypatch.setattr(writer, "IMPORT_WAIT_FIRST", 0.1)
+    monkeypatch.setattr(writer, "IMPORT_WAIT_MAX", 0.6)
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any connection to something other than loopback fails the test."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and self.family != socket.AF_UNIX:
+            raise AssertionError(f"test tried to reach {host}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture
+def hubspot_fake() -> Iterator[FakeHubSpot]:
+    fake = FakeHubSpot(time_scale=TIME_SCALE).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def mailerlite_fake() -> Iterator[FakeMailerLite]:
+    fake = FakeMailerLite(time_scale=TIME_SCALE).start()
+    yield fake
+    fake.stop()
+
+
+def seed_contacts(fake: FakeHubSpot, n: int, start: int = 0, age_ms: int = HOUR_MS, **extra: str) -> List[str]:
+    """n realistic contacts last modified `age_ms` ago (older than the search-lag margin)."""
+    base = int(time.time() * 1000) - age_ms
+    ids = []
+    for i in range(start, start + n):
+        props = {"email": f"person{i}@example.com", "firstname": f"First{i}", "lastname": f"Last{i}",
+                 "company": f"Company {i % 7}", "city": "Ljubljana", "zip": f"{1000 + i % 50}",
+                 "hs_email_optout": "false"}
+        props.update(extra)
+        ids.append(fake.add_contact(props, modified_ms=base + i))
+    return ids
+
+
+@dataclass
+class RunResult:
+    code: int
+    summary: Optional[Dict[str, Any]]
+    out: str
+    err: str
+
+
+class Runner:
+    """Runs main([...]) in-process with a clean environment pointing at the fakes."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                 hs: FakeHubSpot, ml: FakeMailerLite) -> None:
+        self.tmp_path = tmp_path
+        self.capsys = capsys
+        self.env_file = tmp_path / "empty.env"
+        self.env_file.write_text("")
+        self.state_db = tmp_path / "state" / "sync_state.db"
+        for key in list(os.environ):
+            if key.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK_")):
+                monkeypatch.delenv(key)
+        self.env = {
+            "HUBSPOT_ACCESS_TOKEN": HS_TOKEN,
+            "MAILERLITE_API_KEY": ML_TOKEN,
+            "HUBSPOT_BASE_URL": hs.url,
+            "MAILERLITE_BASE_URL": ml.base_url,
+            "SYNC_STATE_DB": str(self.state_db),
+            "SYNC_HTTP_TIMEOUT": "2",
+        }
+        for key, value in self.env.items():
+            monkeypatch.setenv(key, value)
+        self.monkeypatch = monkeypatch
+
+    def __call__(self, *args: str) -> RunResult:
+        self.capsys.readouterr()
+        code = cli.main(["--json", "--env-file", str(self.env_file), *args])
+        out, err = self.capsys.readouterr()
+        lines = [line for line in out.splitlines() if line.strip()]
+        summary = json.loads(lines[-1]) if lines else None
+        return RunResult(code, summary, out, err)
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+        hubspot_fake: FakeHubSpot, mailerlite_fake: FakeMailerLite) -> Runner:
+    return Runner(tmp_path, monkeypatch, capsys, hubspot_fake, mailerlite_fake)
