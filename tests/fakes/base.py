@@ -79,6 +79,7 @@ class LoggedRequest:
     status: int
     time: float
     headers: Dict[str, str]
+    response_headers: Dict[str, str] = field(default_factory=dict)
 
 
 class FakeAPI:
@@ -139,15 +140,17 @@ class FakeAPI:
         except DropConnection:
             response = None
         if response is None:  # drop: close the socket without a word
-            self._log(request, 0)
+            self._log(request, 0, {})
             sock = environ.get("werkzeug.socket")
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+            # werkzeug insists on a status; writing it to the closed socket fails quietly.
+            start_response("500 Dropped", [("Connection", "close")])
             return []
-        self._log(request, response.status_code)
+        self._log(request, response.status_code, dict(response.headers))
         return response(environ, start_response)
 
     def _fault_response(self, action: Optional[str]) -> Optional[Response]:
@@ -192,7 +195,7 @@ class FakeAPI:
     def not_found(self, request: Request) -> Response:
         return self.json_response({"message": "Not found"}, 404)
 
-    def _log(self, request: Request, status: int) -> None:
+    def _log(self, request: Request, status: int, response_headers: Dict[str, str]) -> None:
         body: Any = None
         raw = request.get_data(cache=True)
         if raw:
@@ -208,6 +211,7 @@ class FakeAPI:
             status=status,
             time=time.monotonic(),
             headers=dict(request.headers),
+            response_headers=response_headers,
         )
         with self.lock:
             self.log.append(entry)

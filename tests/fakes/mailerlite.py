@@ -71,6 +71,7 @@ class FakeMailerLite(FakeAPI):
         self.import_retry_after = True  # unconfirmed whether the import 429 carries Retry-After
         # The other reading of the consent rule: refuse any upsert of an inactive subscriber.
         self.refuse_inactive_upserts = False
+        self.undeliverable_domains: set = set()  # addresses MailerLite's own checks refuse
         self.limits_enabled = True
         self.subscribers: Dict[str, Dict[str, Any]] = {}  # id -> subscriber
         self.by_email: Dict[str, str] = {}
@@ -85,6 +86,7 @@ class FakeMailerLite(FakeAPI):
         self._next_group = 165971156405323676
         self.reactivation_attempts: List[Dict[str, Any]] = []
         self.item_faults: Deque[Optional[int]] = deque()  # per batch item: an HTTP code to fail it with
+        self.failing_emails: Dict[str, int] = {}  # email -> how many more of its upserts get a 503
         self.upsert_count = 0  # every upsert attempted that passed validation
 
     @property
@@ -204,7 +206,8 @@ class FakeMailerLite(FakeAPI):
         email = body.get("email")
         if not isinstance(email, str) or not email.strip():
             errors["email"] = ["The email field is required."]
-        elif not EMAIL_RE.match(email.strip()) or len(email) > 255:
+        elif (not EMAIL_RE.match(email.strip()) or len(email) > 255
+              or email.strip().lower().rsplit("@", 1)[-1] in self.undeliverable_domains):
             errors["email"] = ["The email must be a valid email address."]
         status = body.get("status")
         if status is not None and status not in STATUSES:
@@ -284,8 +287,18 @@ class FakeMailerLite(FakeAPI):
         existing["updated_at"] = _now()
         return code, {"data": self._render(existing)}
 
+    def _fails(self, body: Any) -> bool:
+        email = str(body.get("email", "")).strip().lower() if isinstance(body, dict) else ""
+        if self.failing_emails.get(email):
+            self.failing_emails[email] -= 1
+            return True
+        return False
+
     def on_upsert(self, request: Request) -> Response:
-        return self._json_result(self.upsert(self.json_body(request)))
+        body = self.json_body(request)
+        if self._fails(body):
+            return self.ok({"message": "Server Error"}, 503)
+        return self._json_result(self.upsert(body))
 
     def get_subscriber(self, ref: str) -> Tuple[int, Any]:
         sub = self.subscribers.get(ref) or self.subscriber(ref)
@@ -455,6 +468,8 @@ class FakeMailerLite(FakeAPI):
         responses = []
         for item in items:
             fault = self.item_faults.popleft() if self.item_faults else None
+            if not fault and self._fails(item.get("body") if isinstance(item, dict) else None):
+                fault = 503
             if fault:
                 responses.append({"code": fault, "body": {"message": "Server Error"}})
                 continue

@@ -1,0 +1,83 @@
+"""`python main.py` as a real process, as cron would start it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import filelock
+
+from tests.conftest import HS_TOKEN, ML_TOKEN, seed_contacts
+
+MAIN = Path(__file__).resolve().parents[1] / "main.py"
+
+
+def run_main(args, env, cwd):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+    clean.update(env)
+    return subprocess.run([sys.executable, str(MAIN), *args], env=clean, cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def fake_env(hs, ml, tmp_path):
+    return {"HUBSPOT_ACCESS_TOKEN": HS_TOKEN, "MAILERLITE_API_KEY": ML_TOKEN, "HUBSPOT_BASE_URL": hs.url,
+            "MAILERLITE_BASE_URL": ml.base_url, "SYNC_STATE_DB": str(tmp_path / "state.db")}
+
+
+def test_cron_style_run_is_silent_on_success(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 250)
+    env_file = tmp_path / "sync.env"
+    env_file.write_text("\n".join(f"{k}={v}" for k, v in fake_env(hubspot_fake, mailerlite_fake, tmp_path).items()))
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    done = run_main(["--env-file", str(env_file)], {}, elsewhere)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert len(mailerlite_fake.subscribers) == 250
+    assert (tmp_path / "state.db").exists() and not list(elsewhere.iterdir())
+
+
+def test_json_summary_on_stdout(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 30)
+    hubspot_fake.add_contact({"email": "broken"}, modified_ms=1)
+    done = run_main(["--json"], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert done.returncode == 1
+    summary = json.loads(done.stdout)
+    for key in ("mode", "dry_run", "read", "created", "updated", "unchanged", "skipped", "rejected", "failed"):
+        assert key in summary
+    assert (summary["created"], summary["rejected"]) == (30, 1)
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) >= 1
+
+
+def test_missing_setting_is_one_line(tmp_path):
+    done = run_main(["--env-file", str(tmp_path / "none.env")], {"MAILERLITE_API_KEY": "x"}, tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "ERROR: --env-file " + str(tmp_path / "none.env") + " does not exist"]
+    done = run_main([], {"MAILERLITE_API_KEY": "x", "HUBSPOT_ACCESS_TOKEN": "", "SYNC_STATE_DB": str(tmp_path / "s.db")},
+                    tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "HUBSPOT_ACCESS_TOKEN" in lines[0]
+
+
+def test_plain_http_to_a_remote_host_is_refused(tmp_path):
+    env = {"HUBSPOT_ACCESS_TOKEN": "a", "MAILERLITE_API_KEY": "b", "MAILERLITE_BASE_URL": "http://example.com/api",
+           "SYNC_STATE_DB": str(tmp_path / "s.db")}
+    done = run_main([], env, tmp_path)
+    assert done.returncode == 2 and "MAILERLITE_BASE_URL must be an https:// URL" in done.stderr
+
+
+def test_help(tmp_path):
+    done = run_main(["--help"], {}, tmp_path)
+    assert done.returncode == 0 and "--dry-run" in done.stdout and "Exit codes" in done.stdout
+
+
+def test_second_run_while_one_holds_the_lock_exits_75(hubspot_fake, mailerlite_fake, tmp_path):
+    env = fake_env(hubspot_fake, mailerlite_fake, tmp_path)
+    with filelock.FileLock(str(tmp_path / "state.db") + ".lock", timeout=0):
+        done = run_main([], env, tmp_path)
+    assert done.returncode == 75
+    assert "another run is in progress" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert hubspot_fake.log == []
