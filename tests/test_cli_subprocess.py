@@ -56,8 +56,8 @@ def test_missing_setting_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "ERROR: --env-file " + str(tmp_path / "none.env") + " does not exist"]
-    done = run_main([], {"MAILERLITE_API_KEY": "x", "HUBSPOT_ACCESS_TOKEN": "", "SYNC_STATE_DB": str(tmp_path / "s.db")},
-                    tmp_path)
+    env = {"MAILERLITE_API_KEY": "x", "HUBSPOT_ACCESS_TOKEN": "", "SYNC_STATE_DB": str(tmp_path / "s.db")}
+    done = run_main([], env, tmp_path)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and "HUBSPOT_ACCESS_TOKEN" in lines[0]
 

@@ -11,7 +11,7 @@ from hubspot import HubSpot
 from hubspot.crm.contacts.exceptions import ApiException, UnauthorizedException
 
 from tests.conftest import HS_TOKEN, seed_contacts
-from tests.fakes.hubspot import FakeHubSpot, READ_SCOPE
+from tests.fakes.hubspot import READ_SCOPE, FakeHubSpot
 
 
 def client(fake: FakeHubSpot, token: str = HS_TOKEN) -> HubSpot:
