@@ -19,6 +19,7 @@ from .errors import EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL, LockHeld, SyncError
 from .hubspot import HubSpotReader
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping
+from .mapping_file import load_mapping
 from .state import State
 
 log = logging.getLogger("sync")
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity.add_argument("--quiet", action="store_true", help="only errors on stderr")
     verbosity.add_argument("--verbose", action="store_true", help="detailed progress on stderr")
     parser.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from this file instead of .env")
+    parser.add_argument("--mapping", type=Path, metavar="PATH",
+                        help="mapping file (TOML) to use instead of SYNC_MAPPING_FILE; see mapping.example.toml")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -80,14 +83,14 @@ def run_lock(state_db: Path) -> Iterator[None]:
         lock.release()
 
 
-def run_sync(settings: Settings, options: RunOptions) -> Summary:
+def run_sync(settings: Settings, options: RunOptions, mapping: Mapping) -> Summary:
     with run_lock(settings.state_db):
         state = State(settings.state_db)
         try:
             timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
             reader = HubSpotReader(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout)
             client = MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout)
-            return Engine(reader, client, state, Mapping.default(), options).run()
+            return Engine(reader, client, state, mapping, options).run()
         finally:
             state.close()
 
@@ -121,7 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     try:
         settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
-        summary = run_sync(settings, RunOptions(full=args.full, force=args.force, dry_run=args.dry_run))
+        mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
+        summary = run_sync(settings, RunOptions(full=args.full, force=args.force, dry_run=args.dry_run), mapping)
     except SyncError as exc:
         log.error("%s", exc)
         if args.json:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 from .errors import ConfigError
+from .mapping_file import env_group_names
 
 # The folder holding main.py: cron starts jobs in the home directory, so defaults never
 # depend on the working directory.
@@ -29,6 +30,8 @@ class Settings:
     mailerlite_base_url: str = DEFAULT_MAILERLITE_BASE_URL
     state_db: Path = PROJECT_DIR / "sync_state.db"
     http_timeout: float = 60.0  # seconds to wait for an answer (connecting gets at most 10)
+    mapping_file: Optional[Path] = None
+    groups: Tuple[str, ...] = ()  # MAILERLITE_GROUPS: every synced subscriber joins these
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -84,7 +87,17 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         mailerlite_base_url=_base_url(values, "MAILERLITE_BASE_URL", DEFAULT_MAILERLITE_BASE_URL),
         state_db=_state_path(state_db),
         http_timeout=_positive_number(values, "SYNC_HTTP_TIMEOUT", 60.0),
+        mapping_file=_project_path(values.get("SYNC_MAPPING_FILE") or ""),
+        groups=env_group_names(values.get("MAILERLITE_GROUPS")),
     )
+
+
+def _project_path(raw: str) -> Optional[Path]:
+    raw = raw.strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else PROJECT_DIR / path
 
 
 def _positive_number(values: Mapping[str, str], name: str, default: float) -> float:

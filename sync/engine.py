@@ -11,21 +11,27 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
-from typing import Callable, Dict, Iterable, Iterator, List, Optional
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set
 
+from .casting import PropertyInfo
 from .errors import EXIT_OK, EXIT_PARTIAL, SyncError
 from .hubspot import Contact, HubSpotReader, to_epoch_ms
 from .mailerlite import MailerLiteClient
-from .mapping import Mapping, Planned, Reject, Skip, map_contact
-from .state import Known, Result, State
+from .mailerlite_schema import MailerLiteSchema
+from .mapping import Mapping, Outcome, OutOfScope, Planned, Reject, Skip, map_contact
+from .state import Known, Result, State, Synced
 from .writer import Pending, SubscriberWriter
 
 log = logging.getLogger(__name__)
 
 # Search lags writes by a few moments: the bookmark never passes the run's start minus this.
 SEARCH_LAG_MS = 60_000
+ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contacts this often
 PAGE = 100  # contacts looked up in the state per query
-SUMMARY_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated")
+MERGED_PROPERTY = "hs_merged_object_ids"
+SUMMARY_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
+                  "left_scope")
+FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,15 @@ class Engine:
         self.on_progress = on_progress
         self.counts: Counter = Counter()
         self.writer = SubscriberWriter(client, self._record)
+        self.schema = MailerLiteSchema(client, mapping)
         self._max_modified: Optional[int] = None
+        self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
+        self._field_types: Dict[str, str] = dict(state.get_json(FIELD_TYPES_KEY) or {})
+        self._fields_checked = False
+        self._members: Dict[str, Set[int]] = {}
+        self._removals: Dict[str, FrozenSet[str]] = {}  # groups to leave once an upsert is accepted
+        self._subscriber_ids: Dict[str, Optional[str]] = {}
+        self._run_id = 0
 
     def run(self) -> Summary:
         started = time.monotonic()
@@ -86,12 +100,16 @@ class Engine:
         full = self.options.full or bookmark is None or self.state.full_pass_pending()
         mode = "full" if full else "incremental"
         summary = Summary(mode, self.options.dry_run, self.counts)
-        run_id = self.state.start_run(mode, self.options.dry_run)
+        self._run_id = self.state.start_run(mode, self.options.dry_run)
         try:
             if full and not self.options.dry_run:
                 self.state.set_full_pass_pending(True)
-            self._sync(full, bookmark)
+            changed_members = self._load_memberships()
+            self._sync(full, bookmark, changed_members)
+            self._leave_departed(full, start_ms)
             if not self.options.dry_run:
+                if self._members:
+                    self.state.save_list_members(self._members)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
             summary.exit_code = EXIT_PARTIAL if self.counts["rejected"] or self.counts["failed"] else EXIT_OK
         except SyncError as exc:
@@ -100,42 +118,87 @@ class Engine:
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.reader.requests
             summary.mailerlite_requests = self.client.requests
-            self.state.finish_run(run_id, self.counts, summary.exit_code, summary.message)
+            self.state.finish_run(self._run_id, self.counts, summary.exit_code, summary.message)
         return summary
 
     # -- reading ---------------------------------------------------------------------------------
-    def _contacts(self, full: bool, bookmark: Optional[int]) -> Iterator[Contact]:
-        props = self.mapping.properties()
+    def _load_memberships(self) -> Set[str]:
+        """Members of the lists the mapping uses; returns ids whose membership changed."""
+        changed: Set[str] = set()
+        for list_id in self.mapping.list_ids():
+            members = set(self.reader.list_members(list_id))
+            self._members[list_id] = members
+            changed.update(str(i) for i in members ^ self.state.list_members(list_id))
+        return changed
+
+    def _lists_of(self, hubspot_id: str) -> FrozenSet[str]:
+        if not self._members or not hubspot_id.isdigit():
+            return frozenset()
+        number = int(hubspot_id)
+        return frozenset(lid for lid, members in self._members.items() if number in members)
+
+    def _contacts(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> Iterator[Contact]:
+        props = self.mapping.properties() + [MERGED_PROPERTY]
+        if full and self.mapping.scope_lists:
+            members: Set[int] = set().union(*(self._members[lid] for lid in self.mapping.scope_lists))
+            yield from self.reader.read_by_ids((str(i) for i in sorted(members)), props)
+            return
         if full:
             yield from self.reader.iter_contacts(props)
             return
         assert bookmark is not None
-        retry = set(self.state.failed_ids())
+        extra = set(self.state.failed_ids()) | changed_members
         for contact in self.reader.search_modified_since(bookmark, props):
-            retry.discard(contact["id"])
+            extra.discard(contact["id"])
             yield contact
-        if retry:  # failed transiently last time: try again even though HubSpot did not change them
-            yield from self.reader.read_by_ids(sorted(retry, key=int), props)
+        # Failed last time, or joined/left a list (which does not change the contact itself).
+        if extra:
+            yield from self.reader.read_by_ids(sorted(extra, key=int), props)
 
-    def _sync(self, full: bool, bookmark: Optional[int]) -> None:
-        for page in _pages(self._contacts(full, bookmark), PAGE):
-            known = self.state.known([c["id"] for c in page])
+    def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
+        for page in _pages(self._contacts(full, bookmark, changed_members), PAGE):
+            ids = [c["id"] for c in page]
+            known = self.state.known(ids)
             for contact in page:
                 self._process(contact, known.get(contact["id"]))
+            if full and not self.options.dry_run:
+                self.state.mark_seen(ids, self._run_id)
             if self.on_progress:
                 self.on_progress(self.counts)
         if not self.options.dry_run:
             self.writer.flush()
 
     # -- one contact -------------------------------------------------------------------------------
+    def _property_info(self) -> Dict[str, PropertyInfo]:
+        if self._info is None:
+            defs = self.reader.property_definitions()
+            self._info = {name: PropertyInfo(str(d.get("type") or "string"),
+                                             {str(o.get("value")): str(o.get("label"))
+                                              for o in d.get("options") or [] if isinstance(o, dict)})
+                          for name, d in defs.items()}
+            missing = [p for p in self.mapping.properties() if p not in self._info]
+            if missing:
+                log.warning("HubSpot has no contact property %s; check the mapping (python main.py --check)",
+                            ", ".join(missing))
+        return self._info
+
+    def _map(self, contact: Contact) -> Outcome:
+        return map_contact(contact, self.mapping, self._property_info(), self._lists_of(contact["id"]),
+                           self._field_types)
+
     def _process(self, contact: Contact, known: Optional[Known]) -> None:
         self.counts["read"] += 1
-        modified = to_epoch_ms(contact["properties"].get("lastmodifieddate"))
+        props = contact["properties"]
+        modified = to_epoch_ms(props.get("lastmodifieddate"))
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
-        outcome = map_contact(contact, self.mapping)
-        if isinstance(outcome, Skip):
+        self._leave_merged(props.get(MERGED_PROPERTY), contact["id"])
+        outcome = self._map(contact)
+        if isinstance(outcome, (Skip, OutOfScope)):
             self.counts["skipped"] += 1
+            if known and known.email:  # it was synced before: it has left the sync's scope
+                self._leave(Synced(contact["id"], known.email, known.subscriber_id, known.groups_set),
+                            outcome.reason)
             return
         if isinstance(outcome, Reject):
             fingerprint = outcome.fingerprint()
@@ -144,12 +207,16 @@ class Engine:
                 return
             self._record([Result(contact["id"], outcome.email, "rejected", fingerprint, reason=outcome.reason)])
             return
-        self._plan(contact["id"], outcome, known)
+        if known and known.email and known.email != outcome.email:
+            # A new address: the old one has left scope; the new one is a new subscriber.
+            self._leave(Synced(contact["id"], known.email, known.subscriber_id, known.groups_set),
+                        "the email address changed")
+            known = None
+        self._plan(contact, outcome, known)
 
-    def _plan(self, hubspot_id: str, planned: Planned, known: Optional[Known]) -> None:
+    def _plan(self, contact: Contact, planned: Planned, known: Optional[Known]) -> None:
+        hubspot_id = contact["id"]
         fingerprint = planned.fingerprint()
-        for warning in planned.warnings:
-            log.warning("contact %s: %s", hubspot_id, warning)
         if known and not self.options.force:
             if known.fingerprint == fingerprint and known.problem_kind is None:
                 self.counts["unchanged"] += 1
@@ -160,20 +227,105 @@ class Engine:
         if self.options.dry_run:
             self.counts["would_send"] += 1
             return
+        if not self._fields_checked and self._check_fields():
+            remapped = self._map(contact)  # the account's field types differ from what was assumed
+            if not isinstance(remapped, Planned):
+                self._process_outcome_again(contact, remapped)
+                return
+            planned, fingerprint = remapped, remapped.fingerprint()
+        for warning in planned.warnings:
+            log.warning("contact %s: %s", hubspot_id, warning)
         # Fields the sync filled before and that are now empty in HubSpot are cleared; fields
         # it never set (a MailerLite form's, say) are never named in the payload.
         previously = known.fields_set if known else frozenset()
         cleared = frozenset(previously & self.mapping.managed_fields) - planned.fields.keys()
-        self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared), fingerprint,
-                                frozenset(planned.fields)))
+        if known:
+            leaving = frozenset(g for g in known.groups_set - set(planned.groups) if self.mapping.manages_group(g))
+            if leaving:
+                self._removals[hubspot_id] = leaving
+                self._subscriber_ids[hubspot_id] = known.subscriber_id
+        group_ids = self.schema.group_ids(list(planned.groups))
+        self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
+                                frozenset(planned.fields), frozenset(planned.groups)))
+
+    def _process_outcome_again(self, contact: Contact, outcome: Outcome) -> None:
+        if isinstance(outcome, Reject):
+            self._record([Result(contact["id"], outcome.email, "rejected", outcome.fingerprint(),
+                                 reason=outcome.reason)])
+        else:
+            self.counts["skipped"] += 1
+
+    def _check_fields(self) -> bool:
+        """Before the first write: fields exist (or are created) with agreeing types.
+        Returns True when the types to send changed, so the current contact is mapped again."""
+        self._fields_checked = True
+        planned = self.mapping.field_types(self._property_info(), self._field_types)
+        actual = self.schema.ensure_fields(planned)
+        if actual != {k: self._field_types.get(k) for k in actual}:
+            self._field_types.update(actual)
+            self.state.set_json(FIELD_TYPES_KEY, self._field_types)
+        return actual != planned
 
     def _record(self, results: List[Result]) -> None:
         if not self.options.dry_run:
+            for r in results:
+                leaving = self._removals.pop(r.hubspot_id, None)
+                if leaving and r.outcome in ("created", "updated"):
+                    self._leave_groups(r.subscriber_id or self._subscriber_ids.get(r.hubspot_id), leaving)
+                self._subscriber_ids.pop(r.hubspot_id, None)
             self.state.record(results)
         for r in results:
             self.counts[r.outcome] += 1
             if r.outcome in ("rejected", "failed"):
                 log.info("contact %s (%s) %s: %s", r.hubspot_id, r.email, r.outcome, r.reason)
+
+    # -- leaving scope -------------------------------------------------------------------------------
+    def _leave_groups(self, subscriber_id: Optional[str], names: Iterable[str]) -> None:
+        if not subscriber_id:
+            return
+        for name in sorted(names):
+            gid = self.schema.group_id(name, create=False)
+            if gid:
+                self.client.unassign(subscriber_id, gid)
+
+    def _leave(self, synced: Synced, reason: str) -> None:
+        """A synced contact left the sync's scope: apply the on_leave setting, then forget it."""
+        self.counts["left_scope"] += 1
+        log.info("contact %s (%s) left the sync: %s; %s", synced.hubspot_id, synced.email, reason,
+                 self.mapping.on_leave)
+        if self.options.dry_run:
+            return
+        if self.mapping.on_leave == "remove_from_groups":
+            self._leave_groups(synced.subscriber_id,
+                               (g for g in synced.groups_set if self.mapping.manages_group(g)))
+        elif self.mapping.on_leave == "unsubscribe":
+            answer = self.client.upsert({"email": synced.email, "status": "unsubscribed"})
+            if answer.code not in (200, 201):
+                log.warning("could not unsubscribe %s (HTTP %s)", synced.email, answer.code)
+        self.state.forget(synced.hubspot_id)
+
+    def _leave_merged(self, merged: Optional[str], survivor: str) -> None:
+        ids = [i for i in str(merged or "").split(";") if i.strip().isdigit() and i.strip() != survivor]
+        for synced in self.state.synced(i.strip() for i in ids):
+            self._leave(synced, f"merged into contact {survivor}")
+
+    def _leave_departed(self, full: bool, start_ms: int) -> None:
+        """Contacts gone from HubSpot (archived, merged away) or from the synced lists."""
+        if self.options.dry_run:
+            return
+        if full:
+            gone = self.state.unseen(self._run_id)
+            for synced in self.state.synced(gone):
+                self._leave(synced, "no longer in HubSpot or the synced lists")
+            self.state.set_json("archived_checked_ms", start_ms)
+            return
+        last = self.state.get_json("archived_checked_ms")
+        if isinstance(last, int) and start_ms - last < ARCHIVED_CHECK_MS:
+            return
+        archived = (c["id"] for c in self.reader.iter_contacts(["email"], archived=True))
+        for synced in self.state.synced(archived):
+            self._leave(synced, "archived in HubSpot")
+        self.state.set_json("archived_checked_ms", start_ms)
 
     # -- bookmark ------------------------------------------------------------------------------------
     def _new_bookmark(self, full: bool, old: Optional[int], start_ms: int) -> int:

@@ -19,7 +19,7 @@ from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
 from hubspot.crm.lists.exceptions import ApiException as ListsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
-from .errors import AbortRun, AuthError
+from .errors import AbortRun, AuthError, ConfigError
 from .retrying import RetryPolicy, Transient, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -278,6 +278,28 @@ class HubSpotReader:
         page = self._call("contact batch read", self._batch.read, body)
         for raw in page.get("results") or []:
             yield self._contact(raw)
+
+    def list_members(self, list_id: str) -> Iterator[int]:
+        """Record ids of a list's members (Lists v3 memberships, 250 a page)."""
+        after: Optional[str] = None
+        while True:
+            kwargs: Dict[str, Any] = {"limit": 250}
+            if after:
+                kwargs["after"] = after
+            try:
+                page = self._call(f"list {list_id} memberships", self._memberships.get_page, list_id, **kwargs)
+            except AbortRun as exc:
+                if "HTTP 404" in str(exc):
+                    raise ConfigError(f"HubSpot has no list with id {list_id}; check the mapping file") from None
+                raise
+            for member in page.get("results") or []:
+                record = str(member.get("recordId", "")) if isinstance(member, dict) else ""
+                if record.isdigit():
+                    yield int(record)
+            next_after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            if not next_after or next_after == after:
+                return
+            after = str(next_after)
 
     def property_definitions(self) -> Dict[str, Dict[str, Any]]:
         """Contact property definitions by name (type, label, options)."""

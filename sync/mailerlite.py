@@ -162,6 +162,10 @@ class MailerLiteClient:
         status, data = self.request("POST", "fields", {"name": name, "type": type_}, what="field creation")
         return self._expect(status, data, f"creating field {name!r}")["data"]
 
+    def list_groups(self) -> List[Dict[str, Any]]:
+        """Every group of the account (at most 1000, so at most 10 pages)."""
+        return list(self._paged("groups", "the group listing"))
+
     def find_groups(self, name: str) -> List[Dict[str, Any]]:
         """Groups whose name is exactly `name` (MailerLite's filter[name] is a partial match)."""
         return [g for g in self._paged("groups", "the group listing", f"&filter[name]={requests.utils.quote(name)}")

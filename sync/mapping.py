@@ -1,6 +1,7 @@
 """Pure mapping: a HubSpot contact in, a MailerLite subscriber plan (or a reason not to) out.
 
-No I/O here, so every rule can be checked with tables of cases.
+No I/O here, so every rule can be checked with tables of cases. What HubSpot declares about
+its properties and which lists a contact is in are passed in by the engine.
 """
 
 from __future__ import annotations
@@ -9,8 +10,14 @@ import hashlib
 import json
 import re
 import unicodedata
-from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Mapping as MappingType
+
+from .casting import TEXT_MAX, CastError, PropertyInfo, cast, clean_text, infer_field_type
+
+__all__ = ["TEXT_MAX", "DEFAULT_FIELD_MAP", "FieldRule", "PropertyGroupRule", "Mapping", "Planned", "Skip",
+           "Reject", "OutOfScope", "map_contact", "email_problem", "normalise_email"]
 
 # HubSpot property -> MailerLite field key (MailerLite's default fields).
 DEFAULT_FIELD_MAP: Dict[str, str] = {
@@ -26,12 +33,15 @@ DEFAULT_FIELD_MAP: Dict[str, str] = {
 EMAIL_PROPERTY = "email"
 OPTOUT_PROPERTY = "hs_email_optout"
 ALWAYS_READ = (EMAIL_PROPERTY, OPTOUT_PROPERTY, "lastmodifieddate")
-TEXT_MAX = 1024  # MailerLite's text limit is unconfirmed; longer values are truncated, with a warning
+FIELD_TYPES = ("text", "number", "date")
+TRANSFORMS = ("label",)
+ON_LEAVE = ("remove_from_groups", "unsubscribe", "leave")
+GROUP_NAME_MAX = 255
 EMAIL_MAX = 254
 # Deliberately loose: one @, no spaces or control characters, a dot in the domain. MailerLite
 # makes the final call (its 422 is kept as the reason); this only stops what can never work.
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
-_CONTROL = {c for c in range(32) if c not in (9, 10)} | {127}
+_CONTROL = {c for c in range(32)} | {127}
 
 
 @dataclass(frozen=True)
@@ -40,23 +50,72 @@ class FieldRule:
 
     prop: str
     field: str
+    type: Optional[str] = None  # text | number | date; None: follow HubSpot's property type
+    transform: Optional[str] = None  # "label": an enumeration's label instead of its internal value
+    true_value: Optional[str] = None  # for bool properties sent to text fields
+    false_value: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class PropertyGroupRule:
+    """A MailerLite group per value of a HubSpot property ("Lifecycle: Customer", ...)."""
+
+    prop: str
+    template: str = "{label}"  # {value} is the internal value, {label} what people read
+    only: FrozenSet[str] = frozenset()  # make groups for these values only (empty: every value)
+
+    def pattern(self) -> re.Pattern[str]:
+        """Matches the names this rule can produce, to know which groups it manages."""
+        parts = re.split(r"(\{value\}|\{label\})", self.template)
+        return re.compile("^" + "".join(".+" if p in ("{value}", "{label}") else re.escape(p) for p in parts) + "$")
 
 
 @dataclass(frozen=True)
 class Mapping:
     rules: Tuple[FieldRule, ...]
+    static_groups: Tuple[str, ...] = ()
+    property_groups: Tuple[PropertyGroupRule, ...] = ()
+    list_groups: Tuple[Tuple[str, str], ...] = ()  # (HubSpot list id, group name)
+    scope_lists: Tuple[str, ...] = ()  # only members of these lists (empty: everyone)
+    scope_where: Tuple[Tuple[str, FrozenSet[str]], ...] = ()  # property must hold one of the values
+    create_missing_fields: bool = False
+    on_leave: str = "remove_from_groups"
 
     @classmethod
-    def default(cls) -> Mapping:
-        return cls(tuple(FieldRule(p, f) for p, f in DEFAULT_FIELD_MAP.items()))
+    def default(cls, **changes: Any) -> Mapping:
+        return cls(tuple(FieldRule(p, f) for p, f in DEFAULT_FIELD_MAP.items()), **changes)
 
     def properties(self) -> List[str]:
         """The HubSpot properties a run must ask for."""
-        return sorted(set(ALWAYS_READ) | {r.prop for r in self.rules})
+        wanted = set(ALWAYS_READ) | {r.prop for r in self.rules} | {g.prop for g in self.property_groups}
+        return sorted(wanted | {prop for prop, _ in self.scope_where})
+
+    def list_ids(self) -> List[str]:
+        return sorted(set(self.scope_lists) | {lid for lid, _ in self.list_groups})
 
     @property
     def managed_fields(self) -> FrozenSet[str]:
         return frozenset(r.field for r in self.rules)
+
+    def field_type(self, rule: FieldRule, props: MappingType[str, PropertyInfo],
+                   known: Optional[MappingType[str, str]] = None) -> str:
+        """The type to send: the mapping's, else the MailerLite field's, else HubSpot's natural one."""
+        if rule.type:
+            return rule.type
+        if known and rule.field in known:
+            return known[rule.field]
+        info = props.get(rule.prop)
+        return infer_field_type(info.type) if info else "text"
+
+    def field_types(self, props: MappingType[str, PropertyInfo],
+                    known: Optional[MappingType[str, str]] = None) -> Dict[str, str]:
+        return {rule.field: self.field_type(rule, props, known) for rule in self.rules}
+
+    def manages_group(self, name: str) -> bool:
+        """Whether a rule here decides membership of this group (only such groups are ever left)."""
+        if name in self.static_groups or any(name == g for _, g in self.list_groups):
+            return True
+        return any(rule.pattern().match(name) for rule in self.property_groups)
 
 
 @dataclass(frozen=True)
@@ -66,15 +125,17 @@ class Planned:
     email: str
     fields: Dict[str, Any]
     status: Optional[str] = None  # only ever "unsubscribed": the sync never sends "active"
+    groups: Tuple[str, ...] = ()  # group names, sorted
     warnings: Tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """Stable hash of the wanted state: equal fingerprints need no write."""
-        canonical = json.dumps({"email": self.email, "fields": self.fields, "status": self.status},
+        canonical = json.dumps({"email": self.email, "fields": self.fields, "status": self.status,
+                                "groups": list(self.groups)},
                                sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
-    def payload(self, cleared: FrozenSet[str] = frozenset()) -> Dict[str, Any]:
+    def payload(self, cleared: FrozenSet[str] = frozenset(), group_ids: Sequence[str] = ()) -> Dict[str, Any]:
         """The POST /subscribers body. `cleared` are fields the sync set before and must now empty."""
         fields: Dict[str, Any] = {key: None for key in sorted(cleared) if key not in self.fields}
         # null clears a field (MailerLite's docs; unconfirmed whether "" does too, so null it is).
@@ -82,6 +143,8 @@ class Planned:
         body: Dict[str, Any] = {"email": self.email}
         if fields:
             body["fields"] = fields
+        if group_ids:
+            body["groups"] = list(group_ids)  # adds only; leaving a group is a separate call
         if self.status:
             body["status"] = self.status
         return body
@@ -93,6 +156,14 @@ class Skip:
 
 
 @dataclass(frozen=True)
+class OutOfScope:
+    """Not to be synced (not in the lists, filtered out by a property)."""
+
+    reason: str
+    email: str = ""
+
+
+@dataclass(frozen=True)
 class Reject:
     reason: str
     email: str = ""
@@ -101,24 +172,7 @@ class Reject:
         return hashlib.sha256(f"reject\0{self.email}\0{self.reason}".encode()).hexdigest()[:32]
 
 
-Outcome = Union[Planned, Skip, Reject]
-
-
-@dataclass
-class _Cleaner:
-    warnings: List[str] = field(default_factory=list)
-
-    def text(self, prop: str, value: Any) -> Optional[str]:
-        if value is None:
-            return None
-        text = unicodedata.normalize("NFC", str(value))
-        text = "".join(ch for ch in text if ord(ch) not in _CONTROL).strip()
-        if not text:
-            return None
-        if len(text) > TEXT_MAX:
-            self.warnings.append(f"{prop} truncated from {len(text)} to {TEXT_MAX} characters")
-            text = text[:TEXT_MAX]
-        return text
+Outcome = Union[Planned, Skip, Reject, OutOfScope]
 
 
 def normalise_email(value: Any) -> str:
@@ -129,29 +183,73 @@ def email_problem(email: str) -> Optional[str]:
     """Why an address can never be accepted, or None."""
     if len(email) > EMAIL_MAX:
         return f"email is longer than {EMAIL_MAX} characters"
-    if any(ord(ch) in _CONTROL or ord(ch) == 9 or ord(ch) == 10 for ch in email):
+    if any(ord(ch) in _CONTROL for ch in email):
         return "email contains control characters"
     if not _EMAIL_RE.match(email):
         return f"invalid email address {email[:100]!r}"
     return None
 
 
-def map_contact(contact: Dict[str, Any], mapping: Mapping) -> Outcome:
+def _values(raw: Any) -> List[str]:
+    """A property's values: multi-select enumerations hold several, separated by ';'."""
+    if raw is None:
+        return []
+    return [v for v in (clean_text(part) for part in str(raw).split(";")) if v]
+
+
+def _scope_problem(props: MappingType[str, Any], mapping: Mapping, lists: FrozenSet[str]) -> Optional[str]:
+    if mapping.scope_lists and not lists.intersection(mapping.scope_lists):
+        return "not in the synced HubSpot lists"
+    for prop, allowed in mapping.scope_where:
+        if not set(_values(props.get(prop))) & allowed:
+            return f"{prop} is not one of the synced values"
+    return None
+
+
+def _groups(props: MappingType[str, Any], mapping: Mapping, info: MappingType[str, PropertyInfo],
+            lists: FrozenSet[str]) -> Tuple[str, ...]:
+    names = set(mapping.static_groups)
+    for rule in mapping.property_groups:
+        labels = info.get(rule.prop, PropertyInfo()).labels
+        for value in _values(props.get(rule.prop)):
+            if rule.only and value not in rule.only:
+                continue
+            name = clean_text(rule.template.replace("{value}", value).replace("{label}", labels.get(value, value)))
+            if name:
+                names.add(name[:GROUP_NAME_MAX])
+    names.update(name for list_id, name in mapping.list_groups if list_id in lists)
+    return tuple(sorted(names))
+
+
+def map_contact(contact: Dict[str, Any], mapping: Mapping,
+                info: Optional[MappingType[str, PropertyInfo]] = None,
+                lists: FrozenSet[str] = frozenset(),
+                field_types: Optional[MappingType[str, str]] = None) -> Outcome:
     """Map one contact; never raises for any property values."""
+    info = info or {}
     props = contact.get("properties") or {}
     if not isinstance(props, dict):
         props = {}
     email = normalise_email(props.get(EMAIL_PROPERTY))
     if not email:
         return Skip("no email address")
+    out_of_scope = _scope_problem(props, mapping, lists)
+    if out_of_scope:
+        return OutOfScope(out_of_scope, email)
     problem = email_problem(email)
     if problem:
         return Reject(problem, email)
-    cleaner = _Cleaner()
+    warnings: List[str] = []
     fields: Dict[str, Any] = {}
     for rule in mapping.rules:
-        value = cleaner.text(rule.prop, props.get(rule.prop))
+        try:
+            value, _ = cast(rule.prop, props.get(rule.prop), mapping.field_type(rule, info, field_types),
+                            info.get(rule.prop, PropertyInfo()), rule.transform, rule.true_value,
+                            rule.false_value, warnings)
+        except CastError as exc:
+            return Reject(str(exc), email)
         if value is not None:
             fields[rule.field] = value
     opted_out = str(props.get(OPTOUT_PROPERTY) or "").strip().lower() == "true"
-    return Planned(email, fields, "unsubscribed" if opted_out else None, tuple(cleaner.warnings))
+    return Planned(email, fields, "unsubscribed" if opted_out else None, _groups(props, mapping, info, lists),
+                   tuple(warnings))

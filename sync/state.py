@@ -4,53 +4,67 @@ MailerLite, contacts with problems, and a row per run. Never holds a secret.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- One row per HubSpot contact MailerLite has accepted (or refused to reactivate).
-CREATE TABLE IF NOT EXISTS contacts (
-    hubspot_id INTEGER PRIMARY KEY,
-    email TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,      -- hash of the mapped subscriber last accepted
-    fields_set TEXT NOT NULL,       -- field keys the sync filled, comma-separated (to clear later)
-    subscriber_id TEXT,
-    outcome TEXT NOT NULL,          -- created | updated | not_reactivated
-    synced_at INTEGER NOT NULL
-);
--- Contacts currently rejected (bad data: retried when they change) or failed (retried next run).
-CREATE TABLE IF NOT EXISTS problems (
-    hubspot_id INTEGER PRIMARY KEY,
-    email TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('rejected', 'failed')),
-    reason TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    first_seen INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at INTEGER NOT NULL,
-    finished_at INTEGER,
-    mode TEXT NOT NULL,
-    dry_run INTEGER NOT NULL,
-    read INTEGER, created INTEGER, updated INTEGER, unchanged INTEGER, skipped INTEGER,
-    rejected INTEGER, failed INTEGER, not_reactivated INTEGER,
-    exit_code INTEGER,
-    message TEXT
-);
-"""
+# Each version's statements, applied in order to bring any older file up to date.
+MIGRATIONS: Dict[int, Tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        # One row per HubSpot contact MailerLite has accepted (or refused to reactivate).
+        """CREATE TABLE contacts (
+            hubspot_id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,      -- hash of the mapped subscriber last accepted
+            fields_set TEXT NOT NULL,       -- field keys the sync filled, comma-separated (to clear later)
+            subscriber_id TEXT,
+            outcome TEXT NOT NULL,          -- created | updated | not_reactivated
+            synced_at INTEGER NOT NULL)""",
+        # Contacts currently rejected (bad data: retried when they change) or failed (retried next run).
+        """CREATE TABLE problems (
+            hubspot_id INTEGER PRIMARY KEY,
+            email TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('rejected', 'failed')),
+            reason TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            first_seen INTEGER NOT NULL,
+            last_seen INTEGER NOT NULL)""",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            started_at INTEGER NOT NULL,
+            finished_at INTEGER,
+            mode TEXT NOT NULL,
+            dry_run INTEGER NOT NULL,
+            read INTEGER, created INTEGER, updated INTEGER, unchanged INTEGER, skipped INTEGER,
+            rejected INTEGER, failed INTEGER, not_reactivated INTEGER,
+            exit_code INTEGER,
+            message TEXT)""",
+    ),
+    2: (
+        # Group names the sync put the subscriber in (to take it out when a rule stops matching).
+        "ALTER TABLE contacts ADD COLUMN groups_set TEXT NOT NULL DEFAULT ''",
+        # The last full pass that saw the contact: those a complete pass missed have left HubSpot.
+        "ALTER TABLE contacts ADD COLUMN seen_run INTEGER",
+        "ALTER TABLE runs ADD COLUMN left_scope INTEGER",
+        # Members of the HubSpot lists the mapping uses, as of the last complete run.
+        """CREATE TABLE list_members (
+            list_id TEXT NOT NULL,
+            hubspot_id INTEGER NOT NULL,
+            PRIMARY KEY (list_id, hubspot_id)) WITHOUT ROWID""",
+    ),
+}
 
-RUN_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated")
+RUN_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
+              "left_scope")
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,18 @@ class Known:
     problem_kind: Optional[str]
     problem_fingerprint: Optional[str]
     problem_attempts: int
+    email: Optional[str] = None  # the address last synced (None when only a problem is known)
+    groups_set: FrozenSet[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Synced:
+    """A contact MailerLite has, as the state remembers it (for leaving scope)."""
+
+    hubspot_id: str
+    email: str
+    subscriber_id: Optional[str]
+    groups_set: FrozenSet[str]
 
 
 @dataclass(frozen=True)
@@ -76,6 +102,14 @@ class Result:
     fields_set: FrozenSet[str] = frozenset()
     subscriber_id: Optional[str] = None
     reason: str = ""
+    groups_set: FrozenSet[str] = frozenset()
+
+
+def _split(text: Optional[str], sep: str = ",") -> FrozenSet[str]:
+    return frozenset(v for v in (text or "").split(sep) if v)
+
+
+GROUP_SEP = "\x1f"  # group names may hold commas; the unit separator they cannot
 
 
 def _now() -> int:
@@ -85,6 +119,7 @@ def _now() -> int:
 class State:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.current_run: Optional[int] = None  # rows recorded during a run are marked seen by it
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
@@ -129,10 +164,9 @@ class State:
     def _migrate(self, version: int) -> None:
         """Bring an older schema up to date, one step per version, in one transaction."""
         with self.transaction():
-            if version < 1:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    self.conn.execute(statement)
             self._set_meta("schema_version", str(SCHEMA_VERSION))
 
     def transaction(self) -> _Transaction:
@@ -182,14 +216,16 @@ class State:
         marks = ",".join("?" * len(ids))
         out: Dict[str, Known] = {}
         rows = self.conn.execute(
-            f"SELECT c.hubspot_id, c.fingerprint, c.fields_set, c.subscriber_id, p.kind, p.fingerprint, p.attempts "
-            f"FROM contacts c LEFT JOIN problems p USING (hubspot_id) WHERE c.hubspot_id IN ({marks}) "
-            f"UNION ALL SELECT p.hubspot_id, NULL, '', NULL, p.kind, p.fingerprint, p.attempts FROM problems p "
-            f"WHERE p.hubspot_id IN ({marks}) AND p.hubspot_id NOT IN (SELECT hubspot_id FROM contacts)",
+            f"SELECT c.hubspot_id, c.fingerprint, c.fields_set, c.subscriber_id, p.kind, p.fingerprint, p.attempts, "
+            f"c.email, c.groups_set FROM contacts c LEFT JOIN problems p USING (hubspot_id) "
+            f"WHERE c.hubspot_id IN ({marks}) "
+            f"UNION ALL SELECT p.hubspot_id, NULL, '', NULL, p.kind, p.fingerprint, p.attempts, NULL, '' "
+            f"FROM problems p WHERE p.hubspot_id IN ({marks}) "
+            f"AND p.hubspot_id NOT IN (SELECT hubspot_id FROM contacts)",
             ids + ids)
-        for hid, fp, fields, sid, kind, pfp, attempts in rows:
-            out[str(hid)] = Known(fp, frozenset(f for f in (fields or "").split(",") if f), sid, kind, pfp,
-                                  int(attempts or 0))
+        for hid, fp, fields, sid, kind, pfp, attempts, email, groups in rows:
+            out[str(hid)] = Known(fp, _split(fields), sid, kind, pfp, int(attempts or 0), email,
+                                  _split(groups, GROUP_SEP))
         return out
 
     def record(self, results: Iterable[Result]) -> None:
@@ -201,12 +237,14 @@ class State:
                 if r.outcome in ("created", "updated", "not_reactivated"):
                     self.conn.execute(
                         "INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, subscriber_id, outcome, "
-                        "synced_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(hubspot_id) DO UPDATE SET "
-                        "email=excluded.email, fingerprint=excluded.fingerprint, fields_set=excluded.fields_set, "
+                        "synced_at, groups_set, seen_run) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(hubspot_id) DO "
+                        "UPDATE SET email=excluded.email, fingerprint=excluded.fingerprint, "
+                        "fields_set=excluded.fields_set, "
                         "subscriber_id=COALESCE(excluded.subscriber_id, contacts.subscriber_id), "
-                        "outcome=excluded.outcome, synced_at=excluded.synced_at",
+                        "outcome=excluded.outcome, synced_at=excluded.synced_at, groups_set=excluded.groups_set, "
+                        "seen_run=COALESCE(excluded.seen_run, contacts.seen_run)",
                         (hid, r.email, r.fingerprint, ",".join(sorted(r.fields_set)), r.subscriber_id,
-                         r.outcome, now))
+                         r.outcome, now, GROUP_SEP.join(sorted(r.groups_set)), self.current_run))
                     self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (hid,))
                 else:
                     self.conn.execute(
@@ -215,6 +253,57 @@ class State:
                         "email=excluded.email, kind=excluded.kind, reason=excluded.reason, "
                         "fingerprint=excluded.fingerprint, attempts=problems.attempts+1, last_seen=excluded.last_seen",
                         (hid, r.email, r.outcome, r.reason[:1000], r.fingerprint, now, now))
+
+    def forget(self, hubspot_id: str) -> None:
+        """The contact left the sync's scope: MailerLite was told; nothing more to remember."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM contacts WHERE hubspot_id=?", (int(hubspot_id),))
+            self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (int(hubspot_id),))
+
+    def synced(self, hubspot_ids: Iterable[str]) -> List[Synced]:
+        """The synced contacts among these ids."""
+        out: List[Synced] = []
+        ids = [int(i) for i in hubspot_ids if str(i).isdigit()]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            rows = self.conn.execute(
+                f"SELECT hubspot_id, email, subscriber_id, groups_set FROM contacts "
+                f"WHERE hubspot_id IN ({','.join('?' * len(chunk))})", chunk)
+            out.extend(Synced(str(h), e, s, _split(g, GROUP_SEP)) for h, e, s, g in rows)
+        return out
+
+    def mark_seen(self, hubspot_ids: Sequence[str], run_id: int) -> None:
+        ids = [int(i) for i in hubspot_ids if str(i).isdigit()]
+        if ids:
+            with self.transaction():
+                self.conn.execute(f"UPDATE contacts SET seen_run=? WHERE hubspot_id IN ({','.join('?' * len(ids))})",
+                                  [run_id, *ids])
+
+    def unseen(self, run_id: int) -> List[str]:
+        """Synced contacts a complete full pass did not see: archived, merged or out of the lists."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT hubspot_id FROM contacts WHERE seen_run IS NULL OR seen_run != ?", (run_id,))]
+
+    def list_members(self, list_id: str) -> Set[int]:
+        return {r[0] for r in self.conn.execute("SELECT hubspot_id FROM list_members WHERE list_id=?", (list_id,))}
+
+    def save_list_members(self, members: Dict[str, Set[int]]) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM list_members")
+            for list_id, ids in members.items():
+                self.conn.executemany("INSERT INTO list_members(list_id, hubspot_id) VALUES (?, ?)",
+                                      ((list_id, i) for i in sorted(ids)))
+
+    def get_json(self, key: str) -> Optional[object]:
+        value = self._get_meta(key)
+        try:
+            return json.loads(value) if value else None
+        except ValueError:
+            return None
+
+    def set_json(self, key: str, value: object) -> None:
+        with self.transaction():
+            self._set_meta(key, json.dumps(value, sort_keys=True))
 
     def failed_ids(self) -> List[str]:
         """Contacts that failed transiently: retried next run even if HubSpot did not change them."""
@@ -235,7 +324,8 @@ class State:
         with self.transaction():
             cur = self.conn.execute("INSERT INTO runs(started_at, mode, dry_run) VALUES (?,?,?)",
                                     (_now(), mode, int(dry_run)))
-        return int(cur.lastrowid)
+        self.current_run = int(cur.lastrowid)
+        return self.current_run
 
     def finish_run(self, run_id: int, counts: Dict[str, int], exit_code: int, message: str = "") -> None:
         sets = ", ".join(f"{k}=?" for k in RUN_COUNTS)

@@ -39,6 +39,7 @@ class Pending:
     payload: Dict[str, Any]
     fingerprint: str
     fields_set: FrozenSet[str]
+    groups: FrozenSet[str] = frozenset()
     attempts: int = 0
 
 
@@ -49,7 +50,7 @@ def classify(item: Pending, answer: ItemResult) -> Optional[Result]:
         data = body.get("data") if isinstance(body.get("data"), dict) else {}
         sid = data.get("id")
         return Result(item.hubspot_id, item.email, "created" if answer.code == 201 else "updated",
-                      item.fingerprint, item.fields_set, str(sid) if sid else None)
+                      item.fingerprint, item.fields_set, str(sid) if sid else None, groups_set=item.groups)
     reason = describe_error(body)
     if answer.code == 422 and NOT_REACTIVATED_HINT in reason.lower():
         # MailerLite protects an unsubscribed/bounced/junk subscriber: expected, not an error.

@@ -255,7 +255,7 @@ def test_dry_run_writes_nothing(run, hubspot_fake, mailerlite_fake):
 
 def test_hubspot_daily_limit_stops_cleanly_and_keeps_progress(run, hubspot_fake, mailerlite_fake):
     seed_contacts(hubspot_fake, 500)
-    hubspot_fake.daily_limit = 3
+    hubspot_fake.daily_limit = 4  # three pages of contacts and the property definitions
     result = run()
     assert_clean(result)
     assert result.code == 3 and "daily API limit" in result.err

@@ -1,0 +1,116 @@
+"""Turning HubSpot's string values into MailerLite field values of the right type. Pure.
+
+HubSpot sends every value as a string; what it means depends on the property's declared
+type (string, number, date, datetime, enumeration, bool). MailerLite fields are text, number
+or date (`YYYY-MM-DD`; other formats are unconfirmed, so only that one is sent).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional, Tuple
+
+TEXT_MAX = 1024  # MailerLite's text limit is unconfirmed; longer values are truncated, with a warning
+_CONTROL = {c for c in range(32) if c not in (9, 10)} | {127}
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+class CastError(ValueError):
+    """A value that cannot become the wanted type; the message names property and value."""
+
+
+@dataclass(frozen=True)
+class PropertyInfo:
+    """What HubSpot declares about a property (GET /crm/v3/properties/contacts)."""
+
+    type: str = "string"
+    labels: Dict[str, str] = field(default_factory=dict)  # enumeration value -> label
+
+
+def clean_text(value: Any) -> str:
+    """NFC, no control characters (tabs and newlines kept), trimmed."""
+    text = unicodedata.normalize("NFC", str(value))
+    return "".join(ch for ch in text if ord(ch) not in _CONTROL).strip()
+
+
+def _shown(raw: str) -> str:
+    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
+
+
+def infer_field_type(hubspot_type: str) -> str:
+    """The MailerLite field type a HubSpot property type naturally becomes."""
+    return {"number": "number", "date": "date", "datetime": "date"}.get(hubspot_type, "text")
+
+
+def to_number(prop: str, raw: str, info: PropertyInfo) -> Any:
+    text = raw.strip()
+    if info.type == "bool" and text.lower() in _TRUE | _FALSE:
+        return 1 if text.lower() in _TRUE else 0
+    if not _NUMBER_RE.match(text):
+        raise CastError(f"property {prop} value {_shown(raw)} is not a number")
+    number = float(text)
+    if not math.isfinite(number) or abs(number) > 1e15:
+        raise CastError(f"property {prop} value {_shown(raw)} is out of range for a number field")
+    return int(number) if number.is_integer() else number
+
+
+def to_date(prop: str, raw: str) -> str:
+    """HubSpot date/datetime (ISO 8601 or epoch milliseconds) as YYYY-MM-DD (UTC)."""
+    text = raw.strip()
+    try:
+        if re.fullmatch(r"-?\d{9,}", text):
+            moment = datetime.fromtimestamp(int(text) / 1000, tz=timezone.utc)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise CastError(f"property {prop} value {_shown(raw)} is not a date") from None
+    if not 1 <= moment.year <= 9999:
+        raise CastError(f"property {prop} value {_shown(raw)} is not a date")
+    return moment.strftime("%Y-%m-%d")
+
+
+def to_text(prop: str, raw: str, info: PropertyInfo, transform: Optional[str],
+            true_value: Optional[str], false_value: Optional[str],
+            warnings: list) -> Optional[str]:
+    text = clean_text(raw)
+    if info.type == "bool" and text.lower() in _TRUE | _FALSE:
+        chosen = true_value if text.lower() in _TRUE else false_value
+        if chosen is not None:
+            text = chosen
+    elif info.type == "enumeration":
+        values = [v.strip() for v in text.split(";") if v.strip()]  # multi-select: a;b;c
+        if transform == "label":
+            values = [info.labels.get(v, v) for v in values]
+        text = ", ".join(values)
+    if not text:
+        return None
+    if len(text) > TEXT_MAX:
+        warnings.append(f"{prop} truncated from {len(text)} to {TEXT_MAX} characters")
+        text = text[:TEXT_MAX]
+    return text
+
+
+def cast(prop: str, raw: Any, field_type: str, info: PropertyInfo, transform: Optional[str] = None,
+         true_value: Optional[str] = None, false_value: Optional[str] = None,
+         warnings: Optional[list] = None) -> Tuple[Optional[Any], list]:
+    """(value or None for empty, warnings). Raises CastError with a reason naming prop and value."""
+    notes: list = [] if warnings is None else warnings
+    if raw is None:
+        return None, notes
+    if not isinstance(raw, str):
+        raw = str(raw)
+    if not clean_text(raw):
+        return None, notes
+    if field_type == "number":
+        return to_number(prop, clean_text(raw), info), notes
+    if field_type == "date":
+        return to_date(prop, clean_text(raw)), notes
+    return to_text(prop, raw, info, transform, true_value, false_value, notes), notes

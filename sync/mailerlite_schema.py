@@ -1,0 +1,64 @@
+"""The MailerLite account's fields and groups, looked up once per run and only when writing.
+
+An hourly run with nothing to send makes no MailerLite request at all, so this is lazy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+from .errors import ConfigError
+from .mailerlite import MailerLiteClient
+from .mapping import Mapping
+
+log = logging.getLogger(__name__)
+
+
+class MailerLiteSchema:
+    def __init__(self, client: MailerLiteClient, mapping: Mapping) -> None:
+        self.client = client
+        self.mapping = mapping
+        self._groups: Optional[Dict[str, str]] = None  # exact name -> id
+
+    def ensure_fields(self, planned: Dict[str, str]) -> Dict[str, str]:
+        """Check that every mapped field exists with the planned type; create the missing ones
+        when the mapping allows. Returns the account's field types. Raises ConfigError, before
+        anything is written, when the account and the mapping disagree."""
+        existing = {str(f.get("key")): str(f.get("type") or "text") for f in self.client.list_fields()
+                    if isinstance(f, dict) and f.get("key")}
+        missing = {key: kind for key, kind in planned.items() if key not in existing}
+        if missing and not self.mapping.create_missing_fields:
+            names = ", ".join(sorted(missing))
+            raise ConfigError(f"MailerLite has no field {names}: create it in MailerLite, or set "
+                              f"create_missing_fields = true in the mapping file")
+        for key, kind in sorted(missing.items()):
+            made = self.client.create_field(key, kind)
+            if made.get("key") != key:
+                raise ConfigError(f"MailerLite made field {key!r} with key {made.get('key')!r}; "
+                                  f"name the field {made.get('key')!r} in the mapping file")
+            existing[key] = str(made.get("type") or kind)
+            log.info("created MailerLite field %s (%s)", key, kind)
+        explicit = {r.field: r.type for r in self.mapping.rules if r.type}
+        clashes = [f"{key} is {existing[key]} in MailerLite but the mapping says {kind}"
+                   for key, kind in explicit.items() if existing.get(key) not in (None, kind)]
+        if clashes:
+            raise ConfigError("field types disagree: " + "; ".join(clashes) + " (fix the type in one of them)")
+        return {key: existing[key] for key in planned}
+
+    def group_id(self, name: str, create: bool = True) -> Optional[str]:
+        """The id of the group with exactly this name, created if missing (when allowed)."""
+        if self._groups is None:
+            self._groups = {}
+            for group in self.client.list_groups():
+                if isinstance(group, dict) and group.get("name") and group.get("id"):
+                    self._groups.setdefault(str(group["name"]), str(group["id"]))
+        gid = self._groups.get(name)
+        if gid is None and create:
+            gid = str(self.client.create_group(name)["id"])
+            self._groups[name] = gid
+            log.info("created MailerLite group %r", name)
+        return gid
+
+    def group_ids(self, names: List[str]) -> List[str]:
+        return [gid for gid in (self.group_id(n) for n in names) if gid]

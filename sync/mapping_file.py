@@ -1,0 +1,189 @@
+"""Reading the optional mapping file (TOML) into a Mapping, with one-line errors.
+
+The fixed part of the format (users' files must keep working):
+
+    create_missing_fields = true
+    [fields]
+    jobtitle = "job_title"
+    num_employees = { field = "employees", type = "number" }
+    lifecyclestage = { field = "lifecycle_stage", transform = "label" }
+
+Everything else is documented in mapping.example.toml.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+from .errors import ConfigError
+from .mapping import (
+    DEFAULT_FIELD_MAP,
+    FIELD_TYPES,
+    GROUP_NAME_MAX,
+    ON_LEAVE,
+    TRANSFORMS,
+    FieldRule,
+    Mapping,
+    PropertyGroupRule,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.9/3.10
+    import tomli as tomllib
+
+TOP_LEVEL = {"create_missing_fields", "on_leave", "write_back", "fields", "groups", "scope"}
+FIELD_KEYS = {"field", "type", "transform", "true_value", "false_value"}
+_FIELD_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+_PROPERTY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+class _Problem(Exception):
+    pass
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise _Problem(message)
+
+
+def _string_list(value: Any, where: str) -> Tuple[str, ...]:
+    _check(isinstance(value, list) and all(isinstance(v, (str, int)) and str(v).strip() for v in value),
+           f"{where} must be a list of names, like [\"a\", \"b\"]")
+    return tuple(str(v).strip() for v in value)
+
+
+def _property(name: str, where: str) -> str:
+    _check(bool(_PROPERTY_RE.match(name)), f"{where}: {name!r} is not a HubSpot property name")
+    return name
+
+
+def _field_rule(prop: str, value: Any) -> Optional[FieldRule]:
+    where = f"[fields] {prop}"
+    _property(prop, "[fields]")
+    if value is False:
+        return None  # drops a default mapping
+    if isinstance(value, str):
+        value = {"field": value}
+    _check(isinstance(value, dict), f"{where}: give a field key (\"job_title\"), a table {{ field = ... }} or false")
+    unknown = set(value) - FIELD_KEYS
+    _check(not unknown, f"{where}: unknown setting {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(FIELD_KEYS))})")
+    key = value.get("field")
+    _check(isinstance(key, str) and bool(_FIELD_KEY_RE.match(key)),
+           f"{where}: field must be a MailerLite field key (lowercase letters, digits, _), got {key!r}")
+    type_ = value.get("type")
+    _check(type_ is None or type_ in FIELD_TYPES, f"{where}: type must be one of {', '.join(FIELD_TYPES)}")
+    transform = value.get("transform")
+    _check(transform is None or transform in TRANSFORMS, f"{where}: transform must be one of {', '.join(TRANSFORMS)}")
+    for flag in ("true_value", "false_value"):
+        _check(value.get(flag) is None or isinstance(value.get(flag), str), f"{where}: {flag} must be text")
+    return FieldRule(prop, key, type_, transform, value.get("true_value"), value.get("false_value"))
+
+
+def _fields(table: Any) -> Tuple[FieldRule, ...]:
+    _check(isinstance(table, dict), "[fields] must be a table of property = field")
+    rules: Dict[str, Optional[FieldRule]] = {p: FieldRule(p, f) for p, f in DEFAULT_FIELD_MAP.items()}
+    for prop, value in table.items():
+        _check(prop != "email", "[fields] email is always synced as the subscriber's address; remove it")
+        rules[prop] = _field_rule(prop, value)
+    kept = [r for r in rules.values() if r is not None]
+    seen: Dict[str, str] = {}
+    for rule in kept:
+        _check(rule.field not in seen, f"[fields] {rule.prop} and {seen.get(rule.field)} both fill field {rule.field}")
+        seen[rule.field] = rule.prop
+    return tuple(kept)
+
+
+def _group_name(name: str, where: str) -> str:
+    _check(0 < len(name) <= GROUP_NAME_MAX, f"{where}: a group name has 1 to {GROUP_NAME_MAX} characters")
+    return name
+
+
+def _groups(table: Any) -> Tuple[Tuple[str, ...], Tuple[PropertyGroupRule, ...], Tuple[Tuple[str, str], ...]]:
+    _check(isinstance(table, dict), "[groups] must be a table")
+    unknown = set(table) - {"all", "property", "lists"}
+    _check(not unknown, f"[groups] unknown setting {sorted(unknown)[0]!r} (allowed: all, property, lists)")
+    static = tuple(_group_name(n, "[groups] all") for n in _string_list(table.get("all", []), "[groups] all"))
+    by_property: List[PropertyGroupRule] = []
+    props = table.get("property", {})
+    _check(isinstance(props, dict), "[groups.property] must be a table of property = \"name with {label}\"")
+    for prop, spec in props.items():
+        where = f"[groups.property] {_property(prop, '[groups.property]')}"
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        _check(isinstance(spec, dict) and set(spec) <= {"name", "only"},
+               f"{where}: give a name template (\"Stage: {{label}}\") or {{ name = ..., only = [...] }}")
+        template = spec.get("name", "{label}")
+        _check(isinstance(template, str) and ("{label}" in template or "{value}" in template),
+               f"{where}: the name must contain {{label}} or {{value}}")
+        only = frozenset(_string_list(spec.get("only", []), f"{where} only"))
+        by_property.append(PropertyGroupRule(prop, template, only))
+    lists = table.get("lists", {})
+    _check(isinstance(lists, dict), "[groups.lists] must be a table of \"list id\" = \"group name\"")
+    by_list = []
+    for list_id, name in lists.items():
+        _check(str(list_id).isdigit(), f"[groups.lists] {list_id!r} is not a HubSpot list id (a number)")
+        _check(isinstance(name, str), f"[groups.lists] {list_id}: the group name must be text")
+        by_list.append((str(list_id), _group_name(name, f"[groups.lists] {list_id}")))
+    return static, tuple(by_property), tuple(by_list)
+
+
+def _scope(table: Any) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, FrozenSet[str]], ...]]:
+    _check(isinstance(table, dict), "[scope] must be a table")
+    unknown = set(table) - {"lists", "where"}
+    _check(not unknown, f"[scope] unknown setting {sorted(unknown)[0]!r} (allowed: lists, where)")
+    lists = _string_list(table.get("lists", []), "[scope] lists")
+    for list_id in lists:
+        _check(list_id.isdigit(), f"[scope] lists: {list_id!r} is not a HubSpot list id (a number)")
+    where = table.get("where", {})
+    _check(isinstance(where, dict), "[scope.where] must be a table of property = [values]")
+    filters = tuple((_property(p, "[scope.where]"), frozenset(_string_list(v, f"[scope.where] {p}")))
+                    for p, v in where.items())
+    return lists, filters
+
+
+def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mapping:
+    """A Mapping from the parsed TOML document; raises _Problem with a one-line reason."""
+    unknown = set(data) - TOP_LEVEL
+    _check(not unknown, f"unknown setting {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(TOP_LEVEL))})")
+    create = data.get("create_missing_fields", False)
+    _check(isinstance(create, bool), "create_missing_fields must be true or false")
+    on_leave = data.get("on_leave", "remove_from_groups")
+    _check(on_leave in ON_LEAVE, f"on_leave must be one of {', '.join(ON_LEAVE)}")
+    _check(isinstance(data.get("write_back", False), bool), "write_back must be true or false")
+    rules = _fields(data.get("fields", {}))
+    static, by_property, by_list = _groups(data.get("groups", {}))
+    lists, where = _scope(data.get("scope", {}))
+    static = tuple(dict.fromkeys(tuple(env_groups) + static))  # keep order, no duplicates
+    return Mapping(rules, static, by_property, by_list, lists, where, create, on_leave)
+
+
+def env_group_names(raw: Optional[str]) -> Tuple[str, ...]:
+    names = tuple(n.strip() for n in (raw or "").split(",") if n.strip())
+    for name in names:
+        if len(name) > GROUP_NAME_MAX:
+            raise ConfigError(f"MAILERLITE_GROUPS: group names have at most {GROUP_NAME_MAX} characters")
+    return names
+
+
+def load_mapping(path: Optional[Path], env_groups: Sequence[str] = ()) -> Mapping:
+    """The mapping from `path`, or the default one; ConfigError names the file and the problem."""
+    if path is None:
+        return Mapping.default(static_groups=tuple(env_groups))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"mapping file {path} does not exist; see mapping.example.toml") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read mapping file {path} ({exc.__class__.__name__})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"mapping file {path} is not valid TOML: {str(exc).splitlines()[0]}") from None
+    try:
+        return parse_mapping(data, env_groups)
+    except _Problem as exc:
+        raise ConfigError(f"mapping file {path}: {exc}") from None
