@@ -8,7 +8,7 @@ import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import filelock
 
@@ -20,6 +20,7 @@ from .hubspot import HubSpotReader
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
+from .preflight import Preflight
 from .state import State
 
 log = logging.getLogger("sync")
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "only contacts whose mapped data changed are sent")
     parser.add_argument("--force", action="store_true",
                         help="with --full: resend every contact even if MailerLite already has it")
+    parser.add_argument("--check", action="store_true",
+                        help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
+                             "sample values; write nothing")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", action="store_true", help="only errors on stderr")
@@ -83,13 +87,17 @@ def run_lock(state_db: Path) -> Iterator[None]:
         lock.release()
 
 
+def clients(settings: Settings) -> Tuple[HubSpotReader, MailerLiteClient]:
+    timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
+    return (HubSpotReader(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout),
+            MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout))
+
+
 def run_sync(settings: Settings, options: RunOptions, mapping: Mapping) -> Summary:
     with run_lock(settings.state_db):
         state = State(settings.state_db)
         try:
-            timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
-            reader = HubSpotReader(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout)
-            client = MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout)
+            reader, client = clients(settings)
             return Engine(reader, client, state, mapping, options).run()
         finally:
             state.close()
@@ -125,6 +133,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
+        if args.check:
+            return Preflight(*clients(settings), mapping, sys.stdout).run()
         summary = run_sync(settings, RunOptions(full=args.full, force=args.force, dry_run=args.dry_run), mapping)
     except SyncError as exc:
         log.error("%s", exc)

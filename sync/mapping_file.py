@@ -50,6 +50,12 @@ def _check(condition: bool, message: str) -> None:
         raise _Problem(message)
 
 
+def _no_unknown(keys: Any, allowed: Any, where: str) -> None:
+    unknown = sorted(set(keys) - set(allowed))
+    if unknown:
+        raise _Problem(f"{where}unknown setting {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
 def _string_list(value: Any, where: str) -> Tuple[str, ...]:
     _check(isinstance(value, list) and all(isinstance(v, (str, int)) and str(v).strip() for v in value),
            f"{where} must be a list of names, like [\"a\", \"b\"]")
@@ -69,8 +75,7 @@ def _field_rule(prop: str, value: Any) -> Optional[FieldRule]:
     if isinstance(value, str):
         value = {"field": value}
     _check(isinstance(value, dict), f"{where}: give a field key (\"job_title\"), a table {{ field = ... }} or false")
-    unknown = set(value) - FIELD_KEYS
-    _check(not unknown, f"{where}: unknown setting {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(FIELD_KEYS))})")
+    _no_unknown(value, FIELD_KEYS, f"{where}: ")
     key = value.get("field")
     _check(isinstance(key, str) and bool(_FIELD_KEY_RE.match(key)),
            f"{where}: field must be a MailerLite field key (lowercase letters, digits, _), got {key!r}")
@@ -104,8 +109,7 @@ def _group_name(name: str, where: str) -> str:
 
 def _groups(table: Any) -> Tuple[Tuple[str, ...], Tuple[PropertyGroupRule, ...], Tuple[Tuple[str, str], ...]]:
     _check(isinstance(table, dict), "[groups] must be a table")
-    unknown = set(table) - {"all", "property", "lists"}
-    _check(not unknown, f"[groups] unknown setting {sorted(unknown)[0]!r} (allowed: all, property, lists)")
+    _no_unknown(table, {"all", "property", "lists"}, "[groups] ")
     static = tuple(_group_name(n, "[groups] all") for n in _string_list(table.get("all", []), "[groups] all"))
     by_property: List[PropertyGroupRule] = []
     props = table.get("property", {})
@@ -133,8 +137,7 @@ def _groups(table: Any) -> Tuple[Tuple[str, ...], Tuple[PropertyGroupRule, ...],
 
 def _scope(table: Any) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, FrozenSet[str]], ...]]:
     _check(isinstance(table, dict), "[scope] must be a table")
-    unknown = set(table) - {"lists", "where"}
-    _check(not unknown, f"[scope] unknown setting {sorted(unknown)[0]!r} (allowed: lists, where)")
+    _no_unknown(table, {"lists", "where"}, "[scope] ")
     lists = _string_list(table.get("lists", []), "[scope] lists")
     for list_id in lists:
         _check(list_id.isdigit(), f"[scope] lists: {list_id!r} is not a HubSpot list id (a number)")
@@ -147,8 +150,7 @@ def _scope(table: Any) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, FrozenSet[str]
 
 def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mapping:
     """A Mapping from the parsed TOML document; raises _Problem with a one-line reason."""
-    unknown = set(data) - TOP_LEVEL
-    _check(not unknown, f"unknown setting {sorted(unknown)[0]!r} (allowed: {', '.join(sorted(TOP_LEVEL))})")
+    _no_unknown(data, TOP_LEVEL, "")
     create = data.get("create_missing_fields", False)
     _check(isinstance(create, bool), "create_missing_fields must be true or false")
     on_leave = data.get("on_leave", "remove_from_groups")

@@ -113,7 +113,10 @@ class Runner:
         code = cli.main(["--json", "--env-file", str(self.env_file), *args])
         out, err = self.capsys.readouterr()
         lines = [line for line in out.splitlines() if line.strip()]
-        summary = json.loads(lines[-1]) if lines else None
+        try:
+            summary = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            summary = None  # a command whose output is not the JSON summary (--check)
         return RunResult(code, summary, out, err)
 
 

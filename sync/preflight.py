@@ -1,0 +1,106 @@
+"""`python main.py --check`: verify tokens, scopes, properties, fields, groups and lists, and
+show the mapping with sample values, without writing anything anywhere."""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Callable, Dict, List, Optional, TextIO
+
+from .casting import PropertyInfo
+from .errors import EXIT_CONFIG, EXIT_OK, SyncError
+from .hubspot import HubSpotReader
+from .mailerlite import MailerLiteClient
+from .mapping import Mapping, Planned, map_contact
+
+SAMPLE_CONTACTS = 3
+
+
+class Preflight:
+    def __init__(self, reader: HubSpotReader, client: MailerLiteClient, mapping: Mapping, out: TextIO) -> None:
+        self.reader = reader
+        self.client = client
+        self.mapping = mapping
+        self.out = out
+        self.problems: List[str] = []
+        self.notes: List[str] = []
+
+    def _try(self, what: Callable[[], object]) -> Optional[object]:
+        try:
+            return what()
+        except SyncError as exc:  # bad token, missing scope, unknown list, outage
+            if str(exc) not in self.problems:
+                self.problems.append(str(exc))
+        return None
+
+    def run(self) -> int:
+        defs = self._try(self.reader.property_definitions)
+        info: Dict[str, PropertyInfo] = {}
+        if isinstance(defs, dict):
+            info = {n: PropertyInfo(str(d.get("type") or "string"),
+                                    {str(o.get("value")): str(o.get("label")) for o in d.get("options") or []
+                                     if isinstance(o, dict)}) for n, d in defs.items()}
+            for prop in self.mapping.properties():
+                if prop not in info:
+                    self.problems.append(f"HubSpot has no contact property {prop!r}")
+        sample = self._try(lambda: list(islice(self.reader.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)))
+        fields = self._try(self.client.list_fields)
+        existing = {str(f.get("key")): str(f.get("type")) for f in fields or [] if isinstance(f, dict)}
+        self._check_fields(info, existing, fields is not None)
+        self._check_groups()
+        for list_id in self.mapping.list_ids():
+            self._try(lambda lid=list_id: next(iter(self.reader.list_members(lid)), None))
+        self._print(info, existing, sample if isinstance(sample, list) else [])
+        return EXIT_CONFIG if self.problems else EXIT_OK
+
+    def _check_fields(self, info: Dict[str, PropertyInfo], existing: Dict[str, str], reachable: bool) -> None:
+        if not reachable:
+            return
+        for rule in self.mapping.rules:
+            planned = self.mapping.field_type(rule, info, existing)
+            if rule.field not in existing:
+                if self.mapping.create_missing_fields:
+                    self.notes.append(f"MailerLite field {rule.field} ({planned}) will be created")
+                else:
+                    self.problems.append(f"MailerLite has no field {rule.field!r} (set create_missing_fields = true "
+                                         f"or create it)")
+            elif rule.type and existing[rule.field] != rule.type:
+                self.problems.append(f"MailerLite field {rule.field} is {existing[rule.field]}, the mapping says "
+                                     f"{rule.type}")
+
+    def _check_groups(self) -> None:
+        static = list(self.mapping.static_groups) + [name for _, name in self.mapping.list_groups]
+        if not static and not self.mapping.property_groups:
+            return
+        groups = self._try(self.client.list_groups)
+        names = {str(g.get("name")) for g in groups or [] if isinstance(g, dict)}
+        for name in static:
+            if groups is not None and name not in names:
+                self.notes.append(f"MailerLite group {name!r} will be created")
+
+    def _print(self, info: Dict[str, PropertyInfo], existing: Dict[str, str], sample: List[dict]) -> None:
+        mapped = [map_contact(c, self.mapping, info, frozenset(), existing) for c in sample]
+        rows = [("HubSpot property", "HubSpot type", "MailerLite field", "type", "sample values")]
+        for rule in self.mapping.rules:
+            values = [str(m.fields.get(rule.field, "")) for m in mapped if isinstance(m, Planned)]
+            shown = ", ".join(v[:20] for v in values if v) or "-"
+            rows.append((rule.prop, info.get(rule.prop, PropertyInfo("?")).type, rule.field,
+                         self.mapping.field_type(rule, info, existing), shown[:60]))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        print("Mapping:", file=self.out)
+        for row in rows:
+            print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=self.out)
+        groups = list(self.mapping.static_groups) + [f"{g} (list {lid})" for lid, g in self.mapping.list_groups]
+        groups += [f"{r.template} (from {r.prop})" for r in self.mapping.property_groups]
+        print("Groups: " + (", ".join(groups) if groups else "none"), file=self.out)
+        if self.mapping.scope_lists or self.mapping.scope_where:
+            scope = [f"lists {', '.join(self.mapping.scope_lists)}"] if self.mapping.scope_lists else []
+            scope += [f"{p} in {sorted(v)}" for p, v in self.mapping.scope_where]
+            print("Scope: " + "; ".join(scope), file=self.out)
+        for note in self.notes:
+            print(f"note: {note}", file=self.out)
+        if self.problems:
+            print(f"{len(self.problems)} problem(s):", file=self.out)
+            for problem in self.problems:
+                print(f"  - {problem}", file=self.out)
+        else:
+            print("All checks passed.", file=self.out)
