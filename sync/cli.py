@@ -5,25 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, TextIO, Tuple
 
 import filelock
 
 from . import __version__
-from .config import Settings, load_settings
+from .config import Settings, load_settings, load_state_path
 from .engine import Engine, RunOptions, Summary
-from .errors import EXIT_CONFIG, EXIT_OK, EXIT_PARTIAL, LockHeld, SyncError
+from .errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, ConfigError, LockHeld, SyncError
+from .healthcheck import ping
 from .hubspot import HubSpotReader
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
 from .preflight import Preflight
+from .progress import Progress
+from .reports import export_rejected, print_history
 from .state import State
 
 log = logging.getLogger("sync")
+summary_log = logging.getLogger("sync.summary")  # the one line per run that the log file keeps
+LOG_FILE_BYTES = 1_000_000
+LOG_FILE_BACKUPS = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
                              "sample values; write nothing")
+    parser.add_argument("--history", action="store_true", help="show the last runs, one line each")
+    parser.add_argument("--rejected", action="store_true",
+                        help="export the rejected and failed contacts as CSV (to stdout or --output)")
+    parser.add_argument("--output", type=Path, metavar="FILE", help="with --rejected: write the CSV here")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", action="store_true", help="only errors on stderr")
@@ -50,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from this file instead of .env")
     parser.add_argument("--mapping", type=Path, metavar="PATH",
                         help="mapping file (TOML) to use instead of SYNC_MAPPING_FILE; see mapping.example.toml")
+    parser.add_argument("--log-file", type=Path, metavar="PATH",
+                        help="append run summaries and warnings to this rotating log file (or SYNC_LOG_FILE)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -65,11 +78,30 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s" if verbose
                                            else "%(levelname)s: %(message)s"))
+    handler.setLevel(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("urllib3", "hubspot"):  # their debug lines can echo request headers
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _SummaryOrWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name == summary_log.name
+
+
+def add_log_file(path: Path) -> None:
+    """A rotating log file: one line per run summary, plus warnings and errors."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS,
+                                                       encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the log file {path}: {exc.strerror or exc}") from None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(_SummaryOrWarning())
+    logging.getLogger().addHandler(handler)
 
 
 @contextmanager
@@ -87,26 +119,31 @@ def run_lock(state_db: Path) -> Iterator[None]:
         lock.release()
 
 
-def clients(settings: Settings) -> Tuple[HubSpotReader, MailerLiteClient]:
+def clients(settings: Settings, progress: Optional[Progress] = None) -> Tuple[HubSpotReader, MailerLiteClient]:
     timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
-    return (HubSpotReader(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout),
-            MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout))
+    hs_wait = (lambda reason, secs: progress.waiting(reason, secs, "HubSpot")) if progress else None
+    ml_wait = (lambda reason, secs: progress.waiting(reason, secs, "MailerLite")) if progress else None
+    return (HubSpotReader(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait),
+            MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
+                             on_wait=ml_wait))
 
 
-def run_sync(settings: Settings, options: RunOptions, mapping: Mapping) -> Summary:
+def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress) -> Summary:
     with run_lock(settings.state_db):
         state = State(settings.state_db)
         try:
-            reader, client = clients(settings)
-            return Engine(reader, client, state, mapping, options).run()
+            reader, client = clients(settings, progress)
+            return Engine(reader, client, state, mapping, options, on_progress=progress.update).run()
         finally:
+            progress.close()
             state.close()
 
 
 def describe(summary: Summary) -> str:
     d = summary.as_dict()
     text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in
-                     ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated"))
+                     ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
+                      "left_scope") if d[k] or k in ("read", "created", "updated", "unchanged"))
     if summary.dry_run:
         text += f", would send {d['would_send']}"
     return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"
@@ -115,13 +152,40 @@ def describe(summary: Summary) -> str:
 def report(summary: Summary, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary.as_dict(), sort_keys=True))
+    details = ""
+    if summary.counts["rejected"] or summary.counts["failed"]:
+        details = " (which and why: python main.py --rejected)"
     if summary.exit_code == EXIT_OK:
-        log.info("%s", describe(summary))
+        summary_log.info("%s", describe(summary))
     elif summary.exit_code == EXIT_PARTIAL:
-        log.warning("%s", describe(summary))
+        summary_log.warning("%s%s", describe(summary), details)
     else:
         log.error("%s", summary.message)
-        log.warning("%s", describe(summary))
+        summary_log.warning("stopped: %s", describe(summary))
+
+
+def _state_commands(args: argparse.Namespace, out: TextIO) -> int:
+    """--history and --rejected: read the state, need no token."""
+    path = load_state_path(args.env_file, env_file_given=args.env_file is not None)
+    if not path.exists():
+        raise ConfigError(f"no state database at {path} yet: run the sync first")
+    state = State(path)
+    try:
+        if args.history:
+            print_history(state, out)
+            return EXIT_OK
+        if args.output:
+            try:
+                with open(args.output, "w", encoding="utf-8", newline="") as handle:
+                    count = export_rejected(state, handle)
+            except OSError as exc:
+                raise ConfigError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+            log.info("%d rejected or failed contacts written to %s", count, args.output)
+        else:
+            export_rejected(state, out)
+        return EXIT_OK
+    finally:
+        state.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -130,19 +194,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.force and not args.full:
         log.error("--force only makes sense with --full")
         return EXIT_CONFIG
+    settings: Optional[Settings] = None
     try:
+        if args.history or args.rejected:
+            return _state_commands(args, sys.stdout)
         settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
+        log_file = args.log_file or settings.log_file
+        if log_file:
+            add_log_file(log_file)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         if args.check:
             return Preflight(*clients(settings), mapping, sys.stdout).run()
-        summary = run_sync(settings, RunOptions(full=args.full, force=args.force, dry_run=args.dry_run), mapping)
+        progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
+        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
+        summary = run_sync(settings, options, mapping, progress)
     except SyncError as exc:
         log.error("%s", exc)
         if args.json:
             print(json.dumps({"exit_code": exc.exit_code, "error": str(exc)}, sort_keys=True))
+        if settings is not None and exc.exit_code != EXIT_LOCKED:
+            ping(settings.healthcheck_url, success=False)
         return exc.exit_code
     except KeyboardInterrupt:
         log.error("interrupted; what was synced so far is kept")
         return 130
     report(summary, args.json)
+    if not args.dry_run:
+        ping(settings.healthcheck_url, success=summary.exit_code == EXIT_OK)
     return summary.exit_code

@@ -32,6 +32,8 @@ class Settings:
     http_timeout: float = 60.0  # seconds to wait for an answer (connecting gets at most 10)
     mapping_file: Optional[Path] = None
     groups: Tuple[str, ...] = ()  # MAILERLITE_GROUPS: every synced subscriber joins these
+    log_file: Optional[Path] = None
+    healthcheck_url: Optional[str] = None
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -89,7 +91,29 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         http_timeout=_positive_number(values, "SYNC_HTTP_TIMEOUT", 60.0),
         mapping_file=_project_path(values.get("SYNC_MAPPING_FILE") or ""),
         groups=env_group_names(values.get("MAILERLITE_GROUPS")),
+        log_file=_project_path(values.get("SYNC_LOG_FILE") or ""),
+        healthcheck_url=_healthcheck(values.get("HEALTHCHECK_URL") or ""),
     )
+
+
+def _healthcheck(raw: str) -> Optional[str]:
+    url = raw.strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"HEALTHCHECK_URL must be an http(s) URL, got {url!r}")
+    return url
+
+
+def load_state_path(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
+                    env_file_given: bool = False) -> Path:
+    """Only where the state lives: --history and --rejected need no token."""
+    if env_file_given and env_file is not None and not env_file.exists():
+        raise ConfigError(f"--env-file {env_file} does not exist")
+    values = read_env(env_file if env_file is not None else PROJECT_DIR / ".env",
+                      os.environ if environ is None else environ)
+    return _state_path((values.get("SYNC_STATE_DB") or "").strip())
 
 
 def _project_path(raw: str) -> Optional[Path]:

@@ -39,6 +39,7 @@ class RunOptions:
     full: bool = False
     force: bool = False  # with full: resend even what MailerLite already has
     dry_run: bool = False
+    count_total: bool = False  # spend a request on the number of contacts (for a progress ETA)
 
 
 @dataclass
@@ -73,7 +74,7 @@ def _pages(items: Iterable[Contact], size: int) -> Iterator[List[Contact]]:
 
 class Engine:
     def __init__(self, reader: HubSpotReader, client: MailerLiteClient, state: State, mapping: Mapping,
-                 options: RunOptions, on_progress: Optional[Callable[[Counter], None]] = None) -> None:
+                 options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None) -> None:
         self.reader = reader
         self.client = client
         self.state = state
@@ -91,6 +92,7 @@ class Engine:
         self._removals: Dict[str, FrozenSet[str]] = {}  # groups to leave once an upsert is accepted
         self._subscriber_ids: Dict[str, Optional[str]] = {}
         self._run_id = 0
+        self.total: Optional[int] = None  # contacts this run expects to read, when known
 
     def run(self) -> Summary:
         started = time.monotonic()
@@ -141,14 +143,19 @@ class Engine:
         props = self.mapping.properties() + [MERGED_PROPERTY]
         if full and self.mapping.scope_lists:
             members: Set[int] = set().union(*(self._members[lid] for lid in self.mapping.scope_lists))
+            self.total = len(members)
             yield from self.reader.read_by_ids((str(i) for i in sorted(members)), props)
             return
         if full:
+            if self.options.count_total:
+                self.total = self.reader.count_contacts()
             yield from self.reader.iter_contacts(props)
             return
         assert bookmark is not None
         extra = set(self.state.failed_ids()) | changed_members
         for contact in self.reader.search_modified_since(bookmark, props):
+            if self.total is None and self.reader.search_total is not None:
+                self.total = self.reader.search_total + len(extra)
             extra.discard(contact["id"])
             yield contact
         # Failed last time, or joined/left a list (which does not change the contact itself).
@@ -164,7 +171,7 @@ class Engine:
             if full and not self.options.dry_run:
                 self.state.mark_seen(ids, self._run_id)
             if self.on_progress:
-                self.on_progress(self.counts)
+                self.on_progress(self.counts, self.total)
         if not self.options.dry_run:
             self.writer.flush()
 

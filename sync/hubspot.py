@@ -100,6 +100,7 @@ class HubSpotReader:
         self._max: Optional[int] = None
         self._interval_s = DEFAULT_INTERVAL_S
         self._last_search = 0.0
+        self.search_total: Optional[int] = None  # `total` of the latest search page (for an ETA)
 
     # -- one request -----------------------------------------------------------------------
     def _call(self, what: str, func: Callable[..., Any], *args: Any, search: bool = False, **kwargs: Any) -> Any:
@@ -202,7 +203,17 @@ class HubSpotReader:
         }
         if after:
             body["after"] = str(after)
-        return self._call("contact search", self._search.do_search, body, search=True)
+        page = self._call("contact search", self._search.do_search, body, search=True)
+        if not after and isinstance(page.get("total"), int):
+            self.search_total = page["total"]
+        return page
+
+    def count_contacts(self) -> Optional[int]:
+        """How many contacts there are (one search request; the listing has no total)."""
+        body = {"filterGroups": [], "properties": ["email"], "limit": 1}
+        page = self._call("contact count", self._search.do_search, body, search=True)
+        total = page.get("total")
+        return total if isinstance(total, int) else None
 
     def _search_all(self, filters: List[Dict[str, Any]], sort: str,
                     properties: List[str]) -> Iterator[Tuple[Contact, bool]]:

@@ -1,0 +1,28 @@
+"""Dead-man's-switch pings (healthchecks.io and similar): URL on success, URL/fail otherwise."""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+from urllib.parse import urlsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+PING_TIMEOUT = (5.0, 10.0)
+
+
+def ping(url: Optional[str], success: bool, timeout: tuple = PING_TIMEOUT) -> bool:
+    """GET the URL (or URL/fail). A failing ping is logged, never fatal: the sync itself is what counts."""
+    if not url:
+        return False
+    target = url.rstrip("/") + ("" if success else "/fail")
+    try:
+        requests.get(target, timeout=timeout).raise_for_status()
+        return True
+    except requests.RequestException as exc:
+        host = urlsplit(url).hostname or "the healthcheck URL"
+        log.warning("healthcheck ping to %s failed (%s); the sync itself is not affected", host,
+                    exc.__class__.__name__)
+        return False

@@ -1,0 +1,58 @@
+"""Looking back: the run history and the contacts that need a person's attention."""
+
+from __future__ import annotations
+
+import csv
+import time
+from typing import Dict, List, TextIO
+
+from .state import State
+
+REJECTED_COLUMNS = ("email", "hubspot_id", "kind", "reason", "attempts", "first_seen", "last_seen")
+
+
+def _when(epoch: object) -> str:
+    if not isinstance(epoch, int):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def history_lines(runs: List[Dict[str, object]]) -> List[str]:
+    """One line per run, newest first."""
+    lines = []
+    for run in runs:
+        started, finished = run.get("started_at"), run.get("finished_at")
+        duration = f"{int(finished) - int(started)} s" if isinstance(finished, int) and isinstance(started, int) \
+            else "running or killed"
+        mode = f"{run['mode']}{' dry-run' if run.get('dry_run') else ''}"
+        counts = "  ".join(f"{k.replace('_', ' ')} {run.get(k) or 0}"
+                           for k in ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed"))
+        code = run.get("exit_code")
+        lines.append(f"{_when(started)}  {mode:<19} {counts}  {duration}  exit {'-' if code is None else code}")
+    return lines
+
+
+def print_history(state: State, out: TextIO, limit: int = 20) -> None:
+    lines = history_lines(state.runs(limit))
+    if not lines:
+        print("No runs yet.", file=out)
+    for line in lines:
+        print(line, file=out)
+
+
+def _cell(value: object) -> object:
+    """Keep spreadsheet programs from running HubSpot data as a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def export_rejected(state: State, out: TextIO) -> int:
+    """Rejected and failed contacts as CSV, for a marketer to fix in HubSpot. Returns the count."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REJECTED_COLUMNS)
+    rows = state.problems()
+    for row in rows:
+        writer.writerow([_cell(row["email"]), row["hubspot_id"], row["kind"], _cell(row["reason"]), row["attempts"],
+                         _when(row["first_seen"]), _when(row["last_seen"])])
+    return len(rows)

@@ -1,0 +1,196 @@
+"""Running like a good cron job: progress on a terminal, silence when fine, logs, pings, reports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import List
+
+import pytest
+
+from sync import cli
+from tests.conftest import seed_contacts
+from tests.test_cli_subprocess import MAIN, fake_env, run_main
+
+
+def run_in_pty(args, env, cwd) -> tuple:
+    """Run main.py with stderr on a pseudo-terminal; returns (exit code, what the terminal showed)."""
+    master, slave = pty.openpty()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+    full_env.update(env, COLUMNS="160")
+    proc = subprocess.Popen([sys.executable, str(MAIN), *args], env=full_env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks: List[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc.wait(timeout=120)
+    reader.join(timeout=5)
+    os.close(master)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace"), proc.stdout.read().decode()
+
+
+def test_progress_bar_and_rate_limit_wait_on_a_terminal(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 200)
+    mailerlite_fake.time_scale = 0.06  # a minute lasts 3.6 s, so a wait is long enough to be shown
+    mailerlite_fake.global_limit.limit = 3
+    code, screen, stdout = run_in_pty([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert code == 0, screen
+    assert "HubSpot -> MailerLite" in screen and "contacts" in screen
+    assert re.search(r"waiting \d+ s for MailerLite's rate limit", screen), screen
+    assert "full sync: read 200, created 200" in screen  # the readable end summary
+    assert stdout == ""
+
+
+def test_no_progress_without_a_terminal_and_quiet(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 120)
+    done = run_main([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert (done.returncode, done.stderr, done.stdout) == (0, "", "")
+    code, screen, _ = run_in_pty(["--quiet", "--full", "--force"], fake_env(hubspot_fake, mailerlite_fake, tmp_path),
+                                 tmp_path)
+    assert code == 0 and screen == ""
+
+
+def test_problems_reach_stderr_once_and_concisely(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 20)
+    hubspot_fake.add_contact({"email": "broken@"}, modified_ms=1)
+    done = run_main([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "WARNING: full sync: read 21, created 20, updated 0, unchanged 0, rejected 1 in "
+        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s (which and why: python main.py --rejected)"]
+
+
+def test_verbose_without_a_terminal_tells_what_it_does(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 5)
+    done = run_main(["--verbose"], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert done.returncode == 0 and "full sync: read 5, created 5" in done.stderr
+
+
+def test_log_file_is_written_and_rotated(run, hubspot_fake, mailerlite_fake, monkeypatch, tmp_path):
+    seed_contacts(hubspot_fake, 3)
+    hubspot_fake.add_contact({"email": "x@y"}, modified_ms=1)
+    log_file = tmp_path / "logs" / "sync.log"
+    monkeypatch.setattr(cli, "LOG_FILE_BYTES", 400)
+    run("--log-file", str(log_file))
+    text = log_file.read_text()
+    assert "full sync: read 4, created 3" in text and "rejected 1" in text
+    assert "hs-test-token" not in text
+    for _ in range(6):
+        run("--log-file", str(log_file))
+    assert (tmp_path / "logs" / "sync.log.1").exists() and not (tmp_path / "logs" / "sync.log.4").exists()
+    assert "incremental sync: read 0" in log_file.read_text()
+
+
+def test_log_file_from_the_environment(run, hubspot_fake, mailerlite_fake, monkeypatch, tmp_path):
+    monkeypatch.setenv("SYNC_LOG_FILE", str(tmp_path / "env.log"))
+    run()
+    assert "full sync" in (tmp_path / "env.log").read_text()
+
+
+class _Pings(BaseHTTPRequestHandler):
+    seen: List[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).seen.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def ping_server():
+    _Pings.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Pings)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/ping/abc", _Pings.seen
+    server.shutdown()
+
+
+def test_healthcheck_pings_success_and_failure(run, hubspot_fake, mailerlite_fake, monkeypatch, ping_server):
+    url, seen = ping_server
+    monkeypatch.setenv("HEALTHCHECK_URL", url)
+    seed_contacts(hubspot_fake, 3)
+    assert run().code == 0
+    assert seen == ["/ping/abc"]
+    monkeypatch.setenv("MAILERLITE_API_KEY", "wrong")
+    hubspot_fake.add_contact({"email": "new@example.com"})
+    assert run().code == 2
+    assert seen == ["/ping/abc", "/ping/abc/fail"]
+
+
+def test_a_dead_healthcheck_url_does_not_fail_the_run(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HEALTHCHECK_URL", f"http://127.0.0.1:{port}/ping")
+    seed_contacts(hubspot_fake, 3)
+    result = run()
+    assert result.code == 0 and "healthcheck ping to 127.0.0.1 failed" in result.err
+
+
+def test_history_lists_runs_one_line_each(run, hubspot_fake, mailerlite_fake):
+    seed_contacts(hubspot_fake, 4)
+    hubspot_fake.add_contact({"email": "bad"}, modified_ms=1)
+    run()
+    run()
+    result = run("--history")
+    lines = result.out.strip().splitlines()
+    assert len(lines) == 2 and result.code == 0
+    pattern = (r"^\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d  {mode} +read {read}  created {created}  updated 0  "
+               r"unchanged 0  skipped 0  rejected {rejected}  failed 0  \d+ s  exit {code}$")
+    assert re.match(pattern.format(mode="incremental", read=0, created=0, rejected=0, code=0), lines[0]), lines[0]
+    assert re.match(pattern.format(mode="full", read=5, created=4, rejected=1, code=1), lines[1]), lines[1]
+
+
+def test_history_needs_no_token(run, monkeypatch):
+    run()
+    monkeypatch.delenv("HUBSPOT_ACCESS_TOKEN")
+    monkeypatch.delenv("MAILERLITE_API_KEY")
+    assert run("--history").code == 0
+
+
+def test_rejected_export_is_exact_csv(run, hubspot_fake, mailerlite_fake, tmp_path):
+    mailerlite_fake.undeliverable_domains.add("blocked.example")
+    seed_contacts(hubspot_fake, 2)
+    bad = hubspot_fake.add_contact({"email": "=cmd@blocked.example"}, modified_ms=1)
+    worse = hubspot_fake.add_contact({"email": "nope"}, modified_ms=1)
+    run()
+    result = run("--rejected")
+    rows = list(csv.reader(io.StringIO(result.out)))
+    assert rows[0] == ["email", "hubspot_id", "kind", "reason", "attempts", "first_seen", "last_seen"]
+    assert [r[:5] for r in rows[1:]] == [
+        ["'=cmd@blocked.example", bad, "rejected", "MailerLite: email: The email must be a valid email address.", "1"],
+        ["nope", worse, "rejected", "invalid email address 'nope'", "1"],
+    ]
+    out_file = tmp_path / "rejected.csv"
+    assert run("--rejected", "--output", str(out_file)).code == 0
+    assert out_file.read_text() == result.out
+
+
+def test_reports_before_any_run_say_so(run):
+    result = run("--history")
+    assert result.code == 2 and "run the sync first" in result.err
