@@ -41,7 +41,8 @@ EMAIL_MAX = 254
 # Deliberately loose: one @, no spaces or control characters, a dot in the domain. MailerLite
 # makes the final call (its 422 is kept as the reason); this only stops what can never work.
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
-_CONTROL = {c for c in range(32)} | {127}
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
+_PLAIN = PropertyInfo()  # for properties HubSpot did not describe
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def email_problem(email: str) -> Optional[str]:
     """Why an address can never be accepted, or None."""
     if len(email) > EMAIL_MAX:
         return f"email is longer than {EMAIL_MAX} characters"
-    if any(ord(ch) in _CONTROL for ch in email):
+    if _CONTROL_RE.search(email):
         return "email contains control characters"
     if not _EMAIL_RE.match(email):
         return f"invalid email address {email[:100]!r}"
@@ -210,7 +211,7 @@ def _groups(props: MappingType[str, Any], mapping: Mapping, info: MappingType[st
             lists: FrozenSet[str]) -> Tuple[str, ...]:
     names = set(mapping.static_groups)
     for rule in mapping.property_groups:
-        labels = info.get(rule.prop, PropertyInfo()).labels
+        labels = info.get(rule.prop, _PLAIN).labels
         for value in _values(props.get(rule.prop)):
             if rule.only and value not in rule.only:
                 continue
@@ -244,7 +245,7 @@ def map_contact(contact: Dict[str, Any], mapping: Mapping,
     for rule in mapping.rules:
         try:
             value, _ = cast(rule.prop, props.get(rule.prop), mapping.field_type(rule, info, field_types),
-                            info.get(rule.prop, PropertyInfo()), rule.transform, rule.true_value,
+                            info.get(rule.prop, _PLAIN), rule.transform, rule.true_value,
                             rule.false_value, warnings)
         except CastError as exc:
             return Reject(str(exc), email)

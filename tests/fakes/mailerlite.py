@@ -51,6 +51,7 @@ class FakeMailerLite(FakeAPI):
         Rule("/api/subscribers", methods=["GET"], endpoint="list_subscribers"),
         Rule("/api/subscribers", methods=["POST"], endpoint="upsert"),
         Rule("/api/subscribers/<ref>", methods=["GET"], endpoint="get_subscriber"),
+        Rule("/api/subscribers/<sid>", methods=["PUT"], endpoint="update_subscriber"),
         Rule("/api/subscribers/<sid>/groups/<gid>", methods=["POST"], endpoint="assign"),
         Rule("/api/subscribers/<sid>/groups/<gid>", methods=["DELETE"], endpoint="unassign"),
         Rule("/api/fields", methods=["GET"], endpoint="list_fields"),
@@ -299,6 +300,20 @@ class FakeMailerLite(FakeAPI):
         if self._fails(body):
             return self.ok({"message": "Server Error"}, 503)
         return self._json_result(self.upsert(body))
+
+    def on_update_subscriber(self, request: Request, sid: str) -> Response:
+        """PUT /subscribers/{id}: like the upsert, but the groups listed replace the old ones."""
+        sub = self.subscribers.get(sid)
+        if sub is None:
+            return self.ok({"message": "No query results for model [App\\Models\\Subscriber\\Subscriber]."}, 404)
+        body = self.json_body(request)
+        body = dict(body) if isinstance(body, dict) else {}
+        body.setdefault("email", sub["email"])
+        code, out = self.upsert(body)
+        if code == 200 and "groups" in body:
+            sub["groups"] = [str(g) for g in body["groups"]]
+            out = {"data": self._render(sub)}
+        return self.ok(out, code)
 
     def get_subscriber(self, ref: str) -> Tuple[int, Any]:
         sub = self.subscribers.get(ref) or self.subscriber(ref)
