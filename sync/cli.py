@@ -16,7 +16,7 @@ import filelock
 from . import __version__
 from .config import Settings, load_settings, load_state_path
 from .engine import Engine, RunOptions, Summary
-from .errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, ConfigError, LockHeld, SyncError
+from .errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, ConfigError, LockHeld, StateError, SyncError
 from .healthcheck import ping
 from .hubspot import HubSpotReader
 from .mailerlite import MailerLiteClient
@@ -107,12 +107,15 @@ def add_log_file(path: Path) -> None:
 @contextmanager
 def run_lock(state_db: Path) -> Iterator[None]:
     """One run at a time. The OS drops the lock when a process dies, so it is never stale."""
-    state_db.parent.mkdir(parents=True, exist_ok=True)
     lock = filelock.FileLock(str(state_db) + ".lock", timeout=0)
     try:
+        state_db.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except filelock.Timeout:
         raise LockHeld(f"another run is in progress (lock {state_db}.lock); this one exits") from None
+    except OSError as exc:
+        raise StateError(f"cannot create the lock file {state_db}.lock ({exc.strerror or exc}); make the "
+                         f"folder {state_db.parent} writable or set SYNC_STATE_DB") from None
     try:
         yield
     finally:

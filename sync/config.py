@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from .errors import ConfigError
 from .mapping_file import env_group_names
+
+log = logging.getLogger(__name__)
 
 # The folder holding main.py: cron starts jobs in the home directory, so defaults never
 # depend on the working directory.
@@ -40,14 +46,36 @@ class Settings:
                 f"mailerlite_base_url={self.mailerlite_base_url!r}, state_db={str(self.state_db)!r})")
 
 
+def _parse_env_file(env_file: Path) -> dict:
+    """KEY=value lines; a line that is not one is an error naming it (never a silent skip)."""
+    try:
+        text = env_file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {env_file}: {exc.__class__.__name__}; check the file") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise ConfigError(f"{env_file} line {binding.original.line}: not a KEY=value setting; fix or remove it")
+    _warn_if_shared(env_file)
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+
+
+def _warn_if_shared(env_file: Path) -> None:
+    """Tokens in a file other users can read are a leak waiting to happen (POSIX only)."""
+    if os.name != "posix":
+        return
+    try:
+        mode = env_file.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("%s is readable by other users; protect the tokens in it: chmod 600 %s", env_file, env_file)
+
+
 def read_env(env_file: Optional[Path], environ: Mapping[str, str]) -> dict:
     """The `.env` file's values overlaid by the real environment (the environment wins)."""
     values: dict = {}
     if env_file is not None and env_file.exists():
-        try:
-            values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {env_file}: {exc.__class__.__name__}; check the file") from None
+        values.update(_parse_env_file(env_file))
     values.update(environ)
     return values
 

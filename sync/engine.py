@@ -18,7 +18,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, SyncError
 from .hubspot import Contact, HubSpotReader, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
-from .mapping import Mapping, Outcome, OutOfScope, Planned, Reject, Skip, map_contact
+from .mapping import Mapping, Outcome, OutOfScope, Planned, Reject, Skip, map_contact, normalise_email
 from .state import Known, Result, State, Synced
 from .writer import Pending, SubscriberWriter
 
@@ -92,6 +92,7 @@ class Engine:
         self._removals: Dict[str, FrozenSet[str]] = {}  # groups to leave once an upsert is accepted
         self._subscriber_ids: Dict[str, Optional[str]] = {}
         self._run_id = 0
+        self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
         self.total: Optional[int] = None  # contacts this run expects to read, when known
 
     def run(self) -> Summary:
@@ -166,6 +167,7 @@ class Engine:
         for page in _pages(self._contacts(full, bookmark, changed_members), PAGE):
             ids = [c["id"] for c in page]
             known = self.state.known(ids)
+            self._owners = self.state.owners([normalise_email(c["properties"].get("email")) for c in page])
             for contact in page:
                 self._process(contact, known.get(contact["id"]))
             if full and not self.options.dry_run:
@@ -208,11 +210,14 @@ class Engine:
                             outcome.reason)
             return
         if isinstance(outcome, Reject):
-            fingerprint = outcome.fingerprint()
-            if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
-                self.counts["unchanged"] += 1  # rejected before with the same data: nothing new to say
-                return
-            self._record([Result(contact["id"], outcome.email, "rejected", fingerprint, reason=outcome.reason)])
+            self._reject_locally(contact, outcome, known)
+            return
+        owner = self.writer.pending_owner(outcome.email) or self._owners.get(outcome.email)
+        if owner is not None and owner != contact["id"]:
+            # Two HubSpot contacts, one address: the first one synced keeps it; this one is
+            # reported (--rejected), not silently dropped, until the first one lets it go.
+            self._reject_locally(contact, Reject(
+                f"email {outcome.email} is already synced from HubSpot contact {owner}", outcome.email), known)
             return
         if known and known.email and known.email != outcome.email:
             # A new address: the old one has left scope; the new one is a new subscriber.
@@ -237,7 +242,7 @@ class Engine:
         if not self._fields_checked and self._check_fields():
             remapped = self._map(contact)  # the account's field types differ from what was assumed
             if not isinstance(remapped, Planned):
-                self._process_outcome_again(contact, remapped)
+                self._reject_locally(contact, remapped, known)
                 return
             planned, fingerprint = remapped, remapped.fingerprint()
         for warning in planned.warnings:
@@ -255,12 +260,16 @@ class Engine:
         self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
                                 frozenset(planned.fields), frozenset(planned.groups)))
 
-    def _process_outcome_again(self, contact: Contact, outcome: Outcome) -> None:
-        if isinstance(outcome, Reject):
-            self._record([Result(contact["id"], outcome.email, "rejected", outcome.fingerprint(),
-                                 reason=outcome.reason)])
-        else:
+    def _reject_locally(self, contact: Contact, outcome: Outcome, known: Optional[Known]) -> None:
+        """A rejection (or skip) decided locally."""
+        if not isinstance(outcome, Reject):
             self.counts["skipped"] += 1
+            return
+        fingerprint = outcome.fingerprint()
+        if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
+            self.counts["unchanged"] += 1  # rejected before with the same data: nothing new to say
+            return
+        self._record([Result(contact["id"], outcome.email, "rejected", fingerprint, reason=outcome.reason)])
 
     def _check_fields(self) -> bool:
         """Before the first write: fields exist (or are created) with agreeing types.

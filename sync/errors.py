@@ -32,6 +32,12 @@ class LockHeld(SyncError):
 
 
 class StateError(SyncError):
-    """The state database cannot be used as it is."""
+    """The state database cannot be used as it is (found when opening it)."""
 
     exit_code = EXIT_CONFIG
+
+
+class StateWriteError(StateError):
+    """The state database stopped taking writes mid-run: what MailerLite has is kept."""
+
+    exit_code = EXIT_ABORTED

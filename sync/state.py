@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .errors import StateError
+from .errors import StateError, StateWriteError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
 MIGRATIONS: Dict[int, Tuple[str, ...]] = {
@@ -60,6 +61,10 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
             list_id TEXT NOT NULL,
             hubspot_id INTEGER NOT NULL,
             PRIMARY KEY (list_id, hubspot_id)) WITHOUT ROWID""",
+    ),
+    3: (
+        # Who owns an address: two HubSpot contacts with one email must not fight over it.
+        "CREATE INDEX contacts_email ON contacts(email)",
     ),
 }
 
@@ -122,10 +127,10 @@ class State:
         self.current_run: Optional[int] = None  # rows recorded during a run are marked seen by it
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+            self.conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self._prepare()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(self._explain(exc)) from None
+        except (sqlite3.DatabaseError, StateWriteError) as exc:
+            raise StateError(self._explain(exc) if isinstance(exc, sqlite3.DatabaseError) else str(exc)) from None
         except OSError as exc:
             raise StateError(f"cannot open the state database {path}: {exc.strerror or exc}") from None
 
@@ -254,6 +259,15 @@ class State:
                         "fingerprint=excluded.fingerprint, attempts=problems.attempts+1, last_seen=excluded.last_seen",
                         (hid, r.email, r.outcome, r.reason[:1000], r.fingerprint, now, now))
 
+    def owners(self, emails: Sequence[str]) -> Dict[str, str]:
+        """email -> the HubSpot contact whose subscriber has that address (one query per page)."""
+        wanted = sorted({e for e in emails if e})
+        if not wanted:
+            return {}
+        rows = self.conn.execute(f"SELECT email, MIN(hubspot_id) FROM contacts WHERE email IN "
+                                 f"({','.join('?' * len(wanted))}) GROUP BY email", wanted)
+        return {email: str(hid) for email, hid in rows}
+
     def forget(self, hubspot_id: str) -> None:
         """The contact left the sync's scope: MailerLite was told; nothing more to remember."""
         with self.transaction():
@@ -321,9 +335,12 @@ class State:
 
     # -- runs --------------------------------------------------------------------------------------
     def start_run(self, mode: str, dry_run: bool) -> int:
-        with self.transaction():
-            cur = self.conn.execute("INSERT INTO runs(started_at, mode, dry_run) VALUES (?,?,?)",
-                                    (_now(), mode, int(dry_run)))
+        try:
+            with self.transaction():
+                cur = self.conn.execute("INSERT INTO runs(started_at, mode, dry_run) VALUES (?,?,?)",
+                                        (_now(), mode, int(dry_run)))
+        except StateWriteError as exc:
+            raise StateError(str(exc)) from None  # nothing has been done yet: a setup problem
         self.current_run = int(cur.lastrowid)
         return self.current_run
 
@@ -350,7 +367,7 @@ class _Transaction:
         try:
             self.state.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
-            raise StateError(self.state._explain(exc)) from None
+            raise StateWriteError(self.state._explain(exc)) from None
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         conn = self.state.conn
@@ -361,6 +378,9 @@ class _Transaction:
             except sqlite3.DatabaseError as err:
                 exc, exc_type = err, type(err)
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                pass  # SQLite already rolled back (a full disk does that)
         if isinstance(exc, sqlite3.DatabaseError):
-            raise StateError(self.state._explain(exc)) from None
+            raise StateWriteError(self.state._explain(exc)) from None

@@ -74,11 +74,23 @@ class SubscriberWriter:
         self._consecutive_failures = 0
         self.batches = 0
         self.singles = 0
+        self._pending_emails: Dict[str, str] = {}  # email -> HubSpot id, for items not yet answered
 
     # -- public --------------------------------------------------------------------------------
     def add(self, item: Pending) -> None:
+        self._pending_emails.setdefault(item.email, item.hubspot_id)
         self.buffer.append(item)
         self._pump(final=False)
+
+    def pending_owner(self, email: str) -> Optional[str]:
+        """The contact already queued with this address in this run, if any."""
+        return self._pending_emails.get(email)
+
+    def _done(self, results: List[Result]) -> None:
+        for r in results:
+            if self._pending_emails.get(r.email) == r.hubspot_id:
+                del self._pending_emails[r.email]
+        self.on_results(results)
 
     def flush(self) -> None:
         self._pump(final=True)
@@ -150,8 +162,8 @@ class SubscriberWriter:
             return
         except Transient as exc:
             self._consecutive_failures += 1
-            self.on_results([Result(item.hubspot_id, item.email, "failed", item.fingerprint,
-                                    reason=f"MailerLite: {exc.reason}")])
+            self._done([Result(item.hubspot_id, item.email, "failed", item.fingerprint,
+                               reason=f"MailerLite: {exc.reason}")])
             if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 raise AbortRun(f"MailerLite keeps failing ({exc.reason}); stopped, the next run "
                                f"continues where this one stopped") from None
@@ -173,4 +185,4 @@ class SubscriberWriter:
                                 reason=f"MailerLite answered {answer.code} {MAX_ITEM_ATTEMPTS} times")
             results.append(result)
         if results:
-            self.on_results(results)
+            self._done(results)

@@ -92,6 +92,7 @@ class Runner:
         self.capsys = capsys
         self.env_file = tmp_path / "empty.env"
         self.env_file.write_text("")
+        self.env_file.chmod(0o600)
         self.state_db = tmp_path / "state" / "sync_state.db"
         for key in list(os.environ):
             if key.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK_")):

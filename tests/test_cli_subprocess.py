@@ -31,6 +31,7 @@ def test_cron_style_run_is_silent_on_success(hubspot_fake, mailerlite_fake, tmp_
     seed_contacts(hubspot_fake, 250)
     env_file = tmp_path / "sync.env"
     env_file.write_text("\n".join(f"{k}={v}" for k, v in fake_env(hubspot_fake, mailerlite_fake, tmp_path).items()))
+    env_file.chmod(0o600)
     elsewhere = tmp_path / "home"
     elsewhere.mkdir()
     done = run_main(["--env-file", str(env_file)], {}, elsewhere)

@@ -20,8 +20,9 @@ from werkzeug.routing import Map
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-# Fault actions a test can script or draw at random.
-FAULTS = ("500", "502", "503", "drop", "slow", "html", "truncated")
+# Fault actions a test can script or draw at random. A script entry may also be a callable
+# taking the request and returning a werkzeug Response (for odd shapes of answer).
+FAULTS = ("500", "502", "503", "drop", "slow", "html", "truncated", "429", "429-bare")
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -51,7 +52,7 @@ class Faults:
 
     rate: float = 0.0
     kinds: tuple = ("500", "502", "503")
-    script: Deque[Optional[str]] = field(default_factory=deque)
+    script: Deque[Any] = field(default_factory=deque)
     slow_seconds: float = 2.0
     only_paths: tuple = ()
     seed: int = 1234
@@ -60,7 +61,7 @@ class Faults:
     def __post_init__(self) -> None:
         self._rng.seed(self.seed)
 
-    def next_action(self, path: str) -> Optional[str]:
+    def next_action(self, path: str) -> Any:
         if self.only_paths and not any(path.startswith(p) for p in self.only_paths):
             return None
         if self.script:
@@ -134,7 +135,7 @@ class FakeAPI:
         request = Request(environ)
         action = self.faults.next_action(request.path)
         try:
-            response = self._fault_response(action)
+            response = action(request) if callable(action) else self._fault_response(action)
             if response is None:
                 response = self._dispatch(request)
         except DropConnection:
@@ -169,6 +170,11 @@ class FakeAPI:
                 status=200,
                 content_type="text/html",
             )
+        if action in ("429", "429-bare"):  # a storm, with or without Retry-After
+            response = self.rate_limited_response()
+            if action == "429-bare":
+                response.headers.pop("Retry-After", None)
+            return response
         if action == "truncated":
             return Response('{"results": [{"id": "1", "prop', status=200, content_type="application/json")
         raise ValueError(f"unknown fault {action!r}")
@@ -187,6 +193,10 @@ class FakeAPI:
         handler = getattr(self, "on_" + endpoint)
         with self.lock:
             return handler(request, **args)
+
+    def rate_limited_response(self) -> Response:
+        """What this API answers over its limit; subclasses give their own shape."""
+        return self.json_response({"message": "Too Many Attempts."}, 429, {"Retry-After": "1"})
 
     def before_request(self, request: Request, endpoint: str) -> Optional[Response]:
         """Auth and rate limiting; subclasses override."""

@@ -211,6 +211,11 @@ class FakeHubSpot(FakeAPI):
                 "policyName": policy}
         return self.json_response(body, 429, headers)
 
+    def rate_limited_response(self) -> Response:
+        response = self._rate_limited("TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.")
+        response.headers["Retry-After"] = f"{self.real_seconds(1.0):.3f}"
+        return response
+
     def _limit_headers(self) -> Dict[str, str]:
         return {
             "X-HubSpot-RateLimit-Max": str(self.general_limit.limit),

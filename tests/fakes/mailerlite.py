@@ -162,6 +162,11 @@ class FakeMailerLite(FakeAPI):
         wait = self.real_seconds(counter.seconds_to_reset())
         return str(max(1, math.ceil(wait))) if self.time_scale == 1 else f"{max(wait, 0.001):.3f}"
 
+    def rate_limited_response(self) -> Response:
+        headers = {"Retry-After": self._retry_after(self.global_limit),
+                   "x-ratelimit-limit": str(self.global_limit.limit), "x-ratelimit-remaining": "0"}
+        return self.json_response({"message": "Too Many Attempts."}, 429, headers)
+
     def before_request(self, request: Request, endpoint: str) -> Optional[Response]:
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or auth[7:] not in self.tokens:
@@ -179,9 +184,7 @@ class FakeMailerLite(FakeAPI):
                 and str(i.get("path", "")).strip("/") == "api/subscribers" for i in items)
         with self.lock:
             if self.global_limit.remaining() < cost:
-                headers = {"Retry-After": self._retry_after(self.global_limit),
-                           "x-ratelimit-limit": str(self.global_limit.limit), "x-ratelimit-remaining": "0"}
-                return self.json_response({"message": "Too Many Attempts."}, 429, headers)
+                return self.rate_limited_response()
             if is_import and not self.import_limit.try_take():
                 headers = self._limit_headers()
                 if self.import_retry_after:
