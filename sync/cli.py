@@ -16,7 +16,17 @@ import filelock
 from . import __version__
 from .config import Settings, load_settings, load_state_path
 from .engine import Engine, RunOptions, Summary
-from .errors import EXIT_CONFIG, EXIT_LOCKED, EXIT_OK, EXIT_PARTIAL, ConfigError, LockHeld, StateError, SyncError
+from .errors import (
+    EXIT_ABORTED,
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    ConfigError,
+    LockHeld,
+    StateError,
+    SyncError,
+)
 from .healthcheck import ping
 from .hubspot import HubSpotReader
 from .mailerlite import MailerLiteClient
@@ -221,6 +231,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted; what was synced so far is kept")
         return 130
+    except Exception as exc:  # a bug: one line (no message: it could hold data), the details with --verbose
+        log.debug("unexpected error", exc_info=True)
+        log.error("unexpected %s; what was synced so far is kept. Please report it, with the output of "
+                  "--verbose", exc.__class__.__name__)
+        return EXIT_ABORTED
     report(summary, args.json)
     if not args.dry_run:
         ping(settings.healthcheck_url, success=summary.exit_code == EXIT_OK)

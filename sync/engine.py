@@ -14,11 +14,12 @@ from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set
 
 from .casting import PropertyInfo
-from .errors import EXIT_OK, EXIT_PARTIAL, SyncError
+from .errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, SyncError
 from .hubspot import Contact, HubSpotReader, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import Mapping, Outcome, OutOfScope, Planned, Reject, Skip, map_contact, normalise_email
+from .retrying import Transient
 from .state import Known, Result, State, Synced
 from .writer import Pending, SubscriberWriter
 
@@ -117,6 +118,8 @@ class Engine:
             summary.exit_code = EXIT_PARTIAL if self.counts["rejected"] or self.counts["failed"] else EXIT_OK
         except SyncError as exc:
             summary.exit_code, summary.message = exc.exit_code, str(exc)
+        except Transient as exc:  # a retry layer gave up somewhere not wrapped above: still an outage
+            summary.exit_code, summary.message = EXIT_ABORTED, f"an API kept failing ({exc.reason}); stopped"
         finally:
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.reader.requests

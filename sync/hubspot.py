@@ -116,11 +116,20 @@ class HubSpotReader:
                 raise Transient(f"network error ({exc.__class__.__name__})") from None
             self._note_headers(response.headers, search)
             try:
-                return json.loads(raw)
+                data = json.loads(raw)
             except ValueError:
                 raise Transient("HubSpot sent a body that is not JSON") from None
+            # Every answer used here is an object, with `results` a list when present: anything
+            # else is a proxy's or a glitch's doing, worth another try.
+            if not isinstance(data, dict) or not isinstance(data.get("results", []), (list, type(None))):
+                raise Transient("HubSpot sent an answer of an unexpected shape")
+            return data
 
-        return self.retry.call(attempt, f"HubSpot {what}", log, self.on_wait)
+        try:
+            return self.retry.call(attempt, f"HubSpot {what}", log, self.on_wait)
+        except Transient as exc:
+            raise AbortRun(f"HubSpot kept failing on {what} ({exc.reason}); stopped, the next run continues "
+                           f"where this one stopped") from None
 
     def _classify(self, exc: Any, what: str) -> Exception:
         """Turn a client exception into Transient (retry) or a run-ending error, in one place."""
@@ -128,6 +137,7 @@ class HubSpotReader:
         message, data = _error_details(getattr(exc, "body", None))
         headers = getattr(exc, "headers", None) or {}
         if status == 429:
+            self._note_headers(headers, search=False)  # a 429 can still say how long the window is
             policy = str(data.get("policyName") or "").upper()
             if policy == "DAILY":
                 return AbortRun("HubSpot's daily API limit is used up; the next run after midnight "
@@ -177,6 +187,23 @@ class HubSpotReader:
         return {"id": str(raw.get("id", "")), "properties": props if isinstance(props, dict) else {},
                 "archived": bool(raw.get("archived", False))}
 
+    def _contacts_of(self, page: Dict[str, Any]) -> List[Contact]:
+        """The page's contacts; an entry without a usable id cannot be synced and is reported."""
+        out = []
+        for raw in page.get("results") or []:
+            if isinstance(raw, dict) and str(raw.get("id") or "").isdigit():
+                out.append(self._contact(raw))
+            else:
+                log.warning("HubSpot sent a contact entry without an id; skipped: %.80r", raw)
+        return out
+
+    @staticmethod
+    def _next_after(page: Dict[str, Any]) -> Optional[str]:
+        paging = page.get("paging")
+        following = paging.get("next") if isinstance(paging, dict) else None
+        after = following.get("after") if isinstance(following, dict) else None
+        return str(after) if after not in (None, "") else None
+
     def iter_contacts(self, properties: List[str], archived: bool = False) -> Iterator[Contact]:
         """Every contact, 100 a page; only the properties asked for."""
         after: Optional[str] = None
@@ -186,12 +213,11 @@ class HubSpotReader:
             if after:
                 kwargs["after"] = after
             page = self._call("contact listing", self._basic.get_page, **kwargs)
-            for raw in page.get("results") or []:
-                yield self._contact(raw)
-            next_after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            yield from self._contacts_of(page)
+            next_after = self._next_after(page)
             if not next_after or next_after == after:  # a repeated cursor would loop forever
                 return
-            after = str(next_after)
+            after = next_after
 
     def _search_page(self, filters: List[Dict[str, Any]], sort: str, properties: List[str],
                      after: int) -> Dict[str, Any]:
@@ -221,12 +247,14 @@ class HubSpotReader:
         after = 0
         while True:
             page = self._search_page(filters, sort, properties, after)
-            results = page.get("results") or []
-            next_after = ((page.get("paging") or {}).get("next") or {}).get("after")
-            capped = bool(next_after) and int(next_after) + SEARCH_PAGE_SIZE > SEARCH_RESULT_CAP
-            for i, raw in enumerate(results):
-                yield self._contact(raw), capped and i == len(results) - 1
-            if not next_after or capped or not results:
+            results = self._contacts_of(page)
+            next_after = self._next_after(page)
+            if next_after is not None and not next_after.isdigit():
+                raise AbortRun(f"HubSpot's search paging went wrong (after={next_after[:20]!r}); run again")
+            capped = next_after is not None and int(next_after) + SEARCH_PAGE_SIZE > SEARCH_RESULT_CAP
+            for i, contact in enumerate(results):
+                yield contact, capped and i == len(results) - 1
+            if next_after is None or capped or not results or int(next_after) <= after:
                 return
             after = int(next_after)
 
@@ -287,8 +315,7 @@ class HubSpotReader:
     def _read_batch(self, ids: List[str], properties: List[str]) -> Iterator[Contact]:
         body = {"inputs": [{"id": i} for i in ids], "properties": properties}
         page = self._call("contact batch read", self._batch.read, body)
-        for raw in page.get("results") or []:
-            yield self._contact(raw)
+        yield from self._contacts_of(page)
 
     def list_members(self, list_id: str) -> Iterator[int]:
         """Record ids of a list's members (Lists v3 memberships, 250 a page)."""
@@ -307,12 +334,12 @@ class HubSpotReader:
                 record = str(member.get("recordId", "")) if isinstance(member, dict) else ""
                 if record.isdigit():
                     yield int(record)
-            next_after = ((page.get("paging") or {}).get("next") or {}).get("after")
+            next_after = self._next_after(page)
             if not next_after or next_after == after:
                 return
-            after = str(next_after)
+            after = next_after
 
     def property_definitions(self) -> Dict[str, Dict[str, Any]]:
         """Contact property definitions by name (type, label, options)."""
         page = self._call("property definitions", self._properties.get_all, "contacts")
-        return {p["name"]: p for p in page.get("results") or [] if isinstance(p, dict) and p.get("name")}
+        return {str(p["name"]): p for p in page.get("results") or [] if isinstance(p, dict) and p.get("name")}

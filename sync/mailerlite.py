@@ -86,12 +86,23 @@ class MailerLiteClient:
             raise Transient("rate limited (429)", retry_after, rate_limited=True)
         if status >= 500 or status in (408, 409):
             raise Transient(f"MailerLite answered {status}")
+        if 200 <= status < 300 and data is not None and not isinstance(data, dict):
+            raise Transient(f"MailerLite answered {status} with a body of an unexpected shape")
         return status, data, resp.headers
 
-    def request(self, method: str, path: str, body: Any = None, what: str = "") -> Tuple[int, Any]:
-        status, data, _ = self.retry.call(lambda: self._send(method, path, body),
-                                          f"MailerLite {what or method + ' ' + path}", log, self.on_wait)
+    def _retrying(self, method: str, path: str, body: Any, what: str) -> Tuple[int, Any]:
+        """One request through the retry layer; Transient when it kept failing."""
+        status, data, _ = self.retry.call(lambda: self._send(method, path, body), f"MailerLite {what}", log,
+                                          self.on_wait)
         return status, data
+
+    def request(self, method: str, path: str, body: Any = None, what: str = "") -> Tuple[int, Any]:
+        """A request the run cannot do without: when it keeps failing, the run stops (exit 3)."""
+        try:
+            return self._retrying(method, path, body, what or f"{method} {path}")
+        except Transient as exc:
+            raise AbortRun(f"MailerLite kept failing on {what or path} ({exc.reason}); stopped, the next run "
+                           f"continues where this one stopped") from None
 
     def _expect(self, status: int, data: Any, what: str, ok: Tuple[int, ...] = (200, 201)) -> Any:
         if status not in ok:
@@ -101,7 +112,7 @@ class MailerLiteClient:
     # -- subscribers -----------------------------------------------------------------------------
     def upsert(self, payload: Dict[str, Any]) -> ItemResult:
         """POST /subscribers: one upsert, retried on transient failures."""
-        status, data = self.request("POST", "subscribers", payload, what="upsert")
+        status, data = self._retrying("POST", "subscribers", payload, "upsert")  # the writer handles Transient
         return ItemResult(status, data)
 
     def upsert_batch(self, payloads: List[Dict[str, Any]]) -> List[ItemResult]:
@@ -109,18 +120,19 @@ class MailerLiteClient:
         if not 0 < len(payloads) <= BATCH_LIMIT:
             raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} requests")
         body = {"requests": [{"method": "POST", "path": "api/subscribers", "body": p} for p in payloads]}
-        status, data = self.request("POST", "batch", body, what="batch upsert")
-        responses = data.get("responses") if isinstance(data, dict) else None
-        if status != 200 or not isinstance(responses, list) or len(responses) != len(payloads):
-            if status == 200:
-                raise AbortRun("MailerLite's batch answer does not list one response per request")
-            raise AbortRun(f"MailerLite refused a batch (HTTP {status}): {describe_error(data)}")
-        results = []
-        for item in responses:
-            code = item.get("code") if isinstance(item, dict) else None
-            results.append(ItemResult(int(code) if isinstance(code, int) else 0,
-                                      item.get("body") if isinstance(item, dict) else None))
-        return results
+
+        def once() -> Tuple[int, Any]:
+            status, data, _ = self._send("POST", "batch", body)
+            responses = data.get("responses") if isinstance(data, dict) else None
+            if status == 200 and (not isinstance(responses, list) or len(responses) != len(payloads)):
+                # Upserts are idempotent, so asking again is safe.
+                raise Transient("MailerLite's batch answer does not list one response per request")
+            return status, responses
+
+        status, responses = self.retry.call(once, "MailerLite batch upsert", log, self.on_wait)
+        if status != 200:
+            raise AbortRun(f"MailerLite refused a batch (HTTP {status})")
+        return [ItemResult(_code(item), item.get("body") if isinstance(item, dict) else None) for item in responses]
 
     def iter_subscribers(self, status: Optional[str] = None, limit: int = 1000) -> Iterator[Dict[str, Any]]:
         """Every subscriber (optionally of one status), following meta.next_cursor."""
@@ -182,6 +194,15 @@ class MailerLiteClient:
     def unassign(self, subscriber_id: str, group_id: str) -> None:
         status, data = self.request("DELETE", f"subscribers/{subscriber_id}/groups/{group_id}", what="group unassign")
         self._expect(status, data, "a group removal", ok=(200, 204, 404))
+
+
+def _code(item: Any) -> int:
+    """An item's HTTP code; 0 (retried) when it is missing or garbled."""
+    code = item.get("code") if isinstance(item, dict) else None
+    try:
+        return int(code)
+    except (TypeError, ValueError):
+        return 0
 
 
 def describe_error(data: Any) -> str:

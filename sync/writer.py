@@ -49,8 +49,10 @@ def classify(item: Pending, answer: ItemResult) -> Optional[Result]:
     if answer.code in (200, 201):
         data = body.get("data") if isinstance(body.get("data"), dict) else {}
         sid = data.get("id")
+        if not sid:
+            return None  # "success" without the subscriber is not proof: ask again rather than trust it
         return Result(item.hubspot_id, item.email, "created" if answer.code == 201 else "updated",
-                      item.fingerprint, item.fields_set, str(sid) if sid else None, groups_set=item.groups)
+                      item.fingerprint, item.fields_set, str(sid), groups_set=item.groups)
     reason = describe_error(body)
     if answer.code == 422 and NOT_REACTIVATED_HINT in reason.lower():
         # MailerLite protects an unsubscribed/bounced/junk subscriber: expected, not an error.

@@ -209,6 +209,8 @@ class FakeHubSpot(FakeAPI):
             headers["Retry-After"] = f"{self.real_seconds(1.0 if policy != 'DAILY' else 3600):.3f}"
         body = {"status": "error", "message": message, "errorType": "RATE_LIMIT", "correlationId": str(uuid.uuid4()),
                 "policyName": policy}
+        if policy != "SECONDLY":  # search answers carry no rate-limit headers, even its 429s
+            headers.update(self._limit_headers())
         return self.json_response(body, 429, headers)
 
     def rate_limited_response(self) -> Response:

@@ -279,7 +279,9 @@ class FakeMailerLite(FakeAPI):
         if existing is None:
             existing = self._new_subscriber(email, status or "active")
             code = 201
-        elif status and status != existing["status"]:
+        elif status and status != existing["status"] and existing["status"] not in ("bounced", "junk"):
+            # Modelled (unconfirmed): a bounce or spam complaint is a stronger fact than an
+            # unsubscribe, so an upsert does not overwrite it.
             existing["status"] = status
             if status == "unsubscribed":
                 existing["unsubscribed_at"] = _now()

@@ -1,0 +1,161 @@
+"""Whatever happens during a run, MailerLite ends exactly right, nobody is re-subscribed, and the
+state stays whole. Fast subset here; `-m slow` and benchmarks/reliability.py run the full sets."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+from werkzeug.wrappers import Response
+
+from sync import engine as engine_module
+from sync import state as state_module
+from tests.conftest import seed_contacts
+from tests.reliability import FAULTS, trial
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_each_fault_ends_exactly_right(fault):
+    result = trial(fault, seed=11)
+    assert result.exact, (result.codes, result.problems[:5], result.messages)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_each_fault_ten_trials(fault):
+    failures = [t for t in (trial(fault, seed=s) for s in range(10)) if not t.exact]
+    assert not failures, [(t.codes, t.problems[:3]) for t in failures]
+
+
+# -- odd answers ------------------------------------------------------------------------------------
+
+def _json(body, status=200):
+    return lambda request: Response(json.dumps(body), status=status, content_type="application/json")
+
+
+@pytest.mark.parametrize("odd", [
+    {"results": None},
+    {"results": [{"id": "1"}], "paging": None},  # a contact without properties
+    {"results": [{"id": None, "properties": {"email": None}}]},
+    {"results": "not a list"},
+    {"unexpected": True},
+    ["a", "list"],
+    None,
+], ids=["null-results", "no-properties", "null-id", "string-results", "no-results", "list", "null"])
+def test_odd_hubspot_pages_never_crash(run, hubspot_fake, mailerlite_fake, odd):
+    seed_contacts(hubspot_fake, 5)
+    hubspot_fake.faults.only_paths = ("/crm/v3/objects/contacts",)
+    hubspot_fake.faults.script.append(_json(odd))
+    result = run()
+    assert "Traceback" not in result.err
+    assert result.code in (0, 1, 3), result.err
+    hubspot_fake.faults.script.clear()
+    assert run("--full").code in (0, 1)
+    assert len(mailerlite_fake.subscribers) == 5
+
+
+@pytest.mark.parametrize("odd", [
+    {"total": 1, "responses": "nope"},
+    {"total": 1, "responses": [None] * 50},
+    {"total": 1, "responses": [{"code": "201", "body": None}] * 50},
+    {"message": "ok"},
+], ids=["string-responses", "null-items", "string-codes", "no-responses"])
+def test_odd_mailerlite_batch_answers_never_crash(run, hubspot_fake, mailerlite_fake, odd):
+    seed_contacts(hubspot_fake, 60)
+    mailerlite_fake.faults.only_paths = ("/api/batch",)
+    mailerlite_fake.faults.script.append(_json(odd))
+    result = run()
+    assert "Traceback" not in result.err and result.code in (0, 1, 3), result.err
+    mailerlite_fake.faults.script.clear()
+    for _ in range(3):
+        if run().code == 0:
+            break
+    assert len(mailerlite_fake.subscribers) == 60
+
+
+# -- clocks -------------------------------------------------------------------------------------------
+
+class _Clock:
+    def __init__(self, offset_s: float) -> None:
+        self.offset = offset_s
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@pytest.mark.parametrize("offset_h", [-1, +1], ids=["clock-back-an-hour", "clock-ahead-an-hour"])
+def test_a_jumping_clock_loses_no_change(run, hubspot_fake, mailerlite_fake, monkeypatch, offset_h):
+    ids = seed_contacts(hubspot_fake, 20)
+    run()
+    hubspot_fake.update_contact(ids[3], {"firstname": "Before"})
+    monkeypatch.setattr(engine_module, "time", _Clock(offset_h * 3600))
+    jumped = run()
+    assert jumped.code == 0 and mailerlite_fake.subscriber("person3@example.com")["fields"]["name"] == "Before"
+    hubspot_fake.update_contact(ids[4], {"firstname": "After"})  # after the jumped run
+    monkeypatch.setattr(engine_module, "time", time)
+    assert run().code == 0
+    assert mailerlite_fake.subscriber("person4@example.com")["fields"]["name"] == "After"
+
+
+# -- the state database under stress ----------------------------------------------------------------------
+
+def test_state_locked_by_another_program(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    seed_contacts(hubspot_fake, 5)
+    run()
+    monkeypatch.setattr(state_module, "BUSY_TIMEOUT_S", 0.2)
+    other = sqlite3.connect(run.state_db, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run()
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert result.code == 2 and "locked by another program" in result.err and "Traceback" not in result.err
+    assert run().code == 0
+
+
+def test_full_disk_mid_run_aborts_cleanly_and_loses_nothing(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    seed_contacts(hubspot_fake, 400)
+    original = state_module.State._prepare
+
+    def tiny_disk(self):
+        original(self)
+        self.conn.execute("PRAGMA max_page_count = 12")  # "database or disk is full" soon
+
+    monkeypatch.setattr(state_module.State, "_prepare", tiny_disk)
+    result = run()
+    assert result.code == 3 and "disk is full" in result.err and "Traceback" not in result.err
+    monkeypatch.setattr(state_module.State, "_prepare", original)
+    assert run().code == 0
+    db = sqlite3.connect(run.state_db)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert len(mailerlite_fake.subscribers) == 400
+    assert mailerlite_fake.upsert_count <= 400 + 50, "only what was in flight is sent again"
+
+
+def test_read_only_state_is_a_clear_error(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    # Root ignores file modes, so the read-only file is opened read-only the way SQLite would
+    # find it: the error SQLite raises is the same.
+    seed_contacts(hubspot_fake, 3)
+    run()
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(state_module.sqlite3, "connect",
+                        lambda path, **kw: real_connect(f"file:{path}?mode=ro", uri=True, **kw))
+    hubspot_fake.add_contact({"email": "new@example.com"})
+    result = run()
+    lines = [line for line in result.err.splitlines() if line.startswith("ERROR")]
+    assert result.code == 2 and len(lines) == 1 and "read-only" in lines[0], result.err
+    assert mailerlite_fake.subscriber("new@example.com") is None  # nothing was written
+
+
+def test_unwritable_state_folder_is_a_clear_error(run, monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("SYNC_STATE_DB", str(blocker / "state.db"))
+    result = run()
+    assert result.code == 2 and "cannot create the lock file" in result.err and "Traceback" not in result.err
