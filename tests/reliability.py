@@ -5,7 +5,11 @@ test suite and `benchmarks/reliability.py` (the README's figures) use it.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -66,7 +70,8 @@ def run_once(hs: FakeHubSpot, ml: FakeMailerLite, state_path: Path) -> Tuple[int
     return summary.exit_code, summary.message
 
 
-def exact_problems(hs: FakeHubSpot, ml: FakeMailerLite, inactive_before: Dict[str, str]) -> List[str]:
+def exact_problems(hs: FakeHubSpot, ml: FakeMailerLite, inactive_before: Dict[str, str],
+                   mapping: Mapping = MAPPING) -> List[str]:
     """Every difference between MailerLite and what HubSpot says it should hold."""
     problems: List[str] = []
     expected: Dict[str, Planned] = {}
@@ -74,7 +79,7 @@ def exact_problems(hs: FakeHubSpot, ml: FakeMailerLite, inactive_before: Dict[st
         record = hs.contacts[cid]
         if record["archived"]:
             continue
-        out = map_contact({"id": str(cid), "properties": record["properties"]}, MAPPING)
+        out = map_contact({"id": str(cid), "properties": record["properties"]}, mapping)
         if isinstance(out, Planned) and out.email not in expected:  # the first contact owns an address
             expected[out.email] = out
     group_ids = {g["name"]: gid for gid, g in ml.groups.items()}
@@ -83,14 +88,15 @@ def exact_problems(hs: FakeHubSpot, ml: FakeMailerLite, inactive_before: Dict[st
         if sub is None:
             problems.append(f"{email} missing")
             continue
-        for key in MAPPING.managed_fields:
+        for key in mapping.managed_fields:
             if sub["fields"].get(key) != planned.fields.get(key):
                 problems.append(f"{email} field {key}: {sub['fields'].get(key)!r} != {planned.fields.get(key)!r}")
         want_status = inactive_before.get(email) or planned.status or "active"
         if sub["status"] != want_status:
             problems.append(f"{email} status {sub['status']} != {want_status}")
-        if group_ids.get(GROUP) not in sub["groups"] and sub["status"] not in INACTIVE:
-            problems.append(f"{email} not in group {GROUP}")
+        wanted_groups = {group_ids.get(name) for name in mapping.static_groups}
+        if not wanted_groups <= set(sub["groups"]) and sub["status"] not in INACTIVE:
+            problems.append(f"{email} not in groups {mapping.static_groups}")
     extra = set(ml.by_email) - set(expected) - set(inactive_before)
     if extra:
         problems.append(f"{len(extra)} unexpected subscribers, e.g. {sorted(extra)[0]}")
@@ -98,8 +104,9 @@ def exact_problems(hs: FakeHubSpot, ml: FakeMailerLite, inactive_before: Dict[st
         problems.append("duplicate subscribers")
     if ml.reactivation_attempts:
         problems.append(f"{len(ml.reactivation_attempts)} reactivation attempts")
-    if sum(1 for g in ml.groups.values() if g["name"] == GROUP) != 1:
-        problems.append("the group was created more than once")
+    for name in mapping.static_groups:
+        if sum(1 for g in ml.groups.values() if g["name"] == name) != 1:
+            problems.append(f"group {name} exists {sum(1 for g in ml.groups.values() if g['name'] == name)} times")
     return problems
 
 
@@ -184,6 +191,72 @@ def trial(fault: str, seed: int, contacts: int = 1000, folder: Optional[Path] = 
         hs.faults.rate = ml.faults.rate = 0.0
         result.problems = exact_problems(hs, ml, inactive_before)
         return result
+    finally:
+        hs.stop()
+        ml.stop()
+
+
+# -- the kill loop ------------------------------------------------------------------------------------
+
+MAIN = Path(__file__).resolve().parents[1] / "main.py"
+KILL_CONTACTS = 1500
+BATCH = 50
+
+
+@dataclass
+class KillLoop:
+    kills: int
+    killed: int
+    upserts: int
+    final_code: int
+    problems: List[str]
+
+    @property
+    def exact(self) -> bool:
+        return self.final_code == EXIT_OK and not self.problems
+
+
+def _start(env: Dict[str, str], cwd: Path) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+    full_env.update(env)
+    return subprocess.Popen([sys.executable, str(MAIN), "--quiet"], env=full_env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def kill_loop(kills: int, seed: int, minute_seconds: float, folder: Path) -> KillLoop:
+    """SIGKILL `python main.py` at random moments, `kills` times, then let one run finish."""
+    rng = random.Random(seed)
+    hs = FakeHubSpot(time_scale=0.01).start()
+    ml = FakeMailerLite(time_scale=minute_seconds / 60).start()  # slow enough that kills land mid-run
+    try:
+        base = int(time.time() * 1000) - 3_600_000
+        for i in range(KILL_CONTACTS):
+            hs.add_contact({"email": f"person{i}@example.com", "firstname": f"First{i}", "city": "Bled",
+                            "hs_email_optout": "true" if i % 10 == 0 else "false"}, modified_ms=base + i)
+        for i in range(0, KILL_CONTACTS, 97):
+            ml.add_subscriber(f"person{i}@example.com", status="unsubscribed")
+        inactive_before = {s["email"]: s["status"] for s in ml.subscribers.values()}
+        env = {"HUBSPOT_ACCESS_TOKEN": HS_TOKEN, "MAILERLITE_API_KEY": ML_TOKEN, "HUBSPOT_BASE_URL": hs.url,
+               "MAILERLITE_BASE_URL": ml.base_url, "SYNC_STATE_DB": str(folder / "state.db")}
+        killed = 0
+        for _ in range(kills):
+            proc = _start(env, folder)
+            time.sleep(rng.uniform(0.3, 2.5))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed += 1
+            proc.communicate(timeout=60)
+            # Between kills, HubSpot keeps changing.
+            hs.update_contact(str(1001 + rng.randrange(KILL_CONTACTS)), {"city": f"Moved{rng.randrange(1000)}"})
+        final = _start(env, folder)
+        _, err = final.communicate(timeout=600)
+        problems = exact_problems(hs, ml, inactive_before, Mapping.default())
+        if b"Traceback" in err:
+            problems.append("a traceback reached the user")
+        # Bounded work: each kill can cost at most the request in flight, never a full re-send.
+        if ml.upsert_count > KILL_CONTACTS + kills + killed * BATCH:
+            problems.append(f"{ml.upsert_count} upserts for {KILL_CONTACTS} contacts after {killed} kills")
+        return KillLoop(kills, killed, ml.upsert_count, final.returncode, problems)
     finally:
         hs.stop()
         ml.stop()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync.errors import ConfigError
 from sync.mapping import DEFAULT_FIELD_MAP, FieldRule, PropertyGroupRule
@@ -107,3 +110,51 @@ def test_missing_and_undecodable_files(tmp_path):
     bad.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="cannot read mapping file"):
         load_mapping(bad)
+
+
+# -- hostile mapping files: any document gives a Mapping or a one-line ConfigError ------------------
+
+_scalars = st.one_of(st.text(max_size=30), st.integers(-5, 5), st.booleans(),
+                     st.sampled_from(["text", "number", "date", "label", "{label}", "x_y", "123", ""]))
+_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.dictionaries(st.text(max_size=12), inner, max_size=3)),
+                       max_leaves=8)
+_keys = st.one_of(st.sampled_from(["fields", "groups", "scope", "create_missing_fields", "on_leave", "all",
+                                   "property", "lists", "where", "field", "type", "transform", "jobtitle"]),
+                  st.text(max_size=12))
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # JSON string escapes are valid TOML basic strings
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _values, max_size=5))
+def test_any_mapping_document_is_a_mapping_or_a_one_line_error(tmp_path_factory, doc):
+    path = tmp_path_factory.mktemp("m") / "mapping.toml"
+    path.write_text("\n".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in doc.items()), encoding="utf-8")
+    try:
+        mapping = load_mapping(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+    else:
+        assert mapping.rules and all(r.field for r in mapping.rules)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_is_a_mapping_or_a_one_line_error(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("m") / "mapping.toml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_mapping(path)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
