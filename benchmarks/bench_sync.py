@@ -38,9 +38,9 @@ from sync.hubspot import HubSpotReader  # noqa: E402
 from sync.mailerlite import MailerLiteClient  # noqa: E402
 from sync.mapping import Mapping  # noqa: E402
 from sync.retrying import parse_retry_after  # noqa: E402
+from sync.sandbox.fakes.hubspot import FakeHubSpot  # noqa: E402
+from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
 from sync.state import State  # noqa: E402
-from tests.fakes.hubspot import FakeHubSpot  # noqa: E402
-from tests.fakes.mailerlite import FakeMailerLite  # noqa: E402
 
 HS_TOKEN, ML_TOKEN = "hs-test-token", "ml-test-token"
 PER_MINUTE, IMPORTS_PER_MINUTE, BATCH = 120, 5, 50

@@ -14,8 +14,8 @@ import pytest
 
 from sync import cli, hubspot, writer
 from sync.retrying import RetryPolicy
-from tests.fakes.hubspot import FakeHubSpot
-from tests.fakes.mailerlite import FakeMailerLite
+from sync.sandbox.fakes.hubspot import FakeHubSpot
+from sync.sandbox.fakes.mailerlite import FakeMailerLite
 
 HS_TOKEN = "hs-test-token"
 ML_TOKEN = "ml-test-token"

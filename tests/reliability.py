@@ -24,9 +24,9 @@ from sync.hubspot import HubSpotReader
 from sync.mailerlite import MailerLiteClient
 from sync.mapping import Mapping, Planned, map_contact
 from sync.retrying import RetryPolicy
+from sync.sandbox.fakes.hubspot import FakeHubSpot
+from sync.sandbox.fakes.mailerlite import INACTIVE, FakeMailerLite
 from sync.state import State
-from tests.fakes.hubspot import FakeHubSpot
-from tests.fakes.mailerlite import INACTIVE, FakeMailerLite
 
 HS_TOKEN, ML_TOKEN = "hs-test-token", "ml-test-token"
 GROUP = "Synced"

@@ -10,8 +10,8 @@ import requests
 from hubspot import HubSpot
 from hubspot.crm.contacts.exceptions import ApiException, UnauthorizedException
 
+from sync.sandbox.fakes.hubspot import READ_SCOPE, FakeHubSpot
 from tests.conftest import HS_TOKEN, seed_contacts
-from tests.fakes.hubspot import READ_SCOPE, FakeHubSpot
 
 
 def client(fake: FakeHubSpot, token: str = HS_TOKEN) -> HubSpot:

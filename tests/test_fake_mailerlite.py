@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import requests
 
+from sync.sandbox.fakes.mailerlite import FakeMailerLite
 from tests.conftest import ML_TOKEN
-from tests.fakes.mailerlite import FakeMailerLite
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "api" / "mailerlite-recordings"
 

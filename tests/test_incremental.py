@@ -11,9 +11,9 @@ from sync.engine import Engine, RunOptions
 from sync.hubspot import HubSpotReader
 from sync.mailerlite import MailerLiteClient
 from sync.mapping import FieldRule, Mapping
+from sync.sandbox.fakes import hubspot as fake_hubspot_module
 from sync.state import SCHEMA_VERSION, State
 from tests.conftest import HS_TOKEN, ML_TOKEN, seed_contacts
-from tests.fakes import hubspot as fake_hubspot_module
 
 
 def ml_writes(ml) -> int:

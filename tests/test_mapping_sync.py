@@ -12,8 +12,8 @@ from sync.casting import PropertyInfo
 from sync.mailerlite import MailerLiteClient
 from sync.mapping import Planned, map_contact
 from sync.mapping_file import load_mapping
+from sync.sandbox.fakes.mailerlite import FakeMailerLite
 from tests.conftest import ML_TOKEN, seed_contacts
-from tests.fakes.mailerlite import FakeMailerLite
 
 TYPED = '''
 create_missing_fields = {create}
