@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all good; 1 some contacts rejected or failed; 2 configuration or "
                "credential error; 3 aborted (outage, HubSpot daily limit), progress kept; "
                "75 another run holds the lock.")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="try it without any account: the real sync against built-in fake HubSpot and "
+                             "MailerLite APIs with sample data, on this machine only")
     parser.add_argument("--dry-run", action="store_true", help="read and plan, write nothing to MailerLite")
     parser.add_argument("--full", action="store_true",
                         help="re-read every HubSpot contact (after a mapping change, say); "
@@ -177,9 +180,8 @@ def report(summary: Summary, as_json: bool) -> None:
         summary_log.warning("stopped: %s", describe(summary))
 
 
-def _state_commands(args: argparse.Namespace, out: TextIO) -> int:
+def state_commands(args: argparse.Namespace, out: TextIO, path: Path) -> int:
     """--history and --rejected: read the state, need no token."""
-    path = load_state_path(args.env_file, env_file_given=args.env_file is not None)
     if not path.exists():
         raise ConfigError(f"no state database at {path} yet: run the sync first")
     state = State(path)
@@ -209,8 +211,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     settings: Optional[Settings] = None
     try:
+        if args.sandbox:
+            from .sandbox import run_sandbox  # the only way the product reaches the fake APIs
+
+            return run_sandbox(args)
         if args.history or args.rejected:
-            return _state_commands(args, sys.stdout)
+            return state_commands(args, sys.stdout, load_state_path(args.env_file,
+                                                                    env_file_given=args.env_file is not None))
         settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
         log_file = args.log_file or settings.log_file
         if log_file:

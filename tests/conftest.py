@@ -35,17 +35,21 @@ def _fast_waits(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any connection to something other than loopback fails the test."""
+def _no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[List[str]]:
+    """Any connection to something other than loopback is refused, and fails the test."""
     real_connect = socket.socket.connect
+    attempts: List[str] = []
 
     def guarded(self: socket.socket, address: Any) -> Any:
         host = address[0] if isinstance(address, tuple) else address
         if isinstance(host, str) and host not in ("127.0.0.1", "localhost", "::1") and self.family != socket.AF_UNIX:
-            raise AssertionError(f"test tried to reach {host}")
+            attempts.append(host)
+            raise ConnectionRefusedError(f"test tried to reach {host}")
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield attempts
+    assert not attempts, f"something tried to reach {attempts}"
 
 
 @pytest.fixture

@@ -1,0 +1,63 @@
+"""Sample data for the sandbox: a few hundred believable HubSpot contacts and a MailerLite
+account that already has a couple of unsubscribed and bounced people."""
+
+from __future__ import annotations
+
+import random
+import time
+import unicodedata
+from typing import Dict, List, Optional
+
+from .fakes.hubspot import FakeHubSpot
+from .fakes.mailerlite import FakeMailerLite
+
+CONTACTS = 300
+FIRST = ["Ana", "Luka", "Zoë", "Jürgen", "Élodie", "Søren", "Marta", "Nikola", "Aino", "Łukasz", "Inês", "Mateo",
+         "Chloé", "Björn", "Zoran", "Émile", "Maja", "Tomás", "Ivana", "Noël"]
+LAST = ["Novak", "Müller", "Dubois", "Kovačič", "García", "Jørgensen", "Nowak", "Rossi", "Horvat", "Smith",
+        "Lindqvist", "Østergaard", "Żak", "Fernández", "Costa", "Schäfer"]
+COMPANIES = ["Acme d.o.o.", "Nordlicht GmbH", "Café Lumière", "Blue Fjord AS", "Soleado S.L.", "Tatra Labs",
+             "Kettle & Co", "Vértice Digital"]
+CITIES = [("Ljubljana", "Slovenia", "1000"), ("München", "Germany", "80331"), ("Lyon", "France", "69001"),
+          ("København", "Denmark", "1050"), ("Kraków", "Poland", "30-001"), ("Sevilla", "Spain", "41001"),
+          ("Porto", "Portugal", "4000-001"), ("Helsinki", "Finland", "00100")]
+TITLES = ["Marketing Manager", "CEO", "Growth Lead", "Developer", "Head of Sales", "Designer", "CTO", ""]
+STAGES = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer"]
+UNSUBSCRIBED_IN_MAILERLITE = (7, 42)  # contacts whose MailerLite subscriber unsubscribed earlier
+BOUNCED_IN_MAILERLITE = (13,)
+
+
+def _ascii(name: str) -> str:
+    """Addresses stay ASCII, as nearly all real ones are: Zoë -> zoe."""
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+
+
+def contact(i: int, rng: random.Random) -> Dict[str, Optional[str]]:
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    city, country, zip_code = rng.choice(CITIES)
+    birthday = f"{rng.randrange(1960, 2002)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
+    return {
+        "email": f"{_ascii(first)}.{_ascii(last)}.{i}@example.com",
+        "firstname": first, "lastname": last, "company": rng.choice(COMPANIES), "city": city,
+        "country": country, "zip": zip_code, "phone": f"+386 1 {rng.randrange(1000000, 9999999)}",
+        "jobtitle": rng.choice(TITLES), "numemployees": str(rng.choice([5, 12, 40, 250, 1200])),
+        "date_of_birth": birthday, "lifecyclestage": rng.choice(STAGES),
+        "hs_email_optout": "true" if i % 37 == 5 else "false",
+    }
+
+
+def seed(hubspot: FakeHubSpot, mailerlite: FakeMailerLite, count: int = CONTACTS, seed: int = 2026) -> List[str]:
+    """Fill both fakes; returns the HubSpot ids. Deterministic for a given seed."""
+    rng = random.Random(seed)
+    base = int(time.time() * 1000) - 86_400_000  # modified yesterday
+    ids = []
+    people = [contact(i, rng) for i in range(count)]
+    people[20]["email"] = None  # a contact without an email: skipped
+    people[21]["email"] = "not-an-email"  # an invalid address: rejected, with the reason
+    for i, props in enumerate(people):
+        ids.append(hubspot.add_contact(props, modified_ms=base + i * 1000))
+    for i in UNSUBSCRIBED_IN_MAILERLITE:
+        mailerlite.add_subscriber(str(people[i]["email"]), status="unsubscribed")
+    for i in BOUNCED_IN_MAILERLITE:
+        mailerlite.add_subscriber(str(people[i]["email"]), status="bounced")
+    return ids
