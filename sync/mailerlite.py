@@ -170,9 +170,38 @@ class MailerLiteClient:
     def list_fields(self) -> List[Dict[str, Any]]:
         return list(self._paged("fields", "the field listing"))
 
+    def _create(self, path: str, body: Dict[str, Any], what: str,
+                find: Callable[[], Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+        """POST that makes something. Creating is not idempotent: when an attempt failed (a
+        timeout, say), the server may have made it anyway, so look before trying again."""
+        attempts = {"n": 0}
+
+        def attempt() -> Tuple[int, Any, Any]:
+            attempts["n"] += 1
+            if attempts["n"] > 1:
+                # An attempt that timed out may still be running on the server: give it as long
+                # again as we waited for it before looking, or we would make a second one.
+                self.retry.sleep(self.timeout[1])
+                found = find()
+                if found is not None:
+                    return 201, {"data": found}, {}
+            return self._send("POST", path, body)
+
+        try:
+            status, data, _ = self.retry.call(attempt, f"MailerLite {what}", log, self.on_wait)
+        except Transient as exc:
+            raise AbortRun(f"MailerLite kept failing on {what} ({exc.reason}); stopped, the next run "
+                           f"continues where this one stopped") from None
+        data = self._expect(status, data, what)
+        if not isinstance(data.get("data"), dict) or not data["data"].get("id"):
+            raise AbortRun(f"MailerLite's answer to {what} names no id")
+        return data["data"]
+
     def create_field(self, name: str, type_: str) -> Dict[str, Any]:
-        status, data = self.request("POST", "fields", {"name": name, "type": type_}, what="field creation")
-        return self._expect(status, data, f"creating field {name!r}")["data"]
+        def find() -> Optional[Dict[str, Any]]:
+            return next((f for f in self.list_fields() if f.get("key") == name or f.get("name") == name), None)
+
+        return self._create("fields", {"name": name, "type": type_}, f"creating field {name!r}", find)
 
     def list_groups(self) -> List[Dict[str, Any]]:
         """Every group of the account (at most 1000, so at most 10 pages)."""
@@ -184,8 +213,10 @@ class MailerLiteClient:
                 if g.get("name") == name]
 
     def create_group(self, name: str) -> Dict[str, Any]:
-        status, data = self.request("POST", "groups", {"name": name}, what="group creation")
-        return self._expect(status, data, f"creating group {name!r}")["data"]
+        def find() -> Optional[Dict[str, Any]]:
+            return oldest(self.find_groups(name))
+
+        return self._create("groups", {"name": name}, f"creating group {name!r}", find)
 
     def assign(self, subscriber_id: str, group_id: str) -> None:
         status, data = self.request("POST", f"subscribers/{subscriber_id}/groups/{group_id}", what="group assign")
@@ -194,6 +225,12 @@ class MailerLiteClient:
     def unassign(self, subscriber_id: str, group_id: str) -> None:
         status, data = self.request("DELETE", f"subscribers/{subscriber_id}/groups/{group_id}", what="group unassign")
         self._expect(status, data, "a group removal", ok=(200, 204, 404))
+
+
+def oldest(groups: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """Of several groups with one name, always the same one: the oldest (lowest id)."""
+    usable = [g for g in groups if str(g.get("id", "")).isdigit()]
+    return min(usable, key=lambda g: int(g["id"])) if usable else None
 
 
 def _code(item: Any) -> int:

@@ -9,7 +9,7 @@ import logging
 from typing import Dict, List, Optional
 
 from .errors import ConfigError
-from .mailerlite import MailerLiteClient
+from .mailerlite import MailerLiteClient, oldest
 from .mapping import Mapping
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,18 @@ class MailerLiteSchema:
     def group_id(self, name: str, create: bool = True) -> Optional[str]:
         """The id of the group with exactly this name, created if missing (when allowed)."""
         if self._groups is None:
-            self._groups = {}
+            by_name: Dict[str, List[Dict[str, str]]] = {}
             for group in self.client.list_groups():
                 if isinstance(group, dict) and group.get("name") and group.get("id"):
-                    self._groups.setdefault(str(group["name"]), str(group["id"]))
+                    by_name.setdefault(str(group["name"]), []).append(group)
+            self._groups = {}
+            for group_name, same in by_name.items():
+                chosen = oldest(same)
+                if chosen is not None:
+                    self._groups[group_name] = str(chosen["id"])
+                if len(same) > 1 and self.mapping.manages_group(group_name):
+                    log.warning("MailerLite has %d groups named %r; the sync uses the oldest (id %s)",
+                                len(same), group_name, self._groups.get(group_name))
         gid = self._groups.get(name)
         if gid is None and create:
             gid = str(self.client.create_group(name)["id"])
