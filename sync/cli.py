@@ -28,7 +28,7 @@ from .errors import (
     SyncError,
 )
 from .healthcheck import ping
-from .hubspot import HubSpotReader
+from .hubspot import HubSpotWriter
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
@@ -135,11 +135,11 @@ def run_lock(state_db: Path) -> Iterator[None]:
         lock.release()
 
 
-def clients(settings: Settings, progress: Optional[Progress] = None) -> Tuple[HubSpotReader, MailerLiteClient]:
+def clients(settings: Settings, progress: Optional[Progress] = None) -> Tuple[HubSpotWriter, MailerLiteClient]:
     timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
     hs_wait = (lambda reason, secs: progress.waiting(reason, secs, "HubSpot")) if progress else None
     ml_wait = (lambda reason, secs: progress.waiting(reason, secs, "MailerLite")) if progress else None
-    return (HubSpotReader(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait),
+    return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait),
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
                              on_wait=ml_wait))
 
@@ -159,7 +159,8 @@ def describe(summary: Summary) -> str:
     d = summary.as_dict()
     text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in
                      ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
-                      "left_scope") if d[k] or k in ("read", "created", "updated", "unchanged"))
+                      "left_scope", "written_back", "write_back_unmatched", "write_back_failed")
+                     if d[k] or k in ("read", "created", "updated", "unchanged"))
     if summary.dry_run:
         text += f", would send {d['would_send']}"
     return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"
@@ -223,10 +224,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         if log_file:
             add_log_file(log_file)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
+        write_back = settings.write_back or mapping.write_back
         if args.check:
-            return Preflight(*clients(settings), mapping, sys.stdout).run()
+            return Preflight(*clients(settings), mapping, sys.stdout, check_write_back=write_back).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
-        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
+        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
+                             write_back=write_back, write_back_hours=settings.write_back_hours)
         summary = run_sync(settings, options, mapping, progress)
     except SyncError as exc:
         log.error("%s", exc)

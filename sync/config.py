@@ -40,6 +40,8 @@ class Settings:
     groups: Tuple[str, ...] = ()  # MAILERLITE_GROUPS: every synced subscriber joins these
     log_file: Optional[Path] = None
     healthcheck_url: Optional[str] = None
+    write_back: bool = False  # SYNC_WRITE_BACK: MailerLite unsubscribes/bounces/spam back to HubSpot
+    write_back_hours: float = 24.0  # SYNC_WRITE_BACK_HOURS: how often (it reads every inactive subscriber)
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -121,7 +123,18 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         groups=env_group_names(values.get("MAILERLITE_GROUPS")),
         log_file=_project_path(values.get("SYNC_LOG_FILE") or ""),
         healthcheck_url=_healthcheck(values.get("HEALTHCHECK_URL") or ""),
+        write_back=_flag(values, "SYNC_WRITE_BACK"),
+        write_back_hours=_positive_number(values, "SYNC_WRITE_BACK_HOURS", 24.0),
     )
+
+
+def _flag(values: Mapping[str, str], name: str) -> bool:
+    raw = (values.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
 def _healthcheck(raw: str) -> Optional[str]:

@@ -14,13 +14,14 @@ from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set
 
 from .casting import PropertyInfo
-from .errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, SyncError
-from .hubspot import Contact, HubSpotReader, to_epoch_ms
+from .errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
+from .hubspot import Contact, HubSpotReader, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import Mapping, Outcome, OutOfScope, Planned, Reject, Skip, map_contact, normalise_email
 from .retrying import Transient
 from .state import Known, Result, State, Synced
+from .write_back import WriteBack
 from .writer import Pending, SubscriberWriter
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contact
 PAGE = 100  # contacts looked up in the state per query
 MERGED_PROPERTY = "hs_merged_object_ids"
 SUMMARY_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
-                  "left_scope")
+                  "left_scope", "written_back", "write_back_unmatched", "write_back_failed")
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
 
 
@@ -41,6 +42,8 @@ class RunOptions:
     force: bool = False  # with full: resend even what MailerLite already has
     dry_run: bool = False
     count_total: bool = False  # spend a request on the number of contacts (for a progress ETA)
+    write_back: bool = False  # MailerLite unsubscribes, bounces and spam complaints back to HubSpot
+    write_back_hours: float = 24.0
 
 
 @dataclass
@@ -106,6 +109,7 @@ class Engine:
         summary = Summary(mode, self.options.dry_run, self.counts)
         self._run_id = self.state.start_run(mode, self.options.dry_run)
         try:
+            write_back = self._prepare_write_back(start_ms)
             if full and not self.options.dry_run:
                 self.state.set_full_pass_pending(True)
             changed_members = self._load_memberships()
@@ -115,7 +119,10 @@ class Engine:
                 if self._members:
                     self.state.save_list_members(self._members)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
-            summary.exit_code = EXIT_PARTIAL if self.counts["rejected"] or self.counts["failed"] else EXIT_OK
+            if write_back is not None:
+                write_back.run(start_ms)
+            problems = self.counts["rejected"] + self.counts["failed"] + self.counts["write_back_failed"]
+            summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
         except SyncError as exc:
             summary.exit_code, summary.message = exc.exit_code, str(exc)
         except Transient as exc:  # a retry layer gave up somewhere not wrapped above: still an outage
@@ -345,6 +352,25 @@ class Engine:
         for synced in self.state.synced(archived):
             self._leave(synced, "archived in HubSpot")
         self.state.set_json("archived_checked_ms", start_ms)
+
+    def _prepare_write_back(self, start_ms: int) -> Optional[WriteBack]:
+        """Write-back, when on and due, runs after the forward sync, so the bookmark that sync moved
+        does not cover the contacts it touches: the next run reads them again, finds their
+        MailerLite data unchanged, and sends nothing. Its scopes are checked before anything is
+        written, so a missing one stops the run with nothing done (exit 2)."""
+        if not (self.options.write_back or self.mapping.write_back):
+            return None
+        if not isinstance(self.reader, HubSpotWriter):
+            raise ConfigError("write-back needs a HubSpot client that can write")
+        write_back = WriteBack(self.reader, self.client, self.state, self.counts, self.options.write_back_hours,
+                               self.options.dry_run)
+        if not write_back.due(start_ms):
+            return None
+        missing = self.reader.missing_write_scopes()
+        if missing:
+            raise AuthError(f"HubSpot rejected the access token: missing scope {', '.join(missing)} "
+                            f"(needed by SYNC_WRITE_BACK; turn it off or add the scope to the private app)")
+        return write_back
 
     # -- bookmark ------------------------------------------------------------------------------------
     def _new_bookmark(self, full: bool, old: Optional[int], start_ms: int) -> int:

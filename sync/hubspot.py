@@ -90,6 +90,7 @@ class HubSpotReader:
         self._batch = client.crm.contacts.batch_api
         self._properties = client.crm.properties.core_api
         self._memberships = client.crm.lists.memberships_api
+        self._property_groups = client.crm.properties.groups_api
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.search_interval = SEARCH_INTERVAL_S if search_interval is None else search_interval
@@ -343,3 +344,80 @@ class HubSpotReader:
         """Contact property definitions by name (type, label, options)."""
         page = self._call("property definitions", self._properties.get_all, "contacts")
         return {str(p["name"]): p for p in page.get("results") or [] if isinstance(p, dict) and p.get("name")}
+
+
+WRITE_BACK_GROUP = {"name": "mailerlite", "label": "MailerLite", "displayOrder": -1}
+STATUS_PROPERTY = "mailerlite_status"
+CHANGED_PROPERTY = "mailerlite_status_changed_at"
+WRITE_BACK_PROPERTIES = (
+    {"name": STATUS_PROPERTY, "label": "MailerLite status", "type": "enumeration", "fieldType": "select",
+     "groupName": "mailerlite",
+     "description": "Set by hubspot-mailerlite-sync when the subscriber unsubscribed, bounced or reported spam "
+                    "in MailerLite. It does not change HubSpot's own subscription status.",
+     "options": [{"label": "Unsubscribed", "value": "unsubscribed", "displayOrder": 0},
+                 {"label": "Bounced", "value": "bounced", "displayOrder": 1},
+                 {"label": "Spam complaint (junk)", "value": "junk", "displayOrder": 2}]},
+    {"name": CHANGED_PROPERTY, "label": "MailerLite status changed at", "type": "datetime", "fieldType": "date",
+     "groupName": "mailerlite",
+     "description": "When MailerLite recorded the status in 'MailerLite status'."},
+)
+EMAIL_SEARCH_CHUNK = 100
+
+
+class HubSpotWriter(HubSpotReader):
+    """What write-back needs on top of reading: properties of its own, and batch updates."""
+
+    def ensure_write_back_properties(self) -> List[str]:
+        """Create the property group and properties if missing; returns what it created."""
+        made: List[str] = []
+        groups = self._call("property groups", self._property_groups.get_all, "contacts")
+        if not any(isinstance(g, dict) and g.get("name") == WRITE_BACK_GROUP["name"]
+                   for g in groups.get("results") or []):
+            self._call("property group creation", self._property_groups.create, "contacts", dict(WRITE_BACK_GROUP))
+            made.append(f"group {WRITE_BACK_GROUP['name']}")
+        existing = self.property_definitions()
+        for prop in WRITE_BACK_PROPERTIES:
+            if prop["name"] not in existing:
+                self._call("property creation", self._properties.create, "contacts", dict(prop))
+                made.append(str(prop["name"]))
+        return made
+
+    def ids_by_email(self, emails: List[str]) -> Dict[str, str]:
+        """HubSpot contact ids for these addresses (search, 100 addresses a query)."""
+        found: Dict[str, str] = {}
+        for start in range(0, len(emails), EMAIL_SEARCH_CHUNK):
+            chunk = emails[start:start + EMAIL_SEARCH_CHUNK]
+            filters = [{"propertyName": "email", "operator": "IN", "values": chunk}]
+            for contact, _ in self._search_all(filters, "hs_object_id", ["email"]):
+                email = str(contact["properties"].get("email") or "").strip().lower()
+                if email and email not in found:  # sorted by id: the oldest contact with the address
+                    found[email] = contact["id"]
+        return found
+
+    def update_contacts(self, inputs: List[Dict[str, Any]]) -> Set[str]:
+        """Batch update (at most 100); returns the ids HubSpot reported as failed (207)."""
+        page = self._call("contact batch update", self._batch.update, {"inputs": inputs})
+        failed: Set[str] = set()
+        for error in page.get("errors") or []:
+            context = error.get("context") if isinstance(error, dict) else None
+            if isinstance(context, dict):
+                failed.update(str(i) for i in context.get("ids") or [])
+        done = {str(r.get("id")) for r in page.get("results") or [] if isinstance(r, dict)}
+        failed.update(str(i["id"]) for i in inputs if str(i["id"]) not in done)
+        return failed
+
+    def missing_write_scopes(self) -> List[str]:
+        """Probe, writing nothing, whether the token may write contacts and create properties:
+        an empty batch update and an incomplete property are refused with 403 when a scope is
+        missing and with 400 otherwise."""
+        missing = []
+        probes = (("crm.objects.contacts.write", self._batch.update, ({"inputs": []},)),
+                  ("crm.schemas.contacts.write", self._properties.create, ("contacts", {"name": ""})))
+        for scope, func, args in probes:
+            try:
+                self._call(f"scope check for {scope}", func, *args)
+            except AuthError:
+                missing.append(scope)
+            except AbortRun:
+                pass  # a 400: the scope is there, the probe was (deliberately) invalid
+        return missing

@@ -81,6 +81,7 @@ class Mapping:
     scope_where: Tuple[Tuple[str, FrozenSet[str]], ...] = ()  # property must hold one of the values
     create_missing_fields: bool = False
     on_leave: str = "remove_from_groups"
+    write_back: bool = False  # also settable with SYNC_WRITE_BACK
 
     @classmethod
     def default(cls, **changes: Any) -> Mapping:

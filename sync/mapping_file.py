@@ -160,7 +160,8 @@ def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mappi
     static, by_property, by_list = _groups(data.get("groups", {}))
     lists, where = _scope(data.get("scope", {}))
     static = tuple(dict.fromkeys(tuple(env_groups) + static))  # keep order, no duplicates
-    return Mapping(rules, static, by_property, by_list, lists, where, create, on_leave)
+    return Mapping(rules, static, by_property, by_list, lists, where, create, on_leave,
+                   bool(data.get("write_back", False)))
 
 
 def env_group_names(raw: Optional[str]) -> Tuple[str, ...]:

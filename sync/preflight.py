@@ -8,7 +8,7 @@ from typing import Callable, Dict, List, Optional, TextIO
 
 from .casting import PropertyInfo
 from .errors import EXIT_CONFIG, EXIT_OK, SyncError
-from .hubspot import HubSpotReader
+from .hubspot import HubSpotReader, HubSpotWriter
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping, Planned, map_contact
 
@@ -16,13 +16,15 @@ SAMPLE_CONTACTS = 3
 
 
 class Preflight:
-    def __init__(self, reader: HubSpotReader, client: MailerLiteClient, mapping: Mapping, out: TextIO) -> None:
+    def __init__(self, reader: HubSpotReader, client: MailerLiteClient, mapping: Mapping, out: TextIO,
+                 check_write_back: bool = False) -> None:
         self.reader = reader
         self.client = client
         self.mapping = mapping
         self.out = out
         self.problems: List[str] = []
         self.notes: List[str] = []
+        self.check_write_back = check_write_back
 
     def _try(self, what: Callable[[], object]) -> Optional[object]:
         try:
@@ -49,6 +51,9 @@ class Preflight:
         self._check_groups()
         for list_id in self.mapping.list_ids():
             self._try(lambda lid=list_id: next(iter(self.reader.list_members(lid)), None))
+        if self.check_write_back and isinstance(self.reader, HubSpotWriter):
+            for scope in self._try(self.reader.missing_write_scopes) or []:
+                self.problems.append(f"write-back is on, but the HubSpot token lacks the scope {scope}")
         self._print(info, existing, sample if isinstance(sample, list) else [])
         return EXIT_CONFIG if self.problems else EXIT_OK
 

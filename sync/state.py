@@ -13,7 +13,7 @@ from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tup
 
 from .errors import StateError, StateWriteError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -65,6 +65,16 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
     3: (
         # Who owns an address: two HubSpot contacts with one email must not fight over it.
         "CREATE INDEX contacts_email ON contacts(email)",
+    ),
+    4: (
+        # MailerLite statuses written back to HubSpot (unsubscribed, bounced, junk), so each
+        # change is written once. hubspot_id NULL: no HubSpot contact has the address.
+        """CREATE TABLE write_back (
+            email TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            changed_at TEXT,
+            hubspot_id INTEGER,
+            written_at INTEGER NOT NULL)""",
     ),
 }
 
@@ -318,6 +328,25 @@ class State:
     def set_json(self, key: str, value: object) -> None:
         with self.transaction():
             self._set_meta(key, json.dumps(value, sort_keys=True))
+
+    def written_back(self, emails: Sequence[str]) -> Dict[str, Tuple[str, Optional[str]]]:
+        """email -> (status, changed_at) as last written back."""
+        wanted = sorted(set(emails))
+        if not wanted:
+            return {}
+        rows = self.conn.execute(f"SELECT email, status, changed_at FROM write_back WHERE email IN "
+                                 f"({','.join('?' * len(wanted))})", wanted)
+        return {email: (status, changed) for email, status, changed in rows}
+
+    def record_written_back(self, rows: Iterable[Tuple[str, str, Optional[str], Optional[str]]]) -> None:
+        """(email, status, changed_at, hubspot id or None) for each status dealt with."""
+        now = _now()
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO write_back(email, status, changed_at, hubspot_id, written_at) VALUES (?,?,?,?,?) "
+                "ON CONFLICT(email) DO UPDATE SET status=excluded.status, changed_at=excluded.changed_at, "
+                "hubspot_id=excluded.hubspot_id, written_at=excluded.written_at",
+                [(e, s, c, int(h) if h else None, now) for e, s, c, h in rows])
 
     def failed_ids(self) -> List[str]:
         """Contacts that failed transiently: retried next run even if HubSpot did not change them."""

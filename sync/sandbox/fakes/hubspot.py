@@ -101,6 +101,8 @@ class FakeHubSpot(FakeAPI):
         Rule("/crm/v3/objects/contacts/<cid>", methods=["GET"], endpoint="get_contact"),
         Rule("/crm/v3/properties/contacts", methods=["GET"], endpoint="list_properties"),
         Rule("/crm/v3/properties/contacts", methods=["POST"], endpoint="create_property"),
+        Rule("/crm/v3/properties/contacts/groups", methods=["GET"], endpoint="list_property_groups"),
+        Rule("/crm/v3/properties/contacts/groups", methods=["POST"], endpoint="create_property_group"),
         Rule("/crm/v3/lists/<list_id>/memberships", methods=["GET"], endpoint="memberships"),
     ])
 
@@ -118,6 +120,9 @@ class FakeHubSpot(FakeAPI):
                                                       options=p.get("options", []))
                                                  for p in DEFAULT_PROPERTIES]
         self.lists: Dict[str, List[int]] = {}
+        self.property_groups: List[Dict[str, Any]] = [
+            {"name": "contactinformation", "label": "Contact information", "displayOrder": 0, "archived": False}]
+        self.failing_update_ids: Set[str] = set()  # batch updates of these ids fail (207 multi-status)
         self.general_limit = RollingCounter(self, ten_secondly_limit, 10.0)
         self.search_limit = RollingCounter(self, search_per_second, 1.0)
         self.daily_limit = daily_limit
@@ -193,9 +198,9 @@ class FakeHubSpot(FakeAPI):
 
     @staticmethod
     def _scope_for(request: Request, endpoint: str) -> str:
-        if endpoint in ("list_properties",):
+        if endpoint in ("list_properties", "list_property_groups"):
             return SCHEMA_READ_SCOPE
-        if endpoint == "create_property":
+        if endpoint in ("create_property", "create_property_group"):
             return SCHEMA_WRITE_SCOPE
         if endpoint == "batch_update":
             return WRITE_SCOPE
@@ -308,7 +313,8 @@ class FakeHubSpot(FakeAPI):
                 if left is None:
                     return False
             if op == "IN":
-                if str(left) not in [str(v) for v in flt.get("values", [])]:
+                fold = str.lower if name == "email" else str  # email matching ignores case
+                if fold(str(left)) not in [fold(str(v)) for v in flt.get("values", [])]:
                     return False
                 continue
             if op not in _OPERATORS or not _OPERATORS[op](left, right):
@@ -370,21 +376,68 @@ class FakeHubSpot(FakeAPI):
             return self.ok(out, 207)
         return self.ok(out)
 
+    def _property_problem(self, name: str, value: Any) -> Optional[str]:
+        prop = next((p for p in self.properties if p["name"] == name), None)
+        if prop is None:
+            return f"Property \"{name}\" does not exist"
+        if prop.get("type") == "enumeration" and value not in (None, ""):
+            allowed = {str(o.get("value")) for o in prop.get("options") or []}
+            if str(value) not in allowed:
+                return f"{value} was not one of the allowed options: {sorted(allowed)}"
+        return None
+
     def on_batch_update(self, request: Request) -> Response:
         body = self.json_body(request) or {}
-        results = []
-        for item in body.get("inputs") or []:
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not inputs:
+            return _error("inputs must not be empty", "VALIDATION_ERROR", 400)
+        if len(inputs) > 100:
+            return _error("Batch update is limited to 100 inputs", "VALIDATION_ERROR", 400)
+        for item in inputs:  # a bad property or value fails the whole batch, as HubSpot does
+            for name, value in (item.get("properties") or {}).items():
+                problem = self._property_problem(name, value)
+                if problem:
+                    return _error(f"Property values were not valid: {problem}", "VALIDATION_ERROR", 400)
+        results, failed = [], []
+        for item in inputs:
             cid = str(item.get("id", ""))
-            if cid.isdigit() and int(cid) in self.contacts:
+            if cid.isdigit() and int(cid) in self.contacts and cid not in self.failing_update_ids:
                 self.update_contact(cid, item.get("properties") or {})
                 results.append(self._render(int(cid), list((item.get("properties") or {}).keys())))
-        return self.ok({"status": "COMPLETE", "results": results})
+            else:
+                failed.append(cid)
+        out: Dict[str, Any] = {"status": "COMPLETE", "results": results}
+        if failed:
+            out["numErrors"] = len(failed)
+            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Object not found",
+                              "context": {"ids": failed}}]
+            return self.ok(out, 207)
+        return self.ok(out)
+
+    def on_list_property_groups(self, request: Request) -> Response:
+        return self.ok({"results": self.property_groups})
+
+    def on_create_property_group(self, request: Request) -> Response:
+        body = self.json_body(request) or {}
+        if not body.get("name") or not body.get("label"):
+            return _error("name and label are required", "VALIDATION_ERROR", 400)
+        if any(g["name"] == body["name"] for g in self.property_groups):
+            return _error("Property group already exists", "OBJECT_ALREADY_EXISTS", 409)
+        group = {"name": body["name"], "label": body["label"], "displayOrder": body.get("displayOrder", -1),
+                 "archived": False}
+        self.property_groups.append(group)
+        return self.ok(group, 201)
 
     def on_list_properties(self, request: Request) -> Response:
         return self.ok({"results": self.properties})
 
     def on_create_property(self, request: Request) -> Response:
         body = self.json_body(request) or {}
+        missing = [k for k in ("name", "label", "type", "fieldType", "groupName") if not body.get(k)]
+        if missing:
+            return _error(f"Missing required fields: {', '.join(missing)}", "VALIDATION_ERROR", 400)
+        if not any(g["name"] == body["groupName"] for g in self.property_groups):
+            return _error(f"Property group {body['groupName']} does not exist", "VALIDATION_ERROR", 400)
         if any(p["name"] == body.get("name") for p in self.properties):
             return _error("Property already exists", "OBJECT_ALREADY_EXISTS", 409)
         prop = dict(body, hubspotDefined=False, hidden=False, calculated=False)

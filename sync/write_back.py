@@ -1,0 +1,117 @@
+"""Two-way consent: MailerLite unsubscribes, bounces and spam complaints written back to HubSpot.
+
+Opt-in (SYNC_WRITE_BACK=true). It records facts in two properties of its own
+(`mailerlite_status`, `mailerlite_status_changed_at`); it never changes HubSpot's subscription
+status or `hs_email_optout`, which carry legal meaning and have no undo through the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Dict, List, Optional, Tuple
+
+from .hubspot import CHANGED_PROPERTY, STATUS_PROPERTY, HubSpotWriter
+from .mailerlite import MailerLiteClient
+from .mapping import normalise_email
+from .state import State
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("unsubscribed", "bounced", "junk")
+BATCH = 100  # HubSpot batch update's maximum
+DUE_KEY = "write_back_due_ms"
+
+
+def hubspot_datetime(mailerlite_time: Optional[str]) -> Optional[str]:
+    """MailerLite's "YYYY-MM-DD HH:MM:SS" (UTC) as ISO 8601, which HubSpot datetime properties take."""
+    if not mailerlite_time:
+        return None
+    try:
+        moment = datetime.strptime(str(mailerlite_time)[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+class WriteBack:
+    def __init__(self, hubspot: HubSpotWriter, mailerlite: MailerLiteClient, state: State, counts: Counter,
+                 interval_hours: float, dry_run: bool = False) -> None:
+        self.hubspot = hubspot
+        self.mailerlite = mailerlite
+        self.state = state
+        self.counts = counts
+        self.interval_ms = int(interval_hours * 3_600_000)
+        self.dry_run = dry_run
+        self._had_failures = False
+
+    def due(self, now_ms: int) -> bool:
+        """Reading every inactive subscriber costs requests: only every interval, unless the last
+        pass left failures to retry."""
+        due = self.state.get_json(DUE_KEY)
+        return not isinstance(due, int) or now_ms >= due
+
+    def run(self, now_ms: int) -> None:
+        if not self.dry_run:
+            for made in self.hubspot.ensure_write_back_properties():
+                log.info("created HubSpot %s for write-back", made)
+        pending: List[Tuple[str, str, Optional[str]]] = []
+        for status in STATUSES:
+            for subscriber in self.mailerlite.iter_subscribers(status=status):
+                if not isinstance(subscriber, dict):
+                    continue
+                email = normalise_email(subscriber.get("email"))
+                if not email:
+                    continue
+                changed_at = subscriber.get("unsubscribed_at") or subscriber.get("updated_at")
+                pending.append((email, status, changed_at if isinstance(changed_at, str) else None))
+                if len(pending) >= BATCH:
+                    self._handle(pending)
+                    pending = []
+        if pending:
+            self._handle(pending)
+        if not self.dry_run:
+            self.state.set_json(DUE_KEY, now_ms if self._had_failures else now_ms + self.interval_ms)
+
+    def _handle(self, seen: List[Tuple[str, str, Optional[str]]]) -> None:
+        """Write the changed ones among up to 100 inactive subscribers."""
+        known = self.state.written_back([e for e, _, _ in seen])
+        changed = [row for row in seen if known.get(row[0]) != (row[1], row[2])]
+        if not changed:
+            return
+        if self.dry_run:
+            self.counts["would_write_back"] += len(changed)
+            return
+        emails = [e for e, _, _ in changed]
+        ids = self.state.owners(emails)  # the contacts this sync created know their HubSpot id
+        missing = [e for e in emails if e not in ids]
+        if missing:
+            ids.update(self.hubspot.ids_by_email(missing))
+        inputs = []
+        done: List[Tuple[str, str, Optional[str], Optional[str]]] = []
+        for email, status, changed_at in changed:
+            hubspot_id = ids.get(email)
+            if hubspot_id is None:
+                self.counts["write_back_unmatched"] += 1  # reported, never created in HubSpot
+                done.append((email, status, changed_at, None))
+                continue
+            props: Dict[str, Optional[str]] = {STATUS_PROPERTY: status}
+            when = hubspot_datetime(changed_at)
+            if when:
+                props[CHANGED_PROPERTY] = when
+            inputs.append({"id": hubspot_id, "properties": props})
+            done.append((email, status, changed_at, hubspot_id))
+        failed = self.hubspot.update_contacts(inputs) if inputs else set()
+        if failed:
+            self._had_failures = True
+            self.counts["write_back_failed"] += len(failed)
+            log.warning("HubSpot did not take the MailerLite status of %d contacts; retried next run", len(failed))
+        recorded = [row for row in done if row[3] is None or row[3] not in failed]
+        self.counts["written_back"] += sum(1 for row in recorded if row[3] is not None)
+        self.state.record_written_back(recorded)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
