@@ -101,13 +101,17 @@ def _required(values: Mapping[str, str], name: str, *aliases: str) -> str:
     raise ConfigError(f"{name} is not set: add it to .env (see .env.example) or the environment")
 
 
+def _values(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_file_given: bool) -> dict:
+    if env_file_given and env_file is not None and not env_file.exists():
+        raise ConfigError(f"--env-file {env_file} does not exist")
+    return read_env(env_file if env_file is not None else PROJECT_DIR / ".env",
+                    os.environ if environ is None else environ)
+
+
 def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
                   env_file_given: bool = False) -> Settings:
     """Build Settings; a missing required value is a ConfigError naming it."""
-    if env_file_given and env_file is not None and not env_file.exists():
-        raise ConfigError(f"--env-file {env_file} does not exist")
-    values = read_env(env_file if env_file is not None else PROJECT_DIR / ".env",
-                      os.environ if environ is None else environ)
+    values = _values(env_file, environ, env_file_given)
     # HUBSPOT_API_KEY is accepted as an alias: older setups name the private-app token so.
     hubspot_token = _required(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
     mailerlite_token = _required(values, "MAILERLITE_API_KEY")
@@ -150,14 +154,11 @@ def _healthcheck(raw: str) -> Optional[str]:
 def load_state_path(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
                     env_file_given: bool = False) -> Path:
     """Only where the state lives: --history and --rejected need no token."""
-    if env_file_given and env_file is not None and not env_file.exists():
-        raise ConfigError(f"--env-file {env_file} does not exist")
-    values = read_env(env_file if env_file is not None else PROJECT_DIR / ".env",
-                      os.environ if environ is None else environ)
-    return _state_path((values.get("SYNC_STATE_DB") or "").strip())
+    return _state_path((_values(env_file, environ, env_file_given).get("SYNC_STATE_DB") or "").strip())
 
 
 def _project_path(raw: str) -> Optional[Path]:
+    """A relative path is taken beside main.py, not in whatever folder cron starts in."""
     raw = raw.strip()
     if not raw:
         return None
@@ -179,8 +180,4 @@ def _positive_number(values: Mapping[str, str], name: str, default: float) -> fl
 
 
 def _state_path(raw: str) -> Path:
-    if not raw:
-        return PROJECT_DIR / "sync_state.db"
-    path = Path(raw).expanduser()
-    # A relative path is taken beside main.py, not in whatever folder cron starts in.
-    return path if path.is_absolute() else PROJECT_DIR / path
+    return _project_path(raw) or PROJECT_DIR / "sync_state.db"

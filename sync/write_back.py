@@ -8,7 +8,6 @@ status or `hs_email_optout`, which carry legal meaning and have no undo through 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
@@ -112,6 +111,3 @@ class WriteBack:
         self.counts["written_back"] += sum(1 for row in recorded if row[3] is not None)
         self.state.record_written_back(recorded)
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
