@@ -159,7 +159,8 @@ def describe(summary: Summary) -> str:
     d = summary.as_dict()
     text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in
                      ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
-                      "left_scope", "written_back", "write_back_unmatched", "write_back_failed")
+                      "left_scope", "written_back", "write_back_unmatched", "write_back_failed",
+                      "write_back_requests")
                      if d[k] or k in ("read", "created", "updated", "unchanged"))
     if summary.dry_run:
         text += f", would send {d['would_send']}"

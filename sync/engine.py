@@ -32,7 +32,7 @@ ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contact
 PAGE = 100  # contacts looked up in the state per query
 MERGED_PROPERTY = "hs_merged_object_ids"
 SUMMARY_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
-                  "left_scope", "written_back", "write_back_unmatched", "write_back_failed")
+                  "left_scope", "written_back", "write_back_unmatched", "write_back_failed", "write_back_requests")
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
 
 
@@ -120,7 +120,9 @@ class Engine:
                     self.state.save_list_members(self._members)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
             if write_back is not None:
+                before = self.reader.requests + self.client.requests
                 write_back.run(start_ms)
+                self.counts["write_back_requests"] += self.reader.requests + self.client.requests - before
             problems = self.counts["rejected"] + self.counts["failed"] + self.counts["write_back_failed"]
             summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
         except SyncError as exc:

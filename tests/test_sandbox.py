@@ -68,6 +68,16 @@ def test_a_mapping_file_changes_the_result(sandbox, tmp_path):
     assert "role=" in out and "stage=" in out and "city=" not in out and "job_title=" not in out
 
 
+def test_the_sandbox_ignores_real_settings_and_stays_on_this_machine(sandbox, monkeypatch, _no_internet):
+    monkeypatch.setenv("HUBSPOT_BASE_URL", "https://api.hubapi.com")
+    monkeypatch.setenv("MAILERLITE_BASE_URL", "https://connect.mailerlite.com/api")
+    monkeypatch.setenv("HEALTHCHECK_URL", "https://hc-ping.com/not-to-be-called")
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "a-real-token")
+    code, out, _ = sandbox()
+    assert code == 1 and "now holds 298 subscribers" in out
+    assert _no_internet == []  # every connection went to 127.0.0.1
+
+
 def test_dry_run_and_check_in_the_sandbox(sandbox):
     code, out, _ = sandbox("--dry-run")
     assert code == 1 and "now holds 3 subscribers" in out  # only the ones seeded before the run

@@ -132,10 +132,14 @@ def test_partial_batch_failures_are_retried_next_run(write_back, hubspot_fake, m
 
 def test_the_interval_bounds_the_cost(write_back, hubspot_fake, mailerlite_fake):
     seed_contacts(hubspot_fake, 5)
-    write_back()
+    first = write_back()
+    # HubSpot: property groups, group creation, property definitions, 2 property creations;
+    # MailerLite: one listing per status. (The scope probes come before, outside the count.)
+    assert first.summary["write_back_requests"] == 8
     listings = len(mailerlite_fake.requests_to("GET", "/api/subscribers"))
     assert listings == 3  # one listing per status
-    write_back()
+    again = write_back()
+    assert again.summary["write_back_requests"] == 0
     assert len(mailerlite_fake.requests_to("GET", "/api/subscribers")) == listings  # not due for a day
 
 
