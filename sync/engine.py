@@ -192,7 +192,14 @@ class Engine:
     # -- one contact -------------------------------------------------------------------------------
     def _property_info(self) -> Dict[str, PropertyInfo]:
         if self._info is None:
-            defs = self.reader.property_definitions()
+            try:
+                defs = self.reader.property_definitions()
+            except AuthError as exc:
+                # Reading definitions needs crm.schemas.contacts.read; the plain default mapping
+                # does without (everything is text), so a token without it still syncs.
+                log.warning("%s: property types and labels are unknown, values go as text unless the mapping "
+                            "gives a type", exc)
+                defs = {}
             self._info = {name: PropertyInfo(str(d.get("type") or "string"),
                                              {str(o.get("value")): str(o.get("label"))
                                               for o in d.get("options") or [] if isinstance(o, dict)})

@@ -7,7 +7,7 @@ from itertools import islice
 from typing import Callable, Dict, List, Optional, TextIO
 
 from .casting import PropertyInfo
-from .errors import EXIT_CONFIG, EXIT_OK, SyncError
+from .errors import EXIT_CONFIG, EXIT_OK, AuthError, SyncError
 from .hubspot import HubSpotReader, HubSpotWriter
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping, Planned, map_contact
@@ -34,8 +34,22 @@ class Preflight:
                 self.problems.append(str(exc))
         return None
 
+    def _definitions(self) -> Optional[object]:
+        """Property definitions need crm.schemas.contacts.read: only a problem when the mapping
+        uses labels; otherwise values simply go as text."""
+        try:
+            return self.reader.property_definitions()
+        except AuthError as exc:
+            needs_labels = any(r.transform for r in self.mapping.rules) or any(
+                "{label}" in g.template for g in self.mapping.property_groups)
+            (self.problems if needs_labels else self.notes).append(
+                f"{exc} (property types and labels unknown; values go as text)")
+        except SyncError as exc:
+            self.problems.append(str(exc))
+        return None
+
     def run(self) -> int:
-        defs = self._try(self.reader.property_definitions)
+        defs = self._definitions()
         info: Dict[str, PropertyInfo] = {}
         if isinstance(defs, dict):
             info = {n: PropertyInfo(str(d.get("type") or "string"),

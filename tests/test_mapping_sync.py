@@ -208,6 +208,16 @@ def test_check_lists_every_problem(run, hubspot_fake, mailerlite_fake):
     assert "HubSpot has no list with id 404" in result.out
 
 
+def test_check_without_the_schema_scope(run, hubspot_fake, mailerlite_fake, tmp_path):
+    hubspot_fake.tokens["hs-test-token"] = {"crm.objects.contacts.read"}
+    plain = run("--check")
+    assert plain.code == 0 and "note: HubSpot rejected the access token: missing scope" in plain.out
+    labelled = run("--check", "--mapping", mapping_file(run, '[fields]\nlifecyclestage = { field = "stage", '
+                                                         'transform = "label" }\n'))
+    assert labelled.code == 2
+    assert "  - HubSpot rejected the access token: missing scope crm.schemas.contacts.read" in labelled.out
+
+
 def test_check_with_bad_tokens(run, hubspot_fake, mailerlite_fake, monkeypatch):
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "bad")
     monkeypatch.setenv("MAILERLITE_API_KEY", "bad")

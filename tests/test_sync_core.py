@@ -216,6 +216,14 @@ def test_missing_hubspot_scope_is_named(run, hubspot_fake, mailerlite_fake):
     assert result.code == 2 and "missing scope crm.objects.contacts.read" in result.err
 
 
+def test_a_token_without_the_schema_scope_still_syncs(run, hubspot_fake, mailerlite_fake):
+    hubspot_fake.tokens["hs-test-token"] = {"crm.objects.contacts.read"}
+    seed_contacts(hubspot_fake, 3)
+    result = run()
+    assert result.code == 0 and result.summary["created"] == 3
+    assert "missing scope crm.schemas.contacts.read" in result.err
+
+
 def test_bad_mailerlite_token(run, hubspot_fake, mailerlite_fake, monkeypatch):
     seed_contacts(hubspot_fake, 5)
     monkeypatch.setenv("MAILERLITE_API_KEY", "wrong-ml-key-456")
