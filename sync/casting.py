@@ -34,6 +34,14 @@ class PropertyInfo:
     labels: Dict[str, str] = field(default_factory=dict)  # enumeration value -> label
 
 
+def property_infos(definitions: Dict[str, Dict[str, Any]]) -> Dict[str, PropertyInfo]:
+    """PropertyInfo by name from GET /crm/v3/properties/contacts results (every field optional)."""
+    return {name: PropertyInfo(str(d.get("type") or "string"),
+                               {str(o.get("value")): str(o.get("label"))
+                                for o in d.get("options") or [] if isinstance(o, dict)})
+            for name, d in definitions.items() if isinstance(d, dict)}
+
+
 def clean_text(value: Any) -> str:
     """NFC, no control characters (tabs and newlines kept), trimmed."""
     text = str(value)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set
 
-from .casting import PropertyInfo
+from .casting import PropertyInfo, property_infos
 from .errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotReader, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
@@ -200,12 +200,9 @@ class Engine:
                 log.warning("%s: property types and labels are unknown, values go as text unless the mapping "
                             "gives a type", exc)
                 defs = {}
-            self._info = {name: PropertyInfo(str(d.get("type") or "string"),
-                                             {str(o.get("value")): str(o.get("label"))
-                                              for o in d.get("options") or [] if isinstance(o, dict)})
-                          for name, d in defs.items()}
+            self._info = property_infos(defs)
             missing = [p for p in self.mapping.properties() if p not in self._info]
-            if missing:
+            if defs and missing:
                 log.warning("HubSpot has no contact property %s; check the mapping (python main.py --check)",
                             ", ".join(missing))
         return self._info

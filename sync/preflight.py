@@ -6,7 +6,7 @@ from __future__ import annotations
 from itertools import islice
 from typing import Callable, Dict, List, Optional, TextIO
 
-from .casting import PropertyInfo
+from .casting import PropertyInfo, property_infos
 from .errors import EXIT_CONFIG, EXIT_OK, AuthError, SyncError
 from .hubspot import HubSpotReader, HubSpotWriter
 from .mailerlite import MailerLiteClient
@@ -52,9 +52,7 @@ class Preflight:
         defs = self._definitions()
         info: Dict[str, PropertyInfo] = {}
         if isinstance(defs, dict):
-            info = {n: PropertyInfo(str(d.get("type") or "string"),
-                                    {str(o.get("value")): str(o.get("label")) for o in d.get("options") or []
-                                     if isinstance(o, dict)}) for n, d in defs.items()}
+            info = property_infos(defs)
             for prop in self.mapping.properties():
                 if prop not in info:
                     self.problems.append(f"HubSpot has no contact property {prop!r}")
