@@ -271,3 +271,30 @@ def test_hubspot_daily_limit_stops_cleanly_and_keeps_progress(run, hubspot_fake,
     hubspot_fake.daily_limit = 1_000_000
     again = run()
     assert again.code == 0 and again.summary["created"] == 200 and again.summary["unchanged"] == 300
+
+
+def test_both_budgets_are_used_when_a_batch_costs_one_request(run, hubspot_fake, mailerlite_fake):
+    mailerlite_fake.time_scale = 0.05  # a 3-second minute: the run stays in its first windows
+    seed_contacts(hubspot_fake, 600)
+    result = run()
+    assert result.code == 0 and result.summary["created"] == 600
+    log = mailerlite_fake.log
+    batches = [r for r in log if r.path == "/api/batch" and r.status == 200]
+    singles = [r for r in log if r.path == "/api/subscribers" and r.method == "POST" and r.status in (200, 201)]
+    refused = [i for i, r in enumerate(log) if r.path == "/api/batch" and r.status == 429]
+    assert len(batches) >= 5 and singles and refused
+    # Once the import budget is spent, single upserts carry on until it reopens.
+    assert log[refused[0] + 1].path == "/api/subscribers" and log[refused[0] + 1].status in (200, 201)
+    assert len(refused) <= len(batches) // 5 + 1  # found out once per window, not hammered
+
+
+def test_when_a_batch_costs_its_items_the_budget_is_not_wasted(run, hubspot_fake, mailerlite_fake):
+    mailerlite_fake.batch_counts_as_items = True
+    seed_contacts(hubspot_fake, 400)
+    result = run()
+    assert result.code == 0 and result.summary["created"] == 400
+    refused = [r for r in mailerlite_fake.requests_to("POST", "/api/batch") if r.status == 429]
+    # Once the first batch showed its cost in X-RateLimit-Remaining, no batch is sent that the
+    # remaining budget cannot carry: the rest of each window goes to single upserts.
+    assert refused == []
+    assert mailerlite_fake.requests_to("POST", "/api/subscribers")
