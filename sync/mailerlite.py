@@ -58,7 +58,7 @@ class MailerLiteClient:
         self.remaining: Optional[int] = None  # X-RateLimit-Remaining of the last answer
 
     # -- one request -------------------------------------------------------------------------
-    def _send(self, method: str, path: str, body: Any = None) -> Tuple[int, Any, Any]:
+    def _send(self, method: str, path: str, body: Any = None) -> Tuple[int, Any]:
         """One HTTP exchange; Transient for what is worth retrying, ImportLimited, AuthError."""
         self.requests += 1
         try:
@@ -88,13 +88,11 @@ class MailerLiteClient:
             raise Transient(f"MailerLite answered {status}")
         if 200 <= status < 300 and data is not None and not isinstance(data, dict):
             raise Transient(f"MailerLite answered {status} with a body of an unexpected shape")
-        return status, data, resp.headers
+        return status, data
 
     def _retrying(self, method: str, path: str, body: Any, what: str) -> Tuple[int, Any]:
         """One request through the retry layer; Transient when it kept failing."""
-        status, data, _ = self.retry.call(lambda: self._send(method, path, body), f"MailerLite {what}", log,
-                                          self.on_wait)
-        return status, data
+        return self.retry.call(lambda: self._send(method, path, body), f"MailerLite {what}", log, self.on_wait)
 
     def request(self, method: str, path: str, body: Any = None, what: str = "") -> Tuple[int, Any]:
         """A request the run cannot do without: when it keeps failing, the run stops (exit 3)."""
@@ -122,7 +120,7 @@ class MailerLiteClient:
         body = {"requests": [{"method": "POST", "path": "api/subscribers", "body": p} for p in payloads]}
 
         def once() -> Tuple[int, Any]:
-            status, data, _ = self._send("POST", "batch", body)
+            status, data = self._send("POST", "batch", body)
             responses = data.get("responses") if isinstance(data, dict) else None
             if status == 200 and (not isinstance(responses, list) or len(responses) != len(payloads)):
                 # Upserts are idempotent, so asking again is safe.
@@ -176,7 +174,7 @@ class MailerLiteClient:
         timeout, say), the server may have made it anyway, so look before trying again."""
         attempts = {"n": 0}
 
-        def attempt() -> Tuple[int, Any, Any]:
+        def attempt() -> Tuple[int, Any]:
             attempts["n"] += 1
             if attempts["n"] > 1:
                 # An attempt that timed out may still be running on the server: give it as long
@@ -184,11 +182,11 @@ class MailerLiteClient:
                 self.retry.sleep(self.timeout[1])
                 found = find()
                 if found is not None:
-                    return 201, {"data": found}, {}
+                    return 201, {"data": found}
             return self._send("POST", path, body)
 
         try:
-            status, data, _ = self.retry.call(attempt, f"MailerLite {what}", log, self.on_wait)
+            status, data = self.retry.call(attempt, f"MailerLite {what}", log, self.on_wait)
         except Transient as exc:
             raise AbortRun(f"MailerLite kept failing on {what} ({exc.reason}); stopped, the next run "
                            f"continues where this one stopped") from None
