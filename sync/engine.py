@@ -67,6 +67,11 @@ class Summary:
         return out
 
 
+def _synced(hubspot_id: str, known: Known) -> Synced:
+    assert known.email is not None
+    return Synced(hubspot_id, known.email, known.subscriber_id, known.groups_set)
+
+
 def _pages(items: Iterable[Contact], size: int) -> Iterator[List[Contact]]:
     it = iter(items)
     while True:
@@ -222,8 +227,7 @@ class Engine:
         if isinstance(outcome, (Skip, OutOfScope)):
             self.counts["skipped"] += 1
             if known and known.email:  # it was synced before: it has left the sync's scope
-                self._leave(Synced(contact["id"], known.email, known.subscriber_id, known.groups_set),
-                            outcome.reason)
+                self._leave(_synced(contact["id"], known), outcome.reason)
             return
         if isinstance(outcome, Reject):
             self._reject_locally(contact, outcome, known)
@@ -237,8 +241,7 @@ class Engine:
             return
         if known and known.email and known.email != outcome.email:
             # A new address: the old one has left scope; the new one is a new subscriber.
-            self._leave(Synced(contact["id"], known.email, known.subscriber_id, known.groups_set),
-                        "the email address changed")
+            self._leave(_synced(contact["id"], known), "the email address changed")
             known = None
         self._plan(contact, outcome, known)
 
@@ -337,8 +340,8 @@ class Engine:
         self.state.forget(synced.hubspot_id)
 
     def _leave_merged(self, merged: Optional[str], survivor: str) -> None:
-        ids = [i for i in str(merged or "").split(";") if i.strip().isdigit() and i.strip() != survivor]
-        for synced in self.state.synced(i.strip() for i in ids):
+        ids = [i.strip() for i in str(merged or "").split(";")]
+        for synced in self.state.synced(i for i in ids if i.isdigit() and i != survivor):
             self._leave(synced, f"merged into contact {survivor}")
 
     def _leave_departed(self, full: bool, start_ms: int) -> None:

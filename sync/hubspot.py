@@ -20,6 +20,7 @@ from hubspot.crm.lists.exceptions import ApiException as ListsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
 from .errors import AbortRun, AuthError, ConfigError
+from .mapping import normalise_email
 from .retrying import RetryPolicy, Transient, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ def to_epoch_ms(value: Optional[str]) -> Optional[int]:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1000)
+
+
+class HubSpotRefused(AbortRun):
+    """HubSpot answered a 4xx other than auth or rate limits: the request itself was refused."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _error_details(body: Any) -> Tuple[str, Dict[str, Any]]:
@@ -153,7 +162,7 @@ class HubSpotReader:
             return AuthError(f"HubSpot rejected the access token: {detail}")
         if status == 0 or status >= 500:
             return Transient(f"HubSpot answered {status or 'with a connection error'}")
-        return AbortRun(f"HubSpot refused {what} (HTTP {status}): {message or 'no reason given'}")
+        return HubSpotRefused(f"HubSpot refused {what} (HTTP {status}): {message or 'no reason given'}", status)
 
     def _note_headers(self, headers: Any, search: bool) -> None:
         if self.server_time is None and headers.get("Date"):
@@ -327,8 +336,8 @@ class HubSpotReader:
                 kwargs["after"] = after
             try:
                 page = self._call(f"list {list_id} memberships", self._memberships.get_page, list_id, **kwargs)
-            except AbortRun as exc:
-                if "HTTP 404" in str(exc):
+            except HubSpotRefused as exc:
+                if exc.status == 404:
                     raise ConfigError(f"HubSpot has no list with id {list_id}; check the mapping file") from None
                 raise
             for member in page.get("results") or []:
@@ -389,7 +398,7 @@ class HubSpotWriter(HubSpotReader):
             chunk = emails[start:start + EMAIL_SEARCH_CHUNK]
             filters = [{"propertyName": "email", "operator": "IN", "values": chunk}]
             for contact, _ in self._search_all(filters, "hs_object_id", ["email"]):
-                email = str(contact["properties"].get("email") or "").strip().lower()
+                email = normalise_email(contact["properties"].get("email"))
                 if email and email not in found:  # sorted by id: the oldest contact with the address
                     found[email] = contact["id"]
         return found
@@ -418,6 +427,6 @@ class HubSpotWriter(HubSpotReader):
                 self._call(f"scope check for {scope}", func, *args)
             except AuthError:
                 missing.append(scope)
-            except AbortRun:
+            except HubSpotRefused:
                 pass  # a 400: the scope is there, the probe was (deliberately) invalid
         return missing

@@ -99,8 +99,7 @@ class MailerLiteClient:
         try:
             return self._retrying(method, path, body, what or f"{method} {path}")
         except Transient as exc:
-            raise AbortRun(f"MailerLite kept failing on {what or path} ({exc.reason}); stopped, the next run "
-                           f"continues where this one stopped") from None
+            raise _outage(what or path, exc) from None
 
     def _expect(self, status: int, data: Any, what: str, ok: Tuple[int, ...] = (200, 201)) -> Any:
         if status not in ok:
@@ -188,8 +187,7 @@ class MailerLiteClient:
         try:
             status, data = self.retry.call(attempt, f"MailerLite {what}", log, self.on_wait)
         except Transient as exc:
-            raise AbortRun(f"MailerLite kept failing on {what} ({exc.reason}); stopped, the next run "
-                           f"continues where this one stopped") from None
+            raise _outage(what, exc) from None
         data = self._expect(status, data, what)
         if not isinstance(data.get("data"), dict) or not data["data"].get("id"):
             raise AbortRun(f"MailerLite's answer to {what} names no id")
@@ -223,6 +221,11 @@ class MailerLiteClient:
     def unassign(self, subscriber_id: str, group_id: str) -> None:
         status, data = self.request("DELETE", f"subscribers/{subscriber_id}/groups/{group_id}", what="group unassign")
         self._expect(status, data, "a group removal", ok=(200, 204, 404))
+
+
+def _outage(what: str, exc: Transient) -> AbortRun:
+    return AbortRun(f"MailerLite kept failing on {what} ({exc.reason}); stopped, the next run continues where "
+                    f"this one stopped")
 
 
 def oldest(groups: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:

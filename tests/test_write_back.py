@@ -165,3 +165,14 @@ def test_write_back_can_be_turned_on_in_the_mapping_file(run, hubspot_fake, mail
     mapping.write_text("write_back = true\n")
     result = run("--mapping", str(mapping))
     assert result.summary["written_back"] == 1
+
+
+def test_an_outage_during_the_scope_check_is_not_taken_for_a_scope(hubspot_fake):
+    from sync.errors import AbortRun
+    from sync.hubspot import HubSpotWriter
+    hubspot_fake.tokens["hs-test-token"] |= {WRITE_SCOPE, SCHEMA_WRITE_SCOPE}
+    writer = HubSpotWriter("hs-test-token", hubspot_fake.url, timeout=(2, 2))
+    assert writer.missing_write_scopes() == []  # the probes' 400s mean the scopes are there
+    hubspot_fake.faults.script.extend(["503"] * 10)
+    with pytest.raises(AbortRun, match="kept failing"):
+        writer.missing_write_scopes()
