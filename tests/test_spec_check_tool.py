@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "hubspot_spec_check.py"
 spec = importlib.util.spec_from_file_location("hubspot_spec_check", TOOL)
 assert spec is not None and spec.loader is not None
 tool = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = tool  # dataclasses look their module up there
 spec.loader.exec_module(tool)
 
 
