@@ -11,18 +11,33 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
-from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
+from . import departures
 from .casting import PropertyInfo, property_infos
-from .errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
+from .departures import ConsentWriter, Leaving
+from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotReader, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
-from .mapping import Mapping, Outcome, OutOfScope, Planned, Reject, Skip, map_contact, normalise_email
+from .mapping import (
+    Mapping,
+    Outcome,
+    OutOfScope,
+    Planned,
+    Reject,
+    Skip,
+    email_problem,
+    map_contact,
+    normalise_email,
+)
 from .retrying import Transient
 from .state import Known, Result, State, Synced
+from .summary import SUMMARY_COUNTS, Summary
 from .write_back import WriteBack
-from .writer import Pending, SubscriberWriter
+from .writer import Pending, SubscriberWriter, Written
+
+__all__ = ["Engine", "RunOptions", "Summary", "SUMMARY_COUNTS"]
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +46,6 @@ SEARCH_LAG_MS = 60_000
 ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contacts this often
 PAGE = 100  # contacts looked up in the state per query
 MERGED_PROPERTY = "hs_merged_object_ids"
-SUMMARY_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
-                  "left_scope", "written_back", "write_back_unmatched", "write_back_failed", "write_back_requests")
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
 
 
@@ -44,27 +57,7 @@ class RunOptions:
     count_total: bool = False  # spend a request on the number of contacts (for a progress ETA)
     write_back: bool = False  # MailerLite unsubscribes, bounces and spam complaints back to HubSpot
     write_back_hours: float = 24.0
-
-
-@dataclass
-class Summary:
-    mode: str
-    dry_run: bool
-    counts: Counter
-    duration_seconds: float = 0.0
-    exit_code: int = EXIT_OK
-    message: str = ""
-    hubspot_requests: int = 0
-    mailerlite_requests: int = 0
-
-    def as_dict(self) -> Dict[str, object]:
-        out: Dict[str, object] = {"mode": self.mode, "dry_run": self.dry_run}
-        out.update({k: int(self.counts.get(k, 0)) for k in SUMMARY_COUNTS})
-        out.update(would_send=int(self.counts.get("would_send", 0)),
-                   duration_seconds=round(self.duration_seconds, 3), exit_code=self.exit_code,
-                   hubspot_requests=self.hubspot_requests, mailerlite_requests=self.mailerlite_requests,
-                   message=self.message)
-        return out
+    allow_mass_leave: bool = False  # --allow-mass-leave: this run may make many contacts leave
 
 
 def _synced(hubspot_id: str, known: Known) -> Synced:
@@ -72,7 +65,7 @@ def _synced(hubspot_id: str, known: Known) -> Synced:
     return Synced(hubspot_id, known.email, known.subscriber_id, known.groups_set)
 
 
-def _pages(items: Iterable[Contact], size: int) -> Iterator[List[Contact]]:
+def _pages(items: Iterator[Contact], size: int) -> Iterator[List[Contact]]:
     it = iter(items)
     while True:
         page = list(islice(it, size))
@@ -81,7 +74,12 @@ def _pages(items: Iterable[Contact], size: int) -> Iterator[List[Contact]]:
         yield page
 
 
+ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
+
+
 class Engine:
+    """Orchestrates one run: read, map, decide (departures.py), write, record."""
+
     def __init__(self, reader: HubSpotReader, client: MailerLiteClient, state: State, mapping: Mapping,
                  options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None) -> None:
         self.reader = reader
@@ -90,19 +88,27 @@ class Engine:
         self.mapping = mapping
         self.options = options
         self.on_progress = on_progress
-        self.counts: Counter = Counter()
-        self.writer = SubscriberWriter(client, self._record)
+        self.summary = Summary("incremental", options.dry_run)
+        self.writer = SubscriberWriter(client)
         self.schema = MailerLiteSchema(client, mapping)
+        self.consent = ConsentWriter(client, state, self.schema, self.summary)
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
-        self._field_types: Dict[str, str] = dict(state.get_json(FIELD_TYPES_KEY) or {})
+        seen_types = state.get_json(FIELD_TYPES_KEY)
+        self._field_types: Dict[str, str] = ({str(k): str(v) for k, v in seen_types.items()}
+                                             if isinstance(seen_types, dict) else {})
         self._fields_checked = False
         self._members: Dict[str, Set[int]] = {}
-        self._removals: Dict[str, FrozenSet[str]] = {}  # groups to leave once an upsert is accepted
-        self._subscriber_ids: Dict[str, Optional[str]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
+        self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own, for the current page
+        self._held: Dict[str, str] = {}  # email -> a live in-scope contact seen this run with it
+        self._leaving: List[Leaving] = []  # departures held until the pass is complete (the guard)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
+
+    @property
+    def counts(self) -> Counter:
+        return self.summary.counts
 
     def run(self) -> Summary:
         started = time.monotonic()
@@ -110,35 +116,51 @@ class Engine:
         bookmark = self.state.bookmark()
         # A full pass that was interrupted is finished before going incremental again.
         full = self.options.full or bookmark is None or self.state.full_pass_pending()
-        mode = "full" if full else "incremental"
-        summary = Summary(mode, self.options.dry_run, self.counts)
-        self._run_id = self.state.start_run(mode, self.options.dry_run)
+        summary = self.summary
+        summary.mode = "full" if full else "incremental"
+        self._run_id = self.state.start_run(summary.mode, self.options.dry_run)
+        synced_before = self.state.count_contacts()
         try:
             write_back = self._prepare_write_back(start_ms)
-            if full and not self.options.dry_run:
-                self.state.set_full_pass_pending(True)
+            if not self.options.dry_run:
+                self.consent.retry_pending()  # what earlier runs could not apply comes first
+                if full:
+                    self.state.set_full_pass_pending(True)
             changed_members = self._load_memberships()
             self._sync(full, bookmark, changed_members)
-            self._leave_departed(full, start_ms)
-            if not self.options.dry_run:
+            archived_checked = self._find_departed(full, start_ms)
+            held_back = self._settle_leaving(synced_before)
+            if not self.options.dry_run and held_back is None:
+                # After a held-back pass nothing moves on: the next run sees the same departures.
                 if self._members:
                     self.state.save_list_members(self._members)
+                if archived_checked:
+                    self.state.set_json(ARCHIVED_KEY, start_ms)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
             if write_back is not None:
                 before = self.reader.requests + self.client.requests
                 write_back.run(start_ms)
-                self.counts["write_back_requests"] += self.reader.requests + self.client.requests - before
-            problems = self.counts["rejected"] + self.counts["failed"] + self.counts["write_back_failed"]
+                summary.add("write_back_requests", self.reader.requests + self.client.requests - before)
+            problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"]
             summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
+            if held_back is not None:
+                summary.exit_code, summary.message = EXIT_ABORTED, held_back
         except SyncError as exc:
             summary.exit_code, summary.message = exc.exit_code, str(exc)
         except Transient as exc:  # a retry layer gave up somewhere not wrapped above: still an outage
             summary.exit_code, summary.message = EXIT_ABORTED, f"an API kept failing ({exc.reason}); stopped"
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: recorded with its own exit code, then on up
+            summary.exit_code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
+            summary.message = str(exc) or "interrupted (SIGINT)"
+            raise
+        except Exception as exc:  # a bug: recorded as aborted (no message: it could hold data), then on up
+            summary.exit_code, summary.message = EXIT_ABORTED, f"unexpected {exc.__class__.__name__}"
+            raise
         finally:
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.reader.requests
             summary.mailerlite_requests = self.client.requests
-            self.state.finish_run(self._run_id, self.counts, summary.exit_code, summary.message)
+            self.state.finish_run(self._run_id, summary.counts, summary.exit_code, summary.message)
         return summary
 
     # -- reading ---------------------------------------------------------------------------------
@@ -181,18 +203,27 @@ class Engine:
             yield from self.reader.read_by_ids(sorted(extra, key=int), props)
 
     def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
-        for page in _pages(self._contacts(full, bookmark, changed_members), PAGE):
-            ids = [c["id"] for c in page]
-            known = self.state.known(ids)
-            self._owners = self.state.owners([normalise_email(c["properties"].get("email")) for c in page])
-            for contact in page:
-                self._process(contact, known.get(contact["id"]))
-            if full and not self.options.dry_run:
-                self.state.mark_seen(ids, self._run_id)
-            if self.on_progress:
-                self.on_progress(self.counts, self.total)
-        if not self.options.dry_run:
-            self.writer.flush()
+        try:
+            for page in _pages(self._contacts(full, bookmark, changed_members), PAGE):
+                ids = [c["id"] for c in page]
+                known = self.state.known(ids)
+                emails = [normalise_email(c["properties"].get("email")) for c in page]
+                self._owners = self.state.owners(emails)
+                self._sent = self.state.optouts_sent(emails)
+                for contact in page:
+                    self._process(contact, known.get(contact["id"]))
+                self._settle_written()
+                if full and not self.options.dry_run:
+                    self.state.mark_seen(ids, self._run_id)
+                if self.on_progress:
+                    self.on_progress(self.summary.counts, self.total)
+            if not self.options.dry_run:
+                self.writer.flush()
+            self._settle_written()
+        finally:
+            # Stopped half-way: what MailerLite answered is still recorded; the consent actions
+            # it implies are stored, not tried (the next run applies them).
+            self._settle_written(try_now=False)
 
     # -- one contact -------------------------------------------------------------------------------
     def _property_info(self) -> Dict[str, PropertyInfo]:
@@ -217,31 +248,42 @@ class Engine:
                            self._field_types)
 
     def _process(self, contact: Contact, known: Optional[Known]) -> None:
-        self.counts["read"] += 1
-        props = contact["properties"]
+        self.summary.add("read")
+        hubspot_id, props = contact["id"], contact["properties"]
         modified = to_epoch_ms(props.get("lastmodifieddate"))
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
-        self._leave_merged(props.get(MERGED_PROPERTY), contact["id"])
+        known = self._take_over_merged(hubspot_id, normalise_email(props.get("email")),
+                                       props.get(MERGED_PROPERTY), known)
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
-            self.counts["skipped"] += 1
+            self.summary.add("skipped")
+            opted_out = isinstance(outcome, OutOfScope) and outcome.opted_out
             if known and known.email:  # it was synced before: it has left the sync's scope
-                self._leave(_synced(contact["id"], known), outcome.reason)
+                # An opt-out is applied whatever the scope, at once (never held by the guard).
+                self._leave(Leaving(_synced(hubspot_id, known), outcome.reason, opted_out, guarded=not opted_out))
+            elif isinstance(outcome, OutOfScope) and opted_out and self._address_synced(outcome.email):
+                # Never synced itself, but another contact brought its address in: the opt-out wins.
+                self._deliver_optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
+            # Otherwise: nobody outside the sync's scope is created in MailerLite, not even unsubscribed.
             return
         if isinstance(outcome, Reject):
-            self._reject_locally(contact, outcome, known)
+            self._reject(hubspot_id, outcome, known)
             return
+        self._held.setdefault(outcome.email, hubspot_id)
+        if outcome.status is None and self._sent.get(outcome.email) == hubspot_id:
+            self.state.clear_optout_sent(outcome.email)  # opted in again: a later opt-out is delivered anew
         owner = self.writer.pending_owner(outcome.email) or self._owners.get(outcome.email)
-        if owner is not None and owner != contact["id"]:
+        if owner is not None and owner != hubspot_id:
             # Two HubSpot contacts, one address: the first one synced keeps it; this one is
-            # reported (--rejected), not silently dropped, until the first one lets it go.
-            self._reject_locally(contact, Reject(
-                f"email {outcome.email} is already synced from HubSpot contact {owner}", outcome.email), known)
+            # reported (--rejected), not silently dropped, until the first one lets it go. Its
+            # opt-out still wins.
+            self._reject(hubspot_id, Reject(f"email {outcome.email} is already synced from HubSpot contact {owner}",
+                                            outcome.email, outcome.status == "unsubscribed"), known)
             return
         if known and known.email and known.email != outcome.email:
             # A new address: the old one has left scope; the new one is a new subscriber.
-            self._leave(_synced(contact["id"], known), "the email address changed")
+            self._leave(Leaving(_synced(hubspot_id, known), "the email address changed", guarded=False))
             known = None
         self._plan(contact, outcome, known)
 
@@ -250,18 +292,21 @@ class Engine:
         fingerprint = planned.fingerprint()
         if known and not self.options.force:
             if known.fingerprint == fingerprint and known.problem_kind is None:
-                self.counts["unchanged"] += 1
+                self.summary.add("unchanged")
                 return
             if known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
-                self.counts["unchanged"] += 1  # MailerLite refused this very data: wait for a change
+                self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
                 return
         if self.options.dry_run:
-            self.counts["would_send"] += 1
+            self.summary.add("would_send")
             return
         if not self._fields_checked and self._check_fields():
             remapped = self._map(contact)  # the account's field types differ from what was assumed
+            if isinstance(remapped, Reject):
+                self._reject(hubspot_id, remapped, known)
+                return
             if not isinstance(remapped, Planned):
-                self._reject_locally(contact, remapped, known)
+                self.summary.add("skipped")
                 return
             planned, fingerprint = remapped, remapped.fingerprint()
         for warning in planned.warnings:
@@ -270,25 +315,22 @@ class Engine:
         # it never set (a MailerLite form's, say) are never named in the payload.
         previously = known.fields_set if known else frozenset()
         cleared = frozenset(previously & self.mapping.managed_fields) - planned.fields.keys()
+        removals: FrozenSet[str] = frozenset()
         if known:
-            leaving = frozenset(g for g in known.groups_set - set(planned.groups) if self.mapping.manages_group(g))
-            if leaving:
-                self._removals[hubspot_id] = leaving
-                self._subscriber_ids[hubspot_id] = known.subscriber_id
+            removals = frozenset(g for g in known.groups_set - set(planned.groups) if self.mapping.manages_group(g))
         group_ids = self.schema.group_ids(list(planned.groups))
         self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
-                                frozenset(planned.fields), frozenset(planned.groups)))
+                                frozenset(planned.fields), frozenset(planned.groups), removals))
 
-    def _reject_locally(self, contact: Contact, outcome: Outcome, known: Optional[Known]) -> None:
-        """A rejection (or skip) decided locally."""
-        if not isinstance(outcome, Reject):
-            self.counts["skipped"] += 1
-            return
-        fingerprint = outcome.fingerprint()
+    def _reject(self, hubspot_id: str, reject: Reject, known: Optional[Known]) -> None:
+        """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
+        if reject.opted_out:
+            self._deliver_optout(hubspot_id, reject.email, f"opted out; the data was refused ({reject.reason})")
+        fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
-            self.counts["unchanged"] += 1  # rejected before with the same data: nothing new to say
+            self.summary.add("unchanged")  # rejected before with the same data: nothing new to say
             return
-        self._record([Result(contact["id"], outcome.email, "rejected", fingerprint, reason=outcome.reason)])
+        self._record([Result(hubspot_id, reject.email, "rejected", fingerprint, reason=reject.reason)])
 
     def _check_fields(self) -> bool:
         """Before the first write: fields exist (or are created) with agreeing types.
@@ -303,64 +345,121 @@ class Engine:
 
     def _record(self, results: List[Result]) -> None:
         if not self.options.dry_run:
-            for r in results:
-                leaving = self._removals.pop(r.hubspot_id, None)
-                if leaving and r.outcome in ("created", "updated"):
-                    self._leave_groups(r.subscriber_id or self._subscriber_ids.get(r.hubspot_id), leaving)
-                self._subscriber_ids.pop(r.hubspot_id, None)
             self.state.record(results)
         for r in results:
-            self.counts[r.outcome] += 1
+            self.summary.add(r.outcome)
             if r.outcome in ("rejected", "failed"):
                 log.info("contact %s (%s) %s: %s", r.hubspot_id, r.email, r.outcome, r.reason)
 
-    # -- leaving scope -------------------------------------------------------------------------------
-    def _leave_groups(self, subscriber_id: Optional[str], names: Iterable[str]) -> None:
-        if not subscriber_id:
+    def _settle_written(self, try_now: bool = True) -> None:
+        """Record what MailerLite answered, then the consent actions that follow from it."""
+        written: List[Written] = self.writer.take_finished()
+        if not written:
             return
-        for name in sorted(names):
-            gid = self.schema.group_id(name, create=False)
-            if gid:
-                self.client.unassign(subscriber_id, gid)
+        self._record([result for _, result in written])
+        for item, result in written:
+            if result.outcome in ("created", "updated") and item.removals:
+                self._act(departures.group_removal(item.hubspot_id, item.email, result.subscriber_id, item.removals),
+                          try_now)
+            elif result.outcome == "rejected" and item.opts_out:
+                self._deliver_optout(item.hubspot_id, item.email, f"opted out; MailerLite refused the data "
+                                     f"({result.reason})", try_now)
 
-    def _leave(self, synced: Synced, reason: str) -> None:
-        """A synced contact left the sync's scope: apply the on_leave setting, then forget it."""
-        self.counts["left_scope"] += 1
-        log.info("contact %s (%s) left the sync: %s; %s", synced.hubspot_id, synced.email, reason,
-                 self.mapping.on_leave)
-        if self.options.dry_run:
-            return
-        if self.mapping.on_leave == "remove_from_groups":
-            self._leave_groups(synced.subscriber_id,
-                               (g for g in synced.groups_set if self.mapping.manages_group(g)))
-        elif self.mapping.on_leave == "unsubscribe":
-            answer = self.client.upsert({"email": synced.email, "status": "unsubscribed"})
-            if answer.code not in (200, 201):
-                log.warning("could not unsubscribe %s (HTTP %s)", synced.email, answer.code)
-        self.state.forget(synced.hubspot_id)
+    # -- consent and leaving (decided in departures.py) -----------------------------------------------
+    def _act(self, action: departures.PendingAction, try_now: bool = True) -> bool:
+        if try_now:
+            return self.consent.apply(action)
+        self.state.save_action(action)
+        return False
 
-    def _leave_merged(self, merged: Optional[str], survivor: str) -> None:
+    def _deliver_optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
+        """The unsubscribe on its own (email and status), once per address."""
+        if self.options.dry_run or email in self._sent or email_problem(email):
+            return  # already delivered, or an address MailerLite could never take
+        log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
+        if self._act(departures.optout_action(hubspot_id, email, reason), try_now):
+            self._sent[email] = hubspot_id
+
+    def _address_synced(self, email: str) -> bool:
+        return bool(self._owners.get(email) or self.writer.pending_owner(email))
+
+    def _take_over_merged(self, hubspot_id: str, email: str, merged: Optional[str],
+                          known: Optional[Known]) -> Optional[Known]:
+        """A merge: the record the merged-away ones became takes over the subscriber with its address."""
         ids = [i.strip() for i in str(merged or "").split(";")]
-        for synced in self.state.synced(i for i in ids if i.isdigit() and i != survivor):
-            self._leave(synced, f"merged into contact {survivor}")
+        old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
+        if not old:
+            return known
+        taken, leaving = departures.merge_plan(hubspot_id, email, old)
+        for synced in leaving:
+            self._leave(Leaving(synced, f"merged into contact {hubspot_id}", guarded=False))
+        if taken is None or self.options.dry_run:
+            return known
+        log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,
+                 email, taken.hubspot_id)
+        self.state.take_over(taken.hubspot_id, hubspot_id)
+        self._owners[email] = hubspot_id
+        return self.state.known([hubspot_id]).get(hubspot_id)
 
-    def _leave_departed(self, full: bool, start_ms: int) -> None:
-        """Contacts gone from HubSpot (archived, merged away) or from the synced lists."""
+    def _leave(self, leaving: Leaving) -> None:
+        """A synced contact left the sync's scope. Departures read from absence or scope wait for
+        the end of the pass and the mass-leave guard; the others are applied now."""
         if self.options.dry_run:
+            self.summary.add("left_scope")
             return
+        if leaving.guarded:
+            self._leaving.append(leaving)
+        else:
+            self._apply_leave(leaving)
+
+    def _apply_leave(self, leaving: Leaving) -> None:
+        held = departures.needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
+        action = departures.leave_action(leaving, self.mapping, held)
+        self.summary.add("left_scope")
+        log.info("contact %s (%s) left the sync: %s; %s%s", action.hubspot_id, action.email, leaving.reason,
+                 "unsubscribed" if action.unsubscribe else self.mapping.on_leave,
+                 " (another live contact holds the address: groups only)" if held else "")
+        self.consent.apply(action)
+
+    def _address_held(self, synced: Synced) -> bool:
+        """Whether another live, in-scope contact holds the address: this run's, the state's, then
+        one HubSpot search."""
+        other = self._held.get(synced.email)
+        if (other and other != synced.hubspot_id) or self.state.others_holding(synced.email, synced.hubspot_id):
+            return True
+        for contact in self.reader.contacts_with_email(synced.email, self.mapping.properties()):
+            if contact["id"] != synced.hubspot_id and isinstance(self._map(contact), (Planned, Reject)):
+                return True
+        return False
+
+    def _find_departed(self, full: bool, start_ms: int) -> bool:
+        """Contacts gone from HubSpot (archived, merged away) or from the synced lists. Returns
+        whether the archived ones were looked for."""
+        if self.options.dry_run:
+            return False
         if full:
-            gone = self.state.unseen(self._run_id)
-            for synced in self.state.synced(gone):
-                self._leave(synced, "no longer in HubSpot or the synced lists")
-            self.state.set_json("archived_checked_ms", start_ms)
-            return
-        last = self.state.get_json("archived_checked_ms")
+            for synced in self.state.synced(self.state.unseen(self._run_id)):
+                self._leave(Leaving(synced, "no longer in HubSpot or the synced lists"))
+            return True
+        last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < ARCHIVED_CHECK_MS:
-            return
+            return False
         archived = (c["id"] for c in self.reader.iter_contacts(["email"], archived=True))
         for synced in self.state.synced(archived):
-            self._leave(synced, "archived in HubSpot")
-        self.state.set_json("archived_checked_ms", start_ms)
+            self._leave(Leaving(synced, "archived in HubSpot"))
+        return True
+
+    def _settle_leaving(self, synced_before: int) -> Optional[str]:
+        """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
+        leaving, self._leaving = self._leaving, []
+        problem = departures.mass_leave_problem(len(leaving), synced_before, self.mapping,
+                                                self.options.allow_mass_leave)
+        if problem is not None:
+            self.summary.add("mass_leave_held", len(leaving))
+            return problem
+        for one in leaving:
+            self._apply_leave(one)
+        return None
 
     def _prepare_write_back(self, start_ms: int) -> Optional[WriteBack]:
         """Write-back, when on and due, runs after the forward sync, so the bookmark that sync moved
@@ -371,7 +470,7 @@ class Engine:
             return None
         if not isinstance(self.reader, HubSpotWriter):
             raise ConfigError("write-back needs a HubSpot client that can write")
-        write_back = WriteBack(self.reader, self.client, self.state, self.counts, self.options.write_back_hours,
+        write_back = WriteBack(self.reader, self.client, self.state, self.summary, self.options.write_back_hours,
                                self.options.dry_run)
         if not write_back.due(start_ms):
             return None
