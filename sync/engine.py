@@ -21,6 +21,7 @@ from .hubspot import Contact, HubSpotReader, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import (
+    DEFAULT_OPTOUT_PROPERTIES,
     Mapping,
     Outcome,
     OutOfScope,
@@ -122,6 +123,8 @@ class Engine:
         synced_before = self.state.count_contacts()
         try:
             write_back = self._prepare_write_back(start_ms)
+            if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
+                self._property_info()  # the opt-out properties named in the mapping exist, before any write
             if not self.options.dry_run:
                 self.consent.retry_pending()  # what earlier runs could not apply comes first
                 if full:
@@ -237,6 +240,11 @@ class Engine:
                             "gives a type", exc)
                 defs = {}
             self._info = property_infos(defs)
+            unknown_optouts = [p for p in self.mapping.optout_properties if defs and p not in self._info]
+            if unknown_optouts:
+                # Opt-outs read from a property that does not exist would be lost without a word.
+                raise ConfigError(f"HubSpot has no contact property {', '.join(unknown_optouts)} named in [consent] "
+                                  f"optout_properties; fix the mapping file (python main.py --check)")
             missing = [p for p in self.mapping.properties() if p not in self._info]
             if defs and missing:
                 log.warning("HubSpot has no contact property %s; check the mapping (python main.py --check)",
