@@ -465,3 +465,120 @@ def test_sigterm_stops_the_run_cleanly(hubspot_fake, mailerlite_fake, tmp_path):
     assert again.returncode == 0, again.stderr
     assert len(mailerlite_fake.subscribers) == 400
 
+
+
+# -- pure rules: tables ------------------------------------------------------------------------------------------
+
+from sync import departures  # noqa: E402
+from sync.mapping import Mapping, OutOfScope, Planned, Reject, map_contact  # noqa: E402
+from sync.mapping_file import ConfigError, load_mapping  # noqa: E402
+from sync.state import MIGRATIONS, SCHEMA_VERSION, State, Synced  # noqa: E402
+
+
+@pytest.mark.parametrize("leaving, synced, percent, minimum, allowed, held", [
+    (0, 0, 10, 25, False, False),
+    (25, 30, 10, 25, False, False),  # not more than the minimum: a small account's departures
+    (26, 1000, 10, 25, False, False),  # 2.6%: not more than the share
+    (26, 100, 10, 25, False, True),
+    (101, 1000, 10, 25, False, True),
+    (100, 1000, 10, 25, False, False),  # exactly 10% is not more than 10%
+    (200, 300, 10, 25, True, False),  # confirmed with --allow-mass-leave
+    (5, 20, 20, 3, False, True),
+    (1, 1, 0, 0, False, True),  # both thresholds at zero: every departure needs confirming
+])
+def test_mass_leave_guard_table(leaving, synced, percent, minimum, allowed, held):
+    mapping = Mapping.default(mass_leave_percent=percent, mass_leave_min=minimum)
+    problem = departures.mass_leave_problem(leaving, synced, mapping, allowed)
+    assert (problem is not None) == held
+    if held:
+        assert f"{leaving} of {synced}" in problem and "--allow-mass-leave" in problem and "\n" not in problem
+
+
+SYNCED = Synced("7", "x@example.com", "sub-1", frozenset({"Synced", "Hand-made"}))
+
+
+@pytest.mark.parametrize("on_leave, opted_out, held, unsubscribe, groups", [
+    ("remove_from_groups", False, False, False, {"Synced"}),
+    ("remove_from_groups", True, False, True, {"Synced"}),
+    ("unsubscribe", False, False, True, {"Synced"}),
+    ("unsubscribe", False, True, False, {"Synced"}),  # another live contact holds the address
+    ("unsubscribe", True, True, True, {"Synced"}),  # an opt-out is the person's own word
+    ("leave", False, False, False, set()),
+    ("leave", True, False, True, set()),
+])
+def test_leave_action_table(on_leave, opted_out, held, unsubscribe, groups):
+    mapping = Mapping.default(static_groups=("Synced",), on_leave=on_leave)
+    action = departures.leave_action(departures.Leaving(SYNCED, "why", opted_out), mapping, held)
+    assert (action.unsubscribe, set(action.groups), action.forget) == (unsubscribe, groups, True)
+
+
+def test_merge_plan_takes_over_the_same_address_only():
+    a = Synced("1", "a@example.com", "s1", frozenset())
+    b = Synced("2", "b@example.com", "s2", frozenset())
+    assert departures.merge_plan("9", "a@example.com", [a, b]) == (a, [b])
+    assert departures.merge_plan("9", "c@example.com", [a, b]) == (None, [a, b])
+    assert departures.merge_plan("1", "a@example.com", [a, b]) == (None, [b])  # the survivor kept its id
+
+
+@pytest.mark.parametrize("props, expected", [
+    ({"email": "p@example.com", "hs_email_optout": "true", "stage": "lead"}, OutOfScope),
+    ({"email": "p@example.com", "hs_email_optout": "true", "stage": "customer", "n": "many"}, Reject),
+    ({"email": "p@", "hs_email_optout_42": "TRUE", "stage": "customer"}, Reject),
+    ({"email": "p@example.com", "hs_email_optout_42": "true", "stage": "customer"}, Planned),
+])
+def test_optouts_are_carried_by_every_outcome(props, expected):
+    from sync.mapping import FieldRule
+    mapping = Mapping((FieldRule("n", "n", "number"),), scope_where=(("stage", frozenset({"customer"})),),
+                      optout_properties=("hs_email_optout", "hs_email_optout_42"))
+    out = map_contact({"id": "1", "properties": props}, mapping)
+    assert isinstance(out, expected)
+    assert (out.status == "unsubscribed") if isinstance(out, Planned) else out.opted_out
+
+
+def test_reject_fingerprint_changes_with_the_optout():
+    assert Reject("bad", "a@example.com").fingerprint() != Reject("bad", "a@example.com", True).fingerprint()
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('[consent]\noptout_properties = []\n', "at least one"),
+    ('[consent]\noptout_properties = "hs_email_optout"\n', "must be a list"),
+    ('[consent]\noptout_properties = ["bad name"]\n', "not a HubSpot property name"),
+    ('[consent]\nother = 1\n', "unknown setting 'other'"),
+    ('mass_leave_percent = 120\n', "mass_leave_percent"),
+    ('mass_leave_min = -1\n', "mass_leave_min"),
+    ('mass_leave_min = 2.5\n', "mass_leave_min"),
+])
+def test_consent_settings_errors_are_one_line(tmp_path, text, problem):
+    (tmp_path / "m.toml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_mapping(tmp_path / "m.toml")
+    assert problem in str(err.value) and "\n" not in str(err.value)
+
+
+def test_consent_settings_are_read(tmp_path):
+    (tmp_path / "m.toml").write_text("mass_leave_percent = 5\nmass_leave_min = 0\n" + CONSENT)
+    mapping = load_mapping(tmp_path / "m.toml")
+    assert mapping.optout_properties == ("hs_email_optout", "hs_email_optout_12345678")
+    assert (mapping.mass_leave_percent, mapping.mass_leave_min) == (5.0, 0)
+    assert "hs_email_optout_12345678" in mapping.properties()
+    assert load_mapping(None).optout_properties == ("hs_email_optout",)
+
+
+@pytest.mark.parametrize("version", range(0, SCHEMA_VERSION))
+def test_every_older_state_schema_migrates(tmp_path, version):
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for step in range(1, version + 1):
+        for statement in MIGRATIONS[step]:
+            db.execute(statement)
+    if version:
+        db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(version),))
+        db.execute("INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, outcome, synced_at) "
+                   "VALUES (5, 'kept@example.com', 'f', '', 'created', 1)")
+    db.close()
+    state = State(path)
+    try:
+        assert state.pending_actions() == [] and state.optouts_sent(["kept@example.com"]) == {}
+        assert [s.email for s in state.synced(["5"])] == (["kept@example.com"] if version else [])
+    finally:
+        state.close()
