@@ -329,6 +329,7 @@ class Engine:
         group_ids = self.schema.group_ids(list(planned.groups))
         self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
                                 frozenset(planned.fields), frozenset(planned.groups), removals))
+        self._settle_written()  # recorded as soon as answered: a crash resends only what was in flight
 
     def _reject(self, hubspot_id: str, reject: Reject, known: Optional[Known]) -> None:
         """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
