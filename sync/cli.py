@@ -223,10 +223,10 @@ def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
 
 @contextmanager
 def _signals_stop_the_run() -> Iterator[None]:
-    previous: List[Tuple[int, Any]] = []
+    previous: List[Tuple[signal.Signals, Any]] = []
     try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous.append((signum, signal.signal(signum, _stop_on_signal)))
+        for stopping in (signal.SIGINT, signal.SIGTERM):
+            previous.append((stopping, signal.signal(stopping, _stop_on_signal)))
     except ValueError:  # not the main thread (an embedding program): leave its signals alone
         pass
     try:

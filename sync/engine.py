@@ -107,10 +107,6 @@ class Engine:
         self._leaving: List[Leaving] = []  # departures held until the pass is complete (the guard)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
 
-    @property
-    def counts(self) -> Counter:
-        return self.summary.counts
-
     def run(self) -> Summary:
         started = time.monotonic()
         start_ms = int(time.time() * 1000)

@@ -22,6 +22,7 @@ from sync import engine as engine_module
 from sync.mailerlite_schema import MailerLiteSchema
 from tests.conftest import seed_contacts
 from tests.test_cli_subprocess import MAIN, fake_env
+from tests.test_operations import ping_server  # noqa: F401 (a fixture)
 
 UNSUBSCRIBE_ONLY = {"email", "status"}
 
@@ -401,7 +402,9 @@ def _last_run(run):
 
 @pytest.mark.parametrize("error, code", [(RuntimeError, 3), (KeyboardInterrupt, 130)], ids=["bug", "ctrl-c"])
 def test_crash_and_interrupt_are_recorded_with_their_exit_code(run, hubspot_fake, mailerlite_fake, monkeypatch,
-                                                               error, code):
+                                                               ping_server, error, code):  # noqa: F811
+    url, pings = ping_server
+    monkeypatch.setenv("HEALTHCHECK_URL", url)
     seed_contacts(hubspot_fake, 5)
 
     def boom(self, names):
@@ -414,6 +417,7 @@ def test_crash_and_interrupt_are_recorded_with_their_exit_code(run, hubspot_fake
     assert result.code == code and len(lines) == 1 and "Traceback" not in result.err, result.err
     assert json.loads(result.out) == {"exit_code": code, "error": lines[0].split(": ", 1)[1]}
     assert _last_run(run) == (code, 1)
+    assert pings == ["/ping/abc/fail"]
     history = run("--history")
     assert history.out.splitlines()[0].endswith(f"exit {code}")
     with filelock.FileLock(str(run.state_db) + ".lock", timeout=0):
