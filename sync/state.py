@@ -294,6 +294,9 @@ class State:
                         (hid, r.email, r.fingerprint, ",".join(sorted(r.fields_set)), r.subscriber_id,
                          r.outcome, now, GROUP_SEP.join(sorted(r.groups_set)), self.current_run))
                     self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (hid,))
+                    # Back in the sync with this address: a departure still pending is void.
+                    self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=? AND forget=1",
+                                      (hid, r.email))
                 else:
                     self.conn.execute(
                         "INSERT INTO problems(hubspot_id, email, kind, reason, fingerprint, attempts, first_seen, "

@@ -586,3 +586,22 @@ def test_every_older_state_schema_migrates(tmp_path, version):
         assert [s.email for s in state.synced(["5"])] == (["kept@example.com"] if version else [])
     finally:
         state.close()
+
+
+def test_a_pending_departure_is_void_once_the_contact_is_back(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 3)
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, 'on_leave = "unsubscribe"\n[scope]\nlists = ["55"]\n')
+    run("--mapping", path)
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
+    mailerlite_fake.failing_emails["person0@example.com"] = 1000
+    assert run("--mapping", path).summary["failed"] == 1  # the unsubscribe could not be delivered
+    hubspot_fake.lists["55"] = [int(i) for i in ids]  # back in the list, while MailerLite still fails
+    hubspot_fake.update_contact(ids[0], {"firstname": "Back"})
+    mailerlite_fake.failing_emails["person0@example.com"] = 6  # the retry fails, the upsert goes through
+    back = run("--mapping", path)
+    assert mailerlite_fake.subscriber("person0@example.com")["fields"]["name"] == "Back", back.err
+    mailerlite_fake.failing_emails.clear()
+    later = run("--mapping", path)
+    assert later.code == 0 and mailerlite_fake.subscriber("person0@example.com")["status"] == "active"
+    assert state_rows(run, f"SELECT COUNT(*) FROM contacts WHERE hubspot_id={ids[0]}") == [(1,)]
