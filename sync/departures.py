@@ -14,19 +14,20 @@ The rules (the README's "Consent" section says the same to users):
   forgotten only then.
 - The mass-leave guard: one pass making too many synced contacts leave stops the leaving.
 
-Decisions are plain functions; `ConsentWriter` applies them. The engine only orchestrates.
+Decisions are plain functions; `Departures` follows one run, `ConsentWriter` applies. The engine
+only orchestrates: read, map, decide (here), write, record.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from .errors import AbortRun
 from .mailerlite import MailerLiteClient, describe_error
 from .mailerlite_schema import MailerLiteSchema
-from .mapping import Mapping
+from .mapping import Mapping, OutOfScope, Skip, email_problem
 from .retrying import Transient
 from .state import PendingAction, State, Synced
 from .summary import Summary
@@ -174,3 +175,138 @@ class ConsentWriter:
             gid = self.schema.group_id(name, create=False)
             if gid:
                 self.client.unassign(action.subscriber_id, gid)
+
+
+class Departures:
+    """One run's consent and departures, decided by the rules above and applied by ConsentWriter.
+
+    The engine reports what it reads (a contact in scope, out of scope, refused, merged, gone);
+    this decides what MailerLite must be told and when. Departures read from absence or scope
+    wait for the end of the pass (`settle`), where the mass-leave guard may hold them all.
+    """
+
+    def __init__(self, state: State, mapping: Mapping, consent: ConsentWriter, summary: Summary,
+                 held_in_hubspot: Callable[[Synced], bool], dry_run: bool = False,
+                 allow_mass_leave: bool = False) -> None:
+        self.state = state
+        self.mapping = mapping
+        self.consent = consent
+        self.summary = summary
+        self.held_in_hubspot = held_in_hubspot  # one HubSpot search: another live in-scope contact has it
+        self.dry_run = dry_run
+        self.allow_mass_leave = allow_mass_leave
+        self._leaving: List[Leaving] = []
+        self._held: Dict[str, str] = {}  # email -> a live in-scope contact seen this run with it
+        self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
+
+    def retry_pending(self) -> None:
+        if not self.dry_run:
+            self.consent.retry_pending()
+
+    def new_page(self, emails: List[str]) -> None:
+        self._sent = self.state.optouts_sent(emails)
+
+    # -- what the engine read ---------------------------------------------------------------------
+    def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
+        self._held.setdefault(email, hubspot_id)
+        if not opted_out and self._sent.get(email) == hubspot_id and not self.dry_run:
+            self.state.clear_optout_sent(email)  # opted in again: a later opt-out is delivered anew
+
+    def refused(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
+        """The full upsert of an opted-out contact cannot be sent or was refused."""
+        self.optout(hubspot_id, email, f"opted out; the data was refused ({reason})", try_now)
+
+    def out_of_scope(self, hubspot_id: str, outcome: Union[Skip, OutOfScope], synced: Optional[Synced],
+                     address_synced: bool) -> None:
+        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it."""
+        opted_out = isinstance(outcome, OutOfScope) and outcome.opted_out
+        if synced is not None:  # it was synced before: it has left the sync's scope
+            # An opt-out is applied whatever the scope, at once (never held by the guard).
+            self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out))
+        elif isinstance(outcome, OutOfScope) and opted_out and address_synced:
+            # Never synced itself, but another contact brought its address in: the opt-out wins.
+            self.optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
+        # Otherwise nothing: nobody outside the sync's scope is created in MailerLite, not even as
+        # unsubscribed. If the address is in MailerLite from elsewhere, that source owns its consent.
+
+    def email_changed(self, synced: Synced) -> None:
+        self.leave(Leaving(synced, "the email address changed", guarded=False))
+
+    def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
+        """A merge; True when this record took over a merged-away record's subscriber."""
+        ids = [i.strip() for i in str(merged_ids or "").split(";")]
+        old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
+        if not old:
+            return False
+        taken, leaving = merge_plan(hubspot_id, email, old)
+        for synced in leaving:
+            self.leave(Leaving(synced, f"merged into contact {hubspot_id}", guarded=False))
+        if taken is None or self.dry_run:
+            return False
+        log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,
+                 email, taken.hubspot_id)
+        self.state.take_over(taken.hubspot_id, hubspot_id)
+        return True
+
+    def written(self, hubspot_id: str, email: str, outcome: str, subscriber_id: Optional[str],
+                removals: FrozenSet[str], opted_out: bool, reason: str, try_now: bool = True) -> None:
+        """After MailerLite answered an upsert: groups to leave, or an opt-out its refusal left behind."""
+        if outcome in ("created", "updated") and removals:
+            self._act(group_removal(hubspot_id, email, subscriber_id, removals), try_now)
+        elif outcome == "rejected" and opted_out:
+            self.optout(hubspot_id, email, f"opted out; MailerLite refused the data ({reason})", try_now)
+
+    def gone(self, synced: List[Synced], reason: str) -> None:
+        """Synced contacts found missing: not listed by a full pass, or archived."""
+        for one in synced:
+            self.leave(Leaving(one, reason))
+
+    # -- deciding and applying --------------------------------------------------------------------
+    def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
+        """The unsubscribe on its own (email and status), once per address."""
+        if self.dry_run or email in self._sent or email_problem(email):
+            return  # already delivered, or an address MailerLite could never take
+        log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
+        if self._act(optout_action(hubspot_id, email, reason), try_now):
+            self._sent[email] = hubspot_id
+
+    def leave(self, leaving: Leaving) -> None:
+        if self.dry_run:
+            self.summary.add("left_scope")
+        elif leaving.guarded:
+            self._leaving.append(leaving)
+        else:
+            self._apply_leave(leaving)
+
+    def settle(self, synced_before: int) -> Optional[str]:
+        """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
+        leaving, self._leaving = self._leaving, []
+        problem = mass_leave_problem(len(leaving), synced_before, self.mapping, self.allow_mass_leave)
+        if problem is not None:
+            self.summary.add("mass_leave_held", len(leaving))
+            return problem
+        for one in leaving:
+            self._apply_leave(one)
+        return None
+
+    def _act(self, action: PendingAction, try_now: bool) -> bool:
+        if try_now:
+            return self.consent.apply(action)
+        self.state.save_action(action)  # stopping: kept for the next run, not tried now
+        return False
+
+    def _apply_leave(self, leaving: Leaving) -> None:
+        held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
+        action = leave_action(leaving, self.mapping, held)
+        self.summary.add("left_scope")
+        log.info("contact %s (%s) left the sync: %s; %s%s", action.hubspot_id, action.email, leaving.reason,
+                 "unsubscribed" if action.unsubscribe else self.mapping.on_leave,
+                 " (another live contact holds the address: groups only)" if held else "")
+        self.consent.apply(action)
+
+    def _address_held(self, synced: Synced) -> bool:
+        """Another live, in-scope contact holds the address: this run's, the state's, then HubSpot's."""
+        other = self._held.get(synced.email)
+        if (other and other != synced.hubspot_id) or self.state.others_holding(synced.email, synced.hubspot_id):
+            return True
+        return self.held_in_hubspot(synced)

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
-from . import departures
 from .casting import PropertyInfo, property_infos
-from .departures import ConsentWriter, Leaving
+from .departures import ConsentWriter, Departures
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotReader, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
@@ -28,7 +27,6 @@ from .mapping import (
     Planned,
     Reject,
     Skip,
-    email_problem,
     map_contact,
     normalise_email,
 )
@@ -92,7 +90,8 @@ class Engine:
         self.summary = Summary("incremental", options.dry_run)
         self.writer = SubscriberWriter(client)
         self.schema = MailerLiteSchema(client, mapping)
-        self.consent = ConsentWriter(client, state, self.schema, self.summary)
+        self.departures = Departures(state, mapping, ConsentWriter(client, state, self.schema, self.summary),
+                                     self.summary, self._held_in_hubspot, options.dry_run, options.allow_mass_leave)
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
         seen_types = state.get_json(FIELD_TYPES_KEY)
@@ -102,9 +101,6 @@ class Engine:
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
-        self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own, for the current page
-        self._held: Dict[str, str] = {}  # email -> a live in-scope contact seen this run with it
-        self._leaving: List[Leaving] = []  # departures held until the pass is complete (the guard)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
 
     def run(self) -> Summary:
@@ -121,14 +117,13 @@ class Engine:
             write_back = self._prepare_write_back(start_ms)
             if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
                 self._property_info()  # the opt-out properties named in the mapping exist, before any write
-            if not self.options.dry_run:
-                self.consent.retry_pending()  # what earlier runs could not apply comes first
-                if full:
-                    self.state.set_full_pass_pending(True)
+            self.departures.retry_pending()  # what earlier runs could not apply comes first
+            if full and not self.options.dry_run:
+                self.state.set_full_pass_pending(True)
             changed_members = self._load_memberships()
             self._sync(full, bookmark, changed_members)
             archived_checked = self._find_departed(full, start_ms)
-            held_back = self._settle_leaving(synced_before)
+            held_back = self.departures.settle(synced_before)
             if not self.options.dry_run and held_back is None:
                 # After a held-back pass nothing moves on: the next run sees the same departures.
                 if self._members:
@@ -208,7 +203,7 @@ class Engine:
                 known = self.state.known(ids)
                 emails = [normalise_email(c["properties"].get("email")) for c in page]
                 self._owners = self.state.owners(emails)
-                self._sent = self.state.optouts_sent(emails)
+                self.departures.new_page(emails)
                 for contact in page:
                     self._process(contact, known.get(contact["id"]))
                 self._settle_written()
@@ -257,26 +252,20 @@ class Engine:
         modified = to_epoch_ms(props.get("lastmodifieddate"))
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
-        known = self._take_over_merged(hubspot_id, normalise_email(props.get("email")),
-                                       props.get(MERGED_PROPERTY), known)
+        email = normalise_email(props.get("email"))
+        if self.departures.merged(hubspot_id, email, props.get(MERGED_PROPERTY)):
+            self._owners[email] = hubspot_id
+            known = self.state.known([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
-            opted_out = isinstance(outcome, OutOfScope) and outcome.opted_out
-            if known and known.email:  # it was synced before: it has left the sync's scope
-                # An opt-out is applied whatever the scope, at once (never held by the guard).
-                self._leave(Leaving(_synced(hubspot_id, known), outcome.reason, opted_out, guarded=not opted_out))
-            elif isinstance(outcome, OutOfScope) and opted_out and self._address_synced(outcome.email):
-                # Never synced itself, but another contact brought its address in: the opt-out wins.
-                self._deliver_optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
-            # Otherwise: nobody outside the sync's scope is created in MailerLite, not even unsubscribed.
+            synced = _synced(hubspot_id, known) if known and known.email else None
+            self.departures.out_of_scope(hubspot_id, outcome, synced, self._address_synced(email))
             return
         if isinstance(outcome, Reject):
             self._reject(hubspot_id, outcome, known)
             return
-        self._held.setdefault(outcome.email, hubspot_id)
-        if outcome.status is None and self._sent.get(outcome.email) == hubspot_id:
-            self.state.clear_optout_sent(outcome.email)  # opted in again: a later opt-out is delivered anew
+        self.departures.in_scope(hubspot_id, outcome.email, outcome.status == "unsubscribed")
         owner = self.writer.pending_owner(outcome.email) or self._owners.get(outcome.email)
         if owner is not None and owner != hubspot_id:
             # Two HubSpot contacts, one address: the first one synced keeps it; this one is
@@ -287,7 +276,7 @@ class Engine:
             return
         if known and known.email and known.email != outcome.email:
             # A new address: the old one has left scope; the new one is a new subscriber.
-            self._leave(Leaving(_synced(hubspot_id, known), "the email address changed", guarded=False))
+            self.departures.email_changed(_synced(hubspot_id, known))
             known = None
         self._plan(contact, outcome, known)
 
@@ -330,7 +319,7 @@ class Engine:
     def _reject(self, hubspot_id: str, reject: Reject, known: Optional[Known]) -> None:
         """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
         if reject.opted_out:
-            self._deliver_optout(hubspot_id, reject.email, f"opted out; the data was refused ({reject.reason})")
+            self.departures.refused(hubspot_id, reject.email, reject.reason)
         fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
             self.summary.add("unchanged")  # rejected before with the same data: nothing new to say
@@ -356,6 +345,9 @@ class Engine:
             if r.outcome in ("rejected", "failed"):
                 log.info("contact %s (%s) %s: %s", r.hubspot_id, r.email, r.outcome, r.reason)
 
+    def _address_synced(self, email: str) -> bool:
+        return bool(email) and bool(self._owners.get(email) or self.writer.pending_owner(email))
+
     def _settle_written(self, try_now: bool = True) -> None:
         """Record what MailerLite answered, then the consent actions that follow from it."""
         written: List[Written] = self.writer.take_finished()
@@ -363,75 +355,12 @@ class Engine:
             return
         self._record([result for _, result in written])
         for item, result in written:
-            if result.outcome in ("created", "updated") and item.removals:
-                self._act(departures.group_removal(item.hubspot_id, item.email, result.subscriber_id, item.removals),
-                          try_now)
-            elif result.outcome == "rejected" and item.opts_out:
-                self._deliver_optout(item.hubspot_id, item.email, f"opted out; MailerLite refused the data "
-                                     f"({result.reason})", try_now)
+            self.departures.written(item.hubspot_id, item.email, result.outcome, result.subscriber_id, item.removals,
+                                    item.opts_out, result.reason, try_now)
 
-    # -- consent and leaving (decided in departures.py) -----------------------------------------------
-    def _act(self, action: departures.PendingAction, try_now: bool = True) -> bool:
-        if try_now:
-            return self.consent.apply(action)
-        self.state.save_action(action)
-        return False
-
-    def _deliver_optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
-        """The unsubscribe on its own (email and status), once per address."""
-        if self.options.dry_run or email in self._sent or email_problem(email):
-            return  # already delivered, or an address MailerLite could never take
-        log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
-        if self._act(departures.optout_action(hubspot_id, email, reason), try_now):
-            self._sent[email] = hubspot_id
-
-    def _address_synced(self, email: str) -> bool:
-        return bool(self._owners.get(email) or self.writer.pending_owner(email))
-
-    def _take_over_merged(self, hubspot_id: str, email: str, merged: Optional[str],
-                          known: Optional[Known]) -> Optional[Known]:
-        """A merge: the record the merged-away ones became takes over the subscriber with its address."""
-        ids = [i.strip() for i in str(merged or "").split(";")]
-        old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
-        if not old:
-            return known
-        taken, leaving = departures.merge_plan(hubspot_id, email, old)
-        for synced in leaving:
-            self._leave(Leaving(synced, f"merged into contact {hubspot_id}", guarded=False))
-        if taken is None or self.options.dry_run:
-            return known
-        log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,
-                 email, taken.hubspot_id)
-        self.state.take_over(taken.hubspot_id, hubspot_id)
-        self._owners[email] = hubspot_id
-        return self.state.known([hubspot_id]).get(hubspot_id)
-
-    def _leave(self, leaving: Leaving) -> None:
-        """A synced contact left the sync's scope. Departures read from absence or scope wait for
-        the end of the pass and the mass-leave guard; the others are applied now."""
-        if self.options.dry_run:
-            self.summary.add("left_scope")
-            return
-        if leaving.guarded:
-            self._leaving.append(leaving)
-        else:
-            self._apply_leave(leaving)
-
-    def _apply_leave(self, leaving: Leaving) -> None:
-        held = departures.needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
-        action = departures.leave_action(leaving, self.mapping, held)
-        self.summary.add("left_scope")
-        log.info("contact %s (%s) left the sync: %s; %s%s", action.hubspot_id, action.email, leaving.reason,
-                 "unsubscribed" if action.unsubscribe else self.mapping.on_leave,
-                 " (another live contact holds the address: groups only)" if held else "")
-        self.consent.apply(action)
-
-    def _address_held(self, synced: Synced) -> bool:
-        """Whether another live, in-scope contact holds the address: this run's, the state's, then
-        one HubSpot search."""
-        other = self._held.get(synced.email)
-        if (other and other != synced.hubspot_id) or self.state.others_holding(synced.email, synced.hubspot_id):
-            return True
+    # -- leaving -----------------------------------------------------------------------------------
+    def _held_in_hubspot(self, synced: Synced) -> bool:
+        """One HubSpot search: another live contact with the address that the mapping keeps in scope."""
         for contact in self.reader.contacts_with_email(synced.email, self.mapping.properties()):
             if contact["id"] != synced.hubspot_id and isinstance(self._map(contact), (Planned, Reject)):
                 return True
@@ -443,28 +372,15 @@ class Engine:
         if self.options.dry_run:
             return False
         if full:
-            for synced in self.state.synced(self.state.unseen(self._run_id)):
-                self._leave(Leaving(synced, "no longer in HubSpot or the synced lists"))
+            self.departures.gone(self.state.synced(self.state.unseen(self._run_id)),
+                                 "no longer in HubSpot or the synced lists")
             return True
         last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < ARCHIVED_CHECK_MS:
             return False
         archived = (c["id"] for c in self.reader.iter_contacts(["email"], archived=True))
-        for synced in self.state.synced(archived):
-            self._leave(Leaving(synced, "archived in HubSpot"))
+        self.departures.gone(self.state.synced(archived), "archived in HubSpot")
         return True
-
-    def _settle_leaving(self, synced_before: int) -> Optional[str]:
-        """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
-        leaving, self._leaving = self._leaving, []
-        problem = departures.mass_leave_problem(len(leaving), synced_before, self.mapping,
-                                                self.options.allow_mass_leave)
-        if problem is not None:
-            self.summary.add("mass_leave_held", len(leaving))
-            return problem
-        for one in leaving:
-            self._apply_leave(one)
-        return None
 
     def _prepare_write_back(self, start_ms: int) -> Optional[WriteBack]:
         """Write-back, when on and due, runs after the forward sync, so the bookmark that sync moved
