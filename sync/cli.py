@@ -6,10 +6,12 @@ import argparse
 import json
 import logging
 import logging.handlers
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional, TextIO, Tuple
+from types import FrameType
+from typing import Any, Iterator, List, Optional, TextIO, Tuple
 
 import filelock
 
@@ -19,10 +21,13 @@ from .engine import Engine, RunOptions, Summary
 from .errors import (
     EXIT_ABORTED,
     EXIT_CONFIG,
+    EXIT_INTERRUPTED,
     EXIT_LOCKED,
     EXIT_OK,
     EXIT_PARTIAL,
+    EXIT_TERMINATED,
     ConfigError,
+    Interrupted,
     LockHeld,
     StateError,
     SyncError,
@@ -67,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rejected", action="store_true",
                         help="export the rejected and failed contacts as CSV (to stdout or --output)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="with --rejected: write the CSV here")
+    parser.add_argument("--allow-mass-leave", action="store_true",
+                        help="for this run only: let more contacts leave the sync than the mass-leave guard "
+                             "allows (mass_leave_percent / mass_leave_min in the mapping file)")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", action="store_true", help="only errors on stderr")
@@ -205,7 +213,45 @@ def state_commands(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         state.close()
 
 
+def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
+    """SIGTERM (and SIGINT) end the run like Ctrl-C: recorded, lock released, one line."""
+    signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up short
+    if signum == signal.SIGTERM:
+        raise Interrupted("stopped by SIGTERM; what was synced so far is kept", EXIT_TERMINATED)
+    raise Interrupted("interrupted (SIGINT); what was synced so far is kept", EXIT_INTERRUPTED)
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    previous: List[Tuple[signal.Signals, Any]] = []
+    try:
+        for stopping in (signal.SIGINT, signal.SIGTERM):
+            previous.append((stopping, signal.signal(stopping, _stop_on_signal)))
+    except ValueError:  # not the main thread (an embedding program): leave its signals alone
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous:
+            signal.signal(signum, handler)
+
+
+def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]) -> int:
+    """A run that ended early: one line on stderr, --json honoured, the health check told."""
+    log.error("%s", message)
+    if as_json:
+        print(json.dumps({"exit_code": code, "error": message}, sort_keys=True))
+    if settings is not None and code != EXIT_LOCKED:
+        ping(settings.healthcheck_url, success=False)
+    return code
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    with _signals_stop_the_run():
+        return _main(argv)
+
+
+def _main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     if args.force and not args.full:
@@ -230,23 +276,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             return Preflight(*clients(settings), mapping, sys.stdout, check_write_back=write_back).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
-                             write_back=write_back, write_back_hours=settings.write_back_hours)
+                             write_back=write_back, write_back_hours=settings.write_back_hours,
+                             allow_mass_leave=args.allow_mass_leave)
         summary = run_sync(settings, options, mapping, progress)
     except SyncError as exc:
-        log.error("%s", exc)
-        if args.json:
-            print(json.dumps({"exit_code": exc.exit_code, "error": str(exc)}, sort_keys=True))
-        if settings is not None and exc.exit_code != EXIT_LOCKED:
-            ping(settings.healthcheck_url, success=False)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted; what was synced so far is kept")
-        return 130
+        return _failed(exc.exit_code, str(exc), args.json, settings)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted above
+        code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
+        return _failed(code, str(exc) or "interrupted (SIGINT); what was synced so far is kept", args.json,
+                       settings)
     except Exception as exc:  # a bug: one line (no message: it could hold data), the details with --verbose
         log.debug("unexpected error", exc_info=True)
-        log.error("unexpected %s; what was synced so far is kept. Please report it, with the output of "
-                  "--verbose", exc.__class__.__name__)
-        return EXIT_ABORTED
+        return _failed(EXIT_ABORTED, f"unexpected {exc.__class__.__name__}; what was synced so far is kept. Please "
+                                     f"report it, with the output of --verbose", args.json, settings)
     report(summary, args.json)
     if not args.dry_run:
         ping(settings.healthcheck_url, success=summary.exit_code == EXIT_OK)

@@ -11,18 +11,32 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
-from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
 from .casting import PropertyInfo, property_infos
-from .errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
+from .departures import ConsentWriter, Departures
+from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotReader, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
-from .mapping import Mapping, Outcome, OutOfScope, Planned, Reject, Skip, map_contact, normalise_email
+from .mapping import (
+    DEFAULT_OPTOUT_PROPERTIES,
+    Mapping,
+    Outcome,
+    OutOfScope,
+    Planned,
+    Reject,
+    Skip,
+    map_contact,
+    normalise_email,
+)
 from .retrying import Transient
 from .state import Known, Result, State, Synced
+from .summary import SUMMARY_COUNTS, Summary
 from .write_back import WriteBack
-from .writer import Pending, SubscriberWriter
+from .writer import Pending, SubscriberWriter, Written
+
+__all__ = ["Engine", "RunOptions", "Summary", "SUMMARY_COUNTS"]
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +45,6 @@ SEARCH_LAG_MS = 60_000
 ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contacts this often
 PAGE = 100  # contacts looked up in the state per query
 MERGED_PROPERTY = "hs_merged_object_ids"
-SUMMARY_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
-                  "left_scope", "written_back", "write_back_unmatched", "write_back_failed", "write_back_requests")
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
 
 
@@ -44,27 +56,7 @@ class RunOptions:
     count_total: bool = False  # spend a request on the number of contacts (for a progress ETA)
     write_back: bool = False  # MailerLite unsubscribes, bounces and spam complaints back to HubSpot
     write_back_hours: float = 24.0
-
-
-@dataclass
-class Summary:
-    mode: str
-    dry_run: bool
-    counts: Counter
-    duration_seconds: float = 0.0
-    exit_code: int = EXIT_OK
-    message: str = ""
-    hubspot_requests: int = 0
-    mailerlite_requests: int = 0
-
-    def as_dict(self) -> Dict[str, object]:
-        out: Dict[str, object] = {"mode": self.mode, "dry_run": self.dry_run}
-        out.update({k: int(self.counts.get(k, 0)) for k in SUMMARY_COUNTS})
-        out.update(would_send=int(self.counts.get("would_send", 0)),
-                   duration_seconds=round(self.duration_seconds, 3), exit_code=self.exit_code,
-                   hubspot_requests=self.hubspot_requests, mailerlite_requests=self.mailerlite_requests,
-                   message=self.message)
-        return out
+    allow_mass_leave: bool = False  # --allow-mass-leave: this run may make many contacts leave
 
 
 def _synced(hubspot_id: str, known: Known) -> Synced:
@@ -72,7 +64,7 @@ def _synced(hubspot_id: str, known: Known) -> Synced:
     return Synced(hubspot_id, known.email, known.subscriber_id, known.groups_set)
 
 
-def _pages(items: Iterable[Contact], size: int) -> Iterator[List[Contact]]:
+def _pages(items: Iterator[Contact], size: int) -> Iterator[List[Contact]]:
     it = iter(items)
     while True:
         page = list(islice(it, size))
@@ -81,7 +73,12 @@ def _pages(items: Iterable[Contact], size: int) -> Iterator[List[Contact]]:
         yield page
 
 
+ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
+
+
 class Engine:
+    """Orchestrates one run: read, map, decide (departures.py), write, record."""
+
     def __init__(self, reader: HubSpotReader, client: MailerLiteClient, state: State, mapping: Mapping,
                  options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None) -> None:
         self.reader = reader
@@ -90,16 +87,18 @@ class Engine:
         self.mapping = mapping
         self.options = options
         self.on_progress = on_progress
-        self.counts: Counter = Counter()
-        self.writer = SubscriberWriter(client, self._record)
+        self.summary = Summary("incremental", options.dry_run)
+        self.writer = SubscriberWriter(client)
         self.schema = MailerLiteSchema(client, mapping)
+        self.departures = Departures(state, mapping, ConsentWriter(client, state, self.schema, self.summary),
+                                     self.summary, self._held_in_hubspot, options.dry_run, options.allow_mass_leave)
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
-        self._field_types: Dict[str, str] = dict(state.get_json(FIELD_TYPES_KEY) or {})
+        seen_types = state.get_json(FIELD_TYPES_KEY)
+        self._field_types: Dict[str, str] = ({str(k): str(v) for k, v in seen_types.items()}
+                                             if isinstance(seen_types, dict) else {})
         self._fields_checked = False
         self._members: Dict[str, Set[int]] = {}
-        self._removals: Dict[str, FrozenSet[str]] = {}  # groups to leave once an upsert is accepted
-        self._subscriber_ids: Dict[str, Optional[str]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
         self.total: Optional[int] = None  # contacts this run expects to read, when known
@@ -110,35 +109,52 @@ class Engine:
         bookmark = self.state.bookmark()
         # A full pass that was interrupted is finished before going incremental again.
         full = self.options.full or bookmark is None or self.state.full_pass_pending()
-        mode = "full" if full else "incremental"
-        summary = Summary(mode, self.options.dry_run, self.counts)
-        self._run_id = self.state.start_run(mode, self.options.dry_run)
+        summary = self.summary
+        summary.mode = "full" if full else "incremental"
+        self._run_id = self.state.start_run(summary.mode, self.options.dry_run)
+        synced_before = self.state.count_contacts()
         try:
             write_back = self._prepare_write_back(start_ms)
+            if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
+                self._property_info()  # the opt-out properties named in the mapping exist, before any write
+            self.departures.retry_pending()  # what earlier runs could not apply comes first
             if full and not self.options.dry_run:
                 self.state.set_full_pass_pending(True)
             changed_members = self._load_memberships()
             self._sync(full, bookmark, changed_members)
-            self._leave_departed(full, start_ms)
-            if not self.options.dry_run:
+            archived_checked = self._find_departed(full, start_ms)
+            held_back = self.departures.settle(synced_before)
+            if not self.options.dry_run and held_back is None:
+                # After a held-back pass nothing moves on: the next run sees the same departures.
                 if self._members:
                     self.state.save_list_members(self._members)
+                if archived_checked:
+                    self.state.set_json(ARCHIVED_KEY, start_ms)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
             if write_back is not None:
                 before = self.reader.requests + self.client.requests
                 write_back.run(start_ms)
-                self.counts["write_back_requests"] += self.reader.requests + self.client.requests - before
-            problems = self.counts["rejected"] + self.counts["failed"] + self.counts["write_back_failed"]
+                summary.add("write_back_requests", self.reader.requests + self.client.requests - before)
+            problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"]
             summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
+            if held_back is not None:
+                summary.exit_code, summary.message = EXIT_ABORTED, held_back
         except SyncError as exc:
             summary.exit_code, summary.message = exc.exit_code, str(exc)
         except Transient as exc:  # a retry layer gave up somewhere not wrapped above: still an outage
             summary.exit_code, summary.message = EXIT_ABORTED, f"an API kept failing ({exc.reason}); stopped"
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: recorded with its own exit code, then on up
+            summary.exit_code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
+            summary.message = str(exc) or "interrupted (SIGINT)"
+            raise
+        except Exception as exc:  # a bug: recorded as aborted (no message: it could hold data), then on up
+            summary.exit_code, summary.message = EXIT_ABORTED, f"unexpected {exc.__class__.__name__}"
+            raise
         finally:
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.reader.requests
             summary.mailerlite_requests = self.client.requests
-            self.state.finish_run(self._run_id, self.counts, summary.exit_code, summary.message)
+            self.state.finish_run(self._run_id, summary.counts, summary.exit_code, summary.message)
         return summary
 
     # -- reading ---------------------------------------------------------------------------------
@@ -181,18 +197,27 @@ class Engine:
             yield from self.reader.read_by_ids(sorted(extra, key=int), props)
 
     def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
-        for page in _pages(self._contacts(full, bookmark, changed_members), PAGE):
-            ids = [c["id"] for c in page]
-            known = self.state.known(ids)
-            self._owners = self.state.owners([normalise_email(c["properties"].get("email")) for c in page])
-            for contact in page:
-                self._process(contact, known.get(contact["id"]))
-            if full and not self.options.dry_run:
-                self.state.mark_seen(ids, self._run_id)
-            if self.on_progress:
-                self.on_progress(self.counts, self.total)
-        if not self.options.dry_run:
-            self.writer.flush()
+        try:
+            for page in _pages(self._contacts(full, bookmark, changed_members), PAGE):
+                ids = [c["id"] for c in page]
+                known = self.state.known(ids)
+                emails = [normalise_email(c["properties"].get("email")) for c in page]
+                self._owners = self.state.owners(emails)
+                self.departures.new_page(emails)
+                for contact in page:
+                    self._process(contact, known.get(contact["id"]))
+                self._settle_written()
+                if full and not self.options.dry_run:
+                    self.state.mark_seen(ids, self._run_id)
+                if self.on_progress:
+                    self.on_progress(self.summary.counts, self.total)
+            if not self.options.dry_run:
+                self.writer.flush()
+            self._settle_written()
+        finally:
+            # Stopped half-way: what MailerLite answered is still recorded; the consent actions
+            # it implies are stored, not tried (the next run applies them).
+            self._settle_written(try_now=False)
 
     # -- one contact -------------------------------------------------------------------------------
     def _property_info(self) -> Dict[str, PropertyInfo]:
@@ -206,6 +231,11 @@ class Engine:
                             "gives a type", exc)
                 defs = {}
             self._info = property_infos(defs)
+            unknown_optouts = [p for p in self.mapping.optout_properties if defs and p not in self._info]
+            if unknown_optouts:
+                # Opt-outs read from a property that does not exist would be lost without a word.
+                raise ConfigError(f"HubSpot has no contact property {', '.join(unknown_optouts)} named in [consent] "
+                                  f"optout_properties; fix the mapping file (python main.py --check)")
             missing = [p for p in self.mapping.properties() if p not in self._info]
             if defs and missing:
                 log.warning("HubSpot has no contact property %s; check the mapping (python main.py --check)",
@@ -217,31 +247,36 @@ class Engine:
                            self._field_types)
 
     def _process(self, contact: Contact, known: Optional[Known]) -> None:
-        self.counts["read"] += 1
-        props = contact["properties"]
+        self.summary.add("read")
+        hubspot_id, props = contact["id"], contact["properties"]
         modified = to_epoch_ms(props.get("lastmodifieddate"))
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
-        self._leave_merged(props.get(MERGED_PROPERTY), contact["id"])
+        email = normalise_email(props.get("email"))
+        if self.departures.merged(hubspot_id, email, props.get(MERGED_PROPERTY)):
+            self._owners[email] = hubspot_id
+            known = self.state.known([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
-            self.counts["skipped"] += 1
-            if known and known.email:  # it was synced before: it has left the sync's scope
-                self._leave(_synced(contact["id"], known), outcome.reason)
+            self.summary.add("skipped")
+            synced = _synced(hubspot_id, known) if known and known.email else None
+            self.departures.out_of_scope(hubspot_id, outcome, synced, self._address_synced(email))
             return
         if isinstance(outcome, Reject):
-            self._reject_locally(contact, outcome, known)
+            self._reject(hubspot_id, outcome, known)
             return
+        self.departures.in_scope(hubspot_id, outcome.email, outcome.status == "unsubscribed")
         owner = self.writer.pending_owner(outcome.email) or self._owners.get(outcome.email)
-        if owner is not None and owner != contact["id"]:
+        if owner is not None and owner != hubspot_id:
             # Two HubSpot contacts, one address: the first one synced keeps it; this one is
-            # reported (--rejected), not silently dropped, until the first one lets it go.
-            self._reject_locally(contact, Reject(
-                f"email {outcome.email} is already synced from HubSpot contact {owner}", outcome.email), known)
+            # reported (--rejected), not silently dropped, until the first one lets it go. Its
+            # opt-out still wins.
+            self._reject(hubspot_id, Reject(f"email {outcome.email} is already synced from HubSpot contact {owner}",
+                                            outcome.email, outcome.status == "unsubscribed"), known)
             return
         if known and known.email and known.email != outcome.email:
             # A new address: the old one has left scope; the new one is a new subscriber.
-            self._leave(_synced(contact["id"], known), "the email address changed")
+            self.departures.email_changed(_synced(hubspot_id, known))
             known = None
         self._plan(contact, outcome, known)
 
@@ -250,18 +285,21 @@ class Engine:
         fingerprint = planned.fingerprint()
         if known and not self.options.force:
             if known.fingerprint == fingerprint and known.problem_kind is None:
-                self.counts["unchanged"] += 1
+                self.summary.add("unchanged")
                 return
             if known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
-                self.counts["unchanged"] += 1  # MailerLite refused this very data: wait for a change
+                self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
                 return
         if self.options.dry_run:
-            self.counts["would_send"] += 1
+            self.summary.add("would_send")
             return
         if not self._fields_checked and self._check_fields():
             remapped = self._map(contact)  # the account's field types differ from what was assumed
+            if isinstance(remapped, Reject):
+                self._reject(hubspot_id, remapped, known)
+                return
             if not isinstance(remapped, Planned):
-                self._reject_locally(contact, remapped, known)
+                self.summary.add("skipped")
                 return
             planned, fingerprint = remapped, remapped.fingerprint()
         for warning in planned.warnings:
@@ -270,25 +308,23 @@ class Engine:
         # it never set (a MailerLite form's, say) are never named in the payload.
         previously = known.fields_set if known else frozenset()
         cleared = frozenset(previously & self.mapping.managed_fields) - planned.fields.keys()
+        removals: FrozenSet[str] = frozenset()
         if known:
-            leaving = frozenset(g for g in known.groups_set - set(planned.groups) if self.mapping.manages_group(g))
-            if leaving:
-                self._removals[hubspot_id] = leaving
-                self._subscriber_ids[hubspot_id] = known.subscriber_id
+            removals = frozenset(g for g in known.groups_set - set(planned.groups) if self.mapping.manages_group(g))
         group_ids = self.schema.group_ids(list(planned.groups))
         self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
-                                frozenset(planned.fields), frozenset(planned.groups)))
+                                frozenset(planned.fields), frozenset(planned.groups), removals))
+        self._settle_written()  # recorded as soon as answered: a crash resends only what was in flight
 
-    def _reject_locally(self, contact: Contact, outcome: Outcome, known: Optional[Known]) -> None:
-        """A rejection (or skip) decided locally."""
-        if not isinstance(outcome, Reject):
-            self.counts["skipped"] += 1
-            return
-        fingerprint = outcome.fingerprint()
+    def _reject(self, hubspot_id: str, reject: Reject, known: Optional[Known]) -> None:
+        """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
+        if reject.opted_out:
+            self.departures.refused(hubspot_id, reject.email, reject.reason)
+        fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
-            self.counts["unchanged"] += 1  # rejected before with the same data: nothing new to say
+            self.summary.add("unchanged")  # rejected before with the same data: nothing new to say
             return
-        self._record([Result(contact["id"], outcome.email, "rejected", fingerprint, reason=outcome.reason)])
+        self._record([Result(hubspot_id, reject.email, "rejected", fingerprint, reason=reject.reason)])
 
     def _check_fields(self) -> bool:
         """Before the first write: fields exist (or are created) with agreeing types.
@@ -303,64 +339,48 @@ class Engine:
 
     def _record(self, results: List[Result]) -> None:
         if not self.options.dry_run:
-            for r in results:
-                leaving = self._removals.pop(r.hubspot_id, None)
-                if leaving and r.outcome in ("created", "updated"):
-                    self._leave_groups(r.subscriber_id or self._subscriber_ids.get(r.hubspot_id), leaving)
-                self._subscriber_ids.pop(r.hubspot_id, None)
             self.state.record(results)
         for r in results:
-            self.counts[r.outcome] += 1
+            self.summary.add(r.outcome)
             if r.outcome in ("rejected", "failed"):
                 log.info("contact %s (%s) %s: %s", r.hubspot_id, r.email, r.outcome, r.reason)
 
-    # -- leaving scope -------------------------------------------------------------------------------
-    def _leave_groups(self, subscriber_id: Optional[str], names: Iterable[str]) -> None:
-        if not subscriber_id:
-            return
-        for name in sorted(names):
-            gid = self.schema.group_id(name, create=False)
-            if gid:
-                self.client.unassign(subscriber_id, gid)
+    def _address_synced(self, email: str) -> bool:
+        return bool(email) and bool(self._owners.get(email) or self.writer.pending_owner(email))
 
-    def _leave(self, synced: Synced, reason: str) -> None:
-        """A synced contact left the sync's scope: apply the on_leave setting, then forget it."""
-        self.counts["left_scope"] += 1
-        log.info("contact %s (%s) left the sync: %s; %s", synced.hubspot_id, synced.email, reason,
-                 self.mapping.on_leave)
+    def _settle_written(self, try_now: bool = True) -> None:
+        """Record what MailerLite answered, then the consent actions that follow from it."""
+        written: List[Written] = self.writer.take_finished()
+        if not written:
+            return
+        self._record([result for _, result in written])
+        for item, result in written:
+            self.departures.written(item.hubspot_id, item.email, result.outcome, result.subscriber_id, item.removals,
+                                    item.opts_out, result.reason, try_now)
+
+    # -- leaving -----------------------------------------------------------------------------------
+    def _held_in_hubspot(self, synced: Synced) -> bool:
+        """One HubSpot search: another live contact with the address that the mapping keeps in scope."""
+        for contact in self.reader.contacts_with_email(synced.email, self.mapping.properties()):
+            if contact["id"] != synced.hubspot_id and isinstance(self._map(contact), (Planned, Reject)):
+                return True
+        return False
+
+    def _find_departed(self, full: bool, start_ms: int) -> bool:
+        """Contacts gone from HubSpot (archived, merged away) or from the synced lists. Returns
+        whether the archived ones were looked for."""
         if self.options.dry_run:
-            return
-        if self.mapping.on_leave == "remove_from_groups":
-            self._leave_groups(synced.subscriber_id,
-                               (g for g in synced.groups_set if self.mapping.manages_group(g)))
-        elif self.mapping.on_leave == "unsubscribe":
-            answer = self.client.upsert({"email": synced.email, "status": "unsubscribed"})
-            if answer.code not in (200, 201):
-                log.warning("could not unsubscribe %s (HTTP %s)", synced.email, answer.code)
-        self.state.forget(synced.hubspot_id)
-
-    def _leave_merged(self, merged: Optional[str], survivor: str) -> None:
-        ids = [i.strip() for i in str(merged or "").split(";")]
-        for synced in self.state.synced(i for i in ids if i.isdigit() and i != survivor):
-            self._leave(synced, f"merged into contact {survivor}")
-
-    def _leave_departed(self, full: bool, start_ms: int) -> None:
-        """Contacts gone from HubSpot (archived, merged away) or from the synced lists."""
-        if self.options.dry_run:
-            return
+            return False
         if full:
-            gone = self.state.unseen(self._run_id)
-            for synced in self.state.synced(gone):
-                self._leave(synced, "no longer in HubSpot or the synced lists")
-            self.state.set_json("archived_checked_ms", start_ms)
-            return
-        last = self.state.get_json("archived_checked_ms")
+            self.departures.gone(self.state.synced(self.state.unseen(self._run_id)),
+                                 "no longer in HubSpot or the synced lists")
+            return True
+        last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < ARCHIVED_CHECK_MS:
-            return
+            return False
         archived = (c["id"] for c in self.reader.iter_contacts(["email"], archived=True))
-        for synced in self.state.synced(archived):
-            self._leave(synced, "archived in HubSpot")
-        self.state.set_json("archived_checked_ms", start_ms)
+        self.departures.gone(self.state.synced(archived), "archived in HubSpot")
+        return True
 
     def _prepare_write_back(self, start_ms: int) -> Optional[WriteBack]:
         """Write-back, when on and due, runs after the forward sync, so the bookmark that sync moved
@@ -371,7 +391,7 @@ class Engine:
             return None
         if not isinstance(self.reader, HubSpotWriter):
             raise ConfigError("write-back needs a HubSpot client that can write")
-        write_back = WriteBack(self.reader, self.client, self.state, self.counts, self.options.write_back_hours,
+        write_back = WriteBack(self.reader, self.client, self.state, self.summary, self.options.write_back_hours,
                                self.options.dry_run)
         if not write_back.due(start_ms):
             return None

@@ -41,3 +41,15 @@ class StateWriteError(StateError):
     """The state database stopped taking writes mid-run: what MailerLite has is kept."""
 
     exit_code = EXIT_ABORTED
+
+
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it
+EXIT_TERMINATED = 143  # SIGTERM (schedulers and hosting panels stopping the program)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal stopped the run; what was done is kept, the record says how it ended."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -311,6 +311,11 @@ class HubSpotReader:
             if not capped:
                 return
 
+    def contacts_with_email(self, email: str, properties: List[str]) -> List[Contact]:
+        """Live contacts whose primary address is `email` (one search; case is ignored)."""
+        filters = [{"propertyName": "email", "operator": "IN", "values": [email]}]
+        return [contact for contact, _ in self._search_all(filters, "hs_object_id", properties)]
+
     def read_by_ids(self, ids: Iterable[str], properties: List[str]) -> Iterator[Contact]:
         """Contacts by id, 100 a request; ids that no longer exist are simply absent."""
         batch: List[str] = []

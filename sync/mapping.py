@@ -16,7 +16,8 @@ from typing import Mapping as MappingType
 
 from .casting import TEXT_MAX, CastError, PropertyInfo, cast, clean_text, infer_field_type
 
-__all__ = ["TEXT_MAX", "DEFAULT_FIELD_MAP", "FieldRule", "PropertyGroupRule", "Mapping", "Planned", "Skip",
+__all__ = ["TEXT_MAX", "DEFAULT_FIELD_MAP", "DEFAULT_OPTOUT_PROPERTIES",
+           "FieldRule", "PropertyGroupRule", "Mapping", "Planned", "Skip",
            "Reject", "OutOfScope", "map_contact", "email_problem", "normalise_email"]
 
 # HubSpot property -> MailerLite field key (MailerLite's default fields).
@@ -31,8 +32,10 @@ DEFAULT_FIELD_MAP: Dict[str, str] = {
     "country": "country",
 }
 EMAIL_PROPERTY = "email"
-OPTOUT_PROPERTY = "hs_email_optout"
-ALWAYS_READ = (EMAIL_PROPERTY, OPTOUT_PROPERTY, "lastmodifieddate")
+OPTOUT_PROPERTY = "hs_email_optout"  # "Unsubscribed from all email"
+# Per-subscription opt-outs are hs_email_optout_<subscription type id>; the mapping file lists them.
+DEFAULT_OPTOUT_PROPERTIES = (OPTOUT_PROPERTY,)
+ALWAYS_READ = (EMAIL_PROPERTY, "lastmodifieddate")
 FIELD_TYPES = ("text", "number", "date")
 TRANSFORMS = ("label",)
 ON_LEAVE = ("remove_from_groups", "unsubscribe", "leave")
@@ -82,6 +85,12 @@ class Mapping:
     create_missing_fields: bool = False
     on_leave: str = "remove_from_groups"
     write_back: bool = False  # also settable with SYNC_WRITE_BACK
+    # Properties whose true value means "unsubscribed in MailerLite"; always read.
+    optout_properties: Tuple[str, ...] = DEFAULT_OPTOUT_PROPERTIES
+    # The mass-leave guard: a pass making more than this share AND more than this number of the
+    # synced contacts leave stops before anyone leaves (--allow-mass-leave confirms, for one run).
+    mass_leave_percent: float = 10.0
+    mass_leave_min: int = 25
 
     @classmethod
     def default(cls, **changes: Any) -> Mapping:
@@ -89,7 +98,8 @@ class Mapping:
 
     def properties(self) -> List[str]:
         """The HubSpot properties a run must ask for."""
-        wanted = set(ALWAYS_READ) | {r.prop for r in self.rules} | {g.prop for g in self.property_groups}
+        wanted = set(ALWAYS_READ) | set(self.optout_properties) | {r.prop for r in self.rules}
+        wanted |= {g.prop for g in self.property_groups}
         return sorted(wanted | {prop for prop, _ in self.scope_where})
 
     def list_ids(self) -> List[str]:
@@ -112,6 +122,10 @@ class Mapping:
     def field_types(self, props: MappingType[str, PropertyInfo],
                     known: Optional[MappingType[str, str]] = None) -> Dict[str, str]:
         return {rule.field: self.field_type(rule, props, known) for rule in self.rules}
+
+    def opted_out(self, props: MappingType[str, Any]) -> bool:
+        """Whether any opt-out property is true: the person must be unsubscribed in MailerLite."""
+        return any(str(props.get(p) or "").strip().lower() == "true" for p in self.optout_properties)
 
     def manages_group(self, name: str) -> bool:
         """Whether a rule here decides membership of this group (only such groups are ever left)."""
@@ -159,19 +173,26 @@ class Skip:
 
 @dataclass(frozen=True)
 class OutOfScope:
-    """Not to be synced (not in the lists, filtered out by a property)."""
+    """Not to be synced (not in the lists, filtered out by a property). An opt-out is carried:
+    consent does not depend on scope."""
 
     reason: str
     email: str = ""
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)
 class Reject:
+    """The data cannot be sent. An opt-out is carried, so it is delivered on its own."""
+
     reason: str
     email: str = ""
+    opted_out: bool = False
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(f"reject\0{self.email}\0{self.reason}".encode()).hexdigest()[:32]
+        # The opt-out is part of it: opting out later is a change, never "rejected as before".
+        optout = "\0optout" if self.opted_out else ""
+        return hashlib.sha256(f"reject\0{self.email}\0{self.reason}{optout}".encode()).hexdigest()[:32]
 
 
 Outcome = Union[Planned, Skip, Reject, OutOfScope]
@@ -235,12 +256,13 @@ def map_contact(contact: Dict[str, Any], mapping: Mapping,
     email = normalise_email(props.get(EMAIL_PROPERTY))
     if not email:
         return Skip("no email address")
+    opted_out = mapping.opted_out(props)
     out_of_scope = _scope_problem(props, mapping, lists)
     if out_of_scope:
-        return OutOfScope(out_of_scope, email)
+        return OutOfScope(out_of_scope, email, opted_out)
     problem = email_problem(email)
     if problem:
-        return Reject(problem, email)
+        return Reject(problem, email, opted_out)
     warnings: List[str] = []
     fields: Dict[str, Any] = {}
     for rule in mapping.rules:
@@ -249,9 +271,8 @@ def map_contact(contact: Dict[str, Any], mapping: Mapping,
                             info.get(rule.prop, _PLAIN), rule.transform, rule.true_value,
                             rule.false_value, warnings)
         except CastError as exc:
-            return Reject(str(exc), email)
+            return Reject(str(exc), email, opted_out)
         if value is not None:
             fields[rule.field] = value
-    opted_out = str(props.get(OPTOUT_PROPERTY) or "").strip().lower() == "true"
     return Planned(email, fields, "unsubscribed" if opted_out else None, _groups(props, mapping, info, lists),
                    tuple(warnings))

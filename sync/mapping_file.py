@@ -21,6 +21,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 from .errors import ConfigError
 from .mapping import (
     DEFAULT_FIELD_MAP,
+    DEFAULT_OPTOUT_PROPERTIES,
     FIELD_TYPES,
     GROUP_NAME_MAX,
     ON_LEAVE,
@@ -35,7 +36,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.9/3.10
     import tomli as tomllib
 
-TOP_LEVEL = {"create_missing_fields", "on_leave", "write_back", "fields", "groups", "scope"}
+TOP_LEVEL = {"create_missing_fields", "on_leave", "mass_leave_percent", "mass_leave_min", "write_back", "fields",
+             "groups", "scope", "consent"}
 FIELD_KEYS = {"field", "type", "transform", "true_value", "false_value"}
 _FIELD_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 _PROPERTY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -148,6 +150,25 @@ def _scope(table: Any) -> Tuple[Tuple[str, ...], Tuple[Tuple[str, FrozenSet[str]
     return lists, filters
 
 
+def _consent(table: Any) -> Tuple[str, ...]:
+    _check(isinstance(table, dict), "[consent] must be a table")
+    _no_unknown(table, {"optout_properties"}, "[consent] ")
+    names = _string_list(table.get("optout_properties", list(DEFAULT_OPTOUT_PROPERTIES)),
+                         "[consent] optout_properties")
+    _check(bool(names), "[consent] optout_properties must name at least one property (hs_email_optout)")
+    return tuple(dict.fromkeys(_property(n, "[consent] optout_properties") for n in names))
+
+
+def _mass_leave(data: Dict[str, Any]) -> Tuple[float, int]:
+    percent = data.get("mass_leave_percent", 10)
+    _check(isinstance(percent, (int, float)) and not isinstance(percent, bool) and 0 <= percent <= 100,
+           "mass_leave_percent must be a number from 0 to 100")
+    minimum = data.get("mass_leave_min", 25)
+    _check(isinstance(minimum, int) and not isinstance(minimum, bool) and minimum >= 0,
+           "mass_leave_min must be a whole number, 0 or more")
+    return float(percent), minimum
+
+
 def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mapping:
     """A Mapping from the parsed TOML document; raises _Problem with a one-line reason."""
     _no_unknown(data, TOP_LEVEL, "")
@@ -160,8 +181,10 @@ def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mappi
     static, by_property, by_list = _groups(data.get("groups", {}))
     lists, where = _scope(data.get("scope", {}))
     static = tuple(dict.fromkeys(tuple(env_groups) + static))  # keep order, no duplicates
+    optouts = _consent(data.get("consent", {}))
+    percent, minimum = _mass_leave(data)
     return Mapping(rules, static, by_property, by_list, lists, where, create, on_leave,
-                   bool(data.get("write_back", False)))
+                   bool(data.get("write_back", False)), optouts, percent, minimum)
 
 
 def env_group_names(raw: Optional[str]) -> Tuple[str, ...]:

@@ -54,7 +54,13 @@ class Preflight:
         if isinstance(defs, dict):
             info = property_infos(defs)
             for prop in self.mapping.properties():
-                if prop not in info:
+                if prop in info:
+                    continue
+                if prop in self.mapping.optout_properties:
+                    # A misspelt opt-out property would let opt-outs go unnoticed: always a problem.
+                    self.problems.append(f"HubSpot has no opt-out property {prop!r} ([consent] optout_properties; "
+                                         f"per-subscription ones are hs_email_optout_<subscription type id>)")
+                else:
                     self.problems.append(f"HubSpot has no contact property {prop!r}")
         sample = self._try(lambda: list(islice(self.reader.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)))
         fields = self._try(self.client.list_fields)

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .errors import StateError, StateWriteError
+from .errors import EXIT_ABORTED, StateError, StateWriteError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -76,6 +76,25 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
             hubspot_id INTEGER,
             written_at INTEGER NOT NULL)""",
     ),
+    5: (
+        # Consent actions decided but not yet taken by MailerLite (an unsubscribe, leaving groups):
+        # kept and retried every run until they are. `forget`: the contact left the sync and is
+        # forgotten once its action is applied.
+        """CREATE TABLE pending_actions (
+            hubspot_id INTEGER NOT NULL,
+            email TEXT NOT NULL,
+            subscriber_id TEXT,
+            unsubscribe INTEGER NOT NULL,
+            groups_set TEXT NOT NULL DEFAULT '',
+            forget INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (hubspot_id, email))""",
+        # Opt-outs delivered on their own (the full upsert was refused, the contact is a duplicate or
+        # out of scope), so each is sent once, not every run.
+        "CREATE TABLE optouts_sent (email TEXT PRIMARY KEY, hubspot_id INTEGER, sent_at INTEGER NOT NULL)",
+    ),
 }
 
 RUN_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
@@ -118,6 +137,20 @@ class Result:
     subscriber_id: Optional[str] = None
     reason: str = ""
     groups_set: FrozenSet[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class PendingAction:
+    """What MailerLite must still be told for a contact's consent: unsubscribe, leave groups."""
+
+    hubspot_id: str
+    email: str
+    subscriber_id: Optional[str]
+    unsubscribe: bool
+    groups: FrozenSet[str]  # managed group names to leave
+    forget: bool  # the contact left the sync: forget it once this is applied
+    reason: str
+    attempts: int = 0
 
 
 def _split(text: Optional[str], sep: str = ",") -> FrozenSet[str]:
@@ -261,6 +294,9 @@ class State:
                         (hid, r.email, r.fingerprint, ",".join(sorted(r.fields_set)), r.subscriber_id,
                          r.outcome, now, GROUP_SEP.join(sorted(r.groups_set)), self.current_run))
                     self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (hid,))
+                    # Back in the sync with this address: a departure still pending is void.
+                    self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=? AND forget=1",
+                                      (hid, r.email))
                 else:
                     self.conn.execute(
                         "INSERT INTO problems(hubspot_id, email, kind, reason, fingerprint, attempts, first_seen, "
@@ -295,6 +331,78 @@ class State:
                 f"WHERE hubspot_id IN ({','.join('?' * len(chunk))})", chunk)
             out.extend(Synced(str(h), e, s, _split(g, GROUP_SEP)) for h, e, s, g in rows)
         return out
+
+    def others_holding(self, email: str, hubspot_id: str) -> List[str]:
+        """Other synced contacts with this address (for: never unsubscribe an address still held)."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT hubspot_id FROM contacts WHERE email=? AND hubspot_id!=?", (email, int(hubspot_id)))]
+
+    def take_over(self, old_id: str, new_id: str) -> None:
+        """A merge: the contact's new record id takes over the old id's subscriber and history."""
+        old, new = int(old_id), int(new_id)
+        with self.transaction():
+            has_new = self.conn.execute("SELECT 1 FROM contacts WHERE hubspot_id=?", (new,)).fetchone()
+            if has_new:
+                self.conn.execute("DELETE FROM contacts WHERE hubspot_id=?", (old,))
+            else:
+                self.conn.execute("UPDATE contacts SET hubspot_id=? WHERE hubspot_id=?", (new, old))
+            self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (old,))
+            self.conn.execute("UPDATE OR REPLACE pending_actions SET hubspot_id=? WHERE hubspot_id=?", (new, old))
+
+    # -- consent actions -------------------------------------------------------------------------
+    def pending_actions(self) -> List[PendingAction]:
+        rows = self.conn.execute("SELECT hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, reason, "
+                                 "attempts FROM pending_actions ORDER BY hubspot_id, email")
+        return [PendingAction(str(h), e, s, bool(u), _split(g, GROUP_SEP), bool(f), r, int(a))
+                for h, e, s, u, g, f, r, a in rows]
+
+    def save_action(self, action: PendingAction) -> None:
+        """Remember an action before it is tried: a crash or a refusal never loses it."""
+        with self.transaction():
+            self.conn.execute(
+                "INSERT INTO pending_actions(hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, "
+                "reason) VALUES (?,?,?,?,?,?,?) ON CONFLICT(hubspot_id, email) DO UPDATE SET "
+                "subscriber_id=COALESCE(excluded.subscriber_id, pending_actions.subscriber_id), "
+                "unsubscribe=MAX(excluded.unsubscribe, pending_actions.unsubscribe), "
+                "groups_set=excluded.groups_set, forget=MAX(excluded.forget, pending_actions.forget), "
+                "reason=excluded.reason",
+                (int(action.hubspot_id), action.email, action.subscriber_id, int(action.unsubscribe),
+                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), action.reason[:500]))
+
+    def action_failed(self, action: PendingAction, error: str) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE pending_actions SET attempts=attempts+1, last_error=? "
+                              "WHERE hubspot_id=? AND email=?", (error[:500], int(action.hubspot_id), action.email))
+
+    def action_done(self, action: PendingAction) -> None:
+        """MailerLite took the action: drop it, and forget the contact if it left the sync."""
+        hid = int(action.hubspot_id)
+        with self.transaction():
+            self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=?", (hid, action.email))
+            if action.forget:
+                # Only the row of this address: after an email change the contact's new one stays.
+                self.conn.execute("DELETE FROM contacts WHERE hubspot_id=? AND email=?", (hid, action.email))
+                if not self.conn.execute("SELECT 1 FROM contacts WHERE hubspot_id=?", (hid,)).fetchone():
+                    self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (hid,))
+
+    def optouts_sent(self, emails: Sequence[str]) -> Dict[str, str]:
+        """email -> the contact whose opt-out was delivered on its own (one query per page)."""
+        wanted = sorted({e for e in emails if e})
+        if not wanted:
+            return {}
+        rows = self.conn.execute(f"SELECT email, hubspot_id FROM optouts_sent WHERE email IN "
+                                 f"({','.join('?' * len(wanted))})", wanted)
+        return {email: str(hid) for email, hid in rows}
+
+    def record_optout_sent(self, email: str, hubspot_id: str) -> None:
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO optouts_sent(email, hubspot_id, sent_at) VALUES (?,?,?)",
+                              (email, int(hubspot_id), _now()))
+
+    def clear_optout_sent(self, email: str) -> None:
+        """The address opted back in: a later opt-out must be delivered again."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM optouts_sent WHERE email=?", (email,))
 
     def mark_seen(self, hubspot_ids: Sequence[str], run_id: int) -> None:
         ids = [int(i) for i in hubspot_ids if str(i).isdigit()]
@@ -366,11 +474,13 @@ class State:
     def start_run(self, mode: str, dry_run: bool) -> int:
         try:
             with self.transaction():
-                cur = self.conn.execute("INSERT INTO runs(started_at, mode, dry_run) VALUES (?,?,?)",
-                                        (_now(), mode, int(dry_run)))
+                # Recorded as aborted until finish_run says otherwise: a killed run never reads "exit 0".
+                cur = self.conn.execute("INSERT INTO runs(started_at, mode, dry_run, exit_code, message) "
+                                        "VALUES (?,?,?,?,?)", (_now(), mode, int(dry_run), EXIT_ABORTED,
+                                                               "did not finish (killed or crashed)"))
         except StateWriteError as exc:
             raise StateError(str(exc)) from None  # nothing has been done yet: a setup problem
-        self.current_run = int(cur.lastrowid)
+        self.current_run = int(cur.lastrowid or 0)
         return self.current_run
 
     def finish_run(self, run_id: int, counts: Dict[str, int], exit_code: int, message: str = "") -> None:

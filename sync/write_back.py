@@ -8,7 +8,6 @@ status or `hs_email_optout`, which carry legal meaning and have no undo through 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
@@ -16,6 +15,7 @@ from .hubspot import CHANGED_PROPERTY, STATUS_PROPERTY, HubSpotWriter
 from .mailerlite import MailerLiteClient
 from .mapping import normalise_email
 from .state import State
+from .summary import Summary
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,12 @@ def hubspot_datetime(mailerlite_time: Optional[str]) -> Optional[str]:
 
 
 class WriteBack:
-    def __init__(self, hubspot: HubSpotWriter, mailerlite: MailerLiteClient, state: State, counts: Counter,
+    def __init__(self, hubspot: HubSpotWriter, mailerlite: MailerLiteClient, state: State, summary: Summary,
                  interval_hours: float, dry_run: bool = False) -> None:
         self.hubspot = hubspot
         self.mailerlite = mailerlite
         self.state = state
-        self.counts = counts
+        self.summary = summary
         self.interval_ms = int(interval_hours * 3_600_000)
         self.dry_run = dry_run
         self._had_failures = False
@@ -81,7 +81,7 @@ class WriteBack:
         if not changed:
             return
         if self.dry_run:
-            self.counts["would_write_back"] += len(changed)
+            self.summary.add("would_write_back", len(changed))
             return
         emails = [e for e, _, _ in changed]
         ids = self.state.owners(emails)  # the contacts this sync created know their HubSpot id
@@ -93,7 +93,7 @@ class WriteBack:
         for email, status, changed_at in changed:
             hubspot_id = ids.get(email)
             if hubspot_id is None:
-                self.counts["write_back_unmatched"] += 1  # reported, never created in HubSpot
+                self.summary.add("write_back_unmatched")  # reported, never created in HubSpot
                 done.append((email, status, changed_at, None))
                 continue
             props: Dict[str, Optional[str]] = {STATUS_PROPERTY: status}
@@ -105,9 +105,9 @@ class WriteBack:
         failed = self.hubspot.update_contacts(inputs) if inputs else set()
         if failed:
             self._had_failures = True
-            self.counts["write_back_failed"] += len(failed)
+            self.summary.add("write_back_failed", len(failed))
             log.warning("HubSpot did not take the MailerLite status of %d contacts; retried next run", len(failed))
         recorded = [row for row in done if row[3] is None or row[3] not in failed]
-        self.counts["written_back"] += sum(1 for row in recorded if row[3] is not None)
+        self.summary.add("written_back", sum(1 for row in recorded if row[3] is not None))
         self.state.record_written_back(recorded)
 

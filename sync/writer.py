@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional
+from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
 from .errors import AbortRun
 from .mailerlite import BATCH_LIMIT, ImportLimited, ItemResult, MailerLiteClient, describe_error
@@ -40,7 +40,15 @@ class Pending:
     fingerprint: str
     fields_set: FrozenSet[str]
     groups: FrozenSet[str] = frozenset()
+    removals: FrozenSet[str] = frozenset()  # managed groups to leave once MailerLite accepts the upsert
     attempts: int = 0
+
+    @property
+    def opts_out(self) -> bool:
+        return self.payload.get("status") == "unsubscribed"
+
+
+Written = Tuple[Pending, Result]  # an item and its recorded outcome
 
 
 def classify(item: Pending, answer: ItemResult) -> Optional[Result]:
@@ -63,10 +71,13 @@ def classify(item: Pending, answer: ItemResult) -> Optional[Result]:
 
 
 class SubscriberWriter:
-    def __init__(self, client: MailerLiteClient, on_results: Callable[[List[Result]], None],
+    """Takes items with add(), sends them when it suits the limits; take_finished() hands back
+    the answered ones (also after an AbortRun, so nothing answered goes unrecorded)."""
+
+    def __init__(self, client: MailerLiteClient,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.client = client
-        self.on_results = on_results
+        self.finished: List[Written] = []
         self.clock = clock
         self.sleep = sleep
         self.buffer: Deque[Pending] = deque()
@@ -74,8 +85,6 @@ class SubscriberWriter:
         self._import_wait = IMPORT_WAIT_FIRST
         self.batch_costs_items: Optional[bool] = None  # learned from X-RateLimit-Remaining
         self._consecutive_failures = 0
-        self.batches = 0
-        self.singles = 0
         self._pending_emails: Dict[str, str] = {}  # email -> HubSpot id, for items not yet answered
 
     # -- public --------------------------------------------------------------------------------
@@ -88,11 +97,15 @@ class SubscriberWriter:
         """The contact already queued with this address in this run, if any."""
         return self._pending_emails.get(email)
 
-    def _done(self, results: List[Result]) -> None:
-        for r in results:
+    def take_finished(self) -> List[Written]:
+        done, self.finished = self.finished, []
+        return done
+
+    def _done(self, written: List[Written]) -> None:
+        for _, r in written:
             if self._pending_emails.get(r.email) == r.hubspot_id:
                 del self._pending_emails[r.email]
-        self.on_results(results)
+        self.finished.extend(written)
 
     def flush(self) -> None:
         self._pump(final=True)
@@ -149,7 +162,6 @@ class SubscriberWriter:
             for item in items:
                 self._send_single(item)
             return
-        self.batches += 1
         self._import_wait = IMPORT_WAIT_FIRST
         self._learn_batch_cost(before, self.client.remaining, len(items))
         self._consecutive_failures = 0
@@ -164,18 +176,17 @@ class SubscriberWriter:
             return
         except Transient as exc:
             self._consecutive_failures += 1
-            self._done([Result(item.hubspot_id, item.email, "failed", item.fingerprint,
-                               reason=f"MailerLite: {exc.reason}")])
+            self._done([(item, Result(item.hubspot_id, item.email, "failed", item.fingerprint,
+                                      reason=f"MailerLite: {exc.reason}"))])
             if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 raise AbortRun(f"MailerLite keeps failing ({exc.reason}); stopped, the next run "
                                f"continues where this one stopped") from None
             return
-        self.singles += 1
         self._consecutive_failures = 0
         self._settle([item], [answer])
 
     def _settle(self, items: List[Pending], answers: List[ItemResult]) -> None:
-        results: List[Result] = []
+        results: List[Written] = []
         for item, answer in zip(items, answers):
             result = classify(item, answer)
             if result is None:
@@ -185,6 +196,6 @@ class SubscriberWriter:
                     continue
                 result = Result(item.hubspot_id, item.email, "failed", item.fingerprint,
                                 reason=f"MailerLite answered {answer.code} {MAX_ITEM_ATTEMPTS} times")
-            results.append(result)
+            results.append((item, result))
         if results:
             self._done(results)

@@ -170,6 +170,45 @@ class FakeHubSpot(FakeAPI):
                                 "groupName": "contactinformation", "options": options or [],
                                 "hidden": False, "calculated": False, "hubspotDefined": False})
 
+    def add_optout_property(self, subscription_id: str, name: str = "Marketing information") -> str:
+        """A per-subscription opt-out property, as HubSpot defines one per subscription type."""
+        prop = f"hs_email_optout_{subscription_id}"
+        self.properties.append({"name": prop, "label": f"Opted out of email: {name}", "type": "enumeration",
+                                "fieldType": "booleancheckbox", "groupName": "emailinformation",
+                                "options": [{"label": "Yes", "value": "true"}, {"label": "No", "value": "false"}],
+                                "hidden": False, "calculated": False, "hubspotDefined": True})
+        return prop
+
+    def merge_contacts(self, primary_id: str, secondary_id: str, new_id: bool) -> str:
+        """Merge secondary into primary; returns the id of the merged record.
+
+        new_id=False (the older behaviour): the primary keeps its id. new_id=True (HubSpot's
+        current behaviour): the merged record gets a new id. Either way the merged record's
+        hs_merged_object_ids names the ids merged into it, it keeps the primary's address (the
+        secondary's goes to hs_additional_emails), and the merged-away records are gone (archived).
+        """
+        with self.lock:
+            primary, secondary = self.contacts[int(primary_id)], self.contacts[int(secondary_id)]
+            props = dict(secondary["properties"])
+            props.update({k: v for k, v in primary["properties"].items() if v not in (None, "")})
+            before = [i for i in str(primary["properties"].get("hs_merged_object_ids") or "").split(";") if i]
+            merged = before + ([primary_id, secondary_id] if new_id else [secondary_id])
+            props["hs_merged_object_ids"] = ";".join(merged)
+            props["hs_additional_emails"] = secondary["properties"].get("email")
+            gone = [int(primary_id), int(secondary_id)] if new_id else [int(secondary_id)]
+            for cid in gone:
+                self.contacts[cid]["archived"] = True
+                self.contacts[cid]["modified"] = self.now_ms()
+        if not new_id:
+            self.update_contact(primary_id, {k: props[k] for k in ("hs_merged_object_ids", "hs_additional_emails")})
+            return primary_id
+        for list_members in self.lists.values():  # the merged record is in the lists its parts were in
+            if int(primary_id) in list_members or int(secondary_id) in list_members:
+                list_members.append(self._next_id)
+        props.pop("hs_object_id", None)
+        props.pop("createdate", None)
+        return self.add_contact(props)
+
     # -- auth and limits ---------------------------------------------------------------
     def before_request(self, request: Request, endpoint: str) -> Optional[Response]:
         auth = request.headers.get("Authorization", "")

@@ -1,0 +1,121 @@
+"""Consent figures for the README's Reliability table: a truncated listing and merges.
+
+    python benchmarks/consent.py
+
+Runs `main.py`'s code (cli.main, in-process) against the fake APIs with on_leave = "unsubscribe":
+1. 300 synced contacts; a --full pass whose first listing page comes back without `paging`
+   (the listing looks complete after 100); then a normal run.
+2. 100 synced contacts; 10 merges (each keeps the primary's address, the secondary's leaves),
+   in both HubSpot behaviours (new record id; survivor keeps its id); then a --full pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from werkzeug.wrappers import Request, Response  # noqa: E402
+
+from sync import cli  # noqa: E402
+from sync.retrying import RetryPolicy  # noqa: E402
+from sync.sandbox.fakes.hubspot import FakeHubSpot  # noqa: E402
+from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
+
+Runner = Callable[..., Tuple[int, Dict[str, Any]]]
+
+
+def world(n: int, tmp: str) -> Tuple[FakeHubSpot, FakeMailerLite, List[str], Runner]:
+    hs = FakeHubSpot(time_scale=0.01).start()
+    ml = FakeMailerLite(time_scale=0.01).start()
+    base = int(time.time() * 1000) - 3_600_000
+    ids = [hs.add_contact({"email": f"p{i}@example.com", "firstname": f"F{i}"}, modified_ms=base + i)
+           for i in range(n)]
+    mapping = Path(tmp) / "mapping.toml"
+    mapping.write_text('on_leave = "unsubscribe"\n[groups]\nall = ["Synced"]\n')
+    env = Path(tmp) / "empty.env"
+    env.write_text("")
+    env.chmod(0o600)
+    os.environ.update(HUBSPOT_ACCESS_TOKEN="hs-test-token", MAILERLITE_API_KEY="ml-test-token",
+                      HUBSPOT_BASE_URL=hs.url, MAILERLITE_BASE_URL=ml.base_url, SYNC_STATE_DB=str(Path(tmp) / "s.db"))
+
+    def run(*args: str) -> Tuple[int, Dict[str, Any]]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            code = cli.main(["--json", "--quiet", "--env-file", str(env), "--mapping", str(mapping), *args])
+        return code, json.loads(out.getvalue().strip().splitlines()[-1])
+
+    return hs, ml, ids, run
+
+
+def show(label: str, code: int, summary: Dict[str, Any], ml: FakeMailerLite) -> None:
+    unsubscribed = sum(1 for s in ml.subscribers.values() if s["status"] == "unsubscribed")
+    print(f"{label}: exit {code}; read {summary.get('read')}, left {summary.get('left_scope')}, held back "
+          f"{summary.get('mass_leave_held')}, rejected {summary.get('rejected')}, created {summary.get('created')}; "
+          f"MailerLite: {len(ml.subscribers)} subscribers, {unsubscribed} unsubscribed")
+    if summary.get("message"):
+        print(f"    {summary['message']}")
+
+
+def truncated_listing() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        hs, ml, _, run = world(300, tmp)
+        show("300 contacts, first run", *run(), ml)
+        done = {"yes": False}
+
+        def no_paging_once(request: Request) -> Any:
+            listing = (request.method == "GET" and "/objects/" in request.path and request.path.endswith("/contacts")
+                       and request.args.get("archived") != "true")
+            if done["yes"] or not listing:
+                return None
+            done["yes"] = True
+            answer = hs._dispatch(request)
+            body = json.loads(answer.get_data())
+            body.pop("paging", None)
+            return Response(json.dumps(body), status=200, content_type="application/json")
+
+        hs.faults.only_paths = ("/crm/",)
+        hs.faults.script.extend([no_paging_once] * 100)
+        show("--full, first listing page without paging", *run("--full"), ml)
+        hs.faults.script.clear()
+        show("next run", *run(), ml)
+        hs.stop()
+        ml.stop()
+
+
+def merges(new_id: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        hs, ml, ids, run = world(100, tmp)
+        run()
+        before = {k: ml.subscriber(f"p{k}@example.com")["id"] for k in range(10)}
+        for k in range(10):  # p50 merged into p0, p51 into p1, ...
+            hs.merge_contacts(ids[k], ids[50 + k], new_id=new_id)
+        label = "new record id" if new_id else "survivor keeps its id"
+        show(f"10 merges ({label}), next run", *run(), ml)
+        kept = sum(1 for k in range(10) if ml.subscriber(f"p{k}@example.com")["id"] == before[k]
+                   and ml.subscriber(f"p{k}@example.com")["status"] == "active")
+        print(f"    merged records keeping their subscriber, active: {kept}/10")
+        show(f"10 merges ({label}), --full after", *run("--full"), ml)
+        hs.stop()
+        ml.stop()
+
+
+def main() -> int:
+    RetryPolicy.BACKOFF, RetryPolicy.MAX_BACKOFF = 0.02, 0.2
+    truncated_listing()
+    merges(new_id=True)
+    merges(new_id=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""Consent and departures: who is unsubscribed, who leaves which groups, who is forgotten.
+
+The rules (the README's "Consent" section says the same to users):
+- An opt-out (any of the mapping's opt-out properties true) always reaches MailerLite. When the
+  full upsert cannot carry it (its data is refused, locally or with a 422; the contact is a
+  duplicate of another holding the address; it leaves the sync's scope), the unsubscribe goes
+  on its own: {"email", "status": "unsubscribed"}, nothing else.
+- Nobody outside the sync's scope is created in MailerLite: an out-of-scope contact that opts
+  out is only unsubscribed when its address is synced (by it or another contact).
+- A contact leaving the sync gets the on_leave policy; "unsubscribe" is never applied to an
+  address another live, in-scope contact still holds (only the managed groups are removed).
+- A merge's new record takes over the subscriber of the merged-away record with its address.
+- Every action is stored before it is tried and kept until MailerLite takes it; the contact is
+  forgotten only then.
+- The mass-leave guard: one pass making too many synced contacts leave stops the leaving.
+
+Decisions are plain functions; `Departures` follows one run, `ConsentWriter` applies. The engine
+only orchestrates: read, map, decide (here), write, record.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, Union
+
+from .errors import AbortRun
+from .mailerlite import MailerLiteClient, describe_error
+from .mailerlite_schema import MailerLiteSchema
+from .mapping import Mapping, OutOfScope, Skip, email_problem
+from .retrying import Transient
+from .state import PendingAction, State, Synced
+from .summary import Summary
+from .writer import NOT_REACTIVATED_HINT
+
+log = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_FAILURES = 3  # actions refused in a row: MailerLite is down, stop the run
+ALLOW_FLAG = "--allow-mass-leave"
+
+
+@dataclass(frozen=True)
+class Leaving:
+    """A synced contact that leaves the sync, and why."""
+
+    synced: Synced
+    reason: str
+    opted_out: bool = False
+    # Departures read from absence or scope (unseen in a full pass, archived, out of scope, no
+    # email) count toward the mass-leave guard; those seen directly (a new address, a merge) do not.
+    guarded: bool = True
+
+
+def managed_groups(synced: Synced, mapping: Mapping) -> FrozenSet[str]:
+    return frozenset(g for g in synced.groups_set if mapping.manages_group(g))
+
+
+def leave_action(leaving: Leaving, mapping: Mapping, address_held: bool) -> PendingAction:
+    """What leaving means in MailerLite. An opt-out unsubscribes whatever on_leave says;
+    on_leave = "unsubscribe" does not when another live contact holds the address."""
+    synced = leaving.synced
+    policy = mapping.on_leave
+    unsubscribe = leaving.opted_out or (policy == "unsubscribe" and not address_held)
+    groups = managed_groups(synced, mapping) if policy in ("remove_from_groups", "unsubscribe") else frozenset()
+    return PendingAction(synced.hubspot_id, synced.email, synced.subscriber_id, unsubscribe, groups, True,
+                         leaving.reason)
+
+
+def optout_action(hubspot_id: str, email: str, reason: str) -> PendingAction:
+    """An unsubscribe on its own (email and status only), for a contact that stays known."""
+    return PendingAction(hubspot_id, email, None, True, frozenset(), False, reason)
+
+
+def group_removal(hubspot_id: str, email: str, subscriber_id: Optional[str], groups: FrozenSet[str]) -> PendingAction:
+    """Groups a synced subscriber leaves because a rule stopped matching."""
+    return PendingAction(hubspot_id, email, subscriber_id, False, groups, False, "a group rule stopped matching")
+
+
+def needs_address_check(leaving: Leaving, mapping: Mapping) -> bool:
+    """Only an unsubscribe caused by on_leave needs to know whether the address is still held."""
+    return mapping.on_leave == "unsubscribe" and not leaving.opted_out
+
+
+def merge_plan(new_id: str, email: str, merged: List[Synced]) -> Tuple[Optional[Synced], List[Synced]]:
+    """Of the merged-away records: the one with the merged record's address is taken over (no
+    leave, no duplicate, no group churn); the others leave as any contact does."""
+    taken = next((s for s in merged if email and s.email == email and s.hubspot_id != new_id), None)
+    return taken, [s for s in merged if s is not taken and s.hubspot_id != new_id]
+
+
+def mass_leave_problem(leaving: int, synced: int, mapping: Mapping, allowed: bool) -> Optional[str]:
+    """The one line stopping a pass that would make too many synced contacts leave, or None.
+
+    Departures are read from absence (a contact not listed is gone): a truncated listing, a list
+    read empty or a scope typed wrong would make everyone leave. More than mass_leave_percent of
+    the synced contacts AND more than mass_leave_min of them need a person's confirmation."""
+    if allowed or leaving <= mapping.mass_leave_min or leaving * 100 <= mapping.mass_leave_percent * synced:
+        return None
+    return (f"{leaving} of {synced} synced contacts would leave the sync in this run (more than "
+            f"{mapping.mass_leave_percent:g}% and more than {mapping.mass_leave_min}); nobody left. If that is "
+            f"right, run once with {ALLOW_FLAG}")
+
+
+class _Refused(Exception):
+    pass
+
+
+class ConsentWriter:
+    """Applies consent actions: stored first, tried, forgotten only once MailerLite took them."""
+
+    def __init__(self, client: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary) -> None:
+        self.client = client
+        self.state = state
+        self.schema = schema
+        self.summary = summary
+        self._consecutive_failures = 0
+
+    def apply(self, action: PendingAction) -> bool:
+        """True when MailerLite took the action; otherwise it stays pending (counted failed)."""
+        self.state.save_action(action)
+        return self._try(action)
+
+    def retry_pending(self) -> None:
+        """Actions earlier runs could not apply, before anything else happens."""
+        for action in self.state.pending_actions():
+            if not action.forget and action.groups:
+                # A group the contact joined again since (a rule matches again) is not left.
+                current = self.state.synced([action.hubspot_id])
+                if current and current[0].email == action.email:
+                    action = PendingAction(action.hubspot_id, action.email, action.subscriber_id or
+                                           current[0].subscriber_id, action.unsubscribe,
+                                           action.groups - current[0].groups_set, False, action.reason,
+                                           action.attempts)
+            self._try(action)
+
+    def _try(self, action: PendingAction) -> bool:
+        try:
+            if action.unsubscribe:
+                self._unsubscribe(action.email)
+            self._leave_groups(action)
+        except (_Refused, AbortRun, Transient) as exc:
+            reason = str(exc) if not isinstance(exc, Transient) else f"MailerLite: {exc.reason}"
+            self.state.action_failed(action, reason)
+            self.summary.add("failed")
+            log.warning("contact %s (%s): %s not applied, retried next run: %s", action.hubspot_id, action.email,
+                        "unsubscribe" if action.unsubscribe else "leaving groups", reason)
+            self._consecutive_failures += 1
+            if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                raise AbortRun(f"MailerLite keeps refusing unsubscribes or group removals ({reason}); stopped, "
+                               f"they are kept and the next run tries again") from None
+            return False
+        self._consecutive_failures = 0
+        self.state.action_done(action)
+        if action.unsubscribe and not action.forget:
+            self.state.record_optout_sent(action.email, action.hubspot_id)
+        if action.unsubscribe:
+            self.summary.add("unsubscribed")
+        return True
+
+    def _unsubscribe(self, email: str) -> None:
+        answer = self.client.upsert({"email": email, "status": "unsubscribed"})
+        if answer.code in (200, 201):
+            return
+        reason = describe_error(answer.body if isinstance(answer.body, dict) else {})
+        if answer.code == 422 and NOT_REACTIVATED_HINT in reason.lower():
+            return  # bounced or junk already: MailerLite sends it nothing either way
+        if answer.code in (0, 408, 429) or answer.code >= 500:
+            raise Transient(f"answered {answer.code}")
+        raise _Refused(f"MailerLite refused the unsubscribe (HTTP {answer.code}): {reason}")
+
+    def _leave_groups(self, action: PendingAction) -> None:
+        if not action.subscriber_id:
+            return
+        for name in sorted(action.groups):
+            gid = self.schema.group_id(name, create=False)
+            if gid:
+                self.client.unassign(action.subscriber_id, gid)
+
+
+class Departures:
+    """One run's consent and departures, decided by the rules above and applied by ConsentWriter.
+
+    The engine reports what it reads (a contact in scope, out of scope, refused, merged, gone);
+    this decides what MailerLite must be told and when. Departures read from absence or scope
+    wait for the end of the pass (`settle`), where the mass-leave guard may hold them all.
+    """
+
+    def __init__(self, state: State, mapping: Mapping, consent: ConsentWriter, summary: Summary,
+                 held_in_hubspot: Callable[[Synced], bool], dry_run: bool = False,
+                 allow_mass_leave: bool = False) -> None:
+        self.state = state
+        self.mapping = mapping
+        self.consent = consent
+        self.summary = summary
+        self.held_in_hubspot = held_in_hubspot  # one HubSpot search: another live in-scope contact has it
+        self.dry_run = dry_run
+        self.allow_mass_leave = allow_mass_leave
+        self._leaving: List[Leaving] = []
+        self._held: Dict[str, str] = {}  # email -> a live in-scope contact seen this run with it
+        self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
+
+    def retry_pending(self) -> None:
+        if not self.dry_run:
+            self.consent.retry_pending()
+
+    def new_page(self, emails: List[str]) -> None:
+        self._sent = self.state.optouts_sent(emails)
+
+    # -- what the engine read ---------------------------------------------------------------------
+    def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
+        self._held.setdefault(email, hubspot_id)
+        if not opted_out and self._sent.get(email) == hubspot_id and not self.dry_run:
+            self.state.clear_optout_sent(email)  # opted in again: a later opt-out is delivered anew
+
+    def refused(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
+        """The full upsert of an opted-out contact cannot be sent or was refused."""
+        self.optout(hubspot_id, email, f"opted out; the data was refused ({reason})", try_now)
+
+    def out_of_scope(self, hubspot_id: str, outcome: Union[Skip, OutOfScope], synced: Optional[Synced],
+                     address_synced: bool) -> None:
+        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it."""
+        opted_out = isinstance(outcome, OutOfScope) and outcome.opted_out
+        if synced is not None:  # it was synced before: it has left the sync's scope
+            # An opt-out is applied whatever the scope, at once (never held by the guard).
+            self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out))
+        elif isinstance(outcome, OutOfScope) and opted_out and address_synced:
+            # Never synced itself, but another contact brought its address in: the opt-out wins.
+            self.optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
+        # Otherwise nothing: nobody outside the sync's scope is created in MailerLite, not even as
+        # unsubscribed. If the address is in MailerLite from elsewhere, that source owns its consent.
+
+    def email_changed(self, synced: Synced) -> None:
+        self.leave(Leaving(synced, "the email address changed", guarded=False))
+
+    def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
+        """A merge; True when this record took over a merged-away record's subscriber."""
+        ids = [i.strip() for i in str(merged_ids or "").split(";")]
+        old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
+        if not old:
+            return False
+        taken, leaving = merge_plan(hubspot_id, email, old)
+        for synced in leaving:
+            self.leave(Leaving(synced, f"merged into contact {hubspot_id}", guarded=False))
+        if taken is None or self.dry_run:
+            return False
+        log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,
+                 email, taken.hubspot_id)
+        self.state.take_over(taken.hubspot_id, hubspot_id)
+        return True
+
+    def written(self, hubspot_id: str, email: str, outcome: str, subscriber_id: Optional[str],
+                removals: FrozenSet[str], opted_out: bool, reason: str, try_now: bool = True) -> None:
+        """After MailerLite answered an upsert: groups to leave, or an opt-out its refusal left behind."""
+        if outcome in ("created", "updated") and removals:
+            self._act(group_removal(hubspot_id, email, subscriber_id, removals), try_now)
+        elif outcome == "rejected" and opted_out:
+            self.optout(hubspot_id, email, f"opted out; MailerLite refused the data ({reason})", try_now)
+
+    def gone(self, synced: List[Synced], reason: str) -> None:
+        """Synced contacts found missing: not listed by a full pass, or archived."""
+        for one in synced:
+            self.leave(Leaving(one, reason))
+
+    # -- deciding and applying --------------------------------------------------------------------
+    def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
+        """The unsubscribe on its own (email and status), once per address."""
+        if self.dry_run or email in self._sent or email_problem(email):
+            return  # already delivered, or an address MailerLite could never take
+        log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
+        if self._act(optout_action(hubspot_id, email, reason), try_now):
+            self._sent[email] = hubspot_id
+
+    def leave(self, leaving: Leaving) -> None:
+        if self.dry_run:
+            self.summary.add("left_scope")
+        elif leaving.guarded:
+            self._leaving.append(leaving)
+        else:
+            self._apply_leave(leaving)
+
+    def settle(self, synced_before: int) -> Optional[str]:
+        """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
+        leaving, self._leaving = self._leaving, []
+        problem = mass_leave_problem(len(leaving), synced_before, self.mapping, self.allow_mass_leave)
+        if problem is not None:
+            self.summary.add("mass_leave_held", len(leaving))
+            return problem
+        for one in leaving:
+            self._apply_leave(one)
+        return None
+
+    def _act(self, action: PendingAction, try_now: bool) -> bool:
+        if try_now:
+            return self.consent.apply(action)
+        self.state.save_action(action)  # stopping: kept for the next run, not tried now
+        return False
+
+    def _apply_leave(self, leaving: Leaving) -> None:
+        held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
+        action = leave_action(leaving, self.mapping, held)
+        self.summary.add("left_scope")
+        log.info("contact %s (%s) left the sync: %s; %s%s", action.hubspot_id, action.email, leaving.reason,
+                 "unsubscribed" if action.unsubscribe else self.mapping.on_leave,
+                 " (another live contact holds the address: groups only)" if held else "")
+        self.consent.apply(action)
+
+    def _address_held(self, synced: Synced) -> bool:
+        """Another live, in-scope contact holds the address: this run's, the state's, then HubSpot's."""
+        other = self._held.get(synced.email)
+        if (other and other != synced.hubspot_id) or self.state.others_holding(synced.email, synced.hubspot_id):
+            return True
+        return self.held_in_hubspot(synced)
