@@ -276,8 +276,10 @@ class Engine:
                 self._removals[hubspot_id] = leaving
                 self._subscriber_ids[hubspot_id] = known.subscriber_id
         group_ids = self.schema.group_ids(list(planned.groups))
+        earlier_failures = known.problem_attempts if known and known.problem_kind == "failed" else 0
         self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
-                                frozenset(planned.fields), frozenset(planned.groups)))
+                                frozenset(planned.fields), frozenset(planned.groups),
+                                earlier_failures=earlier_failures))
 
     def _reject_locally(self, contact: Contact, outcome: Outcome, known: Optional[Known]) -> None:
         """A rejection (or skip) decided locally."""
