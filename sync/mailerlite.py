@@ -22,8 +22,8 @@ from .retrying import RetryPolicy, Transient, parse_retry_after
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BATCH_LIMIT", "AccountRefused", "ImportLimited", "ItemResult", "MailerLiteClient", "describe_error",
-           "oldest"]
+__all__ = ["BATCH_LIMIT", "AccountRefused", "ImportLimited", "ItemResult", "MailerLiteClient", "NameTaken",
+           "describe_error", "oldest"]
 
 BATCH_LIMIT = 50  # MailerLite's maximum requests in one POST /batch
 SUBSCRIBER_LISTING = "subscriber listing"
@@ -49,6 +49,10 @@ class ImportLimited(Transient):
 class AccountRefused(AbortRun):
     """The account may not do this (402, 403, a plan or subscriber limit, a suspended account):
     every contact would be refused alike, so the run stops with one line (exit 3)."""
+
+
+class NameTaken(AbortRun):
+    """MailerLite refused to make a field or group: the name is taken (perhaps in another case)."""
 
 
 class MailerLiteClient:
@@ -243,6 +247,8 @@ class MailerLiteClient:
             status, data = self.retry.call(attempt, f"MailerLite {what}", log, self.on_wait)
         except Transient as exc:
             raise _outage(what, exc) from None
+        if status == 422 and any("taken" in reason for reason in _name_errors(data)):
+            raise NameTaken(f"MailerLite refused the {what} (HTTP 422): {describe_error(data)}")
         data = self._expect(status, data, what)
         if not isinstance(data, dict) or not isinstance(data.get("data"), dict) or not data["data"].get("id"):
             raise AbortRun(f"MailerLite's answer to the {what} names no id")
@@ -279,6 +285,12 @@ class MailerLiteClient:
 def _outage(what: str, exc: Transient) -> AbortRun:
     return AbortRun(f"MailerLite kept failing on the {what} ({exc.reason}); stopped, the next run continues where "
                     f"this one stopped")
+
+
+def _name_errors(data: Any) -> List[str]:
+    errors = data.get("errors") if isinstance(data, dict) else None
+    reasons = errors.get("name") if isinstance(errors, dict) else None
+    return [str(r).lower() for r in reasons] if isinstance(reasons, list) else []
 
 
 def _tls_message(host: str, exc: Exception) -> str:

@@ -25,7 +25,7 @@ NOT_UNDERSTOOD = "not_understood"  # a batch item in a shape we do not know: sen
 
 IMPORT_LIMIT_HINT = "import"  # the import limit's 429 says "rate limited on import creation"
 # Account-level wording in a refusal's message (never in field errors: a field may be called "plan").
-ACCOUNT_WORDS = re.compile(r"\b(plan|upgrade|suspended|blocked|billing|payment|quota|subscribers? limit|"
+ACCOUNT_WORDS = re.compile(r"\b(plan|upgrade|suspended|billing|payment|quota|subscribers? limit|"
                            r"limit of subscribers|account (is|has been) (disabled|inactive|closed))\b", re.I)
 # The refusal to reactivate, in either wording seen or plausible: "... is unsubscribed and cannot be
 # imported", "... cannot be reactivated/resubscribed", naming the status. Looked for only in the
@@ -98,7 +98,7 @@ def transport_verdict(code: int, body: Any, garbled: bool = False) -> Optional[s
         return RETRY  # a body that is not JSON where one is promised: proxies, truncation
     if 200 <= code < 300 and body is not None and not isinstance(body, dict):
         return RETRY
-    if code in (402, 403) or (code not in (400, 422) and _is_account_refusal(code, body)):
+    if _is_account_refusal(code, body):
         return ACCOUNT
     return None
 
@@ -123,8 +123,6 @@ def classify_upsert(code: int, body: Any, batch_item: bool = False) -> Answer:
     if code in (400, 422):
         if _is_reactivation_refusal(body):
             return Answer(NOT_REACTIVATED, code, reason)
-        if _is_account_refusal(code, body):
-            return Answer(ACCOUNT, code, reason)
         if _errors(body):
             return Answer(REJECTED, code, reason)
     return Answer(REFUSED, code, reason)

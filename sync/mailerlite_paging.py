@@ -89,5 +89,5 @@ def smaller_limit(data: Any, asked: int) -> Optional[int]:
     text = " ".join(str(r) for r in reasons) if isinstance(reasons, list) else str(reasons or message)
     match = LIMIT_TOO_BIG.search(text)
     named = int(next(g for g in match.groups() if g)) if match else 100
-    smaller = min(named, asked - 1) if named < asked else 100
-    return smaller if 0 < smaller < asked else None
+    smaller = named if named < asked else 100  # a limit it names that is no smaller: try the common one
+    return smaller if 0 < smaller < asked else None  # strictly smaller, so this never loops
