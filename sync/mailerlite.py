@@ -23,7 +23,7 @@ from .retrying import RetryPolicy, Transient, parse_retry_after
 log = logging.getLogger(__name__)
 
 __all__ = ["BATCH_LIMIT", "AccountRefused", "ImportLimited", "ItemResult", "MailerLiteClient", "NameTaken",
-           "describe_error", "oldest"]
+           "bad_key", "oldest", "refused_account"]
 
 BATCH_LIMIT = 50  # MailerLite's maximum requests in one POST /batch
 SUBSCRIBER_LISTING = "subscriber listing"
@@ -100,10 +100,9 @@ class MailerLiteClient:
             data, garbled = None, True
         verdict = transport_verdict(status, data, garbled)
         if verdict == answers.AUTH:
-            raise AuthError("MailerLite rejected the API key (401 Unauthenticated): check MAILERLITE_API_KEY")
+            raise bad_key()
         if verdict == answers.ACCOUNT:
-            raise AccountRefused(f"MailerLite refused the account (HTTP {status}: {describe_error(data)}); "
-                                 f"check the plan and status of the MailerLite account, then run again")
+            raise refused_account(status, describe_error(data))
         if verdict == answers.IMPORT_LIMITED:
             raise ImportLimited(parse_retry_after(resp.headers.get("Retry-After")))
         if verdict == answers.RETRY:
@@ -299,7 +298,19 @@ def _tls_message(host: str, exc: Exception) -> str:
     return f"TLS connection to {host} failed ({exc.__class__.__name__}); check MAILERLITE_BASE_URL"
 
 
+def bad_key() -> AuthError:
+    return AuthError("MailerLite rejected the API key (401 Unauthenticated): check MAILERLITE_API_KEY")
+
+
+def refused_account(code: int, reason: str) -> AccountRefused:
+    return AccountRefused(f"MailerLite refused the account (HTTP {code}: {reason}); check the plan and status of "
+                          f"the MailerLite account, then run again")
+
+
 def oldest(groups: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """Of several groups with one name, always the same one: the oldest (lowest id)."""
-    usable = [g for g in groups if str(g.get("id", "")).isdigit()]
-    return min(usable, key=lambda g: int(g["id"])) if usable else None
+    """Of several groups with one name, always the same one: the oldest (lowest id). Ids are
+    strings of numbers; one that is not (never seen, but not ours to rule out) sorts after them."""
+    usable = [g for g in groups if isinstance(g.get("id"), (str, int)) and str(g["id"]).strip()]
+    if not usable:
+        return None
+    return min(usable, key=lambda g: (0, int(g["id"]), "") if str(g["id"]).isdigit() else (1, 0, str(g["id"])))

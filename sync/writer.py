@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional
 
 from . import mailerlite_answers as answers
-from .errors import AbortRun, AuthError
-from .mailerlite import BATCH_LIMIT, AccountRefused, ImportLimited, ItemResult, MailerLiteClient
+from .errors import AbortRun
+from .mailerlite import BATCH_LIMIT, ImportLimited, ItemResult, MailerLiteClient, bad_key, refused_account
 from .mailerlite_answers import Answer, classify_upsert
 from .mailerlite_dialect import Dialect
 from .retrying import Transient
@@ -219,10 +219,7 @@ class SubscriberWriter:
         if done:
             self._done(done)
         if account is not None:
-            if account.kind == answers.AUTH:
-                raise AuthError("MailerLite rejected the API key (401 Unauthenticated): check MAILERLITE_API_KEY")
-            raise AccountRefused(f"MailerLite refused the account (HTTP {account.code}: {account.reason}); check "
-                                 f"the plan and status of the MailerLite account, then run again")
+            raise bad_key() if account.kind == answers.AUTH else refused_account(account.code, account.reason)
         if not_understood:
             self._stop_batching(f"{len(not_understood)} of {len(items)} items without a known code and subscriber")
         self.buffer.extendleft(reversed(again + not_understood))

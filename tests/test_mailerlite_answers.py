@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sync import mailerlite_answers as answers
+from sync.mailerlite import oldest
 from sync.mailerlite_answers import classify_upsert, describe_error, item_code, transport_verdict
 from sync.mailerlite_dialect import Dialect
 from sync.mailerlite_paging import BadPage, cursor_page, numbered_page, smaller_limit
@@ -203,3 +204,15 @@ def test_dialect_ignores_errors_it_cannot_act_on():
     assert not dialect.learn_from_refusal(payload, {"email": ["The email must be a valid email address."]})
     assert not dialect.learn_from_refusal(payload, None)
     assert dialect.adapt(payload) == payload
+
+
+@pytest.mark.parametrize("groups,chosen", [
+    ([{"id": "20"}, {"id": "3"}], "3"),
+    ([{"id": "abc"}, {"id": "7"}], "7"),  # an id that is not a plain number never wins over one that is
+    ([{"id": "b"}, {"id": "a"}], "a"),  # ...and is still usable, always the same one
+    ([{"id": None}, {"id": ""}, {}], None),
+    ([], None),
+])
+def test_of_groups_with_one_name_always_the_same_is_used(groups, chosen):
+    found = oldest(groups)
+    assert (found or {}).get("id") == chosen
