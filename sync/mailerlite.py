@@ -22,8 +22,8 @@ from .retrying import RetryPolicy, Transient, parse_retry_after
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BATCH_LIMIT", "AccountRefused", "ImportLimited", "ItemResult", "MailerLiteClient", "NameTaken",
-           "bad_key", "oldest", "refused_account"]
+__all__ = ["BATCH_LIMIT", "AccountRefused", "BatchNotUnderstood", "ImportLimited", "ItemResult", "MailerLiteClient",
+           "NameTaken", "bad_key", "oldest", "refused_account"]
 
 BATCH_LIMIT = 50  # MailerLite's maximum requests in one POST /batch
 SUBSCRIBER_LISTING = "subscriber listing"
@@ -49,6 +49,14 @@ class ImportLimited(Transient):
 class AccountRefused(AbortRun):
     """The account may not do this (402, 403, a plan or subscriber limit, a suspended account):
     every contact would be refused alike, so the run stops with one line (exit 3)."""
+
+
+class BatchNotUnderstood(Exception):
+    """A batch answer this version does not understand, as a whole."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class NameTaken(AbortRun):
@@ -135,9 +143,9 @@ class MailerLiteClient:
         status, data = self._retrying("POST", "subscribers", payload, "upsert")
         return ItemResult(status, data)
 
-    def upsert_batch(self, payloads: List[Dict[str, Any]]) -> Optional[List[ItemResult]]:
-        """POST /batch of upserts: the answers in request order, or None when the answer does
-        not list one response per request (the caller sends the items on their own). Raises
+    def upsert_batch(self, payloads: List[Dict[str, Any]]) -> List[ItemResult]:
+        """POST /batch of upserts: the answers in request order. Raises BatchNotUnderstood when
+        the answer is not one response per request (the caller sends the items on their own),
         ImportLimited untouched, Transient when the batch kept failing."""
         if not 0 < len(payloads) <= BATCH_LIMIT:
             raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} requests")
@@ -155,10 +163,12 @@ class MailerLiteClient:
         if limited:
             raise limited[-1]
         if status != 200:
-            raise AbortRun(f"MailerLite refused a batch (HTTP {status}): {describe_error(data)}")
+            # Account-level refusals were raised by _send; anything else (a changed batch size,
+            # say) is about batching, not about these contacts.
+            raise BatchNotUnderstood(f"HTTP {status}: {describe_error(data)}")
         responses = data.get("responses") if isinstance(data, dict) else None
         if not isinstance(responses, list) or len(responses) != len(payloads):
-            return None
+            raise BatchNotUnderstood("not one answer per request")
         return [ItemResult(item_code(item), item.get("body") if isinstance(item, dict) else None)
                 for item in responses]
 

@@ -22,7 +22,15 @@ from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional
 
 from . import mailerlite_answers as answers
 from .errors import AbortRun
-from .mailerlite import BATCH_LIMIT, ImportLimited, ItemResult, MailerLiteClient, bad_key, refused_account
+from .mailerlite import (
+    BATCH_LIMIT,
+    BatchNotUnderstood,
+    ImportLimited,
+    ItemResult,
+    MailerLiteClient,
+    bad_key,
+    refused_account,
+)
 from .mailerlite_answers import Answer, classify_upsert
 from .mailerlite_dialect import Dialect
 from .retrying import Transient
@@ -167,8 +175,8 @@ class SubscriberWriter:
             for item in items:
                 self._send_single(item)
             return
-        if results is None:
-            self._stop_batching("not one answer per request")
+        except BatchNotUnderstood as exc:
+            self._stop_batching(exc.reason)
             self.buffer.extendleft(reversed(items))
             return
         self._import_wait = IMPORT_WAIT_FIRST

@@ -9,6 +9,7 @@ import sqlite3
 import ssl
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Iterator
@@ -38,9 +39,15 @@ def problems(run):
 
 # -- batch answers ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", ["upsert", "import", "summary"])
+@pytest.mark.parametrize("shape", ["upsert", "import", "summary", "refused-batch"])
 def test_batch_answers_in_any_shape_end_exact(run, hubspot_fake, mailerlite_fake, shape):
-    mailerlite_fake.batch_item_shape = shape
+    if shape == "refused-batch":  # say MailerLite lowered the batch size: the batch as a whole is refused
+        refused = {"message": "The given data was invalid.",
+                   "errors": {"requests": ["The requests may not have more than 25 items."]}}
+        mailerlite_fake.faults.only_paths = ("/api/batch",)
+        mailerlite_fake.faults.script.append(_json(refused, 422))
+    else:
+        mailerlite_fake.batch_item_shape = shape
     seed_contacts(hubspot_fake, 120)
     result = run()
     assert result.code == 0, result.err
@@ -307,13 +314,15 @@ def test_duplicate_group_names_use_the_oldest_always(run, hubspot_fake, mailerli
     assert all(s["groups"] == [first["id"]] for s in mailerlite_fake.subscribers.values())
 
 
+@pytest.mark.parametrize("how", ["timeout", "dropped"])
 @pytest.mark.parametrize("what", ["group", "field"])
-def test_creating_after_a_lost_answer_makes_exactly_one(run, hubspot_fake, mailerlite_fake, what):
+def test_creating_after_a_lost_answer_makes_exactly_one(run, hubspot_fake, mailerlite_fake, monkeypatch, what, how):
+    monkeypatch.setenv("SYNC_HTTP_TIMEOUT", "0.5")
     seed_contacts(hubspot_fake, 3)
     posts = []
 
     def made_but_unanswered(request):
-        """The server makes it; the answer never arrives (a timeout, a dropped connection)."""
+        """The server makes it; the answer arrives after the client gave up, or never."""
         if request.method != "POST":
             return None
         posts.append(request.path)
@@ -324,6 +333,9 @@ def test_creating_after_a_lost_answer_makes_exactly_one(run, hubspot_fake, maile
             mailerlite_fake.create_group(body)
         else:
             mailerlite_fake.create_field(body)
+        if how == "timeout":
+            time.sleep(1.5)  # made before the wait: no race with the client's look-up
+            return Response("{}", status=201, content_type="application/json")
         raise DropConnection()
 
     mailerlite_fake.faults.only_paths = ("/api/groups" if what == "group" else "/api/fields",)
