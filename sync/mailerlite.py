@@ -107,18 +107,8 @@ class MailerLiteClient:
         except ValueError:
             data, garbled = None, True
         verdict = transport_verdict(status, data, garbled)
-        if verdict == answers.AUTH:
-            raise bad_key()
-        if verdict == answers.ACCOUNT:
-            raise refused_account(status, describe_error(data))
-        if verdict == answers.IMPORT_LIMITED:
-            raise ImportLimited(parse_retry_after(resp.headers.get("Retry-After")))
-        if verdict == answers.RETRY:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After")) if status == 429 else None
-            if status == 429:
-                raise Transient("rate limited (429)", retry_after, rate_limited=True)
-            raise Transient(f"HTTP {status}" + (", a body that is not JSON" if garbled else "")
-                            + (", a body of an unexpected shape" if not garbled and 200 <= status < 300 else ""))
+        if verdict is not None:
+            raise _failure(verdict, status, data, garbled, resp.headers.get("Retry-After"))
         return status, data
 
     def _retrying(self, method: str, path: str, body: Any, what: str) -> Tuple[int, Any]:
@@ -306,6 +296,23 @@ def _tls_message(host: str, exc: Exception) -> str:
     if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc).lower():
         return f"TLS certificate verification failed for {host}"
     return f"TLS connection to {host} failed ({exc.__class__.__name__}); check MAILERLITE_BASE_URL"
+
+
+def _failure(verdict: str, status: int, data: Any, garbled: bool, retry_after: Optional[str]) -> Exception:
+    """The exception for an answer the classifier says no caller may take as an answer."""
+    if verdict == answers.AUTH:
+        return bad_key()
+    if verdict == answers.ACCOUNT:
+        return refused_account(status, describe_error(data))
+    if verdict == answers.IMPORT_LIMITED:
+        return ImportLimited(parse_retry_after(retry_after))
+    if status == 429:
+        return Transient("rate limited (429)", parse_retry_after(retry_after), rate_limited=True)
+    if garbled:
+        return Transient(f"HTTP {status} with a body that is not JSON")
+    if 200 <= status < 300:
+        return Transient(f"HTTP {status} with a body of an unexpected shape")
+    return Transient(f"HTTP {status}")
 
 
 def bad_key() -> AuthError:
