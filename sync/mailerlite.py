@@ -162,64 +162,62 @@ class MailerLiteClient:
         return [ItemResult(item_code(item), item.get("body") if isinstance(item, dict) else None)
                 for item in responses]
 
-    def _subscriber_page(self, status: Optional[str], cursor: Optional[str],
-                         seen: Set[str]) -> Tuple[Optional[int], List[Dict[str, Any]], Optional[str]]:
-        """One page: (a smaller limit to ask with instead, entries, next cursor)."""
-        query = f"subscribers?limit={self.list_limit}" + (f"&filter[status]={status}" if status else "")
-        code, data = self._send("GET", query + (f"&cursor={cursor}" if cursor else ""))
-        if code == 422 and cursor is None:
-            smaller = smaller_limit(data, self.list_limit)
-            if smaller is not None:
-                return smaller, [], None
-        items, next_cursor = cursor_page(self._expect(code, data, SUBSCRIBER_LISTING, ok=(200,)), cursor, seen,
-                                         SUBSCRIBER_LISTING)
-        return None, items, next_cursor
-
-    def iter_subscribers(self, status: Optional[str] = None) -> Iterator[Dict[str, Any]]:
-        """Every subscriber (optionally of one status), following meta.next_cursor."""
-        cursor: Optional[str] = None
-        seen: Set[str] = set()
+    # -- listings: one paginator for both kinds -------------------------------------------------
+    def _pages(self, what: str, page: Callable[[Any, Set[Any]], Tuple[List[Dict[str, Any]], Any]],
+               retried: bool = True) -> Iterator[Dict[str, Any]]:
+        """The one paginator. `page(position, seen)` fetches one page (position None is the
+        first) and returns its entries and the next position, or None at the end; it raises
+        BadPage for a page that is not what MailerLite documents, or that leads back to a position
+        in `seen`. Such a page is asked for again and, when it stays wrong, the run stops (exit 3):
+        a half-read listing must never look complete. `retried=False` inside an attempt that is
+        itself retried (see _create): one retry layer, never one inside another."""
+        position: Any = None
+        seen: Set[Any] = set()
         while True:
-            fetch = partial(self._subscriber_page, status, cursor, seen)
-            try:
-                smaller, items, next_cursor = self.retry.call(fetch, f"MailerLite {SUBSCRIBER_LISTING}", log,
-                                                              self.on_wait)
-            except Transient as exc:
-                raise _outage(SUBSCRIBER_LISTING, exc) from None
-            if smaller is not None:
-                # MailerLite's maximum page size is unconfirmed (1000 or 100): take what it names.
-                log.info("MailerLite lists at most %d subscribers a page", smaller)
-                self.list_limit = smaller
-                continue
-            yield from items
-            if next_cursor is None:
-                return
-            if cursor is not None:
-                seen.add(cursor)
-            cursor = next_cursor
-
-    # -- fields and groups -------------------------------------------------------------------------
-    def _numbered_page(self, path: str, page: int, extra: str, what: str) -> Tuple[List[Dict[str, Any]], int]:
-        code, data = self._send("GET", f"{path}?limit=100&page={page}{extra}")
-        return numbered_page(self._expect(code, data, what, ok=(200,)), page, what)
-
-    def _numbered(self, path: str, what: str, extra: str = "", retried: bool = True) -> Iterator[Dict[str, Any]]:
-        """Every entry of a numbered listing. `retried=False` inside an attempt that is itself
-        retried (see _create): one retry layer, never one inside another."""
-        page = 1
-        while True:
-            fetch = partial(self._numbered_page, path, page, extra, what)
+            fetch = partial(page, position, seen)
             if retried:
                 try:
-                    items, last = self.retry.call(fetch, f"MailerLite {what}", log, self.on_wait)
+                    items, following = self.retry.call(fetch, f"MailerLite {what}", log, self.on_wait)
                 except Transient as exc:
                     raise _outage(what, exc) from None
             else:
-                items, last = fetch()
+                items, following = fetch()
             yield from items
-            if page >= last:
+            if following is None:
                 return
-            page += 1
+            seen.add(position)
+            position = following
+
+    def _subscriber_page(self, status: Optional[str], cursor: Optional[str],
+                         seen: Set[Any]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        """One page of the cursor listing of subscribers."""
+        while True:
+            query = f"subscribers?limit={self.list_limit}" + (f"&filter[status]={status}" if status else "")
+            code, data = self._send("GET", query + (f"&cursor={cursor}" if cursor else ""))
+            smaller = smaller_limit(data, self.list_limit) if code == 422 else None
+            if smaller is None:
+                break
+            # MailerLite's largest page is unconfirmed (1000 or 100): ask again with what it names
+            # (strictly smaller each time, so this ends).
+            log.info("MailerLite lists at most %d subscribers a page", smaller)
+            self.list_limit = smaller
+        return cursor_page(self._expect(code, data, SUBSCRIBER_LISTING, ok=(200,)), cursor, seen, SUBSCRIBER_LISTING)
+
+    def iter_subscribers(self, status: Optional[str] = None) -> Iterator[Dict[str, Any]]:
+        """Every subscriber (optionally of one status), following meta.next_cursor."""
+        return self._pages(SUBSCRIBER_LISTING, partial(self._subscriber_page, status))
+
+    # -- fields and groups -------------------------------------------------------------------------
+    def _numbered_page(self, path: str, extra: str, what: str, page: Optional[int],
+                       seen: Set[Any]) -> Tuple[List[Dict[str, Any]], Optional[int]]:
+        """One page of a numbered listing (fields, groups); `seen` is not needed: numbers only grow."""
+        number = page or 1
+        code, data = self._send("GET", f"{path}?limit=100&page={number}{extra}")
+        items, last = numbered_page(self._expect(code, data, what, ok=(200,)), number, what)
+        return items, (number + 1 if number < last else None)
+
+    def _numbered(self, path: str, what: str, extra: str = "", retried: bool = True) -> Iterator[Dict[str, Any]]:
+        return self._pages(what, partial(self._numbered_page, path, extra, what), retried)
 
     def list_fields(self, retried: bool = True) -> List[Dict[str, Any]]:
         return list(self._numbered("fields", "field listing", retried=retried))
