@@ -114,7 +114,8 @@ def classify_upsert(code: int, body: Any, batch_item: bool = False) -> Answer:
         return Answer(verdict, code, describe_error(body))
     if code in (200, 201):
         data = body.get("data") if isinstance(body, dict) else None
-        if isinstance(data, dict) and data.get("id"):
+        sid = data.get("id") if isinstance(data, dict) else None
+        if isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid).strip():
             return Answer(WRITTEN, code, subscriber=data)
         return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, "a success that names no subscriber")
     if not 400 <= code < 500:

@@ -27,6 +27,10 @@ def refusal(key: str, text: str) -> dict:
     (200, None, False, answers.RETRY),
     (200, None, True, answers.NOT_UNDERSTOOD),
     (201, {"data": {"email": "a@b.co"}}, True, answers.NOT_UNDERSTOOD),
+    (201, {"data": {"id": {"n": 1}}}, True, answers.NOT_UNDERSTOOD),  # an id that is not an id
+    (201, {"data": {"id": True}}, False, answers.RETRY),
+    (201, {"data": {"id": " "}}, False, answers.RETRY),
+    (201, {"data": {"id": 165968862226941797}}, False, answers.WRITTEN),
     (0, None, True, answers.NOT_UNDERSTOOD),  # no code at all
     (202, SUB, True, answers.NOT_UNDERSTOOD),  # a code no upsert answers with
     (302, None, True, answers.NOT_UNDERSTOOD),
