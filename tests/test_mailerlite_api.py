@@ -353,6 +353,32 @@ def test_creating_after_a_lost_answer_makes_exactly_one(run, hubspot_fake, maile
     assert len(mailerlite_fake.subscribers) == 3
 
 
+def test_the_look_up_inside_a_creation_is_not_a_second_retry_layer(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    monkeypatch.setenv("SYNC_HTTP_TIMEOUT", "0.2")
+    seed_contacts(hubspot_fake, 3)
+    mailerlite_fake.add_group("Other")
+    listed = []
+
+    def broken(request):
+        if request.method == "POST":
+            raise DropConnection()
+        if listed:  # the first listing (finding which groups exist) works; every look-up after fails
+            return Response('{"message": "Server Error"}', status=503, content_type="application/json")
+        listed.append(request.path)
+        return None
+
+    mailerlite_fake.faults.only_paths = ("/api/groups",)
+    mailerlite_fake.faults.script.extend([broken] * 100)
+    mapping = run.tmp_path / "mapping.toml"
+    mapping.write_text('[groups]\nall = ["Synced"]\n')
+    result = run("--mapping", str(mapping))
+    assert result.code == 3 and "kept failing on the creation of group 'Synced'" in result.summary["message"]
+    tries = [r for r in mailerlite_fake.log if r.path == "/api/groups"]
+    # One listing, then the creation's own tries (MAX_FAILURES = 6), each one request: a POST, or a
+    # look-up that failed. A look-up retried on its own would add its tries to these.
+    assert len(tries) == 1 + 6, [(r.method, r.status) for r in tries]
+
+
 # -- TLS ---------------------------------------------------------------------------------------------------------
 
 @pytest.fixture
