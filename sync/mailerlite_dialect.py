@@ -43,43 +43,36 @@ class Dialect:
         return {**payload, "fields": adapted}
 
     def learn_from_refusal(self, sent: Dict[str, Any], errors: Any) -> bool:
-        """A 422's field errors: True when they show a reading not yet used (send again)."""
-        if not isinstance(errors, dict):
-            return False
+        """A 422's field errors. True when, with what they teach (now or from an earlier answer
+        of the same batch), this payload would go differently: send it again."""
         fields = sent.get("fields")
-        if not isinstance(fields, dict):
+        if not isinstance(errors, dict) or not isinstance(fields, dict):
             return False
-        learned = False
         for name, reasons in errors.items():
             key = str(name)[len(FIELD_ERROR):] if str(name).startswith(FIELD_ERROR) else None
-            if key is None or key not in fields:
+            value = fields.get(key) if key is not None else None
+            if key is None or not isinstance(value, str):
                 continue
             text = " ".join(str(r) for r in reasons) if isinstance(reasons, list) else str(reasons)
-            value = fields[key]
-            if "date" in text.lower() and isinstance(value, str) and PLAIN_DATE.match(value) \
-                    and key not in self.datetime_fields:
+            if "date" in text.lower() and PLAIN_DATE.match(value) and key not in self.datetime_fields:
                 self.datetime_fields.add(key)
                 log.warning("MailerLite wants a date and time in field %s; sending dates as YYYY-MM-DD 00:00:00", key)
-                learned = True
             match = TOO_LONG.search(text)
-            if match and isinstance(value, str):
-                limit = int(match.group(1))
-                if 0 < limit < len(value) and (self.text_limit is None or limit < self.text_limit):
-                    self.text_limit = limit
-                    log.warning("MailerLite takes at most %d characters in a text field; longer values are cut",
-                                limit)
-                    learned = True
-        return learned
+            limit = int(match.group(1)) if match else 0
+            if 0 < limit < len(value) and (self.text_limit is None or limit < self.text_limit):
+                self.text_limit = limit
+                log.warning("MailerLite takes at most %d characters in a text field; longer values are cut", limit)
+        return self.adapt(sent) != sent  # never a loop: what was sent adapted stays as it is
 
     def learn_from_success(self, sent: Dict[str, Any], subscriber: Dict[str, Any]) -> bool:
-        """An accepted upsert: True when a field sent as null to clear it came back still filled,
-        so MailerLite ignores null here (send again, clearing with "")."""
+        """An accepted upsert. A field sent as null to clear it that came back still filled means
+        MailerLite ignores null here: True when this payload should go again, clearing with ""."""
         fields = sent.get("fields")
         echoed = subscriber.get("fields")
-        if self.clear_with_empty or not isinstance(fields, dict) or not isinstance(echoed, dict):
+        if not isinstance(fields, dict) or not isinstance(echoed, dict):
             return False
         if any(value is None and echoed.get(key) not in (None, "") for key, value in fields.items()):
+            if not self.clear_with_empty:
+                log.warning("MailerLite ignores null in a field; clearing fields with an empty value instead")
             self.clear_with_empty = True
-            log.warning("MailerLite ignores null in a field; clearing fields with an empty value instead")
-            return True
-        return False
+        return self.adapt(sent) != sent

@@ -190,14 +190,16 @@ def test_dialect_sends_the_documented_reading_until_taught_otherwise():
     errors = {"fields.birthday": ["The fields.birthday is not a valid date."],
               "fields.bio": ["The fields.bio may not be greater than 255 characters."]}
     assert dialect.learn_from_refusal(payload, errors)
-    assert not dialect.learn_from_refusal(payload, errors)  # nothing new: never a resend loop
     adapted = dialect.adapt(payload)
+    assert dialect.learn_from_refusal(dict(payload), errors)  # another item of the same batch: again too
+    assert not dialect.learn_from_refusal(adapted, errors)  # sent as learned: never a resend loop
     assert adapted["fields"] == {"city": None, "birthday": "1990-02-03 00:00:00", "bio": "x" * 255}
     assert payload["fields"]["bio"] == "x" * 300  # the planned payload is not changed
     assert not dialect.learn_from_success(adapted, {"fields": {"city": None}})
     assert dialect.learn_from_success(adapted, {"fields": {"city": "Bled"}})  # null was ignored
     assert dialect.adapt(payload)["fields"]["city"] == ""
-    assert not dialect.learn_from_success(payload, {"fields": {"city": "Bled"}})
+    assert dialect.learn_from_success(payload, {"fields": {"city": "Kranj"}})  # another item sent with null
+    assert not dialect.learn_from_success(dialect.adapt(payload), {"fields": {"city": "Bled"}})  # no loop
 
 
 def test_dialect_ignores_errors_it_cannot_act_on():
