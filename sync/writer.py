@@ -205,8 +205,12 @@ class SubscriberWriter:
         again: List[Pending] = []
         not_understood: List[Pending] = []
         account: Optional[Answer] = None
-        for item, payload, raw in zip(items, sent, results):
-            answer = classify_upsert(raw.code, raw.body, batch_item=batch)
+        verdicts = [classify_upsert(raw.code, raw.body, batch_item=batch) for raw in results]
+        if batch and len(items) > 1 and all(v.kind == answers.REFUSED for v in verdicts):
+            # Every item refused alike, and not for its data: the batch is the problem (its path,
+            # its shape), not these contacts. They go on their own, and are judged one by one.
+            verdicts = [Answer(answers.NOT_UNDERSTOOD, v.code, v.reason) for v in verdicts]
+        for item, payload, raw, answer in zip(items, sent, results, verdicts):
             if answer.kind in (answers.AUTH, answers.ACCOUNT):
                 account = account or answer  # every contact would be refused alike: the run stops below
             elif answer.kind == answers.NOT_UNDERSTOOD:
@@ -229,7 +233,9 @@ class SubscriberWriter:
         if account is not None:
             raise bad_key() if account.kind == answers.AUTH else refused_account(account.code, account.reason)
         if not_understood:
-            self._stop_batching(f"{len(not_understood)} of {len(items)} items without a known code and subscriber")
+            first = next(v for v in verdicts if v.kind == answers.NOT_UNDERSTOOD)
+            self._stop_batching(f"{len(not_understood)} of {len(items)} items like code {first.code or 'missing'}: "
+                                f"{first.reason}")
         self.buffer.extendleft(reversed(again + not_understood))
 
     def _learned(self, sent: Dict[str, Any], raw: ItemResult, answer: Answer) -> bool:

@@ -39,13 +39,18 @@ def problems(run):
 
 # -- batch answers ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape", ["upsert", "import", "summary", "refused-batch"])
+@pytest.mark.parametrize("shape", ["upsert", "import", "summary", "refused-batch", "every-item-404"])
 def test_batch_answers_in_any_shape_end_exact(run, hubspot_fake, mailerlite_fake, shape):
     if shape == "refused-batch":  # say MailerLite lowered the batch size: the batch as a whole is refused
         refused = {"message": "The given data was invalid.",
                    "errors": {"requests": ["The requests may not have more than 25 items."]}}
         mailerlite_fake.faults.only_paths = ("/api/batch",)
         mailerlite_fake.faults.script.append(_json(refused, 422))
+    elif shape == "every-item-404":  # say the path inside a batch changed: each item is refused alike
+        item = {"code": 404, "body": {"message": "The route api/subscribers could not be found."}}
+        mailerlite_fake.faults.only_paths = ("/api/batch",)
+        mailerlite_fake.faults.script.append(_json({"total": 50, "successful": 0, "failed": 50,
+                                                    "responses": [item] * 50}))
     else:
         mailerlite_fake.batch_item_shape = shape
     seed_contacts(hubspot_fake, 120)
