@@ -24,14 +24,14 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, Union
 
+from . import mailerlite_answers as answers
 from .errors import AbortRun
-from .mailerlite import MailerLiteClient, describe_error
+from .mailerlite import AccountRefused, MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import Mapping, OutOfScope, Skip, email_problem
 from .retrying import Transient
 from .state import PendingAction, State, Synced
 from .summary import Summary
-from .writer import NOT_REACTIVATED_HINT
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ class ConsentWriter:
             if action.unsubscribe:
                 self._unsubscribe(action.email)
             self._leave_groups(action)
+        except AccountRefused:
+            raise  # every action would be refused alike: the run stops, the action stays saved for the next
         except (_Refused, AbortRun, Transient) as exc:
             reason = str(exc) if not isinstance(exc, Transient) else f"MailerLite: {exc.reason}"
             self.state.action_failed(action, reason)
@@ -158,15 +160,14 @@ class ConsentWriter:
         return True
 
     def _unsubscribe(self, email: str) -> None:
-        answer = self.client.upsert({"email": email, "status": "unsubscribed"})
-        if answer.code in (200, 201):
-            return
-        reason = describe_error(answer.body if isinstance(answer.body, dict) else {})
-        if answer.code == 422 and NOT_REACTIVATED_HINT in reason.lower():
-            return  # bounced or junk already: MailerLite sends it nothing either way
-        if answer.code in (0, 408, 429) or answer.code >= 500:
+        """The consent-only upsert, judged by the one classifier of MailerLite answers."""
+        raw = self.client.upsert({"email": email, "status": "unsubscribed"})
+        answer = answers.classify_upsert(raw.code, raw.body)
+        if answer.kind in (answers.WRITTEN, answers.NOT_REACTIVATED):
+            return  # NOT_REACTIVATED: bounced or junk already, MailerLite sends it nothing either way
+        if answer.kind == answers.RETRY:
             raise Transient(f"answered {answer.code}")
-        raise _Refused(f"MailerLite refused the unsubscribe (HTTP {answer.code}): {reason}")
+        raise _Refused(f"MailerLite refused the unsubscribe (HTTP {answer.code}): {answer.reason}")
 
     def _leave_groups(self, action: PendingAction) -> None:
         if not action.subscriber_id:

@@ -312,8 +312,10 @@ class Engine:
         if known:
             removals = frozenset(g for g in known.groups_set - set(planned.groups) if self.mapping.manages_group(g))
         group_ids = self.schema.group_ids(list(planned.groups))
+        earlier_failures = known.problem_attempts if known and known.problem_kind == "failed" else 0
         self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
-                                frozenset(planned.fields), frozenset(planned.groups), removals))
+                                frozenset(planned.fields), frozenset(planned.groups), removals,
+                                earlier_failures=earlier_failures))
         self._settle_written()  # recorded as soon as answered: a crash resends only what was in flight
 
     def _reject(self, hubspot_id: str, reject: Reject, known: Optional[Known]) -> None:

@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from functools import partial
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from urllib.parse import urlsplit
 
 import requests
 
+from . import mailerlite_answers as answers
 from .errors import AbortRun, AuthError
+from .mailerlite_answers import describe_error, item_code, transport_verdict
+from .mailerlite_paging import cursor_page, numbered_page, smaller_limit
 from .retrying import RetryPolicy, Transient, parse_retry_after
 
 log = logging.getLogger(__name__)
 
+__all__ = ["BATCH_LIMIT", "AccountRefused", "BatchNotUnderstood", "ImportLimited", "ItemResult", "MailerLiteClient",
+           "NameTaken", "bad_key", "oldest", "refused_account"]
+
 BATCH_LIMIT = 50  # MailerLite's maximum requests in one POST /batch
-IMPORT_LIMIT_HINT = "import"  # the import limit's 429 says "rate limited on import creation"
+SUBSCRIBER_LISTING = "subscriber listing"
+LIST_LIMIT = 1000  # subscribers per listing page; MailerLite may allow only 100 (unconfirmed): learned
 
 
 @dataclass(frozen=True)
@@ -29,12 +38,29 @@ class ItemResult:
     body: Any
 
 
-class ImportLimited(Exception):
-    """The import limit (all-upsert batches) is used up; `retry_after` if the server said."""
+class ImportLimited(Transient):
+    """The import limit (all-upsert batches) is used up; `retry_after` if the server said.
+    A rate limit like any other for the retry layer; a batch sends its items as singles instead."""
 
     def __init__(self, retry_after: Optional[float]) -> None:
-        super().__init__("MailerLite import limit reached")
-        self.retry_after = retry_after
+        super().__init__("the import limit (429)", retry_after, rate_limited=True)
+
+
+class AccountRefused(AbortRun):
+    """The account may not do this (402, 403, a plan or subscriber limit, a suspended account):
+    every contact would be refused alike, so the run stops with one line (exit 3)."""
+
+
+class BatchNotUnderstood(Exception):
+    """A batch answer this version does not understand, as a whole."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NameTaken(AbortRun):
+    """MailerLite refused to make a field or group: the name is taken (perhaps in another case)."""
 
 
 class MailerLiteClient:
@@ -42,6 +68,7 @@ class MailerLiteClient:
                  timeout: Tuple[float, float] = (10.0, 60.0),
                  on_wait: Optional[Callable[[str, float], None]] = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.host = urlsplit(self.base_url).hostname or "the MailerLite host"
         self.session = requests.Session()
         self.session.headers.update({
             "Authorization": f"Bearer {token}",
@@ -56,13 +83,17 @@ class MailerLiteClient:
         self.on_wait = on_wait
         self.requests = 0
         self.remaining: Optional[int] = None  # X-RateLimit-Remaining of the last answer
+        self.list_limit = LIST_LIMIT
 
     # -- one request -------------------------------------------------------------------------
     def _send(self, method: str, path: str, body: Any = None) -> Tuple[int, Any]:
-        """One HTTP exchange; Transient for what is worth retrying, ImportLimited, AuthError."""
+        """One HTTP exchange. Raises Transient (worth retrying), ImportLimited, AuthError or
+        AccountRefused as the classifier decides; any other answer is returned."""
         self.requests += 1
         try:
             resp = self.session.request(method, f"{self.base_url}/{path}", json=body, timeout=self.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise AbortRun(_tls_message(self.host, exc)) from None
         except requests.RequestException as exc:
             # The exception text can hold the URL; only its class name leaves this module.
             raise Transient(f"network error ({exc.__class__.__name__})") from None
@@ -70,24 +101,14 @@ class MailerLiteClient:
         if remaining is not None and remaining.strip().isdigit():
             self.remaining = int(remaining)
         status = resp.status_code
+        garbled = False
         try:
             data = resp.json() if resp.content else None
         except ValueError:
-            data = None
-            if 200 <= status < 300 or status == 422:
-                raise Transient(f"MailerLite answered {status} with a body that is not JSON") from None
-        if status == 401:
-            raise AuthError("MailerLite rejected the API key (401 Unauthenticated): check MAILERLITE_API_KEY")
-        if status == 429:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            message = str((data or {}).get("message", "")) if isinstance(data, dict) else ""
-            if IMPORT_LIMIT_HINT in message.lower():
-                raise ImportLimited(retry_after)
-            raise Transient("rate limited (429)", retry_after, rate_limited=True)
-        if status >= 500 or status in (408, 409):
-            raise Transient(f"MailerLite answered {status}")
-        if 200 <= status < 300 and data is not None and not isinstance(data, dict):
-            raise Transient(f"MailerLite answered {status} with a body of an unexpected shape")
+            data, garbled = None, True
+        verdict = transport_verdict(status, data, garbled)
+        if verdict is not None:
+            raise _failure(verdict, status, data, garbled, resp.headers.get("Retry-After"))
         return status, data
 
     def _retrying(self, method: str, path: str, body: Any, what: str) -> Tuple[int, Any]:
@@ -103,74 +124,109 @@ class MailerLiteClient:
 
     def _expect(self, status: int, data: Any, what: str, ok: Tuple[int, ...] = (200, 201)) -> Any:
         if status not in ok:
-            raise AbortRun(f"MailerLite refused {what} (HTTP {status}): {describe_error(data)}")
+            raise AbortRun(f"MailerLite refused the {what} (HTTP {status}): {describe_error(data)}")
         return data
 
     # -- subscribers -----------------------------------------------------------------------------
     def upsert(self, payload: Dict[str, Any]) -> ItemResult:
-        """POST /subscribers: one upsert, retried on transient failures."""
-        status, data = self._retrying("POST", "subscribers", payload, "upsert")  # the writer handles Transient
+        """POST /subscribers: one upsert, retried on transient failures (Transient when they last)."""
+        status, data = self._retrying("POST", "subscribers", payload, "upsert")
         return ItemResult(status, data)
 
     def upsert_batch(self, payloads: List[Dict[str, Any]]) -> List[ItemResult]:
-        """POST /batch of upserts, answers in request order. Raises ImportLimited untouched."""
+        """POST /batch of upserts: the answers in request order. Raises BatchNotUnderstood when
+        the answer is not one response per request (the caller sends the items on their own),
+        ImportLimited untouched, Transient when the batch kept failing."""
         if not 0 < len(payloads) <= BATCH_LIMIT:
             raise ValueError(f"a batch holds 1 to {BATCH_LIMIT} requests")
         body = {"requests": [{"method": "POST", "path": "api/subscribers", "body": p} for p in payloads]}
+        limited: List[ImportLimited] = []
 
         def once() -> Tuple[int, Any]:
-            status, data = self._send("POST", "batch", body)
-            responses = data.get("responses") if isinstance(data, dict) else None
-            if status == 200 and (not isinstance(responses, list) or len(responses) != len(payloads)):
-                # Upserts are idempotent, so asking again is safe.
-                raise Transient("MailerLite's batch answer does not list one response per request")
-            return status, responses
+            try:
+                return self._send("POST", "batch", body)
+            except ImportLimited as exc:  # not retried here: the writer sends singles meanwhile
+                limited.append(exc)
+                return 429, None
 
-        status, responses = self.retry.call(once, "MailerLite batch upsert", log, self.on_wait)
+        status, data = self.retry.call(once, "MailerLite batch upsert", log, self.on_wait)
+        if limited:
+            raise limited[-1]
         if status != 200:
-            raise AbortRun(f"MailerLite refused a batch (HTTP {status})")
-        return [ItemResult(_code(item), item.get("body") if isinstance(item, dict) else None) for item in responses]
+            # Account-level refusals were raised by _send; anything else (a changed batch size,
+            # say) is about batching, not about these contacts.
+            raise BatchNotUnderstood(f"HTTP {status}: {describe_error(data)}")
+        responses = data.get("responses") if isinstance(data, dict) else None
+        if not isinstance(responses, list) or len(responses) != len(payloads):
+            raise BatchNotUnderstood("not one answer per request")
+        return [ItemResult(item_code(item), item.get("body") if isinstance(item, dict) else None)
+                for item in responses]
 
-    def iter_subscribers(self, status: Optional[str] = None, limit: int = 1000) -> Iterator[Dict[str, Any]]:
-        """Every subscriber (optionally of one status), following meta.next_cursor."""
-        cursor: Optional[str] = None
+    # -- listings: one paginator for both kinds -------------------------------------------------
+    def _pages(self, what: str, page: Callable[[Any, Set[Any]], Tuple[List[Dict[str, Any]], Any]],
+               retried: bool = True) -> Iterator[Dict[str, Any]]:
+        """The one paginator. `page(position, seen)` fetches one page (position None is the
+        first) and returns its entries and the next position, or None at the end; it raises
+        BadPage for a page that is not what MailerLite documents, or that leads back to a position
+        in `seen`. Such a page is asked for again and, when it stays wrong, the run stops (exit 3):
+        a half-read listing must never look complete. `retried=False` inside an attempt that is
+        itself retried (see _create): one retry layer, never one inside another."""
+        position: Any = None
+        seen: Set[Any] = set()
         while True:
-            query = f"subscribers?limit={limit}" + (f"&filter[status]={status}" if status else "")
-            if cursor:
-                query += f"&cursor={cursor}"
-            status_code, data = self.request("GET", query, what="subscriber listing")
-            data = self._expect(status_code, data, "the subscriber listing", ok=(200,))
-            yield from data.get("data") or []
-            next_cursor = (data.get("meta") or {}).get("next_cursor")
-            if not next_cursor or next_cursor == cursor:
+            fetch = partial(page, position, seen)
+            if retried:
+                try:
+                    items, following = self.retry.call(fetch, f"MailerLite {what}", log, self.on_wait)
+                except Transient as exc:
+                    raise _outage(what, exc) from None
+            else:
+                items, following = fetch()
+            yield from items
+            if following is None:
                 return
-            cursor = next_cursor
+            seen.add(position)
+            position = following
 
-    def get_subscriber(self, ref: str) -> Optional[Dict[str, Any]]:
-        status, data = self.request("GET", f"subscribers/{ref}", what="subscriber lookup")
-        if status == 404:
-            return None
-        return self._expect(status, data, "a subscriber lookup", ok=(200,)).get("data")
+    def _subscriber_page(self, status: Optional[str], cursor: Optional[str],
+                         seen: Set[Any]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+        """One page of the cursor listing of subscribers."""
+        while True:
+            query = f"subscribers?limit={self.list_limit}" + (f"&filter[status]={status}" if status else "")
+            code, data = self._send("GET", query + (f"&cursor={cursor}" if cursor else ""))
+            smaller = smaller_limit(data, self.list_limit) if code == 422 else None
+            if smaller is None:
+                break
+            # MailerLite's largest page is unconfirmed (1000 or 100): ask again with what it names
+            # (strictly smaller each time, so this ends).
+            log.info("MailerLite lists at most %d subscribers a page", smaller)
+            self.list_limit = smaller
+        return cursor_page(self._expect(code, data, SUBSCRIBER_LISTING, ok=(200,)), cursor, seen, SUBSCRIBER_LISTING)
+
+    def iter_subscribers(self, status: Optional[str] = None) -> Iterator[Dict[str, Any]]:
+        """Every subscriber (optionally of one status), following meta.next_cursor."""
+        return self._pages(SUBSCRIBER_LISTING, partial(self._subscriber_page, status))
 
     # -- fields and groups -------------------------------------------------------------------------
-    def _paged(self, path: str, what: str, extra: str = "") -> Iterator[Dict[str, Any]]:
-        page = 1
-        while True:
-            status, data = self.request("GET", f"{path}?limit=100&page={page}{extra}", what=what)
-            data = self._expect(status, data, what, ok=(200,))
-            yield from data.get("data") or []
-            meta = data.get("meta") or {}
-            if int(meta.get("current_page") or page) >= int(meta.get("last_page") or page):
-                return
-            page += 1
+    def _numbered_page(self, path: str, extra: str, what: str, page: Optional[int],
+                       seen: Set[Any]) -> Tuple[List[Dict[str, Any]], Optional[int]]:
+        """One page of a numbered listing (fields, groups); `seen` is not needed: numbers only grow."""
+        number = page or 1
+        code, data = self._send("GET", f"{path}?limit=100&page={number}{extra}")
+        items, last = numbered_page(self._expect(code, data, what, ok=(200,)), number, what)
+        return items, (number + 1 if number < last else None)
 
-    def list_fields(self) -> List[Dict[str, Any]]:
-        return list(self._paged("fields", "the field listing"))
+    def _numbered(self, path: str, what: str, extra: str = "", retried: bool = True) -> Iterator[Dict[str, Any]]:
+        return self._pages(what, partial(self._numbered_page, path, extra, what), retried)
+
+    def list_fields(self, retried: bool = True) -> List[Dict[str, Any]]:
+        return list(self._numbered("fields", "field listing", retried=retried))
 
     def _create(self, path: str, body: Dict[str, Any], what: str,
                 find: Callable[[], Optional[Dict[str, Any]]]) -> Dict[str, Any]:
         """POST that makes something. Creating is not idempotent: when an attempt failed (a
-        timeout, say), the server may have made it anyway, so look before trying again."""
+        timeout, say), the server may have made it anyway, so look before trying again. The
+        look-up is part of the attempt, so it is not retried on its own."""
         attempts = {"n": 0}
 
         def attempt() -> Tuple[int, Any]:
@@ -188,70 +244,88 @@ class MailerLiteClient:
             status, data = self.retry.call(attempt, f"MailerLite {what}", log, self.on_wait)
         except Transient as exc:
             raise _outage(what, exc) from None
+        if status == 422 and any("taken" in reason for reason in _name_errors(data)):
+            raise NameTaken(f"MailerLite refused the {what} (HTTP 422): {describe_error(data)}")
         data = self._expect(status, data, what)
-        if not isinstance(data.get("data"), dict) or not data["data"].get("id"):
-            raise AbortRun(f"MailerLite's answer to {what} names no id")
+        if not isinstance(data, dict) or not isinstance(data.get("data"), dict) or not data["data"].get("id"):
+            raise AbortRun(f"MailerLite's answer to the {what} names no id")
         return data["data"]
 
     def create_field(self, name: str, type_: str) -> Dict[str, Any]:
         def find() -> Optional[Dict[str, Any]]:
-            return next((f for f in self.list_fields() if f.get("key") == name or f.get("name") == name), None)
+            return next((f for f in self.list_fields(retried=False)
+                         if f.get("key") == name or f.get("name") == name), None)
 
-        return self._create("fields", {"name": name, "type": type_}, f"creating field {name!r}", find)
+        return self._create("fields", {"name": name, "type": type_}, f"creation of field {name!r}", find)
 
     def list_groups(self) -> List[Dict[str, Any]]:
         """Every group of the account (at most 1000, so at most 10 pages)."""
-        return list(self._paged("groups", "the group listing"))
+        return list(self._numbered("groups", "group listing"))
 
-    def find_groups(self, name: str) -> List[Dict[str, Any]]:
+    def find_groups(self, name: str, retried: bool = True) -> List[Dict[str, Any]]:
         """Groups whose name is exactly `name` (MailerLite's filter[name] is a partial match)."""
-        return [g for g in self._paged("groups", "the group listing", f"&filter[name]={requests.utils.quote(name)}")
+        return [g for g in self._numbered("groups", "group listing", f"&filter[name]={requests.utils.quote(name)}",
+                                          retried=retried)
                 if g.get("name") == name]
 
     def create_group(self, name: str) -> Dict[str, Any]:
         def find() -> Optional[Dict[str, Any]]:
-            return oldest(self.find_groups(name))
+            return oldest(self.find_groups(name, retried=False))
 
-        return self._create("groups", {"name": name}, f"creating group {name!r}", find)
-
-    def assign(self, subscriber_id: str, group_id: str) -> None:
-        status, data = self.request("POST", f"subscribers/{subscriber_id}/groups/{group_id}", what="group assign")
-        self._expect(status, data, "a group assignment")
+        return self._create("groups", {"name": name}, f"creation of group {name!r}", find)
 
     def unassign(self, subscriber_id: str, group_id: str) -> None:
-        status, data = self.request("DELETE", f"subscribers/{subscriber_id}/groups/{group_id}", what="group unassign")
-        self._expect(status, data, "a group removal", ok=(200, 204, 404))
+        status, data = self.request("DELETE", f"subscribers/{subscriber_id}/groups/{group_id}", what="group removal")
+        self._expect(status, data, "group removal", ok=(200, 204, 404))
 
 
 def _outage(what: str, exc: Transient) -> AbortRun:
-    return AbortRun(f"MailerLite kept failing on {what} ({exc.reason}); stopped, the next run continues where "
+    return AbortRun(f"MailerLite kept failing on the {what} ({exc.reason}); stopped, the next run continues where "
                     f"this one stopped")
 
 
+def _name_errors(data: Any) -> List[str]:
+    errors = data.get("errors") if isinstance(data, dict) else None
+    reasons = errors.get("name") if isinstance(errors, dict) else None
+    return [str(r).lower() for r in reasons] if isinstance(reasons, list) else []
+
+
+def _tls_message(host: str, exc: Exception) -> str:
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc).lower():
+        return f"TLS certificate verification failed for {host}"
+    return f"TLS connection to {host} failed ({exc.__class__.__name__}); check MAILERLITE_BASE_URL"
+
+
+def _failure(verdict: str, status: int, data: Any, garbled: bool, retry_after: Optional[str]) -> Exception:
+    """The exception for an answer the classifier says no caller may take as an answer."""
+    if verdict == answers.AUTH:
+        return bad_key()
+    if verdict == answers.ACCOUNT:
+        return refused_account(status, describe_error(data))
+    if verdict == answers.IMPORT_LIMITED:
+        return ImportLimited(parse_retry_after(retry_after))
+    if status == 429:
+        return Transient("rate limited (429)", parse_retry_after(retry_after), rate_limited=True)
+    if garbled:
+        return Transient(f"HTTP {status} with a body that is not JSON")
+    if 200 <= status < 300:
+        return Transient(f"HTTP {status} with a body of an unexpected shape")
+    return Transient(f"HTTP {status}")
+
+
+def bad_key() -> AuthError:
+    return AuthError("MailerLite rejected the API key (401 Unauthenticated): check MAILERLITE_API_KEY")
+
+
+def refused_account(code: int, reason: str) -> AccountRefused:
+    return AccountRefused(f"MailerLite refused the account (HTTP {code}: {reason}); check the plan and status of "
+                          f"the MailerLite account, then run again")
+
+
 def oldest(groups: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """Of several groups with one name, always the same one: the oldest (lowest id)."""
-    usable = [g for g in groups if str(g.get("id", "")).isdigit()]
-    return min(usable, key=lambda g: int(g["id"])) if usable else None
-
-
-def _code(item: Any) -> int:
-    """An item's HTTP code; 0 (retried) when it is missing or garbled."""
-    code = item.get("code") if isinstance(item, dict) else None
-    try:
-        return int(code)
-    except (TypeError, ValueError):
-        return 0
-
-
-def describe_error(data: Any) -> str:
-    """MailerLite's reason in one line: the field errors if any, else the message."""
-    if not isinstance(data, dict):
-        return "no reason given"
-    errors = data.get("errors")
-    if isinstance(errors, dict) and errors:
-        parts = []
-        for key, reasons in errors.items():
-            text = "; ".join(str(r) for r in reasons) if isinstance(reasons, list) else str(reasons)
-            parts.append(f"{key}: {text}")
-        return " | ".join(parts)[:500]
-    return str(data.get("message") or "no reason given")[:500]
+    """Of several groups with one name, always the same one: the oldest (lowest id). Ids are
+    strings of numbers; one that is not (never seen, but not ours to rule out) sorts after them."""
+    usable = [g for g in groups if isinstance(g.get("id"), (str, int)) and str(g["id"]).strip()]
+    if not usable:
+        return None
+    return min(usable, key=lambda g: (0, int(g["id"]), "") if str(g["id"]).isdigit() else (1, 0, str(g["id"])))

@@ -9,7 +9,7 @@ import logging
 from typing import Dict, List, Optional
 
 from .errors import ConfigError
-from .mailerlite import MailerLiteClient, oldest
+from .mailerlite import MailerLiteClient, NameTaken, oldest
 from .mapping import Mapping
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,26 @@ class MailerLiteSchema:
                                 len(same), group_name, self._groups.get(group_name))
         gid = self._groups.get(name)
         if gid is None and create:
-            gid = str(self.client.create_group(name)["id"])
+            gid = self._create_group(name)
             self._groups[name] = gid
-            log.info("created MailerLite group %r", name)
         return gid
+
+    def _create_group(self, name: str) -> str:
+        try:
+            made = self.client.create_group(name)
+        except NameTaken:
+            # Whether MailerLite tells group names apart by case is unconfirmed: where it does
+            # not, the group that holds the name in another case is the one to use.
+            same = [g for g in self.client.list_groups()
+                    if isinstance(g, dict) and str(g.get("name", "")).lower() == name.lower()]
+            chosen = oldest(same)
+            if chosen is None:
+                raise
+            log.warning("MailerLite refused a group %r because group %r exists (names are unique regardless of "
+                        "case there); the sync uses %r", name, chosen.get("name"), chosen.get("name"))
+            return str(chosen["id"])
+        log.info("created MailerLite group %r", name)
+        return str(made["id"])
 
     def group_ids(self, names: List[str]) -> List[str]:
         return [gid for gid in (self.group_id(n) for n in names) if gid]

@@ -5,6 +5,11 @@ room; single POST /subscribers while it is used up, so both budgets are spent. E
 driven by what the server says (Retry-After, X-RateLimit-Remaining, the import 429): the
 limits may change, and the client must be right whether a batch costs one request or one per
 item against the global limit (unconfirmed; see mailerlite.md).
+
+An all-upsert batch is a bulk import whose per-item answers are undocumented: when a batch
+answer is not understood, its items go as single upserts and the rest of the run sends no
+batch (the next run tries again). Every answer, single or batch item, is read by the one
+classifier in mailerlite_answers.
 """
 
 from __future__ import annotations
@@ -15,19 +20,30 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, FrozenSet, List, Optional, Tuple
 
+from . import mailerlite_answers as answers
 from .errors import AbortRun
-from .mailerlite import BATCH_LIMIT, ImportLimited, ItemResult, MailerLiteClient, describe_error
+from .mailerlite import (
+    BATCH_LIMIT,
+    BatchNotUnderstood,
+    ImportLimited,
+    ItemResult,
+    MailerLiteClient,
+    bad_key,
+    refused_account,
+)
+from .mailerlite_answers import Answer, classify_upsert
+from .mailerlite_dialect import Dialect
 from .retrying import Transient
 from .state import Result
 
 log = logging.getLogger(__name__)
 
 MIN_BATCH = 3  # a remainder smaller than this goes as single upserts, sparing the import budget
-MAX_ITEM_ATTEMPTS = 3  # an item failing transiently inside batches this often is reported failed
+MAX_ITEM_ATTEMPTS = 3  # an item answered "try again" this often in one run is reported failed
+MAX_REFUSED_RUNS = 3  # a contact refused (not for its data) in this many runs is reported rejected
 MAX_CONSECUTIVE_FAILURES = 3  # single upserts failing in a row beyond retries: MailerLite is down
 IMPORT_WAIT_FIRST = 10.0  # when the import 429 names no Retry-After: probe again after this...
 IMPORT_WAIT_MAX = 60.0  # ...doubling up to the documented window
-NOT_REACTIVATED_HINT = "cannot be imported"
 
 
 @dataclass
@@ -41,7 +57,8 @@ class Pending:
     fields_set: FrozenSet[str]
     groups: FrozenSet[str] = frozenset()
     removals: FrozenSet[str] = frozenset()  # managed groups to leave once MailerLite accepts the upsert
-    attempts: int = 0
+    attempts: int = 0  # answers of this run that said "try again"
+    earlier_failures: int = 0  # runs that ended with this contact failed (the state's problem attempts)
 
     @property
     def opts_out(self) -> bool:
@@ -51,39 +68,42 @@ class Pending:
 Written = Tuple[Pending, Result]  # an item and its recorded outcome
 
 
-def classify(item: Pending, answer: ItemResult) -> Optional[Result]:
-    """The recorded outcome of one answer, or None when the item should be tried again."""
-    body = answer.body if isinstance(answer.body, dict) else {}
-    if answer.code in (200, 201):
-        data = body.get("data") if isinstance(body.get("data"), dict) else {}
-        sid = data.get("id")
-        if not sid:
-            return None  # "success" without the subscriber is not proof: ask again rather than trust it
-        return Result(item.hubspot_id, item.email, "created" if answer.code == 201 else "updated",
-                      item.fingerprint, item.fields_set, str(sid), groups_set=item.groups)
-    reason = describe_error(body)
-    if answer.code == 422 and NOT_REACTIVATED_HINT in reason.lower():
+def to_result(item: Pending, answer: Answer) -> Optional[Result]:
+    """The recorded outcome of one classified answer; None when the item should be sent again.
+    Account-level verdicts never get here (they stop the run)."""
+    if answer.kind == answers.WRITTEN:
+        assert answer.subscriber is not None
+        return Result(item.hubspot_id, item.email, "created" if answer.created else "updated", item.fingerprint,
+                      item.fields_set, str(answer.subscriber["id"]), groups_set=item.groups)
+    if answer.kind == answers.NOT_REACTIVATED:
         # MailerLite protects an unsubscribed/bounced/junk subscriber: expected, not an error.
         return Result(item.hubspot_id, item.email, "not_reactivated", item.fingerprint, item.fields_set)
-    if answer.code in (0, 408, 409, 429) or answer.code >= 500:
-        return None
-    return Result(item.hubspot_id, item.email, "rejected", item.fingerprint, reason=f"MailerLite: {reason}")
+    if answer.kind == answers.REJECTED:
+        return Result(item.hubspot_id, item.email, "rejected", item.fingerprint, reason=f"MailerLite: {answer.reason}")
+    if answer.kind == answers.REFUSED:
+        runs = item.earlier_failures + 1
+        if runs >= MAX_REFUSED_RUNS:
+            return Result(item.hubspot_id, item.email, "rejected", item.fingerprint,
+                          reason=f"MailerLite refused it in {runs} runs (HTTP {answer.code}): {answer.reason}")
+        return Result(item.hubspot_id, item.email, "failed", item.fingerprint,
+                      reason=f"MailerLite refused it (HTTP {answer.code}): {answer.reason}; tried again next run")
+    return None
 
 
 class SubscriberWriter:
     """Takes items with add(), sends them when it suits the limits; take_finished() hands back
     the answered ones (also after an AbortRun, so nothing answered goes unrecorded)."""
 
-    def __init__(self, client: MailerLiteClient,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, client: MailerLiteClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.finished: List[Written] = []
         self.clock = clock
-        self.sleep = sleep
         self.buffer: Deque[Pending] = deque()
         self.import_ready_at = 0.0
         self._import_wait = IMPORT_WAIT_FIRST
         self.batch_costs_items: Optional[bool] = None  # learned from X-RateLimit-Remaining
+        self.batching = True  # False once a batch answer was not understood: singles for the rest of the run
+        self.dialect = Dialect()
         self._consecutive_failures = 0
         self._pending_emails: Dict[str, str] = {}  # email -> HubSpot id, for items not yet answered
 
@@ -123,7 +143,7 @@ class SubscriberWriter:
             self._send_single(self.buffer.popleft())
 
     def _batch_allowed(self, size: int) -> bool:
-        if self.clock() < self.import_ready_at:
+        if not self.batching or self.clock() < self.import_ready_at:
             return False
         remaining = self.client.remaining
         # When a batch costs one request per item and the global budget cannot carry a whole
@@ -148,11 +168,18 @@ class SubscriberWriter:
         self.import_ready_at = self.clock() + wait
         log.debug("MailerLite import limit reached; single upserts for %.1f s", wait)
 
+    def _stop_batching(self, what: str) -> None:
+        if self.batching:
+            log.warning("MailerLite answered a batch in a way this version does not understand (%s); sending "
+                        "single upserts for the rest of this run", what)
+        self.batching = False
+
     # -- sending ---------------------------------------------------------------------------------
     def _send_batch(self, items: List[Pending]) -> None:
         before = self.client.remaining
+        sent = [self.dialect.adapt(i.payload) for i in items]
         try:
-            answers = self.client.upsert_batch([i.payload for i in items])
+            results = self.client.upsert_batch(sent)
         except ImportLimited as exc:
             self._import_limited(exc.retry_after)
             self.buffer.extendleft(reversed(items))
@@ -162,19 +189,20 @@ class SubscriberWriter:
             for item in items:
                 self._send_single(item)
             return
+        except BatchNotUnderstood as exc:
+            self._stop_batching(exc.reason)
+            self.buffer.extendleft(reversed(items))
+            return
         self._import_wait = IMPORT_WAIT_FIRST
         self._learn_batch_cost(before, self.client.remaining, len(items))
         self._consecutive_failures = 0
-        self._settle(items, answers)
+        self._settle(items, sent, results, batch=True)
 
     def _send_single(self, item: Pending) -> None:
+        sent = self.dialect.adapt(item.payload)
         try:
-            answer = self.client.upsert(item.payload)
-        except ImportLimited as exc:  # not expected for single upserts, but never fatal
-            self.sleep(exc.retry_after if exc.retry_after is not None else IMPORT_WAIT_FIRST)
-            self.buffer.appendleft(item)
-            return
-        except Transient as exc:
+            result = self.client.upsert(sent)
+        except Transient as exc:  # the retry layer's tries (import limit included) are used up
             self._consecutive_failures += 1
             self._done([(item, Result(item.hubspot_id, item.email, "failed", item.fingerprint,
                                       reason=f"MailerLite: {exc.reason}"))])
@@ -183,19 +211,52 @@ class SubscriberWriter:
                                f"continues where this one stopped") from None
             return
         self._consecutive_failures = 0
-        self._settle([item], [answer])
+        self._settle([item], [sent], [result], batch=False)
 
-    def _settle(self, items: List[Pending], answers: List[ItemResult]) -> None:
-        results: List[Written] = []
-        for item, answer in zip(items, answers):
-            result = classify(item, answer)
-            if result is None:
-                item.attempts += 1
-                if item.attempts < MAX_ITEM_ATTEMPTS:
-                    self.buffer.appendleft(item)
-                    continue
-                result = Result(item.hubspot_id, item.email, "failed", item.fingerprint,
-                                reason=f"MailerLite answered {answer.code} {MAX_ITEM_ATTEMPTS} times")
-            results.append((item, result))
-        if results:
-            self._done(results)
+    def _settle(self, items: List[Pending], sent: List[Dict[str, Any]], results: List[ItemResult],
+                batch: bool) -> None:
+        done: List[Written] = []
+        again: List[Pending] = []
+        not_understood: List[Pending] = []
+        account: Optional[Answer] = None
+        verdicts = [classify_upsert(raw.code, raw.body, batch_item=batch) for raw in results]
+        if batch and len(items) > 1 and all(v.kind == answers.REFUSED for v in verdicts):
+            # Every item refused alike, and not for its data: the batch is the problem (its path,
+            # its shape), not these contacts. They go on their own, and are judged one by one.
+            verdicts = [Answer(answers.NOT_UNDERSTOOD, v.code, v.reason) for v in verdicts]
+        for item, payload, raw, answer in zip(items, sent, results, verdicts):
+            if answer.kind in (answers.AUTH, answers.ACCOUNT):
+                account = account or answer  # every contact would be refused alike: the run stops below
+            elif answer.kind == answers.NOT_UNDERSTOOD:
+                not_understood.append(item)
+            elif self._learned(payload, raw, answer):
+                again.append(item)  # the other reading of an unconfirmed behaviour: send it as that
+            else:
+                result = to_result(item, answer)
+                if result is None:
+                    item.attempts += 1
+                    if item.attempts < MAX_ITEM_ATTEMPTS:
+                        again.append(item)
+                        continue
+                    result = Result(item.hubspot_id, item.email, "failed", item.fingerprint,
+                                    reason=f"MailerLite answered {answer.code or 'nothing usable'} "
+                                           f"{MAX_ITEM_ATTEMPTS} times ({answer.reason})")
+                done.append((item, result))
+        if done:
+            self._done(done)
+        if account is not None:
+            raise bad_key() if account.kind == answers.AUTH else refused_account(account.code, account.reason)
+        if not_understood:
+            first = next(v for v in verdicts if v.kind == answers.NOT_UNDERSTOOD)
+            self._stop_batching(f"{len(not_understood)} of {len(items)} items like code {first.code or 'missing'}: "
+                                f"{first.reason}")
+        self.buffer.extendleft(reversed(again + not_understood))
+
+    def _learned(self, sent: Dict[str, Any], raw: ItemResult, answer: Answer) -> bool:
+        """Whether the answer taught the dialect something that makes sending again worth it."""
+        if answer.kind == answers.REJECTED:
+            body = raw.body if isinstance(raw.body, dict) else {}
+            return self.dialect.learn_from_refusal(sent, body.get("errors"))
+        if answer.kind == answers.WRITTEN and answer.subscriber is not None:
+            return self.dialect.learn_from_success(sent, answer.subscriber)
+        return False

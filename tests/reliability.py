@@ -130,6 +130,14 @@ def _daily(hs: FakeHubSpot, ml: FakeMailerLite) -> None:
     hs.daily_limit = 2  # the first run stops after two HubSpot requests; "midnight" comes after it
 
 
+def _reading(**switches: object) -> Callable[[FakeHubSpot, FakeMailerLite], None]:
+    """The other reading of something mailerlite.md leaves unconfirmed, for the whole trial."""
+    def apply(hs: FakeHubSpot, ml: FakeMailerLite) -> None:
+        for name, value in switches.items():
+            setattr(ml, name, value)
+    return apply
+
+
 FAULTS: Dict[str, Callable[[FakeHubSpot, FakeMailerLite], None]] = {
     "HubSpot 5xx at 5%": _rate("hubspot", 0.05, ("500", "502", "503")),
     "HubSpot 5xx at 20%": _rate("hubspot", 0.20, ("500", "502", "503")),
@@ -144,6 +152,8 @@ FAULTS: Dict[str, Callable[[FakeHubSpot, FakeMailerLite], None]] = {
     "429 storm with Retry-After": _storm("429"),
     "429 storm without Retry-After": _storm("429-bare"),
     "HubSpot daily limit mid-run": _daily,
+    "MailerLite batch items answered import-style (no subscriber)": _reading(batch_item_shape="import"),
+    "MailerLite batch answered with counts only": _reading(batch_item_shape="summary"),
 }
 
 

@@ -366,7 +366,8 @@ def test_a_refused_group_removal_is_kept_and_retried(run, hubspot_fake, mailerli
     run("--mapping", path)
     hubspot_fake.archive_contact(ids[0])
     mailerlite_fake.faults.only_paths = ("/api/subscribers/",)
-    refuse = [lambda request: Response(json.dumps({"message": "Forbidden"}), status=403,
+    # A refusal of this one removal (403 would be the whole account refused: that stops the run instead).
+    refuse = [lambda request: Response(json.dumps({"message": "This subscriber cannot be changed now."}), status=400,
                                        content_type="application/json") if request.method == "DELETE" else None]
     mailerlite_fake.faults.script.extend(refuse * 20)
     refused = run("--mapping", path, "--full")

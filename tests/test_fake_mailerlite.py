@@ -155,6 +155,66 @@ def test_batch_answers_per_item_and_caps_at_50(ml, mailerlite_fake):
     assert too_many.status_code == 422
 
 
+@pytest.mark.parametrize("shape", ["upsert", "import", "summary"])
+def test_batch_item_shapes_of_an_import(ml, mailerlite_fake, shape):
+    mailerlite_fake.batch_item_shape = shape
+    items = [{"method": "POST", "path": "api/subscribers", "body": {"email": f"p{i}@example.com"}} for i in range(3)]
+    data = ml("POST", "batch", {"requests": items}).json()
+    assert (data["total"], data["successful"]) == (3, 3)
+    assert len(mailerlite_fake.subscribers) == 3  # written in every shape; only the answer differs
+    if shape == "summary":
+        assert "responses" not in data
+    else:
+        bodies = [r["body"] for r in data["responses"]]
+        assert all(b is None for b in bodies) if shape == "import" else all(b["data"]["id"] for b in bodies)
+
+
+@pytest.mark.parametrize("refusal,code", [("402", 402), ("403-plan", 403), ("422-limit", 422)])
+def test_account_refusals(ml, mailerlite_fake, refusal, code):
+    mailerlite_fake.account_refusal = refusal
+    item = {"method": "POST", "path": "api/subscribers", "body": {"email": "a@example.com"}}
+    assert ml("POST", "subscribers", {"email": "a@example.com"}).status_code == code
+    assert ml("POST", "batch", {"requests": [item]}).status_code == code
+    mailerlite_fake.account_refusal_per_item = True
+    answer = ml("POST", "batch", {"requests": [item]})
+    assert answer.status_code == 200 and answer.json()["responses"][0]["code"] == code
+    assert mailerlite_fake.subscribers == {}
+
+
+def test_switches_for_unconfirmed_field_behaviours(ml, mailerlite_fake):
+    mailerlite_fake.add_field("Birthday", "date")
+    ml("POST", "subscribers", {"email": "a@example.com", "fields": {"city": "Bled", "name": "Ann"}})
+    mailerlite_fake.null_clears = False
+    ml("POST", "subscribers", {"email": "a@example.com", "fields": {"city": None, "name": ""}})
+    assert mailerlite_fake.subscriber("a@example.com")["fields"]["city"] == "Bled"  # null ignored
+    assert mailerlite_fake.subscriber("a@example.com")["fields"]["name"] is None  # "" clears
+    mailerlite_fake.text_max = 10
+    assert ml("POST", "subscribers", {"email": "a@example.com", "fields": {"city": "x" * 11}}).status_code == 422
+    mailerlite_fake.text_max = None
+    assert ml("POST", "subscribers", {"email": "a@example.com", "fields": {"city": "x" * 5000}}).status_code == 200
+    mailerlite_fake.date_with_time = True
+    assert ml("POST", "subscribers", {"email": "a@example.com", "fields": {"birthday": "1990-02-03"}}).status_code \
+        == 422
+    assert ml("POST", "subscribers", {"email": "a@example.com",
+                                      "fields": {"birthday": "1990-02-03 00:00:00"}}).status_code == 200
+
+
+def test_switches_for_listing_limit_reactivation_wording_and_group_case(ml, mailerlite_fake):
+    mailerlite_fake.subscriber_list_max, mailerlite_fake.limit_too_big = 100, "422"
+    too_big = ml("GET", "subscribers?limit=1000")
+    assert too_big.status_code == 422 and "limit" in too_big.json()["errors"]
+    assert ml("GET", "subscribers?limit=100").status_code == 200
+    mailerlite_fake.reactivation_wording = "reactivated"
+    mailerlite_fake.add_subscriber("gone@example.com", status="unsubscribed")
+    refused = ml("POST", "subscribers", {"email": "gone@example.com", "status": "active"})
+    assert refused.status_code == 422 and "reactivated" in refused.json()["message"]
+    mailerlite_fake.add_group("VIP")
+    assert ml("POST", "groups", {"name": "vip"}).status_code == 201
+    mailerlite_fake.group_names_unique_ci = True
+    taken = ml("POST", "groups", {"name": "Vip"})
+    assert taken.status_code == 422 and "taken" in taken.json()["errors"]["name"][0]
+
+
 def test_bad_token():
     with FakeMailerLite() as fake:
         answer = ML(fake, "wrong")("GET", "subscribers?limit=1")

@@ -267,10 +267,14 @@ def test_hubspot_daily_limit_stops_cleanly_and_keeps_progress(run, hubspot_fake,
     result = run()
     assert_clean(result)
     assert result.code == 3 and "daily API limit" in result.err
-    assert result.summary is not None and result.summary["created"] == 300
+    # Three pages read: five full batches at least were answered. (When the import limit switched
+    # the writer to singles, up to one batch's worth can still wait for a full batch at the stop.)
+    assert result.summary is not None and 250 <= result.summary["created"] <= 300
+    kept = result.summary["created"]
+    assert len(mailerlite_fake.subscribers) == kept
     hubspot_fake.daily_limit = 1_000_000
     again = run()
-    assert again.code == 0 and again.summary["created"] == 200 and again.summary["unchanged"] == 300
+    assert again.code == 0 and again.summary["created"] == 500 - kept and again.summary["unchanged"] == kept
 
 
 def test_both_budgets_are_used_when_a_batch_costs_one_request(run, hubspot_fake, mailerlite_fake):

@@ -31,10 +31,19 @@ DEFAULT_FIELDS = [  # (id, name, key) of the default text fields, as in fields-l
     ("4", "Country", "country"), ("5", "City", "city"), ("6", "Phone", "phone"),
     ("7", "State", "state"), ("8", "Zip", "z_i_p"),
 ]
-TEXT_MAX = 1024  # unconfirmed on the real service; the fake rejects longer text values
+TEXT_MAX = 1024  # unconfirmed on the real service; the fake rejects longer text values (a switch)
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 INVALID = "The given data was invalid."
 CANNOT_IMPORT = "This subscriber is {status} and cannot be imported"
+# The other plausible wording of the reactivation refusal: in the message, with no field errors.
+CANNOT_REACTIVATE = "This subscriber is {status} and can not be reactivated through the API."
+# What an account-level refusal says (the fake's reading; the real texts are not recorded).
+ACCOUNT_REFUSALS = {
+    "402": (402, {"message": "Payment required."}),
+    "403-plan": (403, {"message": "You have reached the subscriber limit of your plan. Please upgrade."}),
+    "422-limit": (422, {"message": "You have reached the subscribers limit of your plan."}),
+    "403-suspended": (403, {"message": "This account is suspended."}),
+}
 
 
 def _now() -> str:
@@ -89,6 +98,19 @@ class FakeMailerLite(FakeAPI):
         self.item_faults: Deque[Optional[int]] = deque()  # per batch item: an HTTP code to fail it with
         self.failing_emails: Dict[str, int] = {}  # email -> how many more of its upserts get a 503
         self.upsert_count = 0  # every upsert attempted that passed validation
+        # Switches for what mailerlite.md leaves unconfirmed; the defaults are the documented reading.
+        # Batch items of an all-upsert batch (an import): "upsert" = {code, body: {data}} like a single
+        # upsert; "import" = {"code": 200, "body": null}; "summary" = counts only, no responses.
+        self.batch_item_shape = "upsert"
+        self.account_refusal: Optional[str] = None  # a key of ACCOUNT_REFUSALS: every write is refused so
+        self.account_refusal_per_item = False  # ...as the batch's own status (False) or per batch item
+        self.null_clears = True  # False: null is ignored and "" clears
+        self.text_max: Optional[int] = TEXT_MAX  # None: no limit
+        self.date_with_time = False  # True: date fields want "YYYY-MM-DD HH:MM:SS"
+        self.reactivation_wording = "imported"  # or "reactivated" (CANNOT_REACTIVATE)
+        self.subscriber_list_max = 1000  # the listing's largest limit...
+        self.limit_too_big = "clamp"  # ...beyond it: "clamp" silently, or "422"
+        self.group_names_unique_ci = False  # True: a group name taken in any case is refused
 
     @property
     def base_url(self) -> str:
@@ -235,12 +257,11 @@ class FakeMailerLite(FakeAPI):
                         errors[f"groups.{i}"] = [f"The selected groups.{i} is invalid."]
         return errors
 
-    @staticmethod
-    def _field_problem(key: str, value: Any, types: Dict[str, str]) -> Optional[str]:
+    def _field_problem(self, key: str, value: Any, types: Dict[str, str]) -> Optional[str]:
         if key not in types:
             return f"The selected fields.{key} is invalid."
         if value is None or value == "":
-            return None  # clears the field
+            return None  # clears the field (or, with null_clears off, null is ignored)
         kind = types[key]
         if kind == "number":
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -251,13 +272,13 @@ class FakeMailerLite(FakeAPI):
                 return f"The fields.{key} must be a number."
         elif kind == "date":
             try:
-                datetime.strptime(str(value), "%Y-%m-%d")
+                datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S" if self.date_with_time else "%Y-%m-%d")
             except ValueError:
                 return f"The fields.{key} is not a valid date."
         elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
             return f"The fields.{key} must be a string."
-        elif len(str(value)) > TEXT_MAX:
-            return f"The fields.{key} may not be greater than {TEXT_MAX} characters."
+        elif self.text_max is not None and len(str(value)) > self.text_max:
+            return f"The fields.{key} may not be greater than {self.text_max} characters."
         return None
 
     def upsert(self, body: Any) -> Tuple[int, Any]:
@@ -272,6 +293,8 @@ class FakeMailerLite(FakeAPI):
                 status == "active" or self.refuse_inactive_upserts):
             self.reactivation_attempts.append({"email": email, "status_was": existing["status"],
                                                "requested": status})
+            if self.reactivation_wording == "reactivated":
+                return 422, {"message": CANNOT_REACTIVATE.format(status=existing["status"])}
             return 422, {"message": INVALID,
                          "errors": {"email": [CANNOT_IMPORT.format(status=existing["status"])]}}
         self.upsert_count += 1
@@ -286,6 +309,8 @@ class FakeMailerLite(FakeAPI):
             if status == "unsubscribed":
                 existing["unsubscribed_at"] = _now()
         for key, value in (body.get("fields") or {}).items():
+            if value is None and not self.null_clears:
+                continue
             existing["fields"][key] = None if value == "" else value
         for gid in body.get("groups") or []:
             if str(gid) not in existing["groups"]:
@@ -302,6 +327,8 @@ class FakeMailerLite(FakeAPI):
 
     def on_upsert(self, request: Request) -> Response:
         body = self.json_body(request)
+        if self.account_refusal:
+            return self._json_result(ACCOUNT_REFUSALS[self.account_refusal])
         if self._fails(body):
             return self.ok({"message": "Server Error"}, 503)
         return self._json_result(self.upsert(body))
@@ -335,7 +362,10 @@ class FakeMailerLite(FakeAPI):
         if limit == 0:
             total = sum(1 for s in self.subscribers.values() if status is None or s["status"] == status)
             return self.ok({"total": total})
-        limit = min(limit, 1000)
+        if limit > self.subscriber_list_max and self.limit_too_big == "422":
+            reason = f"The limit may not be greater than {self.subscriber_list_max}."
+            return self.ok({"message": reason, "errors": {"limit": [reason]}}, 422)
+        limit = min(limit, self.subscriber_list_max)
         cursor = request.args.get("cursor")
         end = len(self._sub_ids)
         if cursor:
@@ -440,6 +470,8 @@ class FakeMailerLite(FakeAPI):
             return 422, {"message": INVALID, "errors": {"name": ["The name field is required."]}}
         if len(name) > 255:
             return 422, {"message": INVALID, "errors": {"name": ["The name may not be greater than 255 characters."]}}
+        if self.group_names_unique_ci and any(g["name"].lower() == name.lower() for g in self.groups.values()):
+            return 422, {"message": INVALID, "errors": {"name": ["The name has already been taken."]}}
         return 201, {"data": self.add_group(name)}
 
     def on_create_group(self, request: Request) -> Response:
@@ -477,17 +509,26 @@ class FakeMailerLite(FakeAPI):
         if len(items) > 50:
             return self.ok({"message": INVALID,
                             "errors": {"requests": ["The requests may not have more than 50 items."]}}, 422)
-        responses = []
+        if self.account_refusal and not self.account_refusal_per_item:
+            return self._json_result(ACCOUNT_REFUSALS[self.account_refusal])
+        responses: List[Dict[str, Any]] = []
+        codes: List[int] = []
         for item in items:
             fault = self.item_faults.popleft() if self.item_faults else None
             if not fault and self._fails(item.get("body") if isinstance(item, dict) else None):
                 fault = 503
             if fault:
                 responses.append({"code": fault, "body": {"message": "Server Error"}})
+                codes.append(fault)
                 continue
-            code, out = self._batch_item(item)
+            code, out = ACCOUNT_REFUSALS[self.account_refusal] if self.account_refusal else self._batch_item(item)
+            if self.batch_item_shape == "import" and 200 <= code < 300:
+                out = None  # the import path's answer: done, but which subscriber is not said
             responses.append({"code": code, "body": out})
-        ok = sum(1 for r in responses if 200 <= r["code"] < 300)
-        return self.ok({"total": len(responses), "successful": ok, "failed": len(responses) - ok,
-                        "responses": responses})
+            codes.append(code)
+        ok = sum(1 for c in codes if 200 <= c < 300)
+        summary = {"total": len(responses), "successful": ok, "failed": len(responses) - ok}
+        if self.batch_item_shape == "summary":
+            return self.ok(summary)
+        return self.ok({**summary, "responses": responses})
 

@@ -1,0 +1,140 @@
+"""What a MailerLite answer means: ONE classifier for single requests and for batch items.
+
+`transport_verdict` decides what no caller may ignore (retry, a bad key, a refused account, the
+import limit); `classify_upsert` adds what an upsert's answer says about one contact. The client
+raises on the first kind of verdict, the writer records the second, so the retry rule and the
+account rule are written once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional
+
+# Verdicts, in the words the writer records.
+WRITTEN = "written"  # created or updated: the answer names the subscriber
+NOT_REACTIVATED = "not_reactivated"  # MailerLite keeps an unsubscribed/bounced/junk subscriber as it is
+REJECTED = "rejected"  # a refusal of this contact's data (a 422 naming its fields)
+RETRY = "retry"  # 429, 5xx, 408, 409, a garbled body: ask again
+IMPORT_LIMITED = "import_limited"  # the 429 of the import limit (all-upsert batches)
+AUTH = "auth"  # 401: the key is wrong (exit 2, as always)
+ACCOUNT = "account"  # the account may not do this (402, 403, plan or subscriber limit, suspended)
+REFUSED = "refused"  # any other refusal of one contact: failed, tried again on later runs
+NOT_UNDERSTOOD = "not_understood"  # a batch item in a shape we do not know: send it on its own
+
+IMPORT_LIMIT_HINT = "import"  # the import limit's 429 says "rate limited on import creation"
+# Account-level wording in a refusal's message (never in field errors: a field may be called "plan").
+ACCOUNT_WORDS = re.compile(r"\b(plan|upgrade|suspended|billing|payment|quota|subscribers? limit|"
+                           r"limit of subscribers|account (is|has been) (disabled|inactive|closed))\b", re.I)
+# The refusal to reactivate, in either wording seen or plausible: "... is unsubscribed and cannot be
+# imported", "... cannot be reactivated/resubscribed", naming the status. Looked for only in the
+# address's and status's errors and the message, never in a field's error.
+REACTIVATION_WORDS = re.compile(r"unsubscribed|bounced|junk|spam|reactivat|resubscrib|cannot be imported", re.I)
+GENERIC_MESSAGE = "the given data was invalid."
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One classified answer. `subscriber` is the subscriber object of a WRITTEN answer."""
+
+    kind: str
+    code: int
+    reason: str = ""
+    subscriber: Optional[Dict[str, Any]] = None
+    retry_after: Optional[float] = None
+
+    @property
+    def created(self) -> bool:
+        return self.code == 201
+
+
+def _message(body: Any) -> str:
+    return str(body.get("message") or "") if isinstance(body, dict) else ""
+
+
+def _errors(body: Any) -> Dict[str, Any]:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return errors if isinstance(errors, dict) else {}
+
+
+def _texts(value: Any) -> Iterable[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
+def describe_error(data: Any) -> str:
+    """MailerLite's reason in one line: the field errors if any, else the message."""
+    errors = _errors(data)
+    if errors:
+        return " | ".join(f"{key}: {'; '.join(_texts(reasons))}" for key, reasons in errors.items())[:500]
+    return (_message(data) or "no reason given")[:500]
+
+
+def _is_account_refusal(code: int, body: Any) -> bool:
+    if code in (402, 403):
+        return True
+    return 400 <= code < 500 and code not in (401, 408, 409, 429) and bool(ACCOUNT_WORDS.search(_message(body)))
+
+
+def _is_reactivation_refusal(body: Any) -> bool:
+    errors = _errors(body)
+    texts = [t for key in ("email", "status") for t in _texts(errors.get(key, []))]
+    message = _message(body)
+    if message.strip().lower() != GENERIC_MESSAGE:
+        texts.append(message)
+    return any(REACTIVATION_WORDS.search(t) for t in texts)
+
+
+def transport_verdict(code: int, body: Any, garbled: bool = False) -> Optional[str]:
+    """RETRY, IMPORT_LIMITED, AUTH or ACCOUNT when the answer must not reach the caller as an
+    answer; None when it should (success, or a refusal the caller judges)."""
+    if code == 401:
+        return AUTH
+    if code == 429:
+        return IMPORT_LIMITED if IMPORT_LIMIT_HINT in _message(body).lower() else RETRY
+    if code >= 500 or code in (408, 409):
+        return RETRY
+    if garbled and (200 <= code < 300 or code == 422):
+        return RETRY  # a body that is not JSON where one is promised: proxies, truncation
+    if 200 <= code < 300 and body is not None and not isinstance(body, dict):
+        return RETRY
+    if _is_account_refusal(code, body):
+        return ACCOUNT
+    return None
+
+
+def classify_upsert(code: int, body: Any, batch_item: bool = False) -> Answer:
+    """What one upsert's answer (a single request's, or one item of a batch) says about the contact.
+
+    A batch item whose code is missing or unknown, or a success that names no subscriber, is
+    NOT_UNDERSTOOD (the import-path answers are undocumented); the same from a single request is
+    garbled, so RETRY."""
+    verdict = transport_verdict(code, body)
+    if verdict is not None:
+        return Answer(verdict, code, describe_error(body))
+    if code in (200, 201):
+        data = body.get("data") if isinstance(body, dict) else None
+        sid = data.get("id") if isinstance(data, dict) else None
+        if isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid).strip():
+            return Answer(WRITTEN, code, subscriber=data)
+        return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, "a success that names no subscriber")
+    if not 400 <= code < 500:
+        return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, f"an answer with code {code or 'missing'}")
+    reason = describe_error(body)
+    if code in (400, 422):
+        if _is_reactivation_refusal(body):
+            return Answer(NOT_REACTIVATED, code, reason)
+        if _errors(body):
+            return Answer(REJECTED, code, reason)
+    return Answer(REFUSED, code, reason)
+
+
+def item_code(item: Any) -> int:
+    """A batch item's HTTP code; 0 when it is missing or not a number."""
+    code = item.get("code") if isinstance(item, dict) else None
+    if isinstance(code, bool):
+        return 0
+    try:
+        return int(code)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0
