@@ -94,6 +94,20 @@ class SafeFormatter(logging.Formatter):
         return redact(super().format(record))  # a traceback (--verbose) may quote a token too
 
 
+class SafeOutput:
+    """stdout for --check, which shows HubSpot sample values: escaped and redacted, never run by
+    the terminal (newlines kept)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        return self.out.write("\n".join(safe_text(line) for line in text.split("\n")))
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 def configure_logging(quiet: bool, verbose: bool) -> None:
     """Logs go to stderr. Silent under a scheduler unless something is wrong."""
     if verbose:
@@ -270,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
         if args.check:
-            return Preflight(*clients(settings, started=started), mapping, sys.stdout,
+            return Preflight(*clients(settings, started=started), mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
                              check_write_back=write_back).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
