@@ -13,7 +13,7 @@ from typing import Iterable, Set
 REDACTED = "[redacted]"
 _secrets: Set[str] = set()
 # Any bearer credential, whoever's it is (a proxy may echo a header we never set ourselves).
-_BEARER_RE = re.compile(r"(Bearer)(\s+|%20|\+)[^\s\"',;}\]]+", re.IGNORECASE)
+_BEARER_RE = re.compile(r"(Bearer)(\s+|%20|\+)(?!\[redacted\])[^\s\"',;}\]]+", re.IGNORECASE)  # idempotent
 # What must never reach a terminal or a log line raw: C0/C1 controls and DEL (escape
 # sequences, carriage returns that hide a line), bidirectional overrides that reorder what is
 # read, zero-width characters that hide text, lone surrogates (invalid text).
@@ -35,11 +35,11 @@ def redact(text: str) -> str:
     """`text` without the registered tokens and without any `Bearer ...` value."""
     if not isinstance(text, str):
         text = str(text)
+    if "earer" in text or "EARER" in text:
+        text = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    if "earer" in text or "EARER" in text:
-        text = _BEARER_RE.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     return text
 
 
