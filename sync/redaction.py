@@ -13,7 +13,7 @@ from typing import Iterable, Set
 REDACTED = "[redacted]"
 _secrets: Set[str] = set()
 # Any bearer credential, whoever's it is (a proxy may echo a header we never set ourselves).
-_BEARER_RE = re.compile(r"(Bearer)(\s+|%20|\+)(?!\[redacted\])[^\s\"',;}\]]+", re.IGNORECASE)  # idempotent
+_BEARER_RE = re.compile(r"(Bearer)(\s+|%20|\+)(?!\[redacted\])[^\s\"',;&}\]]+", re.IGNORECASE)  # idempotent
 # What must never reach a terminal or a log line raw: C0/C1 controls and DEL (escape
 # sequences, carriage returns that hide a line), bidirectional overrides that reorder what is
 # read, zero-width characters that hide text, lone surrogates (invalid text).
