@@ -18,7 +18,7 @@ import urllib3
 
 from .errors import AbortRun
 
-MAX_BODY_BYTES = 50 * 1024 * 1024  # far above any page either API sends (a 100-contact page is ~100 KB)
+MAX_BODY_BYTES = 50_000_000  # far above any page either API sends (a 100-contact page is ~100 KB)
 READ_PIECE = 64 * 1024
 
 
@@ -49,8 +49,8 @@ def read_body(response: urllib3.response.BaseHTTPResponse, deadline: float,
                 break
             size += len(piece)
             if size > cap:
-                raise AnswerTooLarge(f"an API answer is larger than {cap // (1024 * 1024)} MB; stopped, the "
-                                     f"next run tries again")
+                raise AnswerTooLarge(f"an API answer is larger than {cap / 1_000_000:g} MB; stopped, the next "
+                                     f"run tries again")
             pieces.append(piece)
     except BaseException:
         response.close()  # a half-read connection must not go back to the pool

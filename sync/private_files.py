@@ -6,7 +6,7 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import IO, Set
+from typing import Set, TextIO, cast
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,14 @@ def create_private(path: Path) -> None:
     os.close(fd)
 
 
-def open_private(path: Path, mode: str = "w", encoding: str = "utf-8", newline: str = "") -> IO[str]:
+def open_private(path: Path, mode: str = "w", encoding: str = "utf-8", newline: str = "") -> TextIO:
     """open() for text that holds personal data: a new file is 0600 from its first byte."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
     existed = path.exists()
     fd = os.open(str(path), flags, PRIVATE_MODE)
     if existed:
         warn_if_shared(path)
-    return os.fdopen(fd, mode, encoding=encoding, newline=newline)
+    return cast(TextIO, os.fdopen(fd, mode, encoding=encoding, newline=newline))
 
 
 def warn_if_shared(path: Path) -> None:
