@@ -26,7 +26,7 @@ class AnswerTooSlow(TimeoutError):
     """The answer did not arrive in full within the request's total time."""
 
 
-class MailerLiteTooSlow(requests.exceptions.Timeout):
+class RequestsTooSlow(requests.exceptions.Timeout):
     """The same for `requests`, whose callers catch RequestException."""
 
 
@@ -72,15 +72,16 @@ def hubspot_exchange(func: Callable[..., Any], *args: Any, timeout: Tuple[float,
     return response, decode(read_body(response, deadline))
 
 
-def mailerlite_exchange(session: requests.Session, method: str, url: str, body: Any,
+def requests_exchange(session: requests.Session, method: str, url: str, body: Any,
                         timeout: Tuple[float, float]) -> requests.Response:
-    """session.request, streamed, so that the whole answer is read within the total time."""
+    """session.request, streamed, so that the whole answer is read within the total time
+    (MailerLite's client and the healthcheck ping)."""
     deadline = time.monotonic() + timeout[1]
     resp = session.request(method, url, json=body, timeout=timeout, stream=True)
     try:
         content = read_body(resp.raw, deadline)
     except AnswerTooSlow as exc:
-        raise MailerLiteTooSlow(str(exc)) from None
+        raise RequestsTooSlow(str(exc)) from None
     except urllib3.exceptions.HTTPError as exc:
         raise requests.exceptions.ConnectionError(exc.__class__.__name__) from None
     except OSError as exc:

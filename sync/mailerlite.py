@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import requests
 
 from .errors import AbortRun, AuthError
-from .http_limits import mailerlite_exchange
+from .http_limits import requests_exchange
 from .retrying import RetryPolicy, Transient, parse_retry_after
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class MailerLiteClient:
         """One HTTP exchange; Transient for what is worth retrying, ImportLimited, AuthError."""
         self.requests += 1
         try:
-            resp = mailerlite_exchange(self.session, method, f"{self.base_url}/{path}", body, self.timeout)  # bounded
+            resp = requests_exchange(self.session, method, f"{self.base_url}/{path}", body, self.timeout)  # bounded
         except requests.RequestException as exc:
             # The exception text can hold the URL; only its class name leaves this module.
             raise Transient(f"network error ({exc.__class__.__name__})") from None
