@@ -61,6 +61,8 @@ def _read_env_text(env_file: Path) -> str:
         fd = os.open(str(env_file), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         try:
             info = os.fstat(fd)
+            if stat.S_ISCHR(info.st_mode) and os.path.samefile(env_file, os.devnull):
+                return ""  # --env-file /dev/null: no file, everything from the environment
             if not stat.S_ISREG(info.st_mode):
                 raise ConfigError(f"{env_file} is not a regular file; point --env-file at the settings file")
             if info.st_size > ENV_FILE_MAX_BYTES:
@@ -104,7 +106,7 @@ def _warn_if_shared(env_file: Path) -> None:
         mode = env_file.stat().st_mode
     except OSError:
         return
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+    if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):  # not /dev/null
         log.warning("%s is readable by other users; protect the tokens in it: chmod 600 %s", env_file, env_file)
 
 

@@ -142,3 +142,10 @@ def test_a_log_file_on_a_full_disk_is_one_line_and_the_run_goes_on(run, hubspot_
     assert "Logging error" not in result.err and "Traceback" not in result.err
     assert result.err.count("cannot write the log file /dev/full") == 1, result.err
     assert result.code == 1 and result.summary["created"] == 2
+
+
+def test_dev_null_as_env_file_means_no_file(caplog):
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings(Path("/dev/null"), environ={"HUBSPOT_ACCESS_TOKEN": "pat-1",
+                                                             "MAILERLITE_API_KEY": "ml-1"}, env_file_given=True)
+    assert settings.hubspot_token == "pat-1" and caplog.text == ""
