@@ -182,7 +182,7 @@ def normalise_email(value: Any) -> str:
     """NFC, trimmed, lower case. Invalid text (a lone surrogate: bad UTF-8 or a broken JSON
     escape) becomes U+FFFD, so the address can be stored, looked up and rejected, never crash."""
     text = str(value or "")
-    if SURROGATE_RE.search(text):
+    if not text.isascii() and SURROGATE_RE.search(text):
         text = SURROGATE_RE.sub("\ufffd", text)
     return unicodedata.normalize("NFC", text).strip().lower()
 
@@ -193,9 +193,11 @@ def email_problem(email: str) -> Optional[str]:
         return f"email is longer than {EMAIL_MAX} characters"
     if _CONTROL_RE.search(email):
         return "email contains control characters"
-    if "\ufffd" in email or SURROGATE_RE.search(email):
+    if email.isascii():
+        pass  # the usual case: nothing below can apply
+    elif "\ufffd" in email or SURROGATE_RE.search(email):
         return "email contains invalid text (bad UTF-8 or a lone surrogate); fix it in HubSpot"
-    if INVISIBLE_RE.search(email):
+    elif INVISIBLE_RE.search(email):
         # They make one address look like another; no mail system accepts them.
         return "email contains invisible or direction-changing characters (zero-width, bidi); fix it in HubSpot"
     if not _EMAIL_RE.match(email):
@@ -237,7 +239,7 @@ def _groups(props: MappingType[str, Any], mapping: Mapping, info: MappingType[st
 def _invalid_text(props: MappingType[str, Any]) -> Optional[str]:
     """A property holding a lone surrogate cannot be stored or sent: this contact is rejected, not the run."""
     for name, value in props.items():
-        if isinstance(value, str) and SURROGATE_RE.search(value):
+        if isinstance(value, str) and not value.isascii() and SURROGATE_RE.search(value):
             return f"property {str(name)[:100]!r} holds invalid text (bad UTF-8 or a lone surrogate); fix it in HubSpot"
     return None
 
