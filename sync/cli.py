@@ -159,6 +159,8 @@ def add_log_file(path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
             raise IsADirectoryError(21, "it is a folder")
+        if path.is_fifo():  # opening it would wait for ever for a reader
+            raise OSError(0, "it is a FIFO, not a file")
         create_private(path)
         handler = PrivateLogFile(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
     except OSError as exc:
@@ -189,8 +191,9 @@ def run_lock(state_db: Path) -> Iterator[None]:
 def clients(settings: Settings, progress: Optional[Progress] = None,
             started: Optional[float] = None) -> Tuple[HubSpotWriter, MailerLiteClient]:
     timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
-    hs_wait = (lambda reason, secs: progress.waiting(reason, secs, "HubSpot")) if progress else None
-    ml_wait = (lambda reason, secs: progress.waiting(reason, secs, "MailerLite")) if progress else None
+    # A reason can quote the server (a 429's policy name): shown escaped, like every log line.
+    hs_wait = (lambda reason, secs: progress.waiting(safe_text(reason), secs, "HubSpot")) if progress else None
+    ml_wait = (lambda reason, secs: progress.waiting(safe_text(reason), secs, "MailerLite")) if progress else None
     # Both clients check the run's deadline before each request and each wait (retrying.py).
     deadline = (time.monotonic() if started is None else started) + settings.max_runtime
     return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait,

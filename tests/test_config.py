@@ -149,3 +149,13 @@ def test_dev_null_as_env_file_means_no_file(caplog):
         settings = load_settings(Path("/dev/null"), environ={"HUBSPOT_ACCESS_TOKEN": "pat-1",
                                                              "MAILERLITE_API_KEY": "ml-1"}, env_file_given=True)
     assert settings.hubspot_token == "pat-1" and caplog.text == ""
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_log_file_that_is_a_folder_or_a_fifo_is_one_line(run, tmp_path, kind):
+    import os
+    path = tmp_path / "logdir"
+    path.mkdir() if kind == "folder" else os.mkfifo(path)
+    result = run("--log-file", str(path))  # a FIFO nobody reads would hang here before the fix
+    assert result.code == 2 and f"cannot write the log file {path}" in result.err, result.err
+    assert result.err.count("\n") == 1
