@@ -64,12 +64,52 @@ def decode(body: bytes) -> str:
     return body.decode("utf-8", "surrogateescape")
 
 
+class _BoundedPool:
+    """hubspot-api-client's urllib3 pool, with every answer read within the request's total time
+    and the size cap, error answers too (the generated client reads those itself, unbounded)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def request(self, method: str, url: str, *args: Any, timeout: Any = None, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + _total_seconds(timeout)
+        kwargs["preload_content"] = False
+        response = self._pool.request(method, url, *args, timeout=timeout, **kwargs)
+        body = read_body(response, deadline)
+        return urllib3.HTTPResponse(body=body, headers=response.headers, status=response.status,
+                                    reason=response.reason, preload_content=True, decode_content=False)
+
+
+def _total_seconds(timeout: Any) -> float:
+    """The read part of what the generated client passes (a urllib3 Timeout built from our tuple)."""
+    seconds = getattr(timeout, "_read", None) if isinstance(timeout, urllib3.Timeout) else timeout
+    if isinstance(seconds, tuple):
+        seconds = seconds[-1]
+    return float(seconds) if isinstance(seconds, (int, float)) else 60.0
+
+
+def _bound(func: Callable[..., Any]) -> bool:
+    """Put the bounded pool under the API object `func` belongs to (once); False if it has none."""
+    api_client = getattr(getattr(func, "__self__", None), "api_client", None)
+    rest = getattr(api_client, "rest_client", None)
+    if rest is None or not hasattr(rest, "pool_manager"):
+        return False
+    if not isinstance(rest.pool_manager, _BoundedPool):
+        rest.pool_manager = _BoundedPool(rest.pool_manager)
+    return True
+
+
 def hubspot_exchange(func: Callable[..., Any], *args: Any, timeout: Tuple[float, float],
                      **kwargs: Any) -> Tuple[Any, str]:
     """One hubspot-api-client call with `_preload_content=False`: (response, body text)."""
     deadline = time.monotonic() + timeout[1]
+    bounded = _bound(func)
     response = func(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
-    return response, decode(read_body(response, deadline))
+    body = response.data if bounded else read_body(response, deadline)
+    return response, decode(body)
 
 
 def requests_exchange(session: requests.Session, method: str, url: str, body: Any,

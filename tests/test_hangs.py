@@ -127,3 +127,33 @@ def test_the_retries_of_one_request_are_bounded_in_time_not_only_in_count():
     with pytest.raises(Transient):
         policy.call(failing, "test", logging.getLogger("test"))
     assert 1 < len(tries) < 10**9
+
+
+def trickled_error(fake, request):
+    """A proxy's 503 page, one byte at a time (the HubSpot client reads error bodies itself)."""
+    body = b"<html>" + b"Service Unavailable " * 200 + b"</html>"
+
+    def drip():
+        for i in range(len(body)):
+            yield body[i:i + 1]
+            time.sleep(0.05)
+    return Response(drip(), status=503, content_type="text/html", headers={"Content-Length": str(len(body))})
+
+
+def huge_error(fake, request):
+    return fake.json_response({"message": "x" * 50_000}, 500)
+
+
+def test_hubspot_error_answers_are_bounded_too(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    from sync import http_limits
+    seed_contacts(hubspot_fake, 5)
+    monkeypatch.setenv("SYNC_HTTP_TIMEOUT", "1")
+    once(hubspot_fake, HUBSPOT_LISTING, trickled_error)
+    result = run()
+    assert result.code == 0 and result.summary["created"] == 5, result.err
+    assert count(hubspot_fake, HUBSPOT_LISTING) >= 2  # the trickled error was given up and the request retried
+    monkeypatch.setattr(http_limits, "MAX_BODY_BYTES", 40_000)
+    hubspot_fake.add_contact({"email": "new@example.com"})
+    once(hubspot_fake, "/crm/v3/objects/contacts/search", huge_error)
+    too_big = run()
+    assert too_big.code == 3 and "larger than 0.04 MB" in too_big.err, too_big.err
