@@ -215,7 +215,11 @@ def _healthcheck(raw: str) -> Optional[str]:
 def load_state_path(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
                     env_file_given: bool = False) -> Path:
     """Only where the state lives: --history and --rejected need no token."""
-    return _state_path((_values(env_file, environ, env_file_given).get("SYNC_STATE_DB") or "").strip())
+    values = _values(env_file, environ, env_file_given)
+    # Any token that is set is still kept out of what they print (rows from older versions).
+    register_secrets((values.get(k) or "").strip() for k in ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY",
+                                                                 "MAILERLITE_API_KEY"))
+    return _state_path((values.get("SYNC_STATE_DB") or "").strip())
 
 
 def _project_path(raw: str) -> Optional[Path]:
