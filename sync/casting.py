@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 TEXT_MAX = 1024  # MailerLite's text limit is unconfirmed; longer values are truncated, with a warning
 # Control characters except tab and newline (a regex runs in C: this is on the hot path).
 _CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
@@ -43,10 +44,12 @@ def property_infos(definitions: Dict[str, Dict[str, Any]]) -> Dict[str, Property
 
 
 def clean_text(value: Any) -> str:
-    """NFC, no control characters (tabs and newlines kept), trimmed."""
+    """NFC, no control characters (tabs and newlines kept), trimmed. A lone surrogate (invalid
+    text) becomes U+FFFD: it could be neither hashed nor sent. Bidi and zero-width characters
+    are kept (names need them); logs and the terminal show them escaped (redaction.py)."""
     text = str(value)
     if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
+        text = unicodedata.normalize("NFC", _SURROGATE_RE.sub("\ufffd", text))
     return _CONTROL_RE.sub("", text).strip()
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import logging.handlers
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -38,8 +40,11 @@ from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
 from .preflight import Preflight
+from .private_files import create_private, open_private
 from .progress import Progress
+from .redaction import redact, safe_text
 from .reports import export_rejected, print_history
+from .retrying import RetryPolicy
 from .state import State
 
 log = logging.getLogger("sync")
@@ -88,6 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class SafeFormatter(logging.Formatter):
+    """The boundary for log lines: no token, no raw control or escape sequence from HubSpot data."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = copy.copy(record)  # other handlers get the record as it was
+        record.msg, record.args = safe_text(record.getMessage()), None
+        return redact(super().format(record))  # a traceback (--verbose) may quote a token too
+
+
+class SafeOutput:
+    """stdout for --check, which shows HubSpot sample values: escaped and redacted, never run by
+    the terminal (newlines kept)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, text: str) -> int:
+        return self.out.write("\n".join(safe_text(line) for line in text.split("\n")))
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
 def configure_logging(quiet: bool, verbose: bool) -> None:
     """Logs go to stderr. Silent under a scheduler unless something is wrong."""
     if verbose:
@@ -97,8 +125,8 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     else:
         level = logging.INFO if sys.stderr.isatty() else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s" if verbose
-                                           else "%(levelname)s: %(message)s"))
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s" if verbose
+                                       else "%(levelname)s: %(message)s"))
     handler.setLevel(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -112,15 +140,40 @@ class _SummaryOrWarning(logging.Filter):
         return record.levelno >= logging.WARNING or record.name == summary_log.name
 
 
+class PrivateLogFile(logging.handlers.RotatingFileHandler):
+    """Rotating log of email addresses: every file it makes is 0600, and a write that fails (a
+    full disk) is said once, in one line, instead of a "Logging error" traceback per record."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        path = Path(self.baseFilename)
+        if not path.exists():
+            create_private(path)
+        return super()._open()
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        logging.getLogger().removeHandler(self)  # the sync goes on; its log file cannot
+        try:
+            self.close()
+        except OSError:
+            pass
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or exc.__class__.__name__
+        log.error("cannot write the log file %s (%s); the run goes on without it", self.baseFilename, reason)
+
+
 def add_log_file(path: Path) -> None:
     """A rotating log file: one line per run summary, plus warnings and errors."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS,
-                                                       encoding="utf-8")
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder")
+        if path.is_fifo():  # opening it would wait for ever for a reader
+            raise OSError(0, "it is a FIFO, not a file")
+        create_private(path)
+        handler = PrivateLogFile(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write the log file {path}: {exc.strerror or exc}") from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
     handler.addFilter(_SummaryOrWarning())
     logging.getLogger().addHandler(handler)
 
@@ -143,20 +196,26 @@ def run_lock(state_db: Path) -> Iterator[None]:
         lock.release()
 
 
-def clients(settings: Settings, progress: Optional[Progress] = None) -> Tuple[HubSpotWriter, MailerLiteClient]:
+def clients(settings: Settings, progress: Optional[Progress] = None,
+            started: Optional[float] = None) -> Tuple[HubSpotWriter, MailerLiteClient]:
     timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
-    hs_wait = (lambda reason, secs: progress.waiting(reason, secs, "HubSpot")) if progress else None
-    ml_wait = (lambda reason, secs: progress.waiting(reason, secs, "MailerLite")) if progress else None
-    return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait),
+    # A reason can quote the server (a 429's policy name): shown escaped, like every log line.
+    hs_wait = (lambda reason, secs: progress.waiting(safe_text(reason), secs, "HubSpot")) if progress else None
+    ml_wait = (lambda reason, secs: progress.waiting(safe_text(reason), secs, "MailerLite")) if progress else None
+    # Both clients check the run's deadline before each request and each wait (retrying.py).
+    deadline = (time.monotonic() if started is None else started) + settings.max_runtime
+    return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait,
+                          retry=RetryPolicy(deadline=deadline)),
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
-                             on_wait=ml_wait))
+                             on_wait=ml_wait, retry=RetryPolicy(deadline=deadline)))
 
 
-def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress) -> Summary:
+def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress,
+             started: Optional[float] = None) -> Summary:
     with run_lock(settings.state_db):
         state = State(settings.state_db)
         try:
-            reader, client = clients(settings, progress)
+            reader, client = clients(settings, progress, started)
             return Engine(reader, client, state, mapping, options, on_progress=progress.update).run()
         finally:
             progress.close()
@@ -177,7 +236,7 @@ def describe(summary: Summary) -> str:
 
 def report(summary: Summary, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(summary.as_dict(), sort_keys=True))
+        print(redact(json.dumps(summary.as_dict(), sort_keys=True)))
     details = ""
     if summary.counts["rejected"] or summary.counts["failed"]:
         details = " (which and why: python main.py --rejected)"
@@ -201,7 +260,7 @@ def state_commands(args: argparse.Namespace, out: TextIO, path: Path) -> int:
             return EXIT_OK
         if args.output:
             try:
-                with open(args.output, "w", encoding="utf-8", newline="") as handle:
+                with open_private(args.output) as handle:
                     count = export_rejected(state, handle)
             except OSError as exc:
                 raise ConfigError(f"cannot write {args.output}: {exc.strerror or exc}") from None
@@ -240,7 +299,7 @@ def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]
     """A run that ended early: one line on stderr, --json honoured, the health check told."""
     log.error("%s", message)
     if as_json:
-        print(json.dumps({"exit_code": code, "error": message}, sort_keys=True))
+        print(redact(json.dumps({"exit_code": code, "error": message}, sort_keys=True)))
     if settings is not None and code != EXIT_LOCKED:
         ping(settings.healthcheck_url, success=False)
     return code
@@ -252,6 +311,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _main(argv: Optional[List[str]] = None) -> int:
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     if args.force and not args.full:
@@ -273,12 +333,13 @@ def _main(argv: Optional[List[str]] = None) -> int:
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
         if args.check:
-            return Preflight(*clients(settings), mapping, sys.stdout, check_write_back=write_back).run()
+            return Preflight(*clients(settings, started=started), mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
+                             check_write_back=write_back).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours,
                              allow_mass_leave=args.allow_mass_leave)
-        summary = run_sync(settings, options, mapping, progress)
+        summary = run_sync(settings, options, mapping, progress, started)
     except SyncError as exc:
         return _failed(exc.exit_code, str(exc), args.json, settings)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted above

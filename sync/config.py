@@ -11,11 +11,14 @@ from pathlib import Path
 from typing import Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
 from dotenv.parser import parse_stream
+from dotenv.variables import parse_variables
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from .errors import ConfigError
 from .mapping_file import env_group_names
+from .redaction import register_secrets
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,9 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULT_HUBSPOT_BASE_URL = "https://api.hubapi.com"
 DEFAULT_MAILERLITE_BASE_URL = "https://connect.mailerlite.com/api"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+ENV_FILE_MAX_BYTES = 256 * 1024  # a settings file is a few lines; anything this big is the wrong file
+DEFAULT_MAX_RUNTIME = 3000.0  # 50 minutes: an hourly run ends before the next one starts
 
 
 @dataclass(frozen=True)
@@ -42,23 +47,55 @@ class Settings:
     healthcheck_url: Optional[str] = None
     write_back: bool = False  # SYNC_WRITE_BACK: MailerLite unsubscribes/bounces/spam back to HubSpot
     write_back_hours: float = 24.0  # SYNC_WRITE_BACK_HOURS: how often (it reads every inactive subscriber)
+    max_runtime: float = DEFAULT_MAX_RUNTIME  # SYNC_MAX_RUNTIME: seconds; then the run stops, progress kept
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
                 f"mailerlite_base_url={self.mailerlite_base_url!r}, state_db={str(self.state_db)!r})")
 
 
-def _parse_env_file(env_file: Path) -> dict:
-    """KEY=value lines; a line that is not one is an error naming it (never a silent skip)."""
+def _read_env_text(env_file: Path) -> str:
+    """The file's text; a FIFO, a device or a huge file is an error at once, never a hang."""
     try:
-        text = env_file.read_text(encoding="utf-8-sig")
+        # O_NONBLOCK: opening a FIFO nobody writes to would otherwise wait for ever.
+        fd = os.open(str(env_file), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISCHR(info.st_mode) and os.path.samefile(env_file, os.devnull):
+                return ""  # --env-file /dev/null: no file, everything from the environment
+            if not stat.S_ISREG(info.st_mode):
+                raise ConfigError(f"{env_file} is not a regular file; point --env-file at the settings file")
+            if info.st_size > ENV_FILE_MAX_BYTES:
+                raise ConfigError(f"{env_file} is {info.st_size // 1024} KB; a settings file holds a few lines: "
+                                  f"is it the right file?")
+            data = os.read(fd, ENV_FILE_MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        return data.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {env_file}: {exc.__class__.__name__}; check the file") from None
+
+
+def _parse_env_file(env_file: Path) -> dict:
+    """KEY=value lines; a line that is not one is an error naming it (never a silent skip)."""
+    text = _read_env_text(env_file)
+    values: dict = {}
+    # Parsed once: python-dotenv's dotenv_values() takes minutes on a long file (quadratic).
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             raise ConfigError(f"{env_file} line {binding.original.line}: not a KEY=value setting; fix or remove it")
+        if binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
     _warn_if_shared(env_file)
-    return {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
+    return {k: _interpolate(v, values) for k, v in values.items()}
+
+
+def _interpolate(value: str, values: Mapping[str, str]) -> str:
+    """${NAME} and ${NAME:-default} as python-dotenv expands them."""
+    if "${" not in value:
+        return value
+    env = {**os.environ, **values}
+    return "".join(atom.resolve(env) for atom in parse_variables(value))
 
 
 def _warn_if_shared(env_file: Path) -> None:
@@ -69,7 +106,7 @@ def _warn_if_shared(env_file: Path) -> None:
         mode = env_file.stat().st_mode
     except OSError:
         return
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+    if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):  # not /dev/null
         log.warning("%s is readable by other users; protect the tokens in it: chmod 600 %s", env_file, env_file)
 
 
@@ -84,12 +121,24 @@ def read_env(env_file: Optional[Path], environ: Mapping[str, str]) -> dict:
 
 def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
     url = (values.get(name) or "").strip() or default
-    parts = urlsplit(url)
-    secure = parts.scheme == "https" and parts.hostname
-    loopback = parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    must = f"{name} must be an https:// URL (http:// only for 127.0.0.1/localhost)"
+    # No user-info, backslashes or blanks: parsers disagree about such URLs (is the host of
+    # http://evil.example\@127.0.0.1 the first or the second?), and the HTTP stack's is the one that counts.
+    if "\\" in url or "@" in url or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ConfigError(f"{must}, with no user name, backslash or blank in it; got {url!r}")
+    try:
+        host = (parse_url(url).host or "").lower()  # what urllib3 (both clients' HTTP stack) connects to
+        split = urlsplit(url)
+        split.port  # noqa: B018  (raises on a port that is not a number)
+    except (LocationParseError, ValueError):
+        raise ConfigError(f"{must}; {url!r} is not a valid URL") from None
+    if host.strip("[]") != (split.hostname or ""):
+        raise ConfigError(f"{must}; {url!r} is not a valid URL")
+    secure = split.scheme == "https" and bool(host)
+    loopback = split.scheme == "http" and host in LOOPBACK_HOSTS
     if not (secure or loopback):
         # A typo must not send a token in the clear.
-        raise ConfigError(f"{name} must be an https:// URL (http:// only for 127.0.0.1/localhost), got {url!r}")
+        raise ConfigError(f"{must}, got {url!r}")
     return url.rstrip("/")
 
 
@@ -99,6 +148,16 @@ def _required(values: Mapping[str, str], name: str, *aliases: str) -> str:
         if value:
             return value
     raise ConfigError(f"{name} is not set: add it to .env (see .env.example) or the environment")
+
+
+def _token(values: Mapping[str, str], name: str, *aliases: str) -> str:
+    """A token goes into an HTTP header: printable ASCII only (anything else is a pasting accident)."""
+    token = _required(values, name, *aliases)
+    if not token.isascii() or not token.isprintable() or " " in token:
+        # The message never shows the value: it is a secret, however mangled.
+        raise ConfigError(f"{name} holds a character that cannot be in a token (a control character, a blank "
+                          f"or non-ASCII text); copy the token again")
+    return token
 
 
 def _values(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_file_given: bool) -> dict:
@@ -113,8 +172,9 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
     """Build Settings; a missing required value is a ConfigError naming it."""
     values = _values(env_file, environ, env_file_given)
     # HUBSPOT_API_KEY is accepted as an alias: older setups name the private-app token so.
-    hubspot_token = _required(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
-    mailerlite_token = _required(values, "MAILERLITE_API_KEY")
+    hubspot_token = _token(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
+    mailerlite_token = _token(values, "MAILERLITE_API_KEY")
+    register_secrets((hubspot_token, mailerlite_token))  # from here on, no output can show them
     state_db = (values.get("SYNC_STATE_DB") or "").strip()
     return Settings(
         hubspot_token=hubspot_token,
@@ -129,6 +189,7 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         healthcheck_url=_healthcheck(values.get("HEALTHCHECK_URL") or ""),
         write_back=_flag(values, "SYNC_WRITE_BACK"),
         write_back_hours=_positive_number(values, "SYNC_WRITE_BACK_HOURS", 24.0),
+        max_runtime=_positive_number(values, "SYNC_MAX_RUNTIME", DEFAULT_MAX_RUNTIME),
     )
 
 
@@ -154,7 +215,11 @@ def _healthcheck(raw: str) -> Optional[str]:
 def load_state_path(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
                     env_file_given: bool = False) -> Path:
     """Only where the state lives: --history and --rejected need no token."""
-    return _state_path((_values(env_file, environ, env_file_given).get("SYNC_STATE_DB") or "").strip())
+    values = _values(env_file, environ, env_file_given)
+    # Any token that is set is still kept out of what they print (rows from older versions).
+    register_secrets((values.get(k) or "").strip() for k in ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY",
+                                                                 "MAILERLITE_API_KEY"))
+    return _state_path((values.get("SYNC_STATE_DB") or "").strip())
 
 
 def _project_path(raw: str) -> Optional[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # finished, but some contacts were rejected or failed
-EXIT_CONFIG = 2  # configuration or credential problem; nothing was written
+EXIT_CONFIG = 2  # configuration or credential problem (a token refused mid-run: what was written is kept)
 EXIT_ABORTED = 3  # stopped early (outage beyond retries, daily limit); what was done is kept
 EXIT_LOCKED = 75  # another run holds the lock (EX_TEMPFAIL: cron may simply try again)
 

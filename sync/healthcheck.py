@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .http_limits import AnswerTooLarge, requests_exchange
+
 log = logging.getLogger(__name__)
 
 PING_TIMEOUT = (5.0, 10.0)
@@ -19,9 +21,10 @@ def ping(url: Optional[str], success: bool, timeout: tuple = PING_TIMEOUT) -> bo
         return False
     target = url.rstrip("/") + ("" if success else "/fail")
     try:
-        requests.get(target, timeout=timeout).raise_for_status()
+        with requests.Session() as session:  # bounded: a trickling ping server must not hold the run
+            requests_exchange(session, "GET", target, None, timeout).raise_for_status()
         return True
-    except requests.RequestException as exc:
+    except (requests.RequestException, AnswerTooLarge) as exc:
         host = urlsplit(url).hostname or "the healthcheck URL"
         log.warning("healthcheck ping to %s failed (%s); the sync itself is not affected", host,
                     exc.__class__.__name__)

@@ -20,6 +20,7 @@ from hubspot.crm.lists.exceptions import ApiException as ListsApiException
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
 
 from .errors import AbortRun, AuthError, ConfigError
+from .http_limits import hubspot_exchange
 from .mapping import normalise_email
 from .retrying import RetryPolicy, Transient, parse_retry_after
 
@@ -118,8 +119,7 @@ class HubSpotReader:
             self._pace(search)
             self.requests += 1
             try:
-                response = func(*args, _preload_content=False, _request_timeout=self.timeout, **kwargs)
-                raw = response.data
+                response, raw = hubspot_exchange(func, *args, timeout=self.timeout, **kwargs)  # bounded
             except API_EXCEPTIONS as exc:
                 raise self._classify(exc, what) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:

@@ -16,6 +16,7 @@ import requests
 
 from . import mailerlite_answers as answers
 from .errors import AbortRun, AuthError
+from .http_limits import requests_exchange
 from .mailerlite_answers import describe_error, item_code, transport_verdict
 from .mailerlite_paging import cursor_page, numbered_page, smaller_limit
 from .retrying import RetryPolicy, Transient, parse_retry_after
@@ -91,7 +92,7 @@ class MailerLiteClient:
         AccountRefused as the classifier decides; any other answer is returned."""
         self.requests += 1
         try:
-            resp = self.session.request(method, f"{self.base_url}/{path}", json=body, timeout=self.timeout)
+            resp = requests_exchange(self.session, method, f"{self.base_url}/{path}", body, self.timeout)  # bounded
         except requests.exceptions.SSLError as exc:
             raise AbortRun(_tls_message(self.host, exc)) from None
         except requests.RequestException as exc:

@@ -15,6 +15,7 @@ from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
 from typing import Mapping as MappingType
 
 from .casting import TEXT_MAX, CastError, PropertyInfo, cast, clean_text, infer_field_type
+from .redaction import INVISIBLE_RE, SURROGATE_RE
 
 __all__ = ["TEXT_MAX", "DEFAULT_FIELD_MAP", "DEFAULT_OPTOUT_PROPERTIES",
            "FieldRule", "PropertyGroupRule", "Mapping", "Planned", "Skip",
@@ -199,7 +200,12 @@ Outcome = Union[Planned, Skip, Reject, OutOfScope]
 
 
 def normalise_email(value: Any) -> str:
-    return unicodedata.normalize("NFC", str(value or "")).strip().lower()
+    """NFC, trimmed, lower case. Invalid text (a lone surrogate: bad UTF-8 or a broken JSON
+    escape) becomes U+FFFD, so the address can be stored, looked up and rejected, never crash."""
+    text = str(value or "")
+    if not text.isascii() and SURROGATE_RE.search(text):
+        text = SURROGATE_RE.sub("\ufffd", text)
+    return unicodedata.normalize("NFC", text).strip().lower()
 
 
 def email_problem(email: str) -> Optional[str]:
@@ -208,6 +214,13 @@ def email_problem(email: str) -> Optional[str]:
         return f"email is longer than {EMAIL_MAX} characters"
     if _CONTROL_RE.search(email):
         return "email contains control characters"
+    if email.isascii():
+        pass  # the usual case: nothing below can apply
+    elif "\ufffd" in email or SURROGATE_RE.search(email):
+        return "email contains invalid text (bad UTF-8 or a lone surrogate); fix it in HubSpot"
+    elif INVISIBLE_RE.search(email):
+        # They make one address look like another; no mail system accepts them.
+        return "email contains invisible or direction-changing characters (zero-width, bidi); fix it in HubSpot"
     if not _EMAIL_RE.match(email):
         return f"invalid email address {email[:100]!r}"
     return None
@@ -244,6 +257,14 @@ def _groups(props: MappingType[str, Any], mapping: Mapping, info: MappingType[st
     return tuple(sorted(names))
 
 
+def _invalid_text(props: MappingType[str, Any]) -> Optional[str]:
+    """A property holding a lone surrogate cannot be stored or sent: this contact is rejected, not the run."""
+    for name, value in props.items():
+        if isinstance(value, str) and not value.isascii() and SURROGATE_RE.search(value):
+            return f"property {str(name)[:100]!r} holds invalid text (bad UTF-8 or a lone surrogate); fix it in HubSpot"
+    return None
+
+
 def map_contact(contact: Dict[str, Any], mapping: Mapping,
                 info: Optional[MappingType[str, PropertyInfo]] = None,
                 lists: FrozenSet[str] = frozenset(),
@@ -260,7 +281,7 @@ def map_contact(contact: Dict[str, Any], mapping: Mapping,
     out_of_scope = _scope_problem(props, mapping, lists)
     if out_of_scope:
         return OutOfScope(out_of_scope, email, opted_out)
-    problem = email_problem(email)
+    problem = email_problem(email) or _invalid_text(props)
     if problem:
         return Reject(problem, email, opted_out)
     warnings: List[str] = []

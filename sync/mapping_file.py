@@ -13,7 +13,9 @@ Everything else is documented in mapping.example.toml.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
@@ -195,12 +197,29 @@ def env_group_names(raw: Optional[str]) -> Tuple[str, ...]:
     return names
 
 
+MAPPING_FILE_MAX_BYTES = 1024 * 1024  # a mapping is a page of TOML
+
+
+def _read_small_file(path: Path) -> str:
+    """A regular file of sane size: /dev/zero, a FIFO or a folder is an error at once, never a hang."""
+    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"mapping file {path} is not a regular file; see mapping.example.toml")
+        if info.st_size > MAPPING_FILE_MAX_BYTES:
+            raise ConfigError(f"mapping file {path} is {info.st_size // 1024} KB; is it the right file?")
+        return os.read(fd, MAPPING_FILE_MAX_BYTES + 1).decode("utf-8")
+    finally:
+        os.close(fd)
+
+
 def load_mapping(path: Optional[Path], env_groups: Sequence[str] = ()) -> Mapping:
     """The mapping from `path`, or the default one; ConfigError names the file and the problem."""
     if path is None:
         return Mapping.default(static_groups=tuple(env_groups))
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_small_file(path)
     except FileNotFoundError:
         raise ConfigError(f"mapping file {path} does not exist; see mapping.example.toml") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -6,6 +6,7 @@ import csv
 import time
 from typing import Dict, List, TextIO
 
+from .redaction import escape_unsafe, redact
 from .state import State
 
 REJECTED_COLUMNS = ("email", "hubspot_id", "kind", "reason", "attempts", "first_seen", "last_seen")
@@ -41,8 +42,12 @@ def print_history(state: State, out: TextIO, limit: int = 20) -> None:
 
 
 def _cell(value: object) -> object:
-    """Keep spreadsheet programs from running HubSpot data as a formula (CSV injection)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    """Keep spreadsheet programs from running HubSpot data as a formula (CSV injection), and
+    terminals from running escape sequences; no token (a server may have echoed one)."""
+    if not isinstance(value, str):
+        return value
+    value = escape_unsafe(redact(value))
+    if value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
 

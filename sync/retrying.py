@@ -15,10 +15,22 @@ from typing import Callable, Optional, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
+from .errors import AbortRun
+
 T = TypeVar("T")
 
 MAX_FAILURES = 6  # 5xx / network errors for one request before giving up
 MAX_RATE_LIMIT_WAITS = 60  # 429s for one request before giving up (a storm, not pacing)
+MAX_REQUEST_SECONDS = 900.0  # all tries of one request, waits included: past this it is an outage
+MAX_ONE_WAIT = 900.0  # a Retry-After beyond 15 minutes stops the run (the next one continues)
+
+
+class RunDeadline(AbortRun):
+    """The run used up SYNC_MAX_RUNTIME: it stops cleanly so hourly runs never pile up."""
+
+
+class WaitTooLong(AbortRun):
+    """A server asked for a wait longer than a run should sit idle."""
 
 
 class Transient(Exception):
@@ -72,30 +84,59 @@ class RetryPolicy:
 
     def __init__(self, backoff: Optional[float] = None, max_backoff: Optional[float] = None,
                  default_rate_wait: Optional[float] = None, max_failures: int = MAX_FAILURES,
-                 max_rate_limit_waits: int = MAX_RATE_LIMIT_WAITS, sleep: Callable[[float], None] = time.sleep) -> None:
+                 max_rate_limit_waits: int = MAX_RATE_LIMIT_WAITS, sleep: Callable[[float], None] = time.sleep,
+                 deadline: Optional[float] = None, max_request_seconds: float = MAX_REQUEST_SECONDS,
+                 max_one_wait: float = MAX_ONE_WAIT) -> None:
         self.backoff = self.BACKOFF if backoff is None else backoff
         self.max_backoff = self.MAX_BACKOFF if max_backoff is None else max_backoff
         self.default_rate_wait = self.DEFAULT_RATE_WAIT if default_rate_wait is None else default_rate_wait
         self.max_failures = max_failures
         self.max_rate_limit_waits = max_rate_limit_waits
-        self.sleep = sleep
+        self.deadline = deadline  # time.monotonic() by which the run must end (SYNC_MAX_RUNTIME)
+        self.max_request_seconds = max_request_seconds
+        self.max_one_wait = max_one_wait
+        self._sleep = sleep
+        self.sleep = self._guarded_sleep  # every wait of a client goes through here, so the deadline holds
+
+    def check_deadline(self, what: str, wait: float = 0.0) -> None:
+        """RunDeadline if the run's time is up (or would be, after waiting `wait` seconds)."""
+        if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+            raise RunDeadline(f"the run reached its time limit (SYNC_MAX_RUNTIME) at {what}; stopped, what was "
+                              f"synced is kept and the next run continues")
+
+    def _guarded_sleep(self, seconds: float, what: str = "a wait") -> None:
+        if seconds > self.max_one_wait:
+            raise WaitTooLong(f"{what}: asked to wait {seconds / 60:.0f} minutes, more than "
+                              f"{self.max_one_wait / 60:.0f}; stopped, the next run continues")
+        self.check_deadline(what, seconds)
+        self._sleep(seconds)
 
     def call(self, func: Callable[[], T], what: str, logger: logging.Logger,
              on_wait: Optional[Callable[[str, float], None]] = None) -> T:
         """Run func, retrying Transient failures; the last Transient is re-raised."""
         counts = {"failures": 0, "rate": 0}
+        started = time.monotonic()
+
+        def attempt() -> T:
+            self.check_deadline(what)  # before each request
+            return func()
 
         def stop(state: RetryCallState) -> bool:
             exc = state.outcome.exception() if state.outcome else None
             key = "rate" if isinstance(exc, Transient) and exc.rate_limited else "failures"
             counts[key] += 1
             limit = self.max_rate_limit_waits if key == "rate" else self.max_failures
-            return counts[key] >= limit
+            # Bounded in time as well as in count: six tries of a minute each is already long.
+            return counts[key] >= limit or time.monotonic() - started >= self.max_request_seconds
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             wait = state.next_action.sleep if state.next_action else 0.0
             reason = exc.reason if isinstance(exc, Transient) else repr(exc)
+            if wait > self.max_one_wait:
+                raise WaitTooLong(f"{what}: {reason}, and asked to wait {wait / 60:.0f} minutes, more than "
+                                  f"{self.max_one_wait / 60:.0f}; stopped, the next run continues")
+            self.check_deadline(what, wait)  # before each wait
             level = logging.DEBUG if isinstance(exc, Transient) and exc.rate_limited else logging.INFO
             logger.log(level, "%s: %s; retrying in %.1f s", what, reason, wait)
             if on_wait is not None:
@@ -106,7 +147,7 @@ class RetryPolicy:
             wait=_Wait(self.backoff, self.max_backoff, self.default_rate_wait),
             stop=stop,
             before_sleep=before_sleep,
-            sleep=self.sleep,
+            sleep=self._sleep,  # the checks above have run already
             reraise=True,
         )
-        return retrying(func)
+        return retrying(attempt)

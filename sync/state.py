@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .errors import EXIT_ABORTED, StateError, StateWriteError
+from .private_files import create_private, warn_if_shared
+from .redaction import redact
 
 SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
@@ -160,6 +162,15 @@ def _split(text: Optional[str], sep: str = ",") -> FrozenSet[str]:
 GROUP_SEP = "\x1f"  # group names may hold commas; the unit separator they cannot
 
 
+def _storable(text: str) -> bool:
+    """SQLite takes UTF-8 only: a lone surrogate (bad data from an API) can be no stored address."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _now() -> int:
     return int(time.time())
 
@@ -170,6 +181,11 @@ class State:
         self.current_run: Optional[int] = None  # rows recorded during a run are marked seen by it
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Email addresses live here: owner-only from the first byte. SQLite gives its -wal
+            # and -shm files the database file's mode.
+            create_private(path)
+            for extra in ("-wal", "-shm"):
+                warn_if_shared(Path(str(path) + extra))
             self.conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self._prepare()
         except (sqlite3.DatabaseError, StateWriteError) as exc:
@@ -303,11 +319,11 @@ class State:
                         "last_seen) VALUES (?,?,?,?,?,1,?,?) ON CONFLICT(hubspot_id) DO UPDATE SET "
                         "email=excluded.email, kind=excluded.kind, reason=excluded.reason, "
                         "fingerprint=excluded.fingerprint, attempts=problems.attempts+1, last_seen=excluded.last_seen",
-                        (hid, r.email, r.outcome, r.reason[:1000], r.fingerprint, now, now))
+                        (hid, r.email, r.outcome, redact(r.reason)[:1000], r.fingerprint, now, now))
 
     def owners(self, emails: Sequence[str]) -> Dict[str, str]:
         """email -> the HubSpot contact whose subscriber has that address (one query per page)."""
-        wanted = sorted({e for e in emails if e})
+        wanted = sorted({e for e in emails if e and _storable(e)})
         if not wanted:
             return {}
         rows = self.conn.execute(f"SELECT email, MIN(hubspot_id) FROM contacts WHERE email IN "
@@ -439,7 +455,7 @@ class State:
 
     def written_back(self, emails: Sequence[str]) -> Dict[str, Tuple[str, Optional[str]]]:
         """email -> (status, changed_at) as last written back."""
-        wanted = sorted(set(emails))
+        wanted = sorted({e for e in emails if _storable(e)})
         if not wanted:
             return {}
         rows = self.conn.execute(f"SELECT email, status, changed_at FROM write_back WHERE email IN "
@@ -487,7 +503,7 @@ class State:
         sets = ", ".join(f"{k}=?" for k in RUN_COUNTS)
         with self.transaction():
             self.conn.execute(f"UPDATE runs SET finished_at=?, {sets}, exit_code=?, message=? WHERE id=?",
-                              (_now(), *[int(counts.get(k, 0)) for k in RUN_COUNTS], exit_code, message[:500],
+                              (_now(), *[int(counts.get(k, 0)) for k in RUN_COUNTS], exit_code, redact(message)[:500],
                                run_id))
 
     def runs(self, limit: int = 20) -> List[Dict[str, object]]:

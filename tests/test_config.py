@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +82,80 @@ def test_relative_paths_are_beside_main_py(tmp_path):
     settings = load_settings(env_file(tmp_path, BASE + "SYNC_STATE_DB=data/s.db\nSYNC_MAPPING_FILE=m.toml\n"),
                              environ={})
     assert settings.state_db == PROJECT_DIR / "data" / "s.db" and settings.mapping_file == PROJECT_DIR / "m.toml"
+
+
+# -- hostile settings through main.py (issue 15 items 3 and 8) -----------------------------------------
+
+@pytest.mark.parametrize("url", ["http://evil.example\\@127.0.0.1:{port}", "http://user:pw@127.0.0.1:{port}",
+                                 "http://127.0.0.1:{port} /x", "http://[::1", "http://127.0.0.1:port/",
+                                 "https://", "http://127.0.0.1:{port}/a\tb"])
+def test_malformed_or_misleading_base_urls_are_one_line_errors(run, hubspot_fake, monkeypatch, url):
+    port = hubspot_fake.url.rsplit(":", 1)[1]
+    monkeypatch.setenv("HUBSPOT_BASE_URL", url.format(port=port))
+    result = run()
+    assert result.code == 2, result.err
+    assert result.err.count("\n") == 1 and "HUBSPOT_BASE_URL" in result.err and "unexpected" not in result.err
+    assert not hubspot_fake.log  # nothing was sent anywhere
+
+
+def _fifo(tmp_path):
+    import os
+    path = tmp_path / "fifo.env"
+    os.mkfifo(path)
+    return path
+
+
+def _huge(tmp_path):
+    path = tmp_path / "huge.env"
+    path.write_text("HUBSPOT_ACCESS_TOKEN=x\n" + "".join(f"KEY_{i}=value {i}\n" for i in range(100_000)))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("make,message", [(_fifo, "not a regular file"), (_huge, "KB"),
+                                          (lambda tmp_path: tmp_path, "not a regular file"),
+                                          (lambda tmp_path: Path("/dev/zero"), "not a regular file")],
+                         ids=["fifo", "huge", "folder", "dev-zero"])
+def test_an_env_file_that_is_not_a_settings_file_is_one_line(run, tmp_path, make, message):
+    from sync import cli
+    path = make(tmp_path)
+    code = cli.main(["--env-file", str(path), "--json"])  # a FIFO would hang here before the fix
+    err = run.capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "folder", "fifo"])
+def test_a_mapping_file_that_is_not_a_file_is_one_line(run, tmp_path, target):
+    import os
+    path = {"/dev/zero": Path("/dev/zero"), "folder": tmp_path}.get(target, tmp_path / "fifo.toml")
+    if target == "fifo":
+        os.mkfifo(path)
+    result = run("--mapping", str(path))
+    assert result.code == 2 and "not a regular file" in result.err and result.err.count("\n") == 1, result.err
+
+
+def test_a_log_file_on_a_full_disk_is_one_line_and_the_run_goes_on(run, hubspot_fake, mailerlite_fake):
+    from tests.conftest import seed_contacts
+    seed_contacts(hubspot_fake, 2)
+    hubspot_fake.add_contact({"email": "broken"}, modified_ms=1)  # a warning to write
+    result = run("--log-file", "/dev/full")
+    assert "Logging error" not in result.err and "Traceback" not in result.err
+    assert result.err.count("cannot write the log file /dev/full") == 1, result.err
+    assert result.code == 1 and result.summary["created"] == 2
+
+
+def test_dev_null_as_env_file_means_no_file(caplog):
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings(Path("/dev/null"), environ={"HUBSPOT_ACCESS_TOKEN": "pat-1",
+                                                             "MAILERLITE_API_KEY": "ml-1"}, env_file_given=True)
+    assert settings.hubspot_token == "pat-1" and caplog.text == ""
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_a_log_file_that_is_a_folder_or_a_fifo_is_one_line(run, tmp_path, kind):
+    import os
+    path = tmp_path / "logdir"
+    path.mkdir() if kind == "folder" else os.mkfifo(path)
+    result = run("--log-file", str(path))  # a FIFO nobody reads would hang here before the fix
+    assert result.code == 2 and f"cannot write the log file {path}" in result.err, result.err
+    assert result.err.count("\n") == 1

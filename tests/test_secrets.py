@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sync.errors import SyncError
@@ -111,3 +113,65 @@ def test_settings_repr_hides_tokens(monkeypatch):
     from sync.config import load_settings
     settings = load_settings(environ={"HUBSPOT_ACCESS_TOKEN": HS_SECRET, "MAILERLITE_API_KEY": ML_SECRET})
     assert_no_secret(repr(settings), str(settings))
+
+
+# -- servers that echo the Authorization header (issue 15 item 2) ------------------------------------
+
+def _echo_401(request):
+    """HubSpot-like 401 for the contact listing, quoting the header back (some proxies do)."""
+    if not request.path.startswith("/crm/v3/objects/contacts"):
+        return None
+    from werkzeug.wrappers import Response
+    body = {"status": "error", "message": f"Authentication failed for header {request.headers.get('Authorization')}",
+            "category": "INVALID_AUTHENTICATION"}
+    return Response(json.dumps(body), status=401, content_type="application/json")
+
+
+def _echo_in_422s(fake):
+    """MailerLite's batch answer with every refused item's message quoting the header."""
+    def action(request):
+        response = fake._dispatch(request)
+        if not request.path.endswith("/batch"):
+            return response
+        data = json.loads(response.get_data())
+        for item in data.get("responses", []):
+            if item["code"] == 422:
+                item["body"] = {"message": f"token {request.headers.get('Authorization')} rejected this",
+                                "errors": {"email": [f"raw {ML_SECRET} and Bearer {ML_SECRET}"]}}
+        response.set_data(json.dumps(data))
+        return response
+    return action
+
+
+def test_tokens_echoed_by_a_server_are_redacted_everywhere(secret_run, hubspot_fake, mailerlite_fake, tmp_path):
+    run = secret_run
+    seed_contacts(hubspot_fake, 3)
+    mailerlite_fake.undeliverable_domains.add("example.org")
+    hubspot_fake.add_contact({"email": "refused@example.org"}, modified_ms=1)
+    mailerlite_fake.faults.rate, mailerlite_fake.faults.kinds = 1.0, (_echo_in_422s(mailerlite_fake),)
+    log = ["--log-file", str(run.log_file)]
+    first = run(*log)
+    assert first.code == 1 and first.summary["rejected"] == 1, first.err
+    csv_path = tmp_path / "rejected.csv"
+    outputs = [first, run("--rejected"), run("--rejected", "--output", str(csv_path))]
+    assert "MailerLite: email: raw [redacted] and Bearer [redacted]," in outputs[1].out  # the reason, not the token
+    hubspot_fake.faults.rate, hubspot_fake.faults.kinds = 1.0, (_echo_401,)
+    refused = run(*log, "--full")
+    assert refused.code == 2 and "Authentication failed" in refused.err, refused.err
+    outputs += [refused, run(*log, "--full", "--verbose"), run("--history")]
+    for result in outputs:
+        assert_no_secret(result.out, result.err)
+        assert "Traceback" not in result.err
+    assert_no_secret(everything_written(run), csv_path.read_bytes())
+
+
+@pytest.mark.parametrize("name,value", [("HUBSPOT_ACCESS_TOKEN", "pat-na1-SECRET\x01tail"),
+                                        ("MAILERLITE_API_KEY", "ml-SECRET-tökén"),
+                                        ("HUBSPOT_ACCESS_TOKEN", "pat-na1-SECRET\ntail")])
+def test_a_token_with_a_control_character_or_non_ascii_text_is_a_config_error(run, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    for args in ((), ("--check",), ("--verbose",)):
+        result = run(*args)
+        assert result.code == 2, result.err
+        assert name in result.err and "Traceback" not in result.err
+        assert "SECRET" not in result.out + result.err

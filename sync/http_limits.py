@@ -1,0 +1,131 @@
+"""Bounded HTTP answers for both API clients: the whole exchange within SYNC_HTTP_TIMEOUT, the
+body within MAX_BODY_BYTES.
+
+A socket timeout applies to each read, so a server trickling one byte a second would keep a
+run (and its lock) alive for ever, and a runaway answer would fill the memory. Bodies are read
+in pieces with the deadline checked between them; the text is decoded with `surrogateescape`
+so one contact's invalid UTF-8 cannot make a whole page unreadable (mapping rejects that
+contact instead).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional, Tuple
+
+import requests
+import urllib3
+
+from .errors import AbortRun
+
+MAX_BODY_BYTES = 50_000_000  # far above any page either API sends (a 100-contact page is ~100 KB)
+READ_PIECE = 64 * 1024
+
+
+class AnswerTooSlow(TimeoutError):
+    """The answer did not arrive in full within the request's total time."""
+
+
+class RequestsTooSlow(requests.exceptions.Timeout):
+    """The same for `requests`, whose callers catch RequestException."""
+
+
+class AnswerTooLarge(AbortRun):
+    """An answer beyond any sane size: an error, not a reason to retry or to buy more memory."""
+
+
+def read_body(response: urllib3.response.BaseHTTPResponse, deadline: float,
+              limit: Optional[int] = None) -> bytes:
+    """The whole (decoded) body by `deadline` (time.monotonic), or AnswerTooSlow/AnswerTooLarge."""
+    cap = MAX_BODY_BYTES if limit is None else limit
+    pieces = []
+    size = 0
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                raise AnswerTooSlow("the answer took longer than SYNC_HTTP_TIMEOUT")
+            piece = response.read1(READ_PIECE, decode_content=True)  # what one read gives: never waits to fill
+            if not piece:  # the end of the body
+                break
+            size += len(piece)
+            if size > cap:
+                raise AnswerTooLarge(f"an API answer is larger than {cap / 1_000_000:g} MB; stopped, the next "
+                                     f"run tries again")
+            pieces.append(piece)
+    except BaseException:
+        response.close()  # a half-read connection must not go back to the pool
+        raise
+    response.release_conn()
+    return b"".join(pieces)
+
+
+def decode(body: bytes) -> str:
+    """UTF-8 text; invalid bytes become lone surrogates, which the mapping rejects per contact."""
+    return body.decode("utf-8", "surrogateescape")
+
+
+class _BoundedPool:
+    """hubspot-api-client's urllib3 pool, with every answer read within the request's total time
+    and the size cap, error answers too (the generated client reads those itself, unbounded)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+    def request(self, method: str, url: str, *args: Any, timeout: Any = None, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + _total_seconds(timeout)
+        kwargs["preload_content"] = False
+        response = self._pool.request(method, url, *args, timeout=timeout, **kwargs)
+        body = read_body(response, deadline)
+        return urllib3.HTTPResponse(body=body, headers=response.headers, status=response.status,
+                                    reason=response.reason, preload_content=True, decode_content=False)
+
+
+def _total_seconds(timeout: Any) -> float:
+    """The read part of what the generated client passes (a urllib3 Timeout built from our tuple)."""
+    seconds = getattr(timeout, "_read", None) if isinstance(timeout, urllib3.Timeout) else timeout
+    if isinstance(seconds, tuple):
+        seconds = seconds[-1]
+    return float(seconds) if isinstance(seconds, (int, float)) else 60.0
+
+
+def _bound(func: Callable[..., Any]) -> bool:
+    """Put the bounded pool under the API object `func` belongs to (once); False if it has none."""
+    api_client = getattr(getattr(func, "__self__", None), "api_client", None)
+    rest = getattr(api_client, "rest_client", None)
+    if rest is None or not hasattr(rest, "pool_manager"):
+        return False
+    if not isinstance(rest.pool_manager, _BoundedPool):
+        rest.pool_manager = _BoundedPool(rest.pool_manager)
+    return True
+
+
+def hubspot_exchange(func: Callable[..., Any], *args: Any, timeout: Tuple[float, float],
+                     **kwargs: Any) -> Tuple[Any, str]:
+    """One hubspot-api-client call with `_preload_content=False`: (response, body text)."""
+    deadline = time.monotonic() + timeout[1]
+    bounded = _bound(func)
+    response = func(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
+    body = response.data if bounded else read_body(response, deadline)
+    return response, decode(body)
+
+
+def requests_exchange(session: requests.Session, method: str, url: str, body: Any,
+                        timeout: Tuple[float, float]) -> requests.Response:
+    """session.request, streamed, so that the whole answer is read within the total time
+    (MailerLite's client and the healthcheck ping)."""
+    deadline = time.monotonic() + timeout[1]
+    resp = session.request(method, url, json=body, timeout=timeout, stream=True)
+    try:
+        content = read_body(resp.raw, deadline)
+    except AnswerTooSlow as exc:
+        raise RequestsTooSlow(str(exc)) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise requests.exceptions.ConnectionError(exc.__class__.__name__) from None
+    except OSError as exc:
+        raise requests.exceptions.ConnectionError(exc.__class__.__name__) from None
+    resp._content = content  # what requests' .content/.json() read from
+    resp._content_consumed = True
+    return resp
