@@ -263,14 +263,20 @@ def test_dry_run_writes_nothing(run, hubspot_fake, mailerlite_fake):
 
 def test_hubspot_daily_limit_stops_cleanly_and_keeps_progress(run, hubspot_fake, mailerlite_fake):
     seed_contacts(hubspot_fake, 500)
-    hubspot_fake.daily_limit = 4  # three pages of contacts and the property definitions
+    hubspot_fake.daily_limit = 4  # at most three pages of contacts and the property definitions
     result = run()
     assert_clean(result)
     assert result.code == 3 and "daily API limit" in result.err
-    assert result.summary is not None and result.summary["created"] == 300
+    # Where the limit stops the run depends on timing (a retried request costs one more call):
+    # check what must hold wherever it stops, not an exact count.
+    assert result.summary is not None
+    first = result.summary["created"]
+    assert 0 <= first <= 300 and len(mailerlite_fake.subscribers) == first  # reported = done
     hubspot_fake.daily_limit = 1_000_000
     again = run()
-    assert again.code == 0 and again.summary["created"] == 200 and again.summary["unchanged"] == 300
+    assert again.code == 0
+    assert again.summary["created"] == 500 - first  # progress kept: nothing created twice
+    assert len(mailerlite_fake.subscribers) == 500
 
 
 def test_both_budgets_are_used_when_a_batch_costs_one_request(run, hubspot_fake, mailerlite_fake):
