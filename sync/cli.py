@@ -6,15 +6,17 @@ import argparse
 import json
 import logging
 import logging.handlers
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional, TextIO, Tuple
+from typing import Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import filelock
 
 from . import __version__
-from .config import Settings, load_settings, load_state_path
+from .advisories import Advisories
+from .config import Settings, env_file_path, load_settings, load_state_path, misspelt_settings, shared_env_file
 from .engine import Engine, RunOptions, Summary
 from .errors import (
     EXIT_ABORTED,
@@ -34,9 +36,11 @@ from .mapping import Mapping
 from .mapping_file import load_mapping
 from .preflight import Preflight
 from .progress import Progress
-from .reports import export_rejected, print_history
+from .reports import export_rejected, history_json, print_history
 from .state import State
 
+PROGRAM = "hubspot-mailerlite-sync"
+COMMAND = "python main.py"
 log = logging.getLogger("sync")
 summary_log = logging.getLogger("sync.summary")  # the one line per run that the log file keeps
 LOG_FILE_BYTES = 1_000_000
@@ -53,7 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
                "75 another run holds the lock.")
     parser.add_argument("--sandbox", action="store_true",
                         help="try it without any account: the real sync against built-in fake HubSpot and "
-                             "MailerLite APIs with sample data, on this machine only")
+                             "MailerLite APIs with sample data, on this machine only; kept between runs")
+    parser.add_argument("--touch", type=_count, metavar="N",
+                        help="with --sandbox: edit N sample contacts in the fake HubSpot first, to watch only "
+                             "those go")
+    parser.add_argument("--reset", action="store_true",
+                        help="with --sandbox: start over from fresh sample data")
     parser.add_argument("--dry-run", action="store_true", help="read and plan, write nothing to MailerLite")
     parser.add_argument("--full", action="store_true",
                         help="re-read every HubSpot contact (after a mapping change, say); "
@@ -63,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
                              "sample values; write nothing")
-    parser.add_argument("--history", action="store_true", help="show the last runs, one line each")
+    parser.add_argument("--history", action="store_true",
+                        help="show the last runs, one line each (with --json: as JSON)")
     parser.add_argument("--rejected", action="store_true",
                         help="export the rejected and failed contacts as CSV (to stdout or --output)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="with --rejected: write the CSV here")
@@ -76,8 +86,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mapping file (TOML) to use instead of SYNC_MAPPING_FILE; see mapping.example.toml")
     parser.add_argument("--log-file", type=Path, metavar="PATH",
                         help="append run summaries and warnings to this rotating log file (or SYNC_LOG_FILE)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     return parser
+
+
+def _count(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 0 < number <= 1000:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 1000, got {text!r}")
+    return number
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """The flags; combinations that would silently do something else are errors (exit 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.output and not args.rejected:
+        parser.error("--output goes with --rejected (it names the CSV file); without --rejected nothing is "
+                     "written there")
+    if (args.touch or args.reset) and not args.sandbox:
+        parser.error("--touch and --reset go with --sandbox")
+    return args
 
 
 def configure_logging(quiet: bool, verbose: bool) -> None:
@@ -144,10 +176,15 @@ def clients(settings: Settings, progress: Optional[Progress] = None) -> Tuple[Hu
                              on_wait=ml_wait))
 
 
-def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress) -> Summary:
+def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress,
+             advice: Sequence[Tuple[str, str]] = ()) -> Summary:
+    """One run: the lock, the state, the clients and the engine. `advice` is (key, message) said once."""
     with run_lock(settings.state_db):
         state = State(settings.state_db)
         try:
+            advisories = Advisories(state)
+            for key, message in advice:
+                advisories.once(key, message)
             reader, client = clients(settings, progress)
             return Engine(reader, client, state, mapping, options, on_progress=progress.update).run()
         finally:
@@ -167,30 +204,50 @@ def describe(summary: Summary) -> str:
     return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"
 
 
-def report(summary: Summary, as_json: bool) -> None:
+def report(summary: Summary, as_json: bool, command: str = COMMAND) -> None:
+    """The one line a run ends with (stderr, and the log file); the JSON summary on stdout if asked."""
     if as_json:
         print(json.dumps(summary.as_dict(), sort_keys=True))
     details = ""
     if summary.counts["rejected"] or summary.counts["failed"]:
-        details = " (which and why: python main.py --rejected)"
+        details = f" (which and why: {command} --rejected)"
     if summary.exit_code == EXIT_OK:
         summary_log.info("%s", describe(summary))
     elif summary.exit_code == EXIT_PARTIAL:
         summary_log.warning("%s%s", describe(summary), details)
-    else:
-        log.error("%s", summary.message)
-        summary_log.warning("stopped: %s", describe(summary))
+    else:  # one line: why it stopped, then what it did before
+        summary_log.error("%s; stopped after: %s", summary.message, describe(summary))
 
 
-def state_commands(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+def advice_for(env_file: Path) -> List[Tuple[str, str]]:
+    """(key, message) for the settings' advisories: a .env others can read, misspelt names."""
+    found = []
+    shared = shared_env_file(env_file)
+    if shared:
+        found.append((f"env-file-shared:{env_file}", shared))
+    for name, close in misspelt_settings(env_file):
+        hint = f"did you mean {close}? " if close else ""
+        found.append((f"unknown-setting:{name}", f"{env_file}: the program reads no setting {name}; {hint}it is "
+                                                 f"ignored until renamed"))
+    return found
+
+
+def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: str = COMMAND) -> int:
     """--history and --rejected: read the state, need no token."""
     if not path.exists():
-        raise ConfigError(f"no state database at {path} yet: run the sync first")
+        raise ConfigError(f"no state database at {path} yet: run {command} first{_sandbox_hint(args, command)}")
     state = State(path)
     try:
         if args.history:
-            print_history(state, out)
+            if args.json:
+                print(history_json(state), file=out)
+            else:
+                print_history(state, out)
             return EXIT_OK
+        last = state.runs(1)
+        if last and last[0].get("dry_run"):
+            log.warning("the last run was a dry run, and a dry run records nothing: this list is from the last "
+                        "real run, if any (%s)", command)
         if args.output:
             try:
                 with open(args.output, "w", encoding="utf-8", newline="") as handle:
@@ -205,8 +262,50 @@ def state_commands(args: argparse.Namespace, out: TextIO, path: Path) -> int:
         state.close()
 
 
+def _sandbox_hint(args: argparse.Namespace, command: str) -> str:
+    from . import sandbox  # the command line may know the sandbox; the sandbox never knows it
+
+    if command == COMMAND and sandbox.sandbox_state().exists():
+        flag = "--history" if args.history else "--rejected"
+        return f" (the sandbox keeps its own: {sandbox.COMMAND} {flag})"
+    return ""
+
+
+def sandbox_command(args: argparse.Namespace) -> int:
+    """--sandbox: the same run as for real, with settings pointing at the built-in fakes."""
+    from . import sandbox
+
+    if args.reset:
+        sandbox.reset()
+    if args.history or args.rejected:
+        return state_commands(args, sys.stdout, sandbox.sandbox_state(), sandbox.COMMAND)
+    with sandbox.Sandbox(touch_count=args.touch or 0) as box:
+        mapping_path = args.mapping or sandbox.default_mapping()
+        mapping = load_mapping(mapping_path)
+        box.introduce(mapping_path, sys.stderr if args.json else sys.stdout)
+        if args.check:
+            return Preflight(*clients(box.settings), mapping, sys.stdout).run()
+        progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
+        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
+        summary = run_sync(box.settings, options, mapping, progress)
+        report(summary, args.json, sandbox.COMMAND)
+        if not args.json:
+            box.tell(summary, sys.stdout)
+        return summary.exit_code
+
+
+def _stdout_closed() -> int:
+    """The reader went away (`| head`, quitting `less`): end quietly, as other command-line tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     if args.force and not args.full:
         log.error("--force only makes sense with --full")
@@ -214,9 +313,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings: Optional[Settings] = None
     try:
         if args.sandbox:
-            from .sandbox import run_sandbox  # the only way the product reaches the fake APIs
-
-            return run_sandbox(args)
+            return sandbox_command(args)  # the only way the product reaches the fake APIs
         if args.history or args.rejected:
             return state_commands(args, sys.stdout, load_state_path(args.env_file,
                                                                     env_file_given=args.env_file is not None))
@@ -226,12 +323,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             add_log_file(log_file)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
+        advice = advice_for(env_file_path(args.env_file))
         if args.check:
+            for _, message in advice:
+                log.warning("%s", message)
             return Preflight(*clients(settings), mapping, sys.stdout, check_write_back=write_back).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours)
-        summary = run_sync(settings, options, mapping, progress)
+        summary = run_sync(settings, options, mapping, progress, advice)
     except SyncError as exc:
         log.error("%s", exc)
         if args.json:
@@ -239,6 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if settings is not None and exc.exit_code != EXIT_LOCKED:
             ping(settings.healthcheck_url, success=False)
         return exc.exit_code
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         log.error("interrupted; what was synced so far is kept")
         return 130
@@ -247,7 +349,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("unexpected %s; what was synced so far is kept. Please report it, with the output of "
                   "--verbose", exc.__class__.__name__)
         return EXIT_ABORTED
-    report(summary, args.json)
+    try:
+        report(summary, args.json)
+    except BrokenPipeError:
+        _stdout_closed()
     if not args.dry_run:
         ping(settings.healthcheck_url, success=summary.exit_code == EXIT_OK)
     return summary.exit_code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ def test_missing_setting_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "ERROR: --env-file " + str(tmp_path / "none.env") + " does not exist"]
+    # A relative --env-file is taken from the current folder, and the error shows where that is.
+    done = run_main(["--env-file", "none.env"], {"MAILERLITE_API_KEY": "x"}, tmp_path)
+    assert done.stderr.strip().splitlines() == [
+        "ERROR: --env-file " + str(tmp_path / "none.env") + " does not exist"]
     env = {"MAILERLITE_API_KEY": "x", "HUBSPOT_ACCESS_TOKEN": "", "SYNC_STATE_DB": str(tmp_path / "s.db")}
     done = run_main([], env, tmp_path)
     lines = done.stderr.strip().splitlines()
@@ -82,3 +87,35 @@ def test_second_run_while_one_holds_the_lock_exits_75(hubspot_fake, mailerlite_f
     assert done.returncode == 75
     assert "another run is in progress" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert hubspot_fake.log == []
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
+    # `python main.py --sandbox | head -1`: the reader quits after one line.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+    clean.update(TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(MAIN), "--sandbox"], env=clean, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1), err
+    assert "BrokenPipe" not in err and "Please report" not in err and "Traceback" not in err
+
+
+def test_no_env_file_is_named_as_such(tmp_path):
+    env = {"SYNC_STATE_DB": str(tmp_path / "s.db")}
+    clone = tmp_path / "app"
+    clone.mkdir()
+    for name in ("main.py",):
+        (clone / name).write_text(MAIN.read_text())
+    shutil.copytree(MAIN.parent / "sync", clone / "sync")
+    done = subprocess.run([sys.executable, str(clone / "main.py")], env={**_clean(), **env}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"ERROR: no .env file at {clone / '.env'} and no tokens in the environment: copy .env.example to "
+        f"{clone / '.env'} and fill in HUBSPOT_ACCESS_TOKEN and MAILERLITE_API_KEY"]
+
+
+def _clean():
+    return {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
