@@ -8,7 +8,7 @@ the condition goes away it is forgotten, so that it is said again if it comes ba
 from __future__ import annotations
 
 import logging
-from typing import List
+from typing import List, Sequence, Tuple
 
 from .state import State
 
@@ -16,6 +16,9 @@ log = logging.getLogger("sync")
 SHOWN_KEY = "advisories_shown"
 AGAIN = "(said once; python main.py --check repeats it)"
 
+ENV_FILE_SHARED = "env-file-shared:"  # + the file's path
+UNKNOWN_SETTING = "unknown-setting:"  # + the name
+SETTINGS_ADVICE = (ENV_FILE_SHARED, UNKNOWN_SETTING)
 SCHEMA_SCOPE_ADVICE = "hubspot-schema-scope"
 SCHEMA_SCOPE_MESSAGE = ("the HubSpot token lacks the scope crm.schemas.contacts.read: contacts still sync, but "
                         "property types and labels are unknown, so values go as text unless the mapping gives a "
@@ -44,3 +47,12 @@ class Advisories:
         shown = self._shown()
         if key in shown:
             self.state.set_json(SHOWN_KEY, [k for k in shown if k != key])
+
+    def settle(self, found: Sequence[Tuple[str, str]], families: Sequence[str] = SETTINGS_ADVICE) -> None:
+        """Say each (key, message) found once; forget the keys of these families no longer found."""
+        for key, message in found:
+            self.once(key, message)
+        current = {key for key, _ in found}
+        for key in self._shown():
+            if key.startswith(tuple(families)) and key not in current:
+                self.gone(key)

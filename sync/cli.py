@@ -15,7 +15,7 @@ from typing import Iterator, List, Optional, Sequence, TextIO, Tuple
 import filelock
 
 from . import __version__
-from .advisories import Advisories
+from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
 from .config import Settings, env_file_path, load_settings, load_state_path, misspelt_settings, shared_env_file
 from .engine import Engine, RunOptions, Summary
 from .errors import (
@@ -182,9 +182,7 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
     with run_lock(settings.state_db):
         state = State(settings.state_db)
         try:
-            advisories = Advisories(state)
-            for key, message in advice:
-                advisories.once(key, message)
+            Advisories(state).settle(advice)
             reader, client = clients(settings, progress)
             return Engine(reader, client, state, mapping, options, on_progress=progress.update).run()
         finally:
@@ -224,10 +222,10 @@ def advice_for(env_file: Path) -> List[Tuple[str, str]]:
     found = []
     shared = shared_env_file(env_file)
     if shared:
-        found.append((f"env-file-shared:{env_file}", shared))
+        found.append((f"{ENV_FILE_SHARED}{env_file}", shared))
     for name, close in misspelt_settings(env_file):
         hint = f"did you mean {close}? " if close else ""
-        found.append((f"unknown-setting:{name}", f"{env_file}: the program reads no setting {name}; {hint}it is "
+        found.append((f"{UNKNOWN_SETTING}{name}", f"{env_file}: the program reads no setting {name}; {hint}it is "
                                                  f"ignored until renamed"))
     return found
 

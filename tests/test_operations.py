@@ -271,3 +271,33 @@ def test_reports_before_any_run_say_so(run, monkeypatch, tmp_path):
     monkeypatch.setattr(sandbox, "SANDBOX_DIR", tmp_path / "no-sandbox")
     result = run("--history")
     assert result.code == 2 and "run python main.py first" in result.err and "sandbox" not in result.err
+
+
+def test_advisories_are_said_once_under_cron_and_by_every_check(hubspot_fake, mailerlite_fake, tmp_path):
+    # A working token without crm.schemas.contacts.read, a .env as cPanel's File Manager makes it
+    # (mode 644) and a misspelt setting: each is worth one mail, not one every hour.
+    hubspot_fake.tokens["hs-test-token"] = {"crm.objects.contacts.read"}
+    seed_contacts(hubspot_fake, 5)
+    env_file = tmp_path / "sync.env"
+    settings = dict(fake_env(hubspot_fake, mailerlite_fake, tmp_path), SYNC_MAPING_FILE="mapping.toml")
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    env_file.chmod(0o644)
+    first = run_main(["--env-file", str(env_file)], {}, tmp_path)
+    assert first.returncode == 0
+    warnings = first.stderr.splitlines()
+    assert len(warnings) == 3 and all(w.startswith("WARNING: ") for w in warnings), first.stderr
+    assert "HubSpot rejected the access token" not in first.stderr
+    assert any("lacks the scope crm.schemas.contacts.read: contacts still sync" in w for w in warnings)
+    assert any(f"{env_file} can be read by other users" in w and "chmod 600" in w for w in warnings)
+    assert any("SYNC_MAPING_FILE; did you mean SYNC_MAPPING_FILE?" in w for w in warnings)
+    hubspot_fake.add_contact({"email": "new@example.com"})
+    second = run_main(["--env-file", str(env_file)], {}, tmp_path)
+    assert (second.returncode, second.stderr) == (0, "")  # cron mails nothing
+    assert mailerlite_fake.subscriber("new@example.com") is not None
+    for _ in range(2):
+        check = run_main(["--env-file", str(env_file), "--check"], {}, tmp_path)
+        assert "can be read by other users" in check.stderr and "did you mean SYNC_MAPPING_FILE" in check.stderr
+    env_file.chmod(0o600)  # fixed, then broken again: said again
+    assert run_main(["--env-file", str(env_file)], {}, tmp_path).stderr == ""
+    env_file.chmod(0o644)
+    assert "can be read by other users" in run_main(["--env-file", str(env_file)], {}, tmp_path).stderr

@@ -221,7 +221,7 @@ def test_a_token_without_the_schema_scope_still_syncs(run, hubspot_fake, mailerl
     seed_contacts(hubspot_fake, 3)
     result = run()
     assert result.code == 0 and result.summary["created"] == 3
-    assert "missing scope crm.schemas.contacts.read" in result.err
+    assert "lacks the scope crm.schemas.contacts.read: contacts still sync" in result.err
 
 
 def test_bad_mailerlite_token(run, hubspot_fake, mailerlite_fake, monkeypatch):
