@@ -119,3 +119,24 @@ def test_no_env_file_is_named_as_such(tmp_path):
 
 def _clean():
     return {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+
+
+def test_a_stopped_run_is_one_line(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 250)
+    hubspot_fake.daily_limit = 2
+    done = run_main([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert done.returncode == 3
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: ") and "daily API limit" in lines[0], done.stderr
+    assert "stopped after: full sync: read" in lines[0]
+
+
+def test_one_rule_for_relative_paths_and_the_resolved_path_in_errors(hubspot_fake, mailerlite_fake, tmp_path):
+    from sync.config import PROJECT_DIR
+    env = fake_env(hubspot_fake, mailerlite_fake, tmp_path)
+    # On the command line: from the current folder.
+    done = run_main(["--mapping", "nope.toml"], env, tmp_path)
+    assert done.returncode == 2 and f"mapping file {tmp_path / 'nope.toml'} does not exist" in done.stderr
+    # In .env or the environment: beside main.py, wherever cron starts the job.
+    done = run_main([], dict(env, SYNC_MAPPING_FILE="nope.toml"), tmp_path)
+    assert done.returncode == 2 and f"mapping file {PROJECT_DIR / 'nope.toml'} does not exist" in done.stderr

@@ -301,3 +301,18 @@ def test_advisories_are_said_once_under_cron_and_by_every_check(hubspot_fake, ma
     assert run_main(["--env-file", str(env_file)], {}, tmp_path).stderr == ""
     env_file.chmod(0o644)
     assert "can be read by other users" in run_main(["--env-file", str(env_file)], {}, tmp_path).stderr
+
+
+def test_check_without_a_network_says_each_cause_once_and_exits_3(run, monkeypatch):
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once closed
+    monkeypatch.setenv("HUBSPOT_BASE_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MAILERLITE_BASE_URL", f"http://127.0.0.1:{port}/api")
+    result = run("--check")
+    assert result.code == 3  # an outage: try again later (2 is for the settings)
+    down = [line for line in result.out.splitlines() if "could not be reached" in line]
+    assert [line.split(" ")[0] for line in down] == ["HubSpot", "MailerLite"], result.out
+    assert "next run continues" not in result.out and "problem" not in result.out
+    assert "All checks passed" not in result.out
