@@ -251,7 +251,7 @@ def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: s
                 with open(args.output, "w", encoding="utf-8", newline="") as handle:
                     count = export_rejected(state, handle)
             except OSError as exc:
-                raise ConfigError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+                raise ConfigError(f"cannot write {os.path.abspath(args.output)}: {exc.strerror or exc}") from None
             log.info("%d rejected or failed contacts written to %s", count, args.output)
         else:
             export_rejected(state, out)
