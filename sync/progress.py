@@ -32,17 +32,22 @@ def terminal_columns(stream: TextIO, default: int = DEFAULT_COLUMNS) -> int:
 
 
 def fit(columns: int, label: str, count: str, notes: List[str]) -> str:
-    """The bar's format for this width: the label and the notes are dropped, longest last, before
-    the bar gets narrower than MIN_BAR; a line one character short of the width never wraps."""
+    """The bar's format for this width. Notes come most important first: the first one outranks
+    the label, the label outranks the others; whatever does not fit is dropped before the bar
+    gets narrower than MIN_BAR. A line one character short of the width never wraps."""
     room = columns - 1
+    first_room = room - len("100%||") - 1 - len(count) - 2 - MIN_BAR
+    if notes and len(notes[0]) > first_room >= 12:  # rather cut the first note than lose it
+        notes = [notes[0][:first_room - 3] + "..."] + notes[1:]
     label, count, notes = _literal(label), _literal(count), [_literal(n) for n in notes]
-    for keep in range(len(notes), -1, -1):  # the notes matter more than the label
-        for use_label in (True, False):
-            text = ", ".join(notes[:keep])
-            left = f"{label} " if use_label else ""
-            fixed = _shown(left) + len("100%||") + 1 + _shown(count) + (2 + _shown(text) if text else 0)
-            if room - fixed >= MIN_BAR:
-                return left + "{percentage:3.0f}%|{bar}| " + count + (f", {text}" if text else "")
+    choices = [(True, keep) for keep in range(len(notes), 0, -1)]
+    choices += [(False, keep) for keep in range(len(notes), -1, -1)]
+    for use_label, keep in choices:
+        text = ", ".join(notes[:keep])
+        left = f"{label} " if use_label else ""
+        fixed = _shown(left) + len("100%||") + 1 + _shown(count) + (2 + _shown(text) if text else 0)
+        if room - fixed >= MIN_BAR:
+            return left + "{percentage:3.0f}%|{bar}| " + count + (f", {text}" if text else "")
     return "{percentage:3.0f}%|{bar}|"
 
 

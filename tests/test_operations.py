@@ -316,3 +316,22 @@ def test_check_without_a_network_says_each_cause_once_and_exits_3(run, monkeypat
     assert [line.split(" ")[0] for line in down] == ["HubSpot", "MailerLite"], result.out
     assert "next run continues" not in result.out and "problem" not in result.out
     assert "All checks passed" not in result.out
+
+
+@pytest.mark.parametrize("columns", [40, 60, 80, 100, 120, 200])
+@pytest.mark.parametrize("notes", [
+    ["sent 1200", "rejected 1, failed 0", "110 contacts/s", "unchanged 30"],
+    ["waiting 12 s for MailerLite's rate limit"],
+    ["waiting 12 s for HubSpot's recovery (HubSpot answered 503 {x})"],
+    [],
+])
+def test_the_bar_layout_fits_every_width(columns, notes):
+    from tqdm import tqdm
+
+    from sync.progress import MIN_BAR, fit
+    line = tqdm.format_meter(1234, 5000, 3.0, ncols=columns - 1, bar_format=fit(columns, "HubSpot -> MailerLite",
+                                                                                  "1234/5000", notes))
+    assert len(line) < columns, line
+    assert len(line.split("|")[1]) >= MIN_BAR, line
+    if notes and columns >= 80:
+        assert notes[0][:40] in line  # the most important note is kept (if need be, cut)
