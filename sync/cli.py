@@ -214,7 +214,7 @@ def report(summary: Summary, as_json: bool, command: str = COMMAND) -> None:
     elif summary.exit_code == EXIT_PARTIAL:
         summary_log.warning("%s%s", describe(summary), details)
     else:  # one line: why it stopped, then what it did before
-        summary_log.error("%s; stopped after: %s", summary.message, describe(summary))
+        summary_log.error("%s; done so far: %s", summary.message, describe(summary))
 
 
 def advice_for(env_file: Path) -> List[Tuple[str, str]]:
@@ -245,7 +245,7 @@ def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: s
         last = state.runs(1)
         if last and last[0].get("dry_run"):
             log.warning("the last run was a dry run, and a dry run records nothing: this list is from the last "
-                        "real run, if any (%s)", command)
+                        "real run, if any; %s (without --dry-run) records what it rejects", command)
         if args.output:
             try:
                 with open(args.output, "w", encoding="utf-8", newline="") as handle:

@@ -159,3 +159,12 @@ def test_links_lead_somewhere():
             assert target[1:] in anchors, target
         elif not target.startswith("http"):
             assert (PROJECT_DIR / target).exists(), target
+
+
+def test_the_json_summary_keys_are_all_listed():
+    from collections import Counter
+
+    from sync.engine import Summary
+    listed = set(re.findall(r"`(\w+)`", README.read_text(encoding="utf-8").split("The `--json` summary has")[1]
+                            .split("\n\n")[0]))
+    assert listed == set(Summary("full", False, Counter()).as_dict())
