@@ -7,6 +7,7 @@ import json
 import logging
 import logging.handlers
 import os
+import select
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -292,14 +293,29 @@ def sandbox_command(args: argparse.Namespace) -> int:
         return summary.exit_code
 
 
-def _stdout_closed() -> int:
-    """The reader went away (`| head`, quitting `less`): end quietly, as other command-line tools do."""
+def _stdout_gone() -> bool:
+    """Whether stdout's reader has gone (a BrokenPipeError from an API connection is no such thing)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows): stdout is by far the likelier
+        return True
+
+
+def _reader_went_away(exit_code: int) -> int:
+    """The reader of stdout went away (`| head`, quitting `less`): end quietly, as other command-line
+    tools do. Any other broken pipe is a bug, reported as such."""
+    if not _stdout_gone():
+        log.error("unexpected BrokenPipeError; what was synced so far is kept. Please report it, with the "
+                  "output of --verbose")
+        return EXIT_ABORTED
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
     except (OSError, ValueError):
         pass
-    return EXIT_OK
+    return exit_code
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -338,7 +354,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             ping(settings.healthcheck_url, success=False)
         return exc.exit_code
     except BrokenPipeError:
-        return _stdout_closed()
+        return _reader_went_away(EXIT_OK)
     except KeyboardInterrupt:
         log.error("interrupted; what was synced so far is kept")
         return 130
@@ -350,7 +366,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         report(summary, args.json)
     except BrokenPipeError:
-        _stdout_closed()
+        if _reader_went_away(summary.exit_code) == EXIT_ABORTED:
+            return EXIT_ABORTED
     if not args.dry_run:
         ping(settings.healthcheck_url, success=summary.exit_code == EXIT_OK)
     return summary.exit_code
