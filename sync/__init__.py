@@ -1,3 +1,3 @@
 """HubSpot -> MailerLite contact sync."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

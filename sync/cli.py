@@ -7,18 +7,21 @@ import copy
 import json
 import logging
 import logging.handlers
+import os
+import select
 import signal
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Iterator, List, Optional, TextIO, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import filelock
 
 from . import __version__
-from .config import Settings, load_settings, load_state_path
+from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
+from .config import Settings, env_file_path, load_settings, load_state_path, misspelt_settings, shared_env_file
 from .engine import Engine, RunOptions, Summary
 from .errors import (
     EXIT_ABORTED,
@@ -43,10 +46,12 @@ from .preflight import Preflight
 from .private_files import create_private, open_private
 from .progress import Progress
 from .redaction import redact, safe_text
-from .reports import export_rejected, print_history
+from .reports import export_rejected, history_json, print_history
 from .retrying import RetryPolicy
 from .state import State
 
+PROGRAM = "hubspot-mailerlite-sync"
+COMMAND = "python main.py"
 log = logging.getLogger("sync")
 summary_log = logging.getLogger("sync.summary")  # the one line per run that the log file keeps
 LOG_FILE_BYTES = 1_000_000
@@ -63,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                "75 another run holds the lock.")
     parser.add_argument("--sandbox", action="store_true",
                         help="try it without any account: the real sync against built-in fake HubSpot and "
-                             "MailerLite APIs with sample data, on this machine only")
+                             "MailerLite APIs with sample data, on this machine only; kept between runs")
+    parser.add_argument("--touch", type=_count, metavar="N",
+                        help="with --sandbox: edit N sample contacts in the fake HubSpot first, to watch only "
+                             "those go")
+    parser.add_argument("--reset", action="store_true",
+                        help="with --sandbox: start over from fresh sample data")
     parser.add_argument("--dry-run", action="store_true", help="read and plan, write nothing to MailerLite")
     parser.add_argument("--full", action="store_true",
                         help="re-read every HubSpot contact (after a mapping change, say); "
@@ -73,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check", action="store_true",
                         help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
                              "sample values; write nothing")
-    parser.add_argument("--history", action="store_true", help="show the last runs, one line each")
+    parser.add_argument("--history", action="store_true",
+                        help="show the last runs, one line each (with --json: as JSON)")
     parser.add_argument("--rejected", action="store_true",
                         help="export the rejected and failed contacts as CSV (to stdout or --output)")
     parser.add_argument("--output", type=Path, metavar="FILE", help="with --rejected: write the CSV here")
@@ -89,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="mapping file (TOML) to use instead of SYNC_MAPPING_FILE; see mapping.example.toml")
     parser.add_argument("--log-file", type=Path, metavar="PATH",
                         help="append run summaries and warnings to this rotating log file (or SYNC_LOG_FILE)")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     return parser
 
 
@@ -114,6 +125,28 @@ class SafeOutput:
 
     def flush(self) -> None:
         self.out.flush()
+
+
+def _count(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if not 0 < number <= 1000:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 1000, got {text!r}")
+    return number
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    """The flags; combinations that would silently do something else are errors (exit 2)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.output and not args.rejected:
+        parser.error("--output goes with --rejected (it names the CSV file); without --rejected nothing is "
+                     "written there")
+    if (args.touch or args.reset) and not args.sandbox:
+        parser.error("--touch and --reset go with --sandbox")
+    return args
 
 
 def configure_logging(quiet: bool, verbose: bool) -> None:
@@ -211,10 +244,12 @@ def clients(settings: Settings, progress: Optional[Progress] = None,
 
 
 def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress,
-             started: Optional[float] = None) -> Summary:
+             started: Optional[float] = None, advice: Sequence[Tuple[str, str]] = ()) -> Summary:
+    """One run: the lock, the state, the clients and the engine. `advice` is (key, message) said once."""
     with run_lock(settings.state_db):
         state = State(settings.state_db)
         try:
+            Advisories(state).settle(advice)
             reader, client = clients(settings, progress, started)
             return Engine(reader, client, state, mapping, options, on_progress=progress.update).run()
         finally:
@@ -234,36 +269,56 @@ def describe(summary: Summary) -> str:
     return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"
 
 
-def report(summary: Summary, as_json: bool) -> None:
+def report(summary: Summary, as_json: bool, command: str = COMMAND) -> None:
+    """The one line a run ends with (stderr, and the log file); the JSON summary on stdout if asked."""
     if as_json:
         print(redact(json.dumps(summary.as_dict(), sort_keys=True)))
     details = ""
     if summary.counts["rejected"] or summary.counts["failed"]:
-        details = " (which and why: python main.py --rejected)"
+        details = f" (which and why: {command} --rejected)"
     if summary.exit_code == EXIT_OK:
         summary_log.info("%s", describe(summary))
     elif summary.exit_code == EXIT_PARTIAL:
         summary_log.warning("%s%s", describe(summary), details)
-    else:
-        log.error("%s", summary.message)
-        summary_log.warning("stopped: %s", describe(summary))
+    else:  # one line: why it stopped, then what it did before
+        summary_log.error("%s; done so far: %s", summary.message, describe(summary))
 
 
-def state_commands(args: argparse.Namespace, out: TextIO, path: Path) -> int:
+def advice_for(env_file: Path) -> List[Tuple[str, str]]:
+    """(key, message) for the settings' advisories: a .env others can read, misspelt names."""
+    found = []
+    shared = shared_env_file(env_file)
+    if shared:
+        found.append((f"{ENV_FILE_SHARED}{env_file}", shared))
+    for name, close in misspelt_settings(env_file):
+        hint = f"did you mean {close}? " if close else ""
+        found.append((f"{UNKNOWN_SETTING}{name}", f"{env_file}: the program reads no setting {name}; {hint}it is "
+                                                 f"ignored until renamed"))
+    return found
+
+
+def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: str = COMMAND) -> int:
     """--history and --rejected: read the state, need no token."""
     if not path.exists():
-        raise ConfigError(f"no state database at {path} yet: run the sync first")
+        raise ConfigError(f"no state database at {path} yet: run {command} first{_sandbox_hint(args, command)}")
     state = State(path)
     try:
         if args.history:
-            print_history(state, out)
+            if args.json:
+                print(history_json(state), file=out)
+            else:
+                print_history(state, out)
             return EXIT_OK
+        last = state.runs(1)
+        if last and last[0].get("dry_run"):
+            log.warning("the last run was a dry run, and a dry run records nothing: this list is from the last "
+                        "real run, if any; %s (without --dry-run) records what it rejects", command)
         if args.output:
             try:
                 with open_private(args.output) as handle:
                     count = export_rejected(state, handle)
             except OSError as exc:
-                raise ConfigError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+                raise ConfigError(f"cannot write {os.path.abspath(args.output)}: {exc.strerror or exc}") from None
             log.info("%d rejected or failed contacts written to %s", count, args.output)
         else:
             export_rejected(state, out)
@@ -305,6 +360,63 @@ def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]
     return code
 
 
+def _sandbox_hint(args: argparse.Namespace, command: str) -> str:
+    from . import sandbox  # the command line may know the sandbox; the sandbox never knows it
+
+    if command == COMMAND and sandbox.sandbox_state().exists():
+        flag = "--history" if args.history else "--rejected"
+        return f" (the sandbox keeps its own: {sandbox.COMMAND} {flag})"
+    return ""
+
+
+def sandbox_command(args: argparse.Namespace) -> int:
+    """--sandbox: the same run as for real, with settings pointing at the built-in fakes."""
+    from . import sandbox
+
+    if args.reset:
+        sandbox.reset()
+    if args.history or args.rejected:
+        return state_commands(args, sys.stdout, sandbox.sandbox_state(), sandbox.COMMAND)
+    with sandbox.Sandbox(touch_count=args.touch or 0) as box:
+        mapping_path = args.mapping or sandbox.default_mapping()
+        mapping = load_mapping(mapping_path)
+        box.introduce(mapping_path, sys.stderr if args.json else sys.stdout)
+        if args.check:
+            return Preflight(*clients(box.settings), mapping, SafeOutput(sys.stdout)).run()  # type: ignore[arg-type]
+        progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
+        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
+        summary = run_sync(box.settings, options, mapping, progress)
+        report(summary, args.json, sandbox.COMMAND)
+        if not args.json:
+            box.tell(summary, sys.stdout)
+        return summary.exit_code
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout's reader has gone (a BrokenPipeError from an API connection is no such thing)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll() (Windows): stdout is by far the likelier
+        return True
+
+
+def _reader_went_away(exit_code: int) -> int:
+    """The reader of stdout went away (`| head`, quitting `less`): end quietly, as other command-line
+    tools do. Any other broken pipe is a bug, reported as such."""
+    if not _stdout_gone():
+        log.error("unexpected BrokenPipeError; what was synced so far is kept. Please report it, with the "
+                  "output of --verbose")
+        return EXIT_ABORTED
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's final flush must not fail again
+    except (OSError, ValueError):
+        pass
+    return exit_code
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     with _signals_stop_the_run():
         return _main(argv)
@@ -312,7 +424,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _main(argv: Optional[List[str]] = None) -> int:
     started = time.monotonic()
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     if args.force and not args.full:
         log.error("--force only makes sense with --full")
@@ -320,9 +432,7 @@ def _main(argv: Optional[List[str]] = None) -> int:
     settings: Optional[Settings] = None
     try:
         if args.sandbox:
-            from .sandbox import run_sandbox  # the only way the product reaches the fake APIs
-
-            return run_sandbox(args)
+            return sandbox_command(args)  # the only way the product reaches the fake APIs
         if args.history or args.rejected:
             return state_commands(args, sys.stdout, load_state_path(args.env_file,
                                                                     env_file_given=args.env_file is not None))
@@ -332,16 +442,21 @@ def _main(argv: Optional[List[str]] = None) -> int:
             add_log_file(log_file)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
+        advice = advice_for(env_file_path(args.env_file))
         if args.check:
+            for _, message in advice:
+                log.warning("%s", message)
             return Preflight(*clients(settings, started=started), mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
                              check_write_back=write_back).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours,
                              allow_mass_leave=args.allow_mass_leave)
-        summary = run_sync(settings, options, mapping, progress, started)
+        summary = run_sync(settings, options, mapping, progress, started, advice)
     except SyncError as exc:
         return _failed(exc.exit_code, str(exc), args.json, settings)
+    except BrokenPipeError:
+        return _reader_went_away(EXIT_OK)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted above
         code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
         return _failed(code, str(exc) or "interrupted (SIGINT); what was synced so far is kept", args.json,
@@ -350,7 +465,11 @@ def _main(argv: Optional[List[str]] = None) -> int:
         log.debug("unexpected error", exc_info=True)
         return _failed(EXIT_ABORTED, f"unexpected {exc.__class__.__name__}; what was synced so far is kept. Please "
                                      f"report it, with the output of --verbose", args.json, settings)
-    report(summary, args.json)
+    try:
+        report(summary, args.json)
+    except BrokenPipeError:
+        if _reader_went_away(summary.exit_code) == EXIT_ABORTED:
+            return EXIT_ABORTED
     if not args.dry_run:
         ping(settings.healthcheck_url, success=summary.exit_code == EXIT_OK)
     return summary.exit_code

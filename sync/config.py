@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import io
 import logging
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from dotenv.parser import parse_stream
@@ -86,7 +87,6 @@ def _parse_env_file(env_file: Path) -> dict:
             raise ConfigError(f"{env_file} line {binding.original.line}: not a KEY=value setting; fix or remove it")
         if binding.key is not None and binding.value is not None:
             values[binding.key] = binding.value
-    _warn_if_shared(env_file)
     return {k: _interpolate(v, values) for k, v in values.items()}
 
 
@@ -98,16 +98,58 @@ def _interpolate(value: str, values: Mapping[str, str]) -> str:
     return "".join(atom.resolve(env) for atom in parse_variables(value))
 
 
-def _warn_if_shared(env_file: Path) -> None:
-    """Tokens in a file other users can read are a leak waiting to happen (POSIX only)."""
+def shared_env_file(env_file: Path) -> Optional[str]:
+    """Tokens in a file other users can read are a leak waiting to happen (POSIX only): the
+    advice, or None. Said once, not every hour (see sync/advisories.py)."""
     if os.name != "posix":
-        return
+        return None
     try:
         mode = env_file.stat().st_mode
     except OSError:
+        return None
+    if not stat.S_ISREG(mode) or not mode & (stat.S_IRGRP | stat.S_IROTH):  # /dev/null is no secret
+        return None
+    return (f"{env_file} can be read by other users of this machine (mode {stat.S_IMODE(mode):o}): the sync "
+            f"works, but the tokens in it are exposed; fix: chmod 600 {env_file}")
+
+
+# Every setting the program reads; a name in .env close to one of these is a likely typo.
+KNOWN_SETTINGS = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", "MAILERLITE_API_KEY", "HUBSPOT_BASE_URL",
+                  "MAILERLITE_BASE_URL", "SYNC_STATE_DB", "SYNC_HTTP_TIMEOUT", "SYNC_MAPPING_FILE",
+                  "MAILERLITE_GROUPS", "SYNC_LOG_FILE", "HEALTHCHECK_URL", "SYNC_WRITE_BACK",
+                  "SYNC_WRITE_BACK_HOURS", "SYNC_MAX_RUNTIME")
+OUR_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK")
+
+
+def misspelt_settings(env_file: Path, known: Sequence[str] = KNOWN_SETTINGS) -> List[Tuple[str, str]]:
+    """(name, closest known name or "") for each name in the .env file that the program does not
+    read but that looks meant for it: ours by its prefix, or close to one of ours."""
+    try:
+        names = [b.key for b in parse_stream(io.StringIO(env_file.read_text(encoding="utf-8-sig"))) if b.key]
+    except (OSError, UnicodeDecodeError):
+        return []
+    found = []
+    for name in dict.fromkeys(names):
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.75)
+        if close or name.upper().startswith(OUR_PREFIXES):
+            found.append((name, close[0] if close else ""))
+    return found
+
+
+def env_file_path(env_file: Optional[Path]) -> Path:
+    """The .env file used: --env-file (from the current folder) or .env beside main.py."""
+    return Path(os.path.abspath(env_file)) if env_file is not None else PROJECT_DIR / ".env"
+
+
+def _missing_env_file(values: Mapping[str, str], env_file: Path) -> None:
+    """No .env and no token in the environment: say that the file is missing, and where it was looked for."""
+    if env_file.exists() or any((values.get(k) or "").strip() for k in
+                                ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", "MAILERLITE_API_KEY")):
         return
-    if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):  # not /dev/null
-        log.warning("%s is readable by other users; protect the tokens in it: chmod 600 %s", env_file, env_file)
+    raise ConfigError(f"no .env file at {env_file} and no tokens in the environment: copy .env.example to "
+                      f"{env_file} and fill in HUBSPOT_ACCESS_TOKEN and MAILERLITE_API_KEY")
 
 
 def read_env(env_file: Optional[Path], environ: Mapping[str, str]) -> dict:
@@ -162,7 +204,7 @@ def _token(values: Mapping[str, str], name: str, *aliases: str) -> str:
 
 def _values(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_file_given: bool) -> dict:
     if env_file_given and env_file is not None and not env_file.exists():
-        raise ConfigError(f"--env-file {env_file} does not exist")
+        raise ConfigError(f"--env-file {env_file_path(env_file)} does not exist")
     return read_env(env_file if env_file is not None else PROJECT_DIR / ".env",
                     os.environ if environ is None else environ)
 
@@ -171,6 +213,7 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
                   env_file_given: bool = False) -> Settings:
     """Build Settings; a missing required value is a ConfigError naming it."""
     values = _values(env_file, environ, env_file_given)
+    _missing_env_file(values, env_file_path(env_file))
     # HUBSPOT_API_KEY is accepted as an alias: older setups name the private-app token so.
     hubspot_token = _token(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
     mailerlite_token = _token(values, "MAILERLITE_API_KEY")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
+from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .departures import ConsentWriter, Departures
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
@@ -224,12 +225,14 @@ class Engine:
         if self._info is None:
             try:
                 defs = self.reader.property_definitions()
-            except AuthError as exc:
+            except AuthError:
                 # Reading definitions needs crm.schemas.contacts.read; the plain default mapping
-                # does without (everything is text), so a token without it still syncs.
-                log.warning("%s: property types and labels are unknown, values go as text unless the mapping "
-                            "gives a type", exc)
+                # does without (everything is text), so a token without it still syncs. Said once,
+                # not every hour (cron mails every warning).
+                Advisories(self.state).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
                 defs = {}
+            else:
+                Advisories(self.state).gone(SCHEMA_SCOPE_ADVICE)
             self._info = property_infos(defs)
             unknown_optouts = [p for p in self.mapping.optout_properties if defs and p not in self._info]
             if unknown_optouts:

@@ -81,6 +81,8 @@ def _field_rule(prop: str, value: Any) -> Optional[FieldRule]:
     _check(isinstance(value, dict), f"{where}: give a field key (\"job_title\"), a table {{ field = ... }} or false")
     _no_unknown(value, FIELD_KEYS, f"{where}: ")
     key = value.get("field")
+    _check(key is not None, f"{where}: the table needs field = \"...\" (the MailerLite field key, like "
+                            f"\"job_title\")")
     _check(isinstance(key, str) and bool(_FIELD_KEY_RE.match(key)),
            f"{where}: field must be a MailerLite field key (lowercase letters, digits, _), got {key!r}")
     type_ = value.get("type")
@@ -221,7 +223,7 @@ def load_mapping(path: Optional[Path], env_groups: Sequence[str] = ()) -> Mappin
     try:
         text = _read_small_file(path)
     except FileNotFoundError:
-        raise ConfigError(f"mapping file {path} does not exist; see mapping.example.toml") from None
+        raise ConfigError(f"mapping file {os.path.abspath(path)} does not exist; see mapping.example.toml") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read mapping file {path} ({exc.__class__.__name__})") from None
     try:

@@ -7,12 +7,14 @@ from itertools import islice
 from typing import Callable, Dict, List, Optional, TextIO
 
 from .casting import PropertyInfo, property_infos
-from .errors import EXIT_CONFIG, EXIT_OK, AuthError, SyncError
+from .errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, AuthError, SyncError
 from .hubspot import HubSpotReader, HubSpotWriter
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping, Planned, map_contact
 
 SAMPLE_CONTACTS = 3
+HUBSPOT = "HubSpot"
+MAILERLITE = "MailerLite"
 
 
 class Preflight:
@@ -24,13 +26,25 @@ class Preflight:
         self.out = out
         self.problems: List[str] = []
         self.notes: List[str] = []
+        self.down: Dict[str, str] = {}  # system -> why it could not be reached: said once, asked no more
         self.check_write_back = check_write_back
 
-    def _try(self, what: Callable[[], object]) -> Optional[object]:
+    def _outage(self, system: str, exc: SyncError) -> bool:
+        """An outage is not a configuration problem: one line per system, and no more asking it."""
+        if exc.exit_code != EXIT_ABORTED:
+            return False
+        # The run's wording ("stopped, the next run continues") is about runs, not a check.
+        why = str(exc).split("; stopped")[0]
+        self.down.setdefault(system or "an API", why[len(system) + 1:] if system and why.startswith(system) else why)
+        return True
+
+    def _try(self, what: Callable[[], object], system: str = "") -> Optional[object]:
+        if system in self.down:
+            return None
         try:
             return what()
         except SyncError as exc:  # bad token, missing scope, unknown list, outage
-            if str(exc) not in self.problems:
+            if not self._outage(system, exc) and str(exc) not in self.problems:
                 self.problems.append(str(exc))
         return None
 
@@ -45,7 +59,8 @@ class Preflight:
             (self.problems if needs_labels else self.notes).append(
                 f"{exc} (property types and labels unknown; values go as text)")
         except SyncError as exc:
-            self.problems.append(str(exc))
+            if not self._outage(HUBSPOT, exc):
+                self.problems.append(str(exc))
         return None
 
     def run(self) -> int:
@@ -62,18 +77,21 @@ class Preflight:
                                          f"per-subscription ones are hs_email_optout_<subscription type id>)")
                 else:
                     self.problems.append(f"HubSpot has no contact property {prop!r}")
-        sample = self._try(lambda: list(islice(self.reader.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)))
-        fields = self._try(self.client.list_fields)
+        sample = self._try(lambda: list(islice(self.reader.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)),
+                           HUBSPOT)
+        fields = self._try(self.client.list_fields, MAILERLITE)
         existing = {str(f.get("key")): str(f.get("type")) for f in fields or [] if isinstance(f, dict)}
         self._check_fields(info, existing, fields is not None)
         self._check_groups()
         for list_id in self.mapping.list_ids():
-            self._try(lambda lid=list_id: next(iter(self.reader.list_members(lid)), None))
+            self._try(lambda lid=list_id: next(iter(self.reader.list_members(lid)), None), HUBSPOT)
         if self.check_write_back and isinstance(self.reader, HubSpotWriter):
-            for scope in self._try(self.reader.missing_write_scopes) or []:
+            for scope in self._try(self.reader.missing_write_scopes, HUBSPOT) or []:
                 self.problems.append(f"write-back is on, but the HubSpot token lacks the scope {scope}")
         self._print(info, existing, sample if isinstance(sample, list) else [])
-        return EXIT_CONFIG if self.problems else EXIT_OK
+        if self.problems:
+            return EXIT_CONFIG
+        return EXIT_ABORTED if self.down else EXIT_OK  # 3: try again later; 2 is for settings
 
     def _check_fields(self, info: Dict[str, PropertyInfo], existing: Dict[str, str], reachable: bool) -> None:
         if not reachable:
@@ -94,7 +112,7 @@ class Preflight:
         static = list(self.mapping.static_groups) + [name for _, name in self.mapping.list_groups]
         if not static and not self.mapping.property_groups:
             return
-        groups = self._try(self.client.list_groups)
+        groups = self._try(self.client.list_groups, MAILERLITE)
         names = {str(g.get("name")) for g in groups or [] if isinstance(g, dict)}
         for name in static:
             if groups is not None and name not in names:
@@ -121,9 +139,12 @@ class Preflight:
             print("Scope: " + "; ".join(scope), file=self.out)
         for note in self.notes:
             print(f"note: {note}", file=self.out)
+        for system, why in self.down.items():
+            print(f"{system} could not be reached: {why}. Check the network and try again; what needs "
+                  f"{system} was not checked.", file=self.out)
         if self.problems:
             print(f"{len(self.problems)} problem(s):", file=self.out)
             for problem in self.problems:
                 print(f"  - {problem}", file=self.out)
-        else:
+        elif not self.down:
             print("All checks passed.", file=self.out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import time
 from typing import Dict, List, TextIO
 
@@ -39,6 +40,11 @@ def print_history(state: State, out: TextIO, limit: int = 20) -> None:
         print("No runs yet.", file=out)
     for line in lines:
         print(line, file=out)
+
+
+def history_json(state: State, limit: int = 20) -> str:
+    """The last runs, newest first, as one JSON array (for scripts)."""
+    return json.dumps(state.runs(limit), sort_keys=True)
 
 
 def _cell(value: object) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ def test_missing_setting_is_one_line(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "ERROR: --env-file " + str(tmp_path / "none.env") + " does not exist"]
+    # A relative --env-file is taken from the current folder, and the error shows where that is.
+    done = run_main(["--env-file", "none.env"], {"MAILERLITE_API_KEY": "x"}, tmp_path)
+    assert done.stderr.strip().splitlines() == [
+        "ERROR: --env-file " + str(tmp_path / "none.env") + " does not exist"]
     env = {"MAILERLITE_API_KEY": "x", "HUBSPOT_ACCESS_TOKEN": "", "SYNC_STATE_DB": str(tmp_path / "s.db")}
     done = run_main([], env, tmp_path)
     lines = done.stderr.strip().splitlines()
@@ -82,3 +87,56 @@ def test_second_run_while_one_holds_the_lock_exits_75(hubspot_fake, mailerlite_f
     assert done.returncode == 75
     assert "another run is in progress" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert hubspot_fake.log == []
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
+    # `python main.py --sandbox | head -1`: the reader quits after one line.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+    clean.update(TMPDIR=str(tmp_path), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(MAIN), "--sandbox"], env=clean, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) in (0, 1), err
+    assert "BrokenPipe" not in err and "Please report" not in err and "Traceback" not in err
+
+
+def test_no_env_file_is_named_as_such(tmp_path):
+    env = {"SYNC_STATE_DB": str(tmp_path / "s.db")}
+    clone = tmp_path / "app"
+    clone.mkdir()
+    for name in ("main.py",):
+        (clone / name).write_text(MAIN.read_text())
+    shutil.copytree(MAIN.parent / "sync", clone / "sync")
+    done = subprocess.run([sys.executable, str(clone / "main.py")], env={**_clean(), **env}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"ERROR: no .env file at {clone / '.env'} and no tokens in the environment: copy .env.example to "
+        f"{clone / '.env'} and fill in HUBSPOT_ACCESS_TOKEN and MAILERLITE_API_KEY"]
+
+
+def _clean():
+    return {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+
+
+def test_a_stopped_run_is_one_line(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 250)
+    hubspot_fake.daily_limit = 2
+    done = run_main([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert done.returncode == 3
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: ") and "daily API limit" in lines[0], done.stderr
+    assert "; done so far: full sync: read" in lines[0]
+
+
+def test_one_rule_for_relative_paths_and_the_resolved_path_in_errors(hubspot_fake, mailerlite_fake, tmp_path):
+    from sync.config import PROJECT_DIR
+    env = fake_env(hubspot_fake, mailerlite_fake, tmp_path)
+    # On the command line: from the current folder.
+    done = run_main(["--mapping", "nope.toml"], env, tmp_path)
+    assert done.returncode == 2 and f"mapping file {tmp_path / 'nope.toml'} does not exist" in done.stderr
+    # In .env or the environment: beside main.py, wherever cron starts the job.
+    done = run_main([], dict(env, SYNC_MAPPING_FILE="nope.toml"), tmp_path)
+    assert done.returncode == 2 and f"mapping file {PROJECT_DIR / 'nope.toml'} does not exist" in done.stderr

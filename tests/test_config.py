@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.config import load_settings
+from sync.config import KNOWN_SETTINGS, load_settings, misspelt_settings, shared_env_file
 from sync.errors import ConfigError
 
 BASE = "HUBSPOT_ACCESS_TOKEN=pat-1\nMAILERLITE_API_KEY=ml-1\n"
@@ -67,14 +67,27 @@ def test_allowed_base_urls(tmp_path, url):
     assert load_settings(env_file(tmp_path, BASE), environ={"HUBSPOT_BASE_URL": url}).hubspot_base_url == url
 
 
-def test_readable_env_file_warns(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING):
-        load_settings(env_file(tmp_path, BASE, 0o644), environ={})
-    assert "readable by other users" in caplog.text and "chmod 600" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        load_settings(env_file(tmp_path, BASE, 0o600), environ={})
-    assert caplog.text == ""
+def test_readable_env_file_is_advised(tmp_path):
+    # Said once per state file, not by every load (sync/advisories.py; tests/test_operations.py).
+    shared = shared_env_file(env_file(tmp_path, BASE, 0o644))
+    assert shared is not None and "can be read by other users" in shared and "chmod 600" in shared
+    assert "the sync works" in shared and "(mode 644)" in shared
+    assert shared_env_file(env_file(tmp_path, BASE, 0o600)) is None
+
+
+@pytest.mark.parametrize("name, closest", [("SYNC_MAPING_FILE", "SYNC_MAPPING_FILE"),
+                                           ("HUBSPOT_ACCES_TOKEN", "HUBSPOT_ACCESS_TOKEN"),
+                                           ("MAILERLITE_GROUP", "MAILERLITE_GROUPS"),
+                                           ("SYNC_SOMETHING_ELSE", ""),
+                                           ("HEALTHCHECKS_URL", "HEALTHCHECK_URL")])
+def test_misspelt_settings_get_the_closest_name(tmp_path, name, closest):
+    path = env_file(tmp_path, BASE + f"{name}=x\nPATH_TO_SOMETHING=unrelated\n")
+    assert misspelt_settings(path) == [(name, closest)]
+
+
+def test_known_settings_are_not_misspelt(tmp_path):
+    text = "".join(f"{name}=1\n" for name in KNOWN_SETTINGS)
+    assert misspelt_settings(env_file(tmp_path, text)) == []
 
 
 def test_relative_paths_are_beside_main_py(tmp_path):

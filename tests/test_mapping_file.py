@@ -75,6 +75,7 @@ where = { lifecyclestage = ["customer"] }
     ("[fields\njobtitle = 1", "is not valid TOML"),
     ("[fields]\njobtitle = 1", "[fields] jobtitle: give a field key"),
     ('[fields]\njobtitle = { field = "Job Title" }', "field must be a MailerLite field key"),
+    ('[fields]\nnumemployees = { type = "number" }', '[fields] numemployees: the table needs field = "..."'),
     ('[fields]\nx = { field = "x", type = "boolean" }', "type must be one of text, number, date"),
     ('[fields]\nx = { field = "x", transform = "upper" }', "transform must be one of label"),
     ('[fields]\nx = { field = "x", colour = "red" }', "unknown setting 'colour'"),

@@ -53,10 +53,66 @@ def test_sandbox_shows_what_mailerlite_holds_and_what_next(sandbox):
     assert "unsubscribed" in out and "bounced" in out and "From HubSpot" in out
     assert "job_title=" in out and "employees=" in out  # the example mapping's custom fields
     assert "python main.py --check" in out
+    assert "one invalid address on purpose ('not-an-email')" in out  # why this first run exits 1
+    # The hints work as printed.
+    assert "python main.py --sandbox --rejected" in out and "python main.py --sandbox --history" in out
     history = sandbox("--history")
     assert history[0] == 0 and "full" in history[1] and "created 295" in history[1]
     rejected = sandbox("--rejected")
     assert rejected[0] == 0 and "not-an-email" in rejected[1]
+
+
+def test_the_sandbox_keeps_its_accounts_between_runs_until_reset(sandbox):
+    import json
+    first = json.loads(sandbox("--json")[1].splitlines()[-1])
+    assert (first["mode"], first["created"], first["exit_code"]) == ("full", 295, 1)
+    code, out, _ = sandbox()
+    assert code == 0 and "Nothing changed in HubSpot, nothing sent" in out
+    assert "now holds 298 subscribers" in out  # MailerLite kept what the first run sent
+    again = json.loads(sandbox("--json")[1].splitlines()[-1])
+    assert (again["mode"], again["created"], again["updated"], again["exit_code"]) == ("incremental", 0, 0, 0)
+    assert again["mailerlite_requests"] == 0
+    code, out, _ = sandbox("--reset", "--json")
+    assert json.loads(out.splitlines()[-1])["created"] == 295  # fresh sample data again
+
+
+def test_touch_edits_a_few_contacts_and_only_those_go(sandbox):
+    import json
+    sandbox()
+    code, out, _ = sandbox("--touch", "4")
+    assert code == 0 and "Edited 4 sample contacts" in out and "sent 4:" in out
+    summary = json.loads(sandbox("--touch", "2", "--json")[1].splitlines()[-1])
+    # The last run's edits may be read again (the bookmark keeps a safety margin); only new ones go.
+    assert (summary["updated"], summary["created"]) == (2, 0) and summary["read"] >= 2
+    code, out, _ = sandbox()
+    assert code == 0 and "nothing sent" in out  # the edits were sent once, not again
+
+
+def test_rejected_after_a_dry_run_says_a_dry_run_records_nothing(sandbox):
+    assert sandbox("--dry-run")[0] == 1
+    code, out, err = sandbox("--rejected")
+    assert code == 0 and "a dry run records nothing" in err
+    assert out.strip().splitlines() == ["email,hubspot_id,kind,reason,attempts,first_seen,last_seen"]
+
+
+def test_the_real_reports_point_to_the_sandbox_after_a_sandbox_run(sandbox, tmp_path, capsys):
+    sandbox()
+    env_file = tmp_path / "empty.env"
+    env_file.write_text(f"SYNC_STATE_DB={tmp_path / 'none' / 'state.db'}\n")
+    capsys.readouterr()
+    code = cli.main(["--rejected", "--env-file", str(env_file)])
+    err = capsys.readouterr().err
+    assert code == 2 and "python main.py --sandbox --rejected" in err
+
+
+def test_the_sandbox_does_not_import_the_command_line():
+    # #17: one direction only, cli -> sandbox.
+    done = subprocess.run([sys.executable, "-c", "import sys, sync.sandbox; print('sync.cli' in sys.modules)"],
+                          cwd=PROJECT_DIR, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    for source in (PROJECT_DIR / "sync" / "sandbox").rglob("*.py"):
+        imports = [line for line in source.read_text().splitlines() if line.lstrip().startswith(("from ", "import "))]
+        assert not [line for line in imports if "cli" in line.replace(",", " ").replace(".", " ").split()], source
 
 
 def test_a_mapping_file_changes_the_result(sandbox, tmp_path):

@@ -1,31 +1,39 @@
 """`python main.py --sandbox`: the real sync against built-in fake HubSpot and MailerLite APIs
 on 127.0.0.1, seeded with sample data. No account, no token, nothing leaves the machine.
 
-The product reaches this package only through the --sandbox flag.
+The command line reaches this package only through the --sandbox flag, and this package never
+imports the command line: it hands out settings pointing at the fakes, the command line runs the
+sync with them exactly as for real, then this package tells what happened.
+
+Both fake accounts and the sync's state are kept in one folder between runs (until --reset), so
+a second run shows what every hourly run does: nothing changed, nothing sent.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 import tempfile
+import textwrap
 from pathlib import Path
-from typing import Any, Dict, List, TextIO
+from types import TracebackType
+from typing import Any, Dict, List, Optional, TextIO, Type
 
 from ..config import PROJECT_DIR, Settings
-from ..engine import RunOptions
-from ..mapping_file import load_mapping
+from ..engine import Summary
+from ..progress import terminal_columns
+from . import snapshot
 from .fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE, FakeHubSpot
 from .fakes.mailerlite import FakeMailerLite
-from .sample import BOUNCED_IN_MAILERLITE, UNSUBSCRIBED_IN_MAILERLITE, seed
+from .sample import BOUNCED_IN_MAILERLITE, INVALID_ADDRESS, UNSUBSCRIBED_IN_MAILERLITE, seed, touch
 
 HS_TOKEN = "sandbox-hubspot-token"
 ML_TOKEN = "sandbox-mailerlite-token"
 MINUTE_SECONDS = 1.5  # a MailerLite rate-limit "minute" lasts this long in the sandbox
 SANDBOX_DIR = Path(tempfile.gettempdir()) / "hubspot-mailerlite-sync-sandbox"
 EXAMPLE_MAPPING = PROJECT_DIR / "mapping.example.toml"
+COMMAND = "python main.py --sandbox"
 SHOWN = 6
+FIELD_LINES = 2  # lines of fields shown per subscriber
 
 
 def sandbox_state() -> Path:
@@ -33,75 +41,139 @@ def sandbox_state() -> Path:
     return SANDBOX_DIR / "sync_state.db"
 
 
-def _fresh_state(path: Path) -> None:
-    # Each sandbox run starts with empty fakes, so it starts with an empty state too.
-    if path.parent.exists():
-        shutil.rmtree(path.parent)
-    path.parent.mkdir(parents=True)
+def _fakes_file() -> Path:
+    return SANDBOX_DIR / "fakes.json"
 
 
-def run_sandbox(args: argparse.Namespace) -> int:
-    from .. import cli  # the command line owns running and reporting; imported late (it imports us late)
+def reset() -> None:
+    """Forget the sandbox: the next run starts from the sample data again."""
+    if SANDBOX_DIR.exists():
+        shutil.rmtree(SANDBOX_DIR)
 
-    if args.history or args.rejected:
-        return cli.state_commands(args, sys.stdout, sandbox_state())
-    scale = MINUTE_SECONDS / 60
-    hubspot = FakeHubSpot(time_scale=scale).start()
-    mailerlite = FakeMailerLite(time_scale=scale).start()
-    try:
-        hubspot.tokens[HS_TOKEN] = set(hubspot.tokens.pop("hs-test-token")) | {WRITE_SCOPE, SCHEMA_WRITE_SCOPE}
-        mailerlite.tokens = {ML_TOKEN}
-        seed(hubspot, mailerlite)
-        settings = Settings(hubspot_token=HS_TOKEN, mailerlite_token=ML_TOKEN, hubspot_base_url=hubspot.url,
-                            mailerlite_base_url=mailerlite.base_url, state_db=sandbox_state(), http_timeout=30.0)
-        mapping_path = args.mapping or (EXAMPLE_MAPPING if EXAMPLE_MAPPING.exists() else None)
-        mapping = load_mapping(mapping_path)
-        print(f"Sandbox: fake HubSpot at {hubspot.url} with {len(hubspot.contacts)} sample contacts, fake "
-              f"MailerLite at {mailerlite.url}; mapping {mapping_path or 'built-in default'}.",
-              file=sys.stderr if args.json else sys.stdout)
-        if args.check:
-            return cli.Preflight(*cli.clients(settings), mapping, sys.stdout).run()
-        _fresh_state(sandbox_state())
-        progress = cli.Progress(enabled=sys.stderr.isatty() and not args.quiet)
-        options = RunOptions(full=True, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
-        summary = cli.run_sync(settings, options, mapping, progress)
-        cli.report(summary, args.json)
-        if not args.json:
-            show(mailerlite, sys.stdout)
-        return summary.exit_code
-    finally:
-        hubspot.stop()
-        mailerlite.stop()
 
+def default_mapping() -> Optional[Path]:
+    return EXAMPLE_MAPPING if EXAMPLE_MAPPING.exists() else None
+
+
+class Sandbox:
+    """The two fakes, running for the length of a `with` block, restored from and saved to SANDBOX_DIR."""
+
+    def __init__(self, touch_count: int = 0) -> None:
+        self.touch_count = touch_count
+        self.hubspot = FakeHubSpot(time_scale=MINUTE_SECONDS / 60)
+        self.mailerlite = FakeMailerLite(time_scale=MINUTE_SECONDS / 60)
+        self.fresh = False  # the sample data was seeded in this run
+        self.touched: List[str] = []
+
+    def __enter__(self) -> Sandbox:
+        self.hubspot.start()
+        self.mailerlite.start()
+        self.hubspot.tokens[HS_TOKEN] = set(self.hubspot.tokens.pop("hs-test-token")) | {WRITE_SCOPE,
+                                                                                         SCHEMA_WRITE_SCOPE}
+        self.mailerlite.tokens = {ML_TOKEN}
+        kept = sandbox_state().exists() and snapshot.load(self.hubspot, self.mailerlite, _fakes_file())
+        if not kept:  # first run, after --reset, or a snapshot from another version: start over
+            reset()
+            SANDBOX_DIR.mkdir(parents=True)
+            seed(self.hubspot, self.mailerlite)
+            self.fresh = True
+        if self.touch_count:
+            self.touched = touch(self.hubspot, self.touch_count)
+        return self
+
+    def __exit__(self, kind: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        try:
+            if SANDBOX_DIR.exists():
+                snapshot.save(self.hubspot, self.mailerlite, _fakes_file())
+        finally:
+            self.hubspot.stop()
+            self.mailerlite.stop()
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(hubspot_token=HS_TOKEN, mailerlite_token=ML_TOKEN, hubspot_base_url=self.hubspot.url,
+                        mailerlite_base_url=self.mailerlite.base_url, state_db=sandbox_state(), http_timeout=30.0)
+
+    def introduce(self, mapping: Optional[Path], out: TextIO) -> None:
+        width = terminal_columns(out) - 1
+        if self.fresh:
+            where = (f"fresh sample data: {len(self.hubspot.contacts)} HubSpot contacts, "
+                     f"{len(self.mailerlite.subscribers)} MailerLite subscribers who unsubscribed or bounced earlier")
+        else:
+            where = f"kept from the last sandbox run in {SANDBOX_DIR} (start over: {COMMAND} --reset)"
+        lines = [f"Sandbox: fake HubSpot and MailerLite on 127.0.0.1, {where}.",
+                 f"Mapping: {mapping or 'the built-in default'}."]
+        if self.touched:
+            lines.append(f"Edited {len(self.touched)} sample contacts in the fake HubSpot (job title, phone): "
+                         f"only they should go.")
+        for line in lines:
+            print(textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False,
+                                break_long_words=False), file=out)
+
+    def tell(self, summary: Summary, out: TextIO) -> None:
+        """What MailerLite now holds, what the run showed, and what to try next."""
+        counts = summary.counts
+        width = terminal_columns(out) - 1
+
+        def say(text: str) -> None:
+            print(textwrap.fill(text, width, subsequent_indent="  ", break_on_hyphens=False,
+                                break_long_words=False), file=out)
+
+        show(self.mailerlite, out, first=self.touched)
+        say("")  # a blank line
+        if counts["rejected"] and not summary.dry_run:
+            say(f"The sample holds one invalid address on purpose ({INVALID_ADDRESS!r}): the sync rejects it "
+                f"with the reason, keeps going, and exits 1 with a WARNING so that someone looks.")
+            print(f"See it:\n  {COMMAND} --rejected", file=out)
+        kept = len(UNSUBSCRIBED_IN_MAILERLITE) + len(BOUNCED_IN_MAILERLITE)
+        if self.fresh and not summary.dry_run:
+            say(f"The {kept} subscribers who had unsubscribed or bounced in MailerLite kept their status.")
+        sent = counts["created"] + counts["updated"]
+        if summary.dry_run:
+            say("A dry run sends nothing and records nothing. The real thing: " + COMMAND)
+        elif self.touched:
+            say(f"Read {counts['read']}, sent {sent}: only what changed in HubSpot goes.")
+        elif sent == 0 and summary.exit_code in (0, 1):
+            say("Nothing changed in HubSpot, nothing sent: that is what most hourly runs do.")
+        print("Try next:", file=out)
+        for flags, what in (("--touch 5", "edit 5 sample contacts; only they go"), ("--history", "the runs so far"),
+                            ("--reset", "start over")):
+            print(f"  {COMMAND} {flags:<10} {what}", file=out)
+        say("For real: copy .env.example to .env and put in your two tokens (README, Setup), then:")
+        print("  python main.py --check", file=out)
 
 FIRST_SHOWN = ("name", "last_name")
 DEFAULT_KEYS = ("name", "last_name", "company", "country", "city", "phone", "state", "z_i_p")
 
 
-def _row(sub: Dict[str, Any], groups: Dict[str, str]) -> List[str]:
+def _fields(sub: Dict[str, Any]) -> str:
     # Names first, then the custom fields a mapping adds (the interesting part), then the rest.
     values = {k: v for k, v in sub["fields"].items() if v not in (None, "")}
     order = [k for k in FIRST_SHOWN if k in values] + sorted(k for k in values if k not in DEFAULT_KEYS)
     order += [k for k in values if k not in order]
-    fields = ", ".join(f"{k}={values[k]}" for k in order)
-    names = ", ".join(sorted(groups.get(g, g) for g in sub["groups"])) or "-"
-    return [sub["email"], sub["status"], names, fields[:110] + ("..." if len(fields) > 110 else "")]
+    return ", ".join(f"{k}={values[k]}" for k in order)
 
 
-def show(mailerlite: FakeMailerLite, out: TextIO) -> None:
-    """A short view of what MailerLite now holds, and what to do next."""
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
+
+
+def show(mailerlite: FakeMailerLite, out: TextIO, first: Optional[List[str]] = None) -> None:
+    """A short view of MailerLite, two lines per subscriber, cut to the terminal's width."""
+    width = terminal_columns(out) - 1
     groups = {gid: g["name"] for gid, g in mailerlite.groups.items()}
     subs = list(mailerlite.subscribers.values())
-    special = [s for s in subs if s["status"] != "active"][:3]
-    picked = [s for s in subs if s["status"] == "active"][:SHOWN - len(special)] + special
-    rows = [["email", "status", "groups", "fields"]] + [_row(s, groups) for s in picked]
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    print(f"\nMailerLite (sandbox) now holds {len(subs)} subscribers in {len(groups)} groups. A few of them:",
-          file=out)
-    for row in rows:
-        print("  " + "  ".join(c.ljust(w) for c, w in zip(row[:3], widths)) + "  " + row[3], file=out)
-    kept = len(UNSUBSCRIBED_IN_MAILERLITE) + len(BOUNCED_IN_MAILERLITE)
-    print(f"\nThe {kept} subscribers who had unsubscribed or bounced in MailerLite kept their status. "
-          f"Details: python main.py --sandbox --history / --rejected", file=out)
-    print("Next: copy .env.example to .env, fill in your HubSpot and MailerLite tokens, then run "
-          "python main.py --check", file=out)
+    wanted = [s for s in (mailerlite.subscriber(e) for e in first or []) if s]
+    if not wanted:
+        special = [s for s in subs if s["status"] != "active"][:3]
+        wanted = [s for s in subs if s["status"] == "active"][:SHOWN - len(special)] + special
+    print(f"\nMailerLite (sandbox) now holds {len(subs)} subscribers in {len(groups)} groups. "
+          f"{'Those just edited' if first else 'A few of them'}:", file=out)
+    for sub in wanted[:SHOWN]:
+        names = ", ".join(sorted(groups.get(g, g) for g in sub["groups"])) or "no group"
+        print(_cut(f"  {sub['email']}  {sub['status']}  [{names}]", width), file=out)
+        lines = textwrap.wrap(_fields(sub), width - 6, break_on_hyphens=False) or [""]
+        for number, line in enumerate(lines[:FIELD_LINES]):
+            last = number == FIELD_LINES - 1 and len(lines) > FIELD_LINES
+            print("      " + (_cut(line + " ...", width - 6) if last else line), file=out)

@@ -25,6 +25,7 @@ TITLES = ["Marketing Manager", "CEO", "Growth Lead", "Developer", "Head of Sales
 STAGES = ["subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead", "opportunity", "customer"]
 UNSUBSCRIBED_IN_MAILERLITE = (7, 42)  # contacts whose MailerLite subscriber unsubscribed earlier
 BOUNCED_IN_MAILERLITE = (13,)
+INVALID_ADDRESS = "not-an-email"  # one on purpose: the sandbox shows how a rejected contact is reported
 
 
 def _ascii(name: str) -> str:
@@ -53,7 +54,7 @@ def seed(hubspot: FakeHubSpot, mailerlite: FakeMailerLite, count: int = CONTACTS
     ids = []
     people = [contact(i, rng) for i in range(count)]
     people[20]["email"] = None  # a contact without an email: skipped
-    people[21]["email"] = "not-an-email"  # an invalid address: rejected, with the reason
+    people[21]["email"] = INVALID_ADDRESS  # an invalid address: rejected, with the reason
     for i, props in enumerate(people):
         ids.append(hubspot.add_contact(props, modified_ms=base + i * 1000))
     for i in UNSUBSCRIBED_IN_MAILERLITE:
@@ -61,3 +62,21 @@ def seed(hubspot: FakeHubSpot, mailerlite: FakeMailerLite, count: int = CONTACTS
     for i in BOUNCED_IN_MAILERLITE:
         mailerlite.add_subscriber(str(people[i]["email"]), status="bounced")
     return ids
+
+
+def touch(hubspot: FakeHubSpot, count: int) -> List[str]:
+    """Edit `count` sample contacts as a person in HubSpot would (a new job title and phone);
+    returns their addresses. The least recently edited go first, so repeated touches rotate."""
+    with hubspot.lock:
+        plain = [(record["modified"], cid) for cid, record in hubspot.contacts.items()
+                 if not record["archived"] and "@" in str(record["properties"].get("email") or "")
+                 and record["properties"].get("hs_email_optout") != "true"]
+        chosen = [cid for _, cid in sorted(plain)[:count]]
+        emails = []
+        for cid in chosen:
+            props = hubspot.contacts[cid]["properties"]
+            titles = [t for t in TITLES if t and t != props.get("jobtitle")]
+            hubspot.update_contact(str(cid), {"jobtitle": titles[cid % len(titles)],
+                                              "phone": f"+386 1 {(cid * 7919 + hubspot.now_ms()) % 9000000 + 1000000}"})
+            emails.append(str(props["email"]))
+        return emails

@@ -244,18 +244,21 @@ class FakeAPI:
 
 
 class WindowCounter:
-    """Counts hits in fixed windows of `window` API-seconds (time-scaled)."""
+    """Counts hits in fixed windows of `window` API-seconds (time-scaled).
+
+    The first window opens at the first request, not when the fake is built: how long a test
+    takes to start its client (a subprocess on a busy machine, say) must not change what it sees."""
 
     def __init__(self, api: FakeAPI, limit: int, window: float) -> None:
         self.api = api
         self.limit = limit
         self.window = window
-        self._start = time.monotonic()
+        self._start: Optional[float] = None
         self.used = 0
 
     def _roll(self) -> None:
         now = time.monotonic()
-        if self.api.api_seconds(now - self._start) >= self.window:
+        if self._start is None or self.api.api_seconds(now - self._start) >= self.window:
             self._start = now
             self.used = 0
 
@@ -273,6 +276,8 @@ class WindowCounter:
 
     def seconds_to_reset(self) -> float:
         """API-seconds until the window resets."""
+        self._roll()
+        assert self._start is not None
         elapsed = self.api.api_seconds(time.monotonic() - self._start)
         return max(0.0, self.window - elapsed)
 

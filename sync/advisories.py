@@ -1,0 +1,58 @@
+"""Advice worth one warning, not one every hour.
+
+Cron mails whatever a job prints, so a condition that does not stop the sync (a token without
+an optional scope, a .env file other users can read, a misspelt setting) is said once, on the
+first run that meets it, and remembered in the state file; `--check` says it every time. When
+the condition goes away it is forgotten, so that it is said again if it comes back."""
+
+from __future__ import annotations
+
+import logging
+from typing import List, Sequence, Tuple
+
+from .state import State
+
+log = logging.getLogger("sync")
+SHOWN_KEY = "advisories_shown"
+AGAIN = "(said once; python main.py --check repeats it)"
+
+ENV_FILE_SHARED = "env-file-shared:"  # + the file's path
+UNKNOWN_SETTING = "unknown-setting:"  # + the name
+SETTINGS_ADVICE = (ENV_FILE_SHARED, UNKNOWN_SETTING)
+SCHEMA_SCOPE_ADVICE = "hubspot-schema-scope"
+SCHEMA_SCOPE_MESSAGE = ("the HubSpot token lacks the scope crm.schemas.contacts.read: contacts still sync, but "
+                        "property types and labels are unknown, so values go as text unless the mapping gives a "
+                        "type; add the scope to the service key or private app")
+
+
+class Advisories:
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def _shown(self) -> List[str]:
+        value = self.state.get_json(SHOWN_KEY)
+        return [str(k) for k in value] if isinstance(value, list) else []
+
+    def once(self, key: str, message: str) -> None:
+        """A WARNING the first time `key` comes up; a debug line after that."""
+        shown = self._shown()
+        if key in shown:
+            log.debug("%s", message)
+            return
+        log.warning("%s %s", message, AGAIN)
+        self.state.set_json(SHOWN_KEY, sorted(shown + [key]))
+
+    def gone(self, key: str) -> None:
+        """The condition is over: say it again should it come back."""
+        shown = self._shown()
+        if key in shown:
+            self.state.set_json(SHOWN_KEY, [k for k in shown if k != key])
+
+    def settle(self, found: Sequence[Tuple[str, str]], families: Sequence[str] = SETTINGS_ADVICE) -> None:
+        """Say each (key, message) found once; forget the keys of these families no longer found."""
+        for key, message in found:
+            self.once(key, message)
+        current = {key for key, _ in found}
+        for key in self._shown():
+            if key.startswith(tuple(families)) and key not in current:
+                self.gone(key)
