@@ -139,7 +139,8 @@ def clients(settings: Settings, progress: Optional[Progress] = None) -> Tuple[Hu
     timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
     hs_wait = (lambda reason, secs: progress.waiting(reason, secs, "HubSpot")) if progress else None
     ml_wait = (lambda reason, secs: progress.waiting(reason, secs, "MailerLite")) if progress else None
-    return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait),
+    return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait,
+                          api_version=settings.hubspot_api_version),
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
                              on_wait=ml_wait))
 

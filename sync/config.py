@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from .errors import ConfigError
+from .hubspot_schema import DEFAULT_API_VERSION as DEFAULT_HUBSPOT_API_VERSION
 from .mapping_file import env_group_names
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ class Settings:
     healthcheck_url: Optional[str] = None
     write_back: bool = False  # SYNC_WRITE_BACK: MailerLite unsubscribes/bounces/spam back to HubSpot
     write_back_hours: float = 24.0  # SYNC_WRITE_BACK_HOURS: how often (it reads every inactive subscriber)
+    hubspot_api_version: str = DEFAULT_HUBSPOT_API_VERSION  # HUBSPOT_API_VERSION: the date-based version
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -129,7 +132,17 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         healthcheck_url=_healthcheck(values.get("HEALTHCHECK_URL") or ""),
         write_back=_flag(values, "SYNC_WRITE_BACK"),
         write_back_hours=_positive_number(values, "SYNC_WRITE_BACK_HOURS", 24.0),
+        hubspot_api_version=_api_version(values.get("HUBSPOT_API_VERSION") or ""),
     )
+
+
+def _api_version(raw: str) -> str:
+    """A HubSpot date-based API version, YYYY-MM (HubSpot ships one each March and September)."""
+    version = raw.strip() or DEFAULT_HUBSPOT_API_VERSION
+    if not re.fullmatch(r"20[0-9]{2}-(0[1-9]|1[0-2])", version):
+        raise ConfigError(f"HUBSPOT_API_VERSION must be a HubSpot API version like {DEFAULT_HUBSPOT_API_VERSION} "
+                          f"(YYYY-MM), got {version[:20]!r}")
+    return version
 
 
 def _flag(values: Mapping[str, str], name: str) -> bool:

@@ -14,8 +14,8 @@ from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set
 
 from .casting import PropertyInfo, property_infos
-from .errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
-from .hubspot import Contact, HubSpotReader, HubSpotWriter, to_epoch_ms
+from .errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL, AuthError, SyncError
+from .hubspot import Contact, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import Mapping, Outcome, OutOfScope, Planned, Reject, Skip, map_contact, normalise_email
@@ -26,8 +26,9 @@ from .writer import Pending, SubscriberWriter
 
 log = logging.getLogger(__name__)
 
-# Search lags writes by a few moments: the bookmark never passes the run's start minus this.
-SEARCH_LAG_MS = 60_000
+# Search can lag writes by more than a minute: the bookmark never passes the run's start minus
+# this margin, so each run reads the last ten minutes again (unchanged contacts cost no write).
+SEARCH_LAG_MS = 10 * 60_000
 ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contacts this often
 PAGE = 100  # contacts looked up in the state per query
 MERGED_PROPERTY = "hs_merged_object_ids"
@@ -82,7 +83,7 @@ def _pages(items: Iterable[Contact], size: int) -> Iterator[List[Contact]]:
 
 
 class Engine:
-    def __init__(self, reader: HubSpotReader, client: MailerLiteClient, state: State, mapping: Mapping,
+    def __init__(self, reader: HubSpotWriter, client: MailerLiteClient, state: State, mapping: Mapping,
                  options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None) -> None:
         self.reader = reader
         self.client = client
@@ -369,8 +370,6 @@ class Engine:
         written, so a missing one stops the run with nothing done (exit 2)."""
         if not (self.options.write_back or self.mapping.write_back):
             return None
-        if not isinstance(self.reader, HubSpotWriter):
-            raise ConfigError("write-back needs a HubSpot client that can write")
         write_back = WriteBack(self.reader, self.client, self.state, self.counts, self.options.write_back_hours,
                                self.options.dry_run)
         if not write_back.due(start_ms):

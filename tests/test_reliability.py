@@ -46,7 +46,7 @@ def _json(body, status=200):
 ], ids=["null-results", "no-properties", "null-id", "string-results", "no-results", "list", "null"])
 def test_odd_hubspot_pages_never_crash(run, hubspot_fake, mailerlite_fake, odd):
     seed_contacts(hubspot_fake, 5)
-    hubspot_fake.faults.only_paths = ("/crm/v3/objects/contacts",)
+    hubspot_fake.faults.only_paths = ("/crm/objects/2026-09/contacts",)
     hubspot_fake.faults.script.append(_json(odd))
     result = run()
     assert "Traceback" not in result.err

@@ -31,7 +31,7 @@ def test_full_sync_of_thousands_across_many_pages(run, hubspot_fake, mailerlite_
     assert (s["mode"], s["read"], s["created"], s["updated"], s["skipped"], s["rejected"], s["failed"]) == \
         ("full", 2500, 2500, 0, 0, 0, 0)
     assert len(mailerlite_fake.subscribers) == 2500
-    assert len(hubspot_fake.requests_to("GET", "/crm/v3/objects/contacts")) == 25
+    assert len(hubspot_fake.requests_to("GET", "/crm/objects/2026-09/contacts")) == 25
     sub = mailerlite_fake.subscriber("person1234@example.com")
     assert sub["fields"]["name"] == "First1234" and sub["fields"]["last_name"] == "Last1234"
     assert sub["fields"]["z_i_p"] == str(1000 + 1234 % 50)
@@ -134,7 +134,7 @@ def test_hubspot_rate_limits_are_paced_and_honoured(run, hubspot_fake, mailerlit
     mailerlite_fake.limits_enabled = False
     result = run()
     assert result.code == 0 and result.summary["created"] == 1500
-    listing = hubspot_fake.requests_to("GET", "/crm/v3/objects/contacts")
+    listing = hubspot_fake.requests_to("GET", "/crm/objects/2026-09/contacts")
     ok = [r for r in listing if r.status == 200]
     assert len(ok) == 15
     limited = [r for r in listing if r.status == 429]
