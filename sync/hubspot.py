@@ -12,12 +12,12 @@ import email.utils
 import json
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 from urllib.parse import quote, urlsplit
 
 import urllib3
-from hubspot import HubSpot
-from hubspot.crm.contacts.exceptions import ApiException
+from hubspot import HubSpot  # type: ignore[import-untyped]
+from hubspot.crm.contacts.exceptions import ApiException  # type: ignore[import-untyped]
 
 from . import hubspot_schema as hs
 from .casting import property_options, to_epoch_ms
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 __all__ = ["Contact", "HubSpotReader", "HubSpotWriter", "HubSpotRefused", "to_epoch_ms"]
 
 Contact = Dict[str, Any]
-T = TypeVar("T")
 # The same names the settings module gives, kept here for the tests that shrink the spacing.
 SEARCH_INTERVAL_S = hs.SEARCH_INTERVAL_S
 
@@ -135,10 +134,11 @@ class HubSpotReader:
 
     def _call(self, what: str, method: str, path: str, query: Optional[List[Tuple[str, str]]] = None,
               body: Optional[Dict[str, Any]] = None, search: bool = False,
-              check: Callable[[Dict[str, Any]], T] = _require_object) -> T:  # type: ignore[assignment]
-        """One request, retried; `check` runs inside each attempt, so a garbled answer is asked again."""
+              check: Callable[[Dict[str, Any]], Any] = _require_object) -> Any:
+        """One request, retried; `check` runs inside each attempt, so a garbled answer is asked again.
+        Returns what `check` returns (by default the answer, a dict)."""
 
-        def attempt() -> T:
+        def attempt() -> Any:
             self._pace(search)
             self.requests += 1
             status, headers, raw = self._exchange(method, path, query, body)

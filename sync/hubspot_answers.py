@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .hubspot_schema import LOCKED_WAIT_S
 from .retrying import parse_retry_after
@@ -52,8 +52,9 @@ def parse_body(raw: Any) -> Dict[str, Any]:
 
 
 def _scopes(data: Mapping[str, Any]) -> Tuple[str, ...]:
-    found = []
-    for err in data.get("errors") if isinstance(data.get("errors"), list) else []:
+    found: List[str] = []
+    errors = data.get("errors")
+    for err in errors if isinstance(errors, list) else []:
         context = err.get("context") if isinstance(err, dict) else None
         if not isinstance(context, dict):
             continue

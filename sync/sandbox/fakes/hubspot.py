@@ -291,7 +291,7 @@ class FakeHubSpot(FakeAPI):
         after = request.args.get("after")
         start = bisect.bisect_right(self._ids, int(after)) if after and after.isdigit() else 0
         wanted = self._properties_arg(request)
-        results = []
+        results: List[Dict[str, Any]] = []
         i = start
         while i < len(self._ids) and len(results) < limit:
             cid = self._ids[i]
@@ -323,7 +323,7 @@ class FakeHubSpot(FakeAPI):
                 left: Any = record["modified"]
                 right: Any = parse_time_value(value)
             elif name == "hs_object_id":
-                left, right = cid, int(value)
+                left, right = cid, int(str(value))
             else:
                 left, right = record["properties"].get(name), value
                 if op == "HAS_PROPERTY":
