@@ -91,6 +91,17 @@ def parse_time_value(value: Any) -> int:
     return int(dt.timestamp() * 1000)
 
 
+def _options(options: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Options as HubSpot answers them (label, value, hidden, displayOrder), given fields kept."""
+    return [dict({"hidden": False, "displayOrder": i}, **o) for i, o in enumerate(options)]
+
+
+def _batch_error(category: str, message: str, ids: List[str]) -> Dict[str, Any]:
+    """One item of a batch answer's `errors`, with every field the spec's StandardError requires."""
+    return {"status": "error", "category": category, "message": message, "context": {"ids": ids},
+            "errors": [], "links": {}}
+
+
 def _error(message: str, category: str, status: int, **extra: Any) -> Response:
     body = {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), "category": category}
     body.update(extra)
@@ -129,8 +140,8 @@ class FakeHubSpot(FakeAPI):
         self._ids: List[int] = []  # sorted ids, for cursor paging
         self._next_id = 1001
         self.properties: List[Dict[str, Any]] = [dict(p, groupName="contactinformation", hidden=False,
-                                                      calculated=False, hubspotDefined=True,
-                                                      options=p.get("options", []))
+                                                      calculated=False, hubspotDefined=True, description="",
+                                                      options=_options(p.get("options", [])))
                                                  for p in DEFAULT_PROPERTIES]
         self.lists: Dict[str, List[int]] = {}
         self.property_groups: List[Dict[str, Any]] = [
@@ -185,8 +196,8 @@ class FakeHubSpot(FakeAPI):
     def add_property(self, name: str, type_: str, label: str = "", options: Optional[list] = None,
                      field_type: str = "text") -> None:
         self.properties.append({"name": name, "label": label or name, "type": type_, "fieldType": field_type,
-                                "groupName": "contactinformation", "options": options or [],
-                                "hidden": False, "calculated": False, "hubspotDefined": False})
+                                "groupName": "contactinformation", "options": _options(options or []),
+                                "description": "", "hidden": False, "calculated": False, "hubspotDefined": False})
 
     # -- auth and limits ---------------------------------------------------------------
     def before_request(self, request: Request, endpoint: str) -> Optional[Response]:
@@ -409,9 +420,8 @@ class FakeHubSpot(FakeAPI):
                                "startedAt": iso_ms(self.now_ms()), "completedAt": iso_ms(self.now_ms())}
         if missing:
             out["numErrors"] = 1
-            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
-                              "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
-                              "context": {"ids": missing}}]
+            out["errors"] = [_batch_error("OBJECT_NOT_FOUND", "Could not get some CONTACT objects, they may be "
+                                                              "deleted or not exist.", missing)]
             return self.ok(out, 207)
         return self.ok(out)
 
@@ -463,9 +473,8 @@ class FakeHubSpot(FakeAPI):
                                "startedAt": iso_ms(self.now_ms()), "completedAt": iso_ms(self.now_ms())}
         if refused:
             out["numErrors"] = len(refused)
-            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND" if reason == "Object not found"
-                              else "VALIDATION_ERROR", "message": reason, "context": {"ids": [cid]}}
-                             for cid, reason in refused.items()]
+            out["errors"] = [_batch_error("OBJECT_NOT_FOUND" if reason == "Object not found" else "VALIDATION_ERROR",
+                                          reason, [cid]) for cid, reason in refused.items()]
             return self.ok(out, 207)
         return self.ok(out)
 
@@ -500,6 +509,7 @@ class FakeHubSpot(FakeAPI):
             return _error(problem, "VALIDATION_ERROR", 400)
         prop = dict(body, hubspotDefined=False, hidden=False, calculated=False)
         prop.setdefault("options", [])
+        prop.setdefault("description", "")
         self.properties.append(prop)
         return self.ok(prop, 201)
 
