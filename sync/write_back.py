@@ -81,7 +81,6 @@ class WriteBack:
         if not changed:
             return
         if self.dry_run:
-            self.counts["would_write_back"] += len(changed)
             return
         emails = [e for e, _, _ in changed]
         ids = self.state.owners(emails)  # the contacts this sync created know their HubSpot id

@@ -107,3 +107,44 @@ def test_a_glitchy_listing_page_is_never_taken_for_the_end(run, hubspot_fake, ma
     hubspot_fake.faults.script.clear()
     assert run("--full").code == 0
     assert len(mailerlite_fake.subscribers) == 250
+
+
+# -- the keyset rule, as a table ------------------------------------------------------------------------
+
+def _page(*items):
+    """Search results from (lastmodifieddate ms, id) pairs."""
+    return [{"id": str(i), "properties": {"lastmodifieddate": str(ms)}} for ms, i in items]
+
+
+@pytest.mark.parametrize("key,items,more,expected", [
+    (("GTE", 100, 0), [(100, 1), (150, 2), (150, 3)], True, ("GTE", 150, 0)),  # on from the newest seen
+    (("GTE", 100, 0), [(100, 1), (150, 2)], False, None),  # the last page
+    (("GTE", 100, 0), [(100, 1), (100, 2)], True, ("EQ", 100, 0)),  # a full page stuck at one instant
+    (("EQ", 100, 0), [(100, 5), (100, 9)], True, ("EQ", 100, 9)),  # that instant, by id
+    (("EQ", 100, 9), [(100, 12)], False, ("GT", 100, 0)),  # the instant is done: after it
+    (("GT", 100, 0), [(101, 4), (101, 7)], True, ("GTE", 101, 0)),
+    (("ID", 0, 0), [(5, 3), (1, 8)], True, ("ID", 0, 8)),  # an id walk ignores dates
+    (("ID", 0, 8), [], False, None),
+])
+def test_next_search_key(key, items, more, expected):
+    from sync.hubspot_paging import next_search_key
+
+    assert next_search_key(key, _page(*items), more, {key}) == expected
+
+
+@pytest.mark.parametrize("key,items,more", [
+    (("GTE", 100, 0), [(150, 1), (120, 2)], True),  # not in the order asked for
+    (("GTE", 100, 0), [(90, 1)], False),  # older than asked for
+    (("GT", 100, 0), [(100, 1)], True),  # not after the instant
+    (("EQ", 100, 5), [(100, 3)], True),  # an id already passed
+    (("EQ", 100, 0), [(101, 3)], True),  # another instant
+    (("GTE", 100, 0), [], True),  # "more", with nothing to go on from
+    (("GTE", 100, 0), [(100, 1)], True),  # a repeated position: a loop (seen below)
+])
+def test_a_search_page_out_of_order_or_looping_is_an_error(key, items, more):
+    from sync.hubspot_paging import next_search_key
+    from sync.retrying import Transient
+
+    seen = {key, ("EQ", 100, 0)}
+    with pytest.raises(Transient):
+        next_search_key(key, _page(*items), more, seen)
