@@ -92,7 +92,10 @@ def test_an_instant_shared_by_more_than_a_page_is_walked_by_id(run, hubspot_fake
         hubspot_fake.add_contact({"email": f"bulk{i}@example.com"}, modified_ms=instant)
     hubspot_fake.add_contact({"email": "after@example.com"}, modified_ms=instant + 5)
     result = run()
-    assert result.code == 0 and result.summary["created"] == 1001 and result.summary["read"] == 1001
+    # (created + updated: a MailerLite batch retried after a slow answer on a busy machine counts
+    # its subscribers as updated)
+    s = result.summary
+    assert result.code == 0 and s["read"] == 1001 and s["created"] + s["updated"] == 1001
     assert len(mailerlite_fake.subscribers) == 1006
     searches = hubspot_fake.requests_to("POST", "/crm/objects/2026-09/contacts/search")
     assert all(r.status == 200 and r.body["after"] == "0" for r in searches)
