@@ -110,7 +110,11 @@ class HubSpotReader:
     # -- one request -----------------------------------------------------------------------
     def _exchange(self, method: str, path: str, query: Optional[List[Tuple[str, str]]],
                   body: Optional[Dict[str, Any]]) -> Tuple[int, Any, bytes]:
-        """One HTTP exchange: (status, headers, raw body). Network failures are Transient."""
+        """One HTTP exchange through the client's ApiClient: (status, headers, raw body).
+
+        Network failures are Transient; a TLS failure ends the run. The ApiClient's `request` (not
+        `call_api`) is used: `call_api` turns an SSLError into "unexpected AttributeError" (it
+        decodes a body that is None) and deserialises into models the sync does not use."""
         headers = dict(self._http.default_headers, Accept="application/json")
         headers["Content-Type"] = "application/json"
         self._http.update_params_for_auth(headers, [], ["oauth2"])
@@ -124,7 +128,7 @@ class HubSpotReader:
             if exc.status:
                 return int(exc.status), exc.headers or {}, exc.body or b""
             reason = str(exc.reason or "")
-            if "SSLError" in reason or "CERTIFICATE" in reason.upper():  # the client reports TLS failures so
+            if "SSLError" in reason or "CERTIFICATE" in reason.upper():  # how the client reports TLS failures
                 if "CERTIFICATE_VERIFY_FAILED" in reason.upper():
                     raise TLSFailure(f"TLS certificate verification failed for {self._host}") from None
                 raise TLSFailure(f"TLS connection to {self._host} failed") from None
