@@ -274,3 +274,28 @@ def test_random_fault_rate_is_roughly_honoured(hubspot_fake):
              for _ in range(200)]
     failures = sum(1 for c in codes if c >= 500)
     assert 30 <= failures <= 90
+
+
+def test_search_index_shifts_under_offset_paging_and_lags(hubspot_fake):
+    """The fake's search is a live index: an edit moves a contact to the end of a lastmodifieddate
+    sort, so the next offset page starts one later (what keyset paging guards against)."""
+    base = 1_700_000_000_000
+    ids = [hubspot_fake.add_contact({"email": f"s{i}@example.com"}, modified_ms=base + i) for i in range(450)]
+    flt = [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": "0"}]
+    first = search(hubspot_fake, _search_body(flt)).json()
+    assert [r["id"] for r in first["results"]] == ids[:200]
+    hubspot_fake.update_contact(ids[5], {"firstname": "Edited"})
+    second = search(hubspot_fake, _search_body(flt, after=200)).json()
+    assert second["results"][0]["id"] == ids[201], "ids[200] slid into page 1's range: offset paging skips it"
+    hubspot_fake.search_lag_ms = 60_000  # the index lags writes: both edits (just now) are not visible yet
+    hubspot_fake.update_contact(ids[6], {"firstname": "Recent"})
+    assert search(hubspot_fake, _search_body(flt)).json()["total"] == 448
+
+
+def test_token_information_endpoint_and_its_switch(hubspot_fake):
+    url = f"{hubspot_fake.url}/oauth/v2/private-apps/get/access-token-info"
+    answer = requests.post(url, json={"tokenKey": HS_TOKEN}, timeout=5)
+    assert answer.status_code == 200 and READ_SCOPE in answer.json()["scopes"]
+    assert requests.post(url, json={"tokenKey": "unknown"}, timeout=5).status_code == 401
+    hubspot_fake.token_info_answers = False  # the other reading: service keys get no answer there
+    assert requests.post(url, json={"tokenKey": HS_TOKEN}, timeout=5).status_code == 404
