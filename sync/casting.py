@@ -12,7 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 TEXT_MAX = 1024  # MailerLite's text limit is unconfirmed; longer values are truncated, with a warning
 # Control characters except tab and newline (a regex runs in C: this is on the hot path).
@@ -29,18 +29,55 @@ class CastError(ValueError):
 
 @dataclass(frozen=True)
 class PropertyInfo:
-    """What HubSpot declares about a property (GET /crm/v3/properties/contacts)."""
+    """What HubSpot declares about a property (GET /crm/properties/{version}/contacts)."""
 
     type: str = "string"
     labels: Dict[str, str] = field(default_factory=dict)  # enumeration value -> label
 
 
+EPOCH_MS_MAX = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: beyond it no date is real
+
+
+def property_options(definition: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """A property definition's options; anything but a list of objects counts as none."""
+    options = definition.get("options")
+    return [o for o in options if isinstance(o, dict)] if isinstance(options, list) else []
+
+
 def property_infos(definitions: Dict[str, Dict[str, Any]]) -> Dict[str, PropertyInfo]:
-    """PropertyInfo by name from GET /crm/v3/properties/contacts results (every field optional)."""
+    """PropertyInfo by name from GET /crm/properties/{version}/contacts results (every field optional)."""
     return {name: PropertyInfo(str(d.get("type") or "string"),
-                               {str(o.get("value")): str(o.get("label"))
-                                for o in d.get("options") or [] if isinstance(o, dict)})
+                               {str(o.get("value")): str(o.get("label")) for o in property_options(d)})
             for name, d in definitions.items() if isinstance(d, dict)}
+
+
+def to_epoch_ms(value: Any) -> Optional[int]:
+    """A HubSpot datetime (ISO 8601, or epoch milliseconds as digits or a JSON number) as epoch
+    milliseconds; None for anything else, or outside 1970..9999 (a bookmark must never jump there)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            return None
+        ms: Optional[int] = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[0-9]{1,16}", text):
+            ms = int(text)
+        else:
+            try:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                return None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            try:
+                ms = int(moment.timestamp() * 1000)
+            except (OverflowError, OSError, ValueError):
+                return None
+    else:
+        return None
+    return ms if ms is not None and 0 <= ms <= EPOCH_MS_MAX else None
 
 
 def clean_text(value: Any) -> str:

@@ -238,7 +238,7 @@ def clients(settings: Settings, progress: Optional[Progress] = None,
     # Both clients check the run's deadline before each request and each wait (retrying.py).
     deadline = (time.monotonic() if started is None else started) + settings.max_runtime
     return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait,
-                          retry=RetryPolicy(deadline=deadline)),
+                          retry=RetryPolicy(deadline=deadline), api_version=settings.hubspot_api_version),
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
                              on_wait=ml_wait, retry=RetryPolicy(deadline=deadline)))
 

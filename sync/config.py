@@ -6,6 +6,7 @@ import difflib
 import io
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from .errors import ConfigError
+from .hubspot_schema import DEFAULT_API_VERSION as DEFAULT_HUBSPOT_API_VERSION
 from .mapping_file import env_group_names
 from .redaction import register_secrets
 
@@ -49,6 +51,7 @@ class Settings:
     write_back: bool = False  # SYNC_WRITE_BACK: MailerLite unsubscribes/bounces/spam back to HubSpot
     write_back_hours: float = 24.0  # SYNC_WRITE_BACK_HOURS: how often (it reads every inactive subscriber)
     max_runtime: float = DEFAULT_MAX_RUNTIME  # SYNC_MAX_RUNTIME: seconds; then the run stops, progress kept
+    hubspot_api_version: str = DEFAULT_HUBSPOT_API_VERSION  # HUBSPOT_API_VERSION: the date-based version
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -117,7 +120,7 @@ def shared_env_file(env_file: Path) -> Optional[str]:
 KNOWN_SETTINGS = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", "MAILERLITE_API_KEY", "HUBSPOT_BASE_URL",
                   "MAILERLITE_BASE_URL", "SYNC_STATE_DB", "SYNC_HTTP_TIMEOUT", "SYNC_MAPPING_FILE",
                   "MAILERLITE_GROUPS", "SYNC_LOG_FILE", "HEALTHCHECK_URL", "SYNC_WRITE_BACK",
-                  "SYNC_WRITE_BACK_HOURS", "SYNC_MAX_RUNTIME")
+                  "SYNC_WRITE_BACK_HOURS", "SYNC_MAX_RUNTIME", "HUBSPOT_API_VERSION")
 OUR_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK")
 
 
@@ -233,7 +236,17 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         write_back=_flag(values, "SYNC_WRITE_BACK"),
         write_back_hours=_positive_number(values, "SYNC_WRITE_BACK_HOURS", 24.0),
         max_runtime=_positive_number(values, "SYNC_MAX_RUNTIME", DEFAULT_MAX_RUNTIME),
+        hubspot_api_version=_api_version(values.get("HUBSPOT_API_VERSION") or ""),
     )
+
+
+def _api_version(raw: str) -> str:
+    """A HubSpot date-based API version, YYYY-MM (HubSpot ships one each March and September)."""
+    version = raw.strip() or DEFAULT_HUBSPOT_API_VERSION
+    if not re.fullmatch(r"20[0-9]{2}-(0[1-9]|1[0-2])", version):
+        raise ConfigError(f"HUBSPOT_API_VERSION must be a HubSpot API version like {DEFAULT_HUBSPOT_API_VERSION} "
+                          f"(YYYY-MM), got {version[:20]!r}")
+    return version
 
 
 def _flag(values: Mapping[str, str], name: str) -> bool:

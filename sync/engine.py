@@ -17,7 +17,7 @@ from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .departures import ConsentWriter, Departures
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
-from .hubspot import Contact, HubSpotReader, HubSpotWriter, to_epoch_ms
+from .hubspot import Contact, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import (
@@ -41,8 +41,9 @@ __all__ = ["Engine", "RunOptions", "Summary", "SUMMARY_COUNTS"]
 
 log = logging.getLogger(__name__)
 
-# Search lags writes by a few moments: the bookmark never passes the run's start minus this.
-SEARCH_LAG_MS = 60_000
+# Search can lag writes by more than a minute: the bookmark never passes the run's start minus
+# this margin, so each run reads the last ten minutes again (unchanged contacts cost no write).
+SEARCH_LAG_MS = 10 * 60_000
 ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contacts this often
 PAGE = 100  # contacts looked up in the state per query
 MERGED_PROPERTY = "hs_merged_object_ids"
@@ -80,7 +81,7 @@ ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing wa
 class Engine:
     """Orchestrates one run: read, map, decide (departures.py), write, record."""
 
-    def __init__(self, reader: HubSpotReader, client: MailerLiteClient, state: State, mapping: Mapping,
+    def __init__(self, reader: HubSpotWriter, client: MailerLiteClient, state: State, mapping: Mapping,
                  options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None) -> None:
         self.reader = reader
         self.client = client
@@ -394,8 +395,6 @@ class Engine:
         written, so a missing one stops the run with nothing done (exit 2)."""
         if not (self.options.write_back or self.mapping.write_back):
             return None
-        if not isinstance(self.reader, HubSpotWriter):
-            raise ConfigError("write-back needs a HubSpot client that can write")
         write_back = WriteBack(self.reader, self.client, self.state, self.summary, self.options.write_back_hours,
                                self.options.dry_run)
         if not write_back.due(start_ms):

@@ -11,7 +11,7 @@ contact instead).
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import requests
 import urllib3
@@ -91,25 +91,11 @@ def _total_seconds(timeout: Any) -> float:
     return float(seconds) if isinstance(seconds, (int, float)) else 60.0
 
 
-def _bound(func: Callable[..., Any]) -> bool:
-    """Put the bounded pool under the API object `func` belongs to (once); False if it has none."""
-    api_client = getattr(getattr(func, "__self__", None), "api_client", None)
+def bound_api_client(api_client: Any) -> None:
+    """Put the bounded pool under hubspot-api-client's ApiClient (once)."""
     rest = getattr(api_client, "rest_client", None)
-    if rest is None or not hasattr(rest, "pool_manager"):
-        return False
-    if not isinstance(rest.pool_manager, _BoundedPool):
+    if rest is not None and hasattr(rest, "pool_manager") and not isinstance(rest.pool_manager, _BoundedPool):
         rest.pool_manager = _BoundedPool(rest.pool_manager)
-    return True
-
-
-def hubspot_exchange(func: Callable[..., Any], *args: Any, timeout: Tuple[float, float],
-                     **kwargs: Any) -> Tuple[Any, str]:
-    """One hubspot-api-client call with `_preload_content=False`: (response, body text)."""
-    deadline = time.monotonic() + timeout[1]
-    bounded = _bound(func)
-    response = func(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
-    body = response.data if bounded else read_body(response, deadline)
-    return response, decode(body)
 
 
 def requests_exchange(session: requests.Session, method: str, url: str, body: Any,

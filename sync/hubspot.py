@@ -1,7 +1,9 @@
-"""Reading contacts from HubSpot (CRM v3) through `hubspot-api-client`.
+"""Reading contacts from HubSpot (and, for write-back, writing two properties) on the date-based API.
 
-All HubSpot access lives here (HubSpot plans to retire the v3 paths in 2027). The reader yields
-plain dicts `{"id": str, "properties": {name: str | None}}`, one at a time.
+All HubSpot access lives here. Requests go through `hubspot-api-client`'s ApiClient, which holds
+the token, the connection pool and the TLS settings; the paths are our own, because the client's
+generated APIs are pinned to the /crm/v3 paths HubSpot retires in September 2027. The reader
+yields plain dicts `{"id": str, "properties": {name: str | None}, "archived": bool}`.
 """
 
 from __future__ import annotations
@@ -10,80 +12,69 @@ import email.utils
 import json
 import logging
 import time
-from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from urllib.parse import quote, urlsplit
 
 import urllib3
-from hubspot import HubSpot
-from hubspot.crm.contacts.exceptions import ApiException as ContactsApiException
-from hubspot.crm.lists.exceptions import ApiException as ListsApiException
-from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
+from hubspot import HubSpot  # type: ignore[import-untyped]
+from hubspot.crm.contacts.exceptions import ApiException  # type: ignore[import-untyped]
 
+from . import hubspot_schema as hs
+from .casting import property_options, to_epoch_ms
 from .errors import AbortRun, AuthError, ConfigError
-from .http_limits import hubspot_exchange
+from .http_limits import bound_api_client, decode
+from .hubspot_answers import AUTH, DAILY_LIMIT, MISSING_SCOPES, OK, RATE_LIMITED, RETRY, Verdict, classify
+from .hubspot_paging import SearchKey, is_record_id, next_cursor, next_search_key, paginate, results_of, search_filters
 from .mapping import normalise_email
-from .retrying import RetryPolicy, Transient, parse_retry_after
+from .retrying import RetryPolicy, Transient
 
 log = logging.getLogger(__name__)
 
-# Each generated API package has its own exception class.
-API_EXCEPTIONS = (ContactsApiException, PropertiesApiException, ListsApiException)
-PAGE_SIZE = 100  # the list endpoint's maximum
-SEARCH_PAGE_SIZE = 200  # the search endpoint's maximum
-SEARCH_RESULT_CAP = 10_000  # search refuses to page past this many results of one query
-BATCH_READ_SIZE = 100
-DEFAULT_INTERVAL_S = 10.0  # the rolling window when no header has told us yet
-SEARCH_INTERVAL_S = 0.2  # search allows 5 requests a second per account and sends no headers to pace by
+__all__ = ["Contact", "HubSpotReader", "HubSpotWriter", "HubSpotRefused", "to_epoch_ms"]
 
 Contact = Dict[str, Any]
-
-
-def to_epoch_ms(value: Optional[str]) -> Optional[int]:
-    """A HubSpot datetime value (ISO 8601 or epoch milliseconds) as epoch milliseconds."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1000)
+# The same names the settings module gives, kept here for the tests that shrink the spacing.
+SEARCH_INTERVAL_S = hs.SEARCH_INTERVAL_S
 
 
 class HubSpotRefused(AbortRun):
-    """HubSpot answered a 4xx other than auth or rate limits: the request itself was refused."""
+    """HubSpot refused a request with a 4xx other than auth or rate limits."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, reason: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.reason = reason or message
 
 
-def _error_details(body: Any) -> Tuple[str, Dict[str, Any]]:
-    """HubSpot's error message and parsed body; every field is optional."""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    try:
-        data = json.loads(body) if body else {}
-    except ValueError:
-        data = {}
+class TLSFailure(AbortRun):
+    """The server's certificate could not be verified: retrying cannot help, nor is it safe to go on."""
+
+
+def _exception_for(verdict: Verdict, what: str, interval_s: float) -> Exception:
+    """The exception a non-OK verdict raises inside a request's retried attempt."""
+    if verdict.kind == RATE_LIMITED:
+        wait = verdict.retry_after
+        if wait is None and verdict.policy == "TEN_SECONDLY_ROLLING":
+            wait = interval_s  # wait for the rolling window to clear
+        return Transient(verdict.reason, wait, rate_limited=True)
+    if verdict.kind == DAILY_LIMIT:
+        return AbortRun("HubSpot's daily API limit is used up; the next run after midnight "
+                        "(account time zone) continues where this one stopped")
+    if verdict.kind == RETRY:
+        return Transient(verdict.reason, verdict.retry_after)
+    if verdict.kind == MISSING_SCOPES:
+        detail = f"missing scope {', '.join(verdict.scopes)}" if verdict.scopes else verdict.reason
+        return AuthError(f"HubSpot rejected the access token: {detail}")
+    if verdict.kind == AUTH:
+        return AuthError(f"HubSpot rejected the access token: {verdict.reason}")
+    return HubSpotRefused(f"HubSpot refused {what} (HTTP {verdict.status}): {verdict.reason}", verdict.status,
+                          verdict.reason)
+
+
+def _require_object(data: Any) -> Dict[str, Any]:
     if not isinstance(data, dict):
-        data = {}
-    message = str(data.get("message") or "").strip()
-    return message[:300], data
-
-
-def _missing_scopes(data: Dict[str, Any]) -> List[str]:
-    scopes: List[str] = []
-    for err in data.get("errors") or []:
-        context = err.get("context") if isinstance(err, dict) else None
-        if isinstance(context, dict):
-            for key in ("requiredGranularScopes", "requiredScopes"):
-                scopes.extend(str(s) for s in context.get(key) or [])
-    return scopes
+        raise Transient("HubSpot sent an answer of an unexpected shape")
+    return data
 
 
 class HubSpotReader:
@@ -91,16 +82,18 @@ class HubSpotReader:
 
     def __init__(self, token: str, base_url: str, retry: Optional[RetryPolicy] = None,
                  timeout: Tuple[float, float] = (10.0, 60.0), search_interval: Optional[float] = None,
-                 on_wait: Optional[Callable[[str, float], None]] = None) -> None:
+                 on_wait: Optional[Callable[[str, float], None]] = None,
+                 api_version: str = hs.DEFAULT_API_VERSION) -> None:
         # retry=False turns urllib3's own retries off: retries live in ONE layer (ours).
         client = HubSpot(access_token=token, host=base_url, retry=False)
-        # Each attribute access builds a new ApiClient and pool: build them once.
-        self._basic = client.crm.contacts.basic_api
-        self._search = client.crm.contacts.search_api
-        self._batch = client.crm.contacts.batch_api
-        self._properties = client.crm.properties.core_api
-        self._memberships = client.crm.lists.memberships_api
-        self._property_groups = client.crm.properties.groups_api
+        # Any generated API's ApiClient sends any path with the token, pool and TLS settings.
+        # Build it once: each attribute access builds a new ApiClient and pool.
+        self._http = client.crm.contacts.basic_api.api_client
+        bound_api_client(self._http)  # every answer, error answers too, read within the total time and size cap
+        self._token = token
+        self._base_url = base_url.rstrip("/")
+        self._host = urlsplit(base_url).hostname or base_url
+        self.api_version = api_version
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.search_interval = SEARCH_INTERVAL_S if search_interval is None else search_interval
@@ -109,60 +102,68 @@ class HubSpotReader:
         self.server_time: Optional[float] = None  # epoch seconds from the first answer's Date header
         self._remaining: Optional[int] = None
         self._max: Optional[int] = None
-        self._interval_s = DEFAULT_INTERVAL_S
+        self._interval_s = hs.DEFAULT_INTERVAL_S
         self._last_search = 0.0
-        self.search_total: Optional[int] = None  # `total` of the latest search page (for an ETA)
+        self.search_total: Optional[int] = None  # `total` of the first search page (for an ETA)
+
+    def _path(self, template: str, **parts: str) -> str:
+        return template.format(v=self.api_version, **{k: quote(v, safe="") for k, v in parts.items()})
 
     # -- one request -----------------------------------------------------------------------
-    def _call(self, what: str, func: Callable[..., Any], *args: Any, search: bool = False, **kwargs: Any) -> Any:
+    def _exchange(self, method: str, path: str, query: Optional[List[Tuple[str, str]]],
+                  body: Optional[Dict[str, Any]]) -> Tuple[int, Any, str]:
+        """One HTTP exchange through the client's ApiClient: (status, headers, raw body).
+
+        Network failures are Transient; a TLS failure ends the run. The ApiClient's `request` (not
+        `call_api`) is used: `call_api` turns an SSLError into "unexpected AttributeError" (it
+        decodes a body that is None) and deserialises into models the sync does not use."""
+        headers = dict(self._http.default_headers, Accept="application/json")
+        headers["Content-Type"] = "application/json"
+        self._http.update_params_for_auth(headers, [], ["oauth2"])
+        try:
+            response = self._http.request(method, self._base_url + path, query_params=query or None,
+                                          headers=headers, body=body, _preload_content=False,
+                                          _request_timeout=self.timeout)
+            # Decoded with surrogateescape: one contact's invalid bytes cannot make a page unreadable.
+            return response.status, response.headers, decode(response.data)
+        except ApiException as exc:  # the client raises for every non-2xx status, body read
+            if exc.status:
+                body = exc.body or b""
+                return int(exc.status), exc.headers or {}, decode(body) if isinstance(body, bytes) else body
+            reason = str(exc.reason or "")
+            if "SSLError" in reason or "CERTIFICATE" in reason.upper():  # how the client reports TLS failures
+                if "CERTIFICATE_VERIFY_FAILED" in reason.upper():
+                    raise TLSFailure(f"TLS certificate verification failed for {self._host}") from None
+                raise TLSFailure(f"TLS connection to {self._host} failed") from None
+            raise Transient(f"network error ({reason.splitlines()[0][:80] if reason else 'no reason'})") from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise Transient(f"network error ({exc.__class__.__name__})") from None
+
+    def _call(self, what: str, method: str, path: str, query: Optional[List[Tuple[str, str]]] = None,
+              body: Optional[Dict[str, Any]] = None, search: bool = False,
+              check: Callable[[Dict[str, Any]], Any] = _require_object) -> Any:
+        """One request, retried; `check` runs inside each attempt, so a garbled answer is asked again.
+        Returns what `check` returns (by default the answer, a dict)."""
+
         def attempt() -> Any:
             self._pace(search)
             self.requests += 1
-            try:
-                response, raw = hubspot_exchange(func, *args, timeout=self.timeout, **kwargs)  # bounded
-            except API_EXCEPTIONS as exc:
-                raise self._classify(exc, what) from None
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise Transient(f"network error ({exc.__class__.__name__})") from None
-            self._note_headers(response.headers, search)
+            status, headers, raw = self._exchange(method, path, query, body)
+            self._note_headers(headers, search)
+            verdict = classify(status, raw, headers)
+            if verdict.kind != OK:
+                raise _exception_for(verdict, what, self._interval_s)
             try:
                 data = json.loads(raw)
             except ValueError:
                 raise Transient("HubSpot sent a body that is not JSON") from None
-            # Every answer used here is an object, with `results` a list when present: anything
-            # else is a proxy's or a glitch's doing, worth another try.
-            if not isinstance(data, dict) or not isinstance(data.get("results", []), (list, type(None))):
-                raise Transient("HubSpot sent an answer of an unexpected shape")
-            return data
+            return check(_require_object(data))
 
         try:
             return self.retry.call(attempt, f"HubSpot {what}", log, self.on_wait)
         except Transient as exc:
             raise AbortRun(f"HubSpot kept failing on {what} ({exc.reason}); stopped, the next run continues "
                            f"where this one stopped") from None
-
-    def _classify(self, exc: Any, what: str) -> Exception:
-        """Turn a client exception into Transient (retry) or a run-ending error, in one place."""
-        status = int(getattr(exc, "status", 0) or 0)
-        message, data = _error_details(getattr(exc, "body", None))
-        headers = getattr(exc, "headers", None) or {}
-        if status == 429:
-            self._note_headers(headers, search=False)  # a 429 can still say how long the window is
-            policy = str(data.get("policyName") or "").upper()
-            if policy == "DAILY":
-                return AbortRun("HubSpot's daily API limit is used up; the next run after midnight "
-                                "(account time zone) continues where this one stopped")
-            retry_after = parse_retry_after(headers.get("Retry-After"))
-            if retry_after is None and policy == "TEN_SECONDLY_ROLLING":
-                retry_after = self._interval_s  # wait for the rolling window to clear
-            return Transient(f"rate limited ({policy or '429'})", retry_after, rate_limited=True)
-        if status in (401, 403):
-            scopes = _missing_scopes(data)
-            detail = f"missing scope {', '.join(scopes)}" if scopes else (message or f"HTTP {status}")
-            return AuthError(f"HubSpot rejected the access token: {detail}")
-        if status == 0 or status >= 500:
-            return Transient(f"HubSpot answered {status or 'with a connection error'}")
-        return HubSpotRefused(f"HubSpot refused {what} (HTTP {status}): {message or 'no reason given'}", status)
 
     def _note_headers(self, headers: Any, search: bool) -> None:
         if self.server_time is None and headers.get("Date"):
@@ -192,246 +193,279 @@ class HubSpotReader:
 
     # -- contacts --------------------------------------------------------------------------
     @staticmethod
-    def _contact(raw: Dict[str, Any]) -> Contact:
-        props = raw.get("properties")
-        return {"id": str(raw.get("id", "")), "properties": props if isinstance(props, dict) else {},
-                "archived": bool(raw.get("archived", False))}
-
-    def _contacts_of(self, page: Dict[str, Any]) -> List[Contact]:
-        """The page's contacts; an entry without a usable id cannot be synced and is reported."""
+    def _contacts_of(results: List[Any]) -> List[Contact]:
+        """The page's contacts; an entry without a plain numeric id cannot be synced and is reported."""
         out = []
-        for raw in page.get("results") or []:
-            if isinstance(raw, dict) and str(raw.get("id") or "").isdigit():
-                out.append(self._contact(raw))
+        for raw in results:
+            if isinstance(raw, dict) and is_record_id(raw.get("id")):
+                props = raw.get("properties")
+                out.append({"id": str(raw["id"]), "properties": props if isinstance(props, dict) else {},
+                            "archived": raw.get("archived") is True})
             else:
-                log.warning("HubSpot sent a contact entry without an id; skipped: %.80r", raw)
+                shown = raw.get("id") if isinstance(raw, dict) else type(raw).__name__
+                log.warning("HubSpot sent a contact entry without a usable id (%.40r); skipped", shown)
         return out
 
-    @staticmethod
-    def _next_after(page: Dict[str, Any]) -> Optional[str]:
-        paging = page.get("paging")
-        following = paging.get("next") if isinstance(paging, dict) else None
-        after = following.get("after") if isinstance(following, dict) else None
-        return str(after) if after not in (None, "") else None
+    def _cursor_pages(self, what: str, path: str, query: List[Tuple[str, str]]) -> Iterator[List[Any]]:
+        """A listing paged by HubSpot's `after` cursor."""
+
+        def fetch(after: Optional[str], seen: Set[Optional[str]]) -> Tuple[List[Any], Optional[str]]:
+            params = query + ([("after", after)] if after else [])
+
+            def check(page: Dict[str, Any]) -> Tuple[List[Any], Optional[str]]:
+                return results_of(page), next_cursor(page, {s for s in seen if s})
+
+            return self._call(what, "GET", path, params, check=check)
+
+        return paginate(fetch, None)
 
     def iter_contacts(self, properties: List[str], archived: bool = False) -> Iterator[Contact]:
         """Every contact, 100 a page; only the properties asked for."""
-        after: Optional[str] = None
-        extra = {"archived": "true"} if archived else {}  # the client would send "False"/"True"
-        while True:
-            kwargs: Dict[str, Any] = {"limit": PAGE_SIZE, "properties": properties, **extra}
-            if after:
-                kwargs["after"] = after
-            page = self._call("contact listing", self._basic.get_page, **kwargs)
-            yield from self._contacts_of(page)
-            next_after = self._next_after(page)
-            if not next_after or next_after == after:  # a repeated cursor would loop forever
-                return
-            after = next_after
+        query = [("limit", str(hs.PAGE_SIZE))] + [("properties", p) for p in properties]
+        if archived:
+            query.append(("archived", "true"))  # the spec's boolean; the client would send "True"
+        what = "archived contact listing" if archived else "contact listing"
+        for results in self._cursor_pages(what, self._path(hs.CONTACTS_PATH), query):
+            yield from self._contacts_of(results)
 
-    def _search_page(self, filters: List[Dict[str, Any]], sort: str, properties: List[str],
-                     after: int) -> Dict[str, Any]:
-        body: Dict[str, Any] = {
-            "filterGroups": [{"filters": filters}],
-            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
-            "properties": properties,
-            "limit": SEARCH_PAGE_SIZE,
-        }
-        if after:
-            body["after"] = str(after)
-        page = self._call("contact search", self._search.do_search, body, search=True)
-        if not after and isinstance(page.get("total"), int):
-            self.search_total = page["total"]
-        return page
+    def _search_pages(self, what: str, base: List[Dict[str, Any]], properties: List[str],
+                      first: SearchKey) -> Iterator[List[Any]]:
+        """A search paged by keyset (see hubspot_paging): never by offset over a live index."""
+
+        def fetch(key: SearchKey, seen: Set[SearchKey]) -> Tuple[List[Any], Optional[SearchKey]]:
+            filters, sort = search_filters(key, base)
+            body = {"filterGroups": [{"filters": filters}], "sorts": [sort], "properties": properties,
+                    "limit": hs.SEARCH_PAGE_SIZE, "after": "0"}
+
+            def check(page: Dict[str, Any]) -> Tuple[List[Any], Optional[SearchKey]]:
+                results = results_of(page)
+                more = next_cursor(page, set()) is not None
+                if self.search_total is None and isinstance(page.get("total"), int):
+                    self.search_total = page["total"]
+                return results, next_search_key(key, results, more, seen)
+
+            return self._call(what, "POST", self._path(hs.SEARCH_PATH), body=body, search=True, check=check)
+
+        return paginate(fetch, first)
 
     def count_contacts(self) -> Optional[int]:
         """How many contacts there are (one search request; the listing has no total)."""
-        body = {"filterGroups": [], "properties": ["email"], "limit": 1}
-        page = self._call("contact count", self._search.do_search, body, search=True)
+        body = {"filterGroups": [], "sorts": [], "properties": ["email"], "limit": 1, "after": "0"}
+        page = self._call("contact count", "POST", self._path(hs.SEARCH_PATH), body=body, search=True)
         total = page.get("total")
-        return total if isinstance(total, int) else None
-
-    def _search_all(self, filters: List[Dict[str, Any]], sort: str,
-                    properties: List[str]) -> Iterator[Tuple[Contact, bool]]:
-        """One query's results up to the cap; the flag says whether the cap cut it short."""
-        after = 0
-        while True:
-            page = self._search_page(filters, sort, properties, after)
-            results = self._contacts_of(page)
-            next_after = self._next_after(page)
-            if next_after is not None and not next_after.isdigit():
-                raise AbortRun(f"HubSpot's search paging went wrong (after={next_after[:20]!r}); run again")
-            capped = next_after is not None and int(next_after) + SEARCH_PAGE_SIZE > SEARCH_RESULT_CAP
-            for i, contact in enumerate(results):
-                yield contact, capped and i == len(results) - 1
-            if next_after is None or capped or not results or int(next_after) <= after:
-                return
-            after = int(next_after)
+        return total if isinstance(total, int) and not isinstance(total, bool) else None
 
     def search_modified_since(self, since_ms: int, properties: List[str]) -> Iterator[Contact]:
-        """Contacts with lastmodifieddate >= since_ms, oldest change first, past the 10,000 cap.
+        """Contacts with lastmodifieddate >= since_ms, oldest change first, each once per call.
 
-        When a query reaches the cap, a new one starts from the last seen lastmodifieddate,
-        skipping the ids already given at that instant; if a whole capped query shares one
-        instant, that instant is walked by hs_object_id instead.
+        A contact edited while this runs moves to the end and is not given again: its new
+        version is newer than the run's start, which the bookmark never passes.
         """
         props = sorted(set(properties) | {"lastmodifieddate"})
-        start, seen_at_start = since_ms, set()  # type: Tuple[int, Set[str]]
-        while True:
-            last_ms, ids_at_last, capped = start, set(seen_at_start), False
-            date_filter = [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": str(start)}]
-            for contact, at_cap in self._search_all(date_filter, "lastmodifieddate", props):
-                capped = at_cap
-                ms =  to_epoch_ms(contact["properties"].get("lastmodifieddate")) or start
-                if ms == start and contact["id"] in seen_at_start:
-                    continue
-                yield contact
-                if ms != last_ms:
-                    last_ms, ids_at_last = ms, set()
-                ids_at_last.add(contact["id"])
-            if not capped:
-                return
-            if last_ms == start:  # no progress past one instant: walk it by id
-                yield from self._walk_instant(start, ids_at_last, props)
-                start, seen_at_start = start + 1, set()
-            else:
-                start, seen_at_start = last_ms, ids_at_last
-
-    def _walk_instant(self, instant_ms: int, already: Set[str], props: List[str]) -> Iterator[Contact]:
-        last_id = 0
-        while True:
-            filters = [{"propertyName": "lastmodifieddate", "operator": "EQ", "value": str(instant_ms)},
-                       {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}]
-            capped = False
-            for contact, at_cap in self._search_all(filters, "hs_object_id", props):
-                capped = at_cap
-                last_id = max(last_id, int(contact["id"]))
-                if contact["id"] not in already:
+        given: Set[str] = set()
+        for results in self._search_pages("contact search", [], props, ("GTE", since_ms, 0)):
+            for contact in self._contacts_of(results):
+                if contact["id"] not in given:
+                    given.add(contact["id"])
                     yield contact
-            if not capped:
-                return
 
     def contacts_with_email(self, email: str, properties: List[str]) -> List[Contact]:
         """Live contacts whose primary address is `email` (one search; case is ignored)."""
-        filters = [{"propertyName": "email", "operator": "IN", "values": [email]}]
-        return [contact for contact, _ in self._search_all(filters, "hs_object_id", properties)]
+        base = [{"propertyName": "email", "operator": "IN", "values": [email]}]
+        props = sorted(set(properties) | {"email"})
+        return [contact for results in self._search_pages("contact search by email", base, props, ("ID", 0, 0))
+                for contact in self._contacts_of(results)]
 
     def read_by_ids(self, ids: Iterable[str], properties: List[str]) -> Iterator[Contact]:
         """Contacts by id, 100 a request; ids that no longer exist are simply absent."""
         batch: List[str] = []
         for cid in ids:
             batch.append(cid)
-            if len(batch) == BATCH_READ_SIZE:
+            if len(batch) == hs.BATCH_READ_SIZE:
                 yield from self._read_batch(batch, properties)
                 batch = []
         if batch:
             yield from self._read_batch(batch, properties)
 
     def _read_batch(self, ids: List[str], properties: List[str]) -> Iterator[Contact]:
-        body = {"inputs": [{"id": i} for i in ids], "properties": properties}
-        page = self._call("contact batch read", self._batch.read, body)
-        yield from self._contacts_of(page)
+        # propertiesWithHistory is required by the published spec: none wanted.
+        body = {"inputs": [{"id": i} for i in ids], "properties": properties, "propertiesWithHistory": []}
+        results = self._call("contact batch read", "POST", self._path(hs.BATCH_READ_PATH), body=body,
+                             check=results_of)
+        yield from self._contacts_of(results)
 
     def list_members(self, list_id: str) -> Iterator[int]:
-        """Record ids of a list's members (Lists v3 memberships, 250 a page)."""
-        after: Optional[str] = None
-        while True:
-            kwargs: Dict[str, Any] = {"limit": 250}
-            if after:
-                kwargs["after"] = after
-            try:
-                page = self._call(f"list {list_id} memberships", self._memberships.get_page, list_id, **kwargs)
-            except HubSpotRefused as exc:
-                if exc.status == 404:
-                    raise ConfigError(f"HubSpot has no list with id {list_id}; check the mapping file") from None
-                raise
-            for member in page.get("results") or []:
-                record = str(member.get("recordId", "")) if isinstance(member, dict) else ""
-                if record.isdigit():
-                    yield int(record)
-            next_after = self._next_after(page)
-            if not next_after or next_after == after:
-                return
-            after = next_after
+        """Record ids of a list's members (250 a page)."""
+        path = self._path(hs.LIST_MEMBERSHIPS_PATH, list_id=list_id)
+        query = [("limit", str(hs.MEMBERSHIPS_PAGE_SIZE))]
+        try:
+            for results in self._cursor_pages(f"list {list_id} memberships", path, query):
+                for member in results:
+                    record = member.get("recordId") if isinstance(member, dict) else None
+                    if is_record_id(record):
+                        yield int(str(record))
+        except HubSpotRefused as exc:
+            if exc.status == 404:
+                raise ConfigError(f"HubSpot has no list with id {list_id}; check the mapping file") from None
+            raise
 
     def property_definitions(self) -> Dict[str, Dict[str, Any]]:
         """Contact property definitions by name (type, label, options)."""
-        page = self._call("property definitions", self._properties.get_all, "contacts")
-        return {str(p["name"]): p for p in page.get("results") or [] if isinstance(p, dict) and p.get("name")}
+        results = self._call("property definitions", "GET", self._path(hs.PROPERTIES_PATH), check=results_of)
+        return {p["name"]: p for p in results if isinstance(p, dict) and isinstance(p.get("name"), str)}
 
 
-WRITE_BACK_GROUP = {"name": "mailerlite", "label": "MailerLite", "displayOrder": -1}
-STATUS_PROPERTY = "mailerlite_status"
-CHANGED_PROPERTY = "mailerlite_status_changed_at"
-WRITE_BACK_PROPERTIES = (
-    {"name": STATUS_PROPERTY, "label": "MailerLite status", "type": "enumeration", "fieldType": "select",
-     "groupName": "mailerlite",
-     "description": "Set by hubspot-mailerlite-sync when the subscriber unsubscribed, bounced or reported spam "
-                    "in MailerLite. It does not change HubSpot's own subscription status.",
-     "options": [{"label": "Unsubscribed", "value": "unsubscribed", "displayOrder": 0},
-                 {"label": "Bounced", "value": "bounced", "displayOrder": 1},
-                 {"label": "Spam complaint (junk)", "value": "junk", "displayOrder": 2}]},
-    {"name": CHANGED_PROPERTY, "label": "MailerLite status changed at", "type": "datetime", "fieldType": "date",
-     "groupName": "mailerlite",
-     "description": "When MailerLite recorded the status in 'MailerLite status'."},
-)
-EMAIL_SEARCH_CHUNK = 100
+def missing_status_options(definition: Dict[str, Any]) -> List[str]:
+    """Values of the sync's status options that an existing mailerlite_status property lacks."""
+    have = {str(o.get("value")) for o in property_options(definition)}
+    return [str(o["value"]) for o in hs.STATUS_OPTIONS if o["value"] not in have]
+
+
+def status_property_problem(definition: Dict[str, Any]) -> Optional[str]:
+    """Why an existing mailerlite_status property cannot take the sync's values (None if it can)."""
+    if definition.get("type") != "enumeration":
+        return (f"HubSpot property {hs.STATUS_PROPERTY} exists with type {str(definition.get('type'))[:30]!r}; "
+                f"write-back needs an enumeration: rename or delete that property in HubSpot")
+    if "options" in definition and not isinstance(definition.get("options"), list):
+        return f"HubSpot sent the options of property {hs.STATUS_PROPERTY} in an unexpected shape; run again"
+    return None
 
 
 class HubSpotWriter(HubSpotReader):
     """What write-back needs on top of reading: properties of its own, and batch updates."""
 
+    write_scopes_known: Optional[bool] = None  # set by missing_write_scopes()
+
+    def granted_scopes(self) -> Optional[Set[str]]:
+        """The token's scopes from HubSpot's token-information endpoint; None where it does not
+        answer (service keys, perhaps): unknown, never taken for missing."""
+        try:
+            data = self._call("token information", "POST", hs.TOKEN_INFO_PATH, body={"tokenKey": self._token})
+        except (HubSpotRefused, AuthError):
+            return None
+        scopes = data.get("scopes")
+        return {str(s) for s in scopes} if isinstance(scopes, list) else None
+
+    def missing_write_scopes(self) -> List[str]:
+        """Write scopes the token is known to lack. Learnt without writing anything; when they cannot
+        be learnt, the first write's 403 stops the run instead (exit 2, naming the scope)."""
+        granted = self.granted_scopes()
+        self.write_scopes_known = granted is not None
+        return [] if granted is None else [s for s in hs.WRITE_BACK_SCOPES if s not in granted]
+
     def ensure_write_back_properties(self) -> List[str]:
-        """Create the property group and properties if missing; returns what it created."""
+        """Create the property group and properties if missing, and add missing options to an
+        existing mailerlite_status; returns what it did."""
         made: List[str] = []
-        groups = self._call("property groups", self._property_groups.get_all, "contacts")
-        if not any(isinstance(g, dict) and g.get("name") == WRITE_BACK_GROUP["name"]
-                   for g in groups.get("results") or []):
-            self._call("property group creation", self._property_groups.create, "contacts", dict(WRITE_BACK_GROUP))
-            made.append(f"group {WRITE_BACK_GROUP['name']}")
+        groups = self._call("property groups", "GET", self._path(hs.PROPERTY_GROUPS_PATH), check=results_of)
+        has_group = any(isinstance(g, dict) and g.get("name") == hs.WRITE_BACK_GROUP["name"] for g in groups)
+        if not has_group and self._create("property group creation", hs.PROPERTY_GROUPS_PATH, hs.WRITE_BACK_GROUP):
+            made.append(f"group {hs.WRITE_BACK_GROUP['name']}")
         existing = self.property_definitions()
-        for prop in WRITE_BACK_PROPERTIES:
-            if prop["name"] not in existing:
-                self._call("property creation", self._properties.create, "contacts", dict(prop))
-                made.append(str(prop["name"]))
+        for prop in hs.WRITE_BACK_PROPERTIES:
+            have = existing.get(prop["name"])
+            if have is None:
+                if self._create("property creation", hs.PROPERTIES_PATH, prop):
+                    made.append(str(prop["name"]))
+            elif prop["name"] == hs.STATUS_PROPERTY:
+                made.extend(self._add_status_options(have))
         return made
 
+    def _create(self, what: str, template: str, body: Dict[str, Any]) -> bool:
+        try:
+            self._call(what, "POST", self._path(template), body=dict(body))
+        except HubSpotRefused as exc:
+            if exc.status == 409:  # created meanwhile (another run, a person): fine
+                return False
+            raise
+        return True
+
+    def _add_status_options(self, definition: Dict[str, Any]) -> List[str]:
+        problem = status_property_problem(definition)
+        if problem:
+            raise ConfigError(problem)
+        missing = missing_status_options(definition)
+        if not missing:
+            return []
+        # PATCH replaces the option list: send the existing options too, as the spec's OptionInput.
+        kept = [{"label": str(o.get("label") or o.get("value")), "value": str(o.get("value")),
+                 "displayOrder": o["displayOrder"] if isinstance(o.get("displayOrder"), int) else -1,
+                 "hidden": o.get("hidden") is True} for o in property_options(definition)]
+        options = kept + [dict(o) for o in hs.STATUS_OPTIONS if o["value"] in missing]
+        self._call("property update", "PATCH", self._path(hs.PROPERTY_PATH, name=hs.STATUS_PROPERTY),
+                   body={"options": options})
+        return [f"options {', '.join(missing)} of {hs.STATUS_PROPERTY}"]
+
     def ids_by_email(self, emails: List[str]) -> Dict[str, str]:
-        """HubSpot contact ids for these addresses (search, 100 addresses a query)."""
+        """HubSpot contact ids for these addresses (IN searches; the oldest contact of an address)."""
         found: Dict[str, str] = {}
-        for start in range(0, len(emails), EMAIL_SEARCH_CHUNK):
-            chunk = emails[start:start + EMAIL_SEARCH_CHUNK]
-            filters = [{"propertyName": "email", "operator": "IN", "values": chunk}]
-            for contact, _ in self._search_all(filters, "hs_object_id", ["email"]):
+        size, start = hs.IN_VALUES, 0
+        while start < len(emails):
+            chunk = emails[start:start + size]
+            try:
+                part = self._ids_for(chunk)
+            except HubSpotRefused as exc:
+                if exc.status != 400 or size == 1:
+                    raise
+                size = max(1, size // 2)  # HubSpot's limit on IN values is unconfirmed: ask for fewer
+                log.info("HubSpot refused an IN filter of %d values; trying %d", len(chunk), size)
+                continue
+            for address, cid in part.items():
+                found.setdefault(address, cid)
+            start += len(chunk)
+        return found
+
+    def _ids_for(self, emails: List[str]) -> Dict[str, str]:
+        found: Dict[str, str] = {}
+        base = [{"propertyName": "email", "operator": "IN", "values": emails}]
+        for results in self._search_pages("contact search by email", base, ["email"], ("ID", 0, 0)):
+            for contact in self._contacts_of(results):
                 email = normalise_email(contact["properties"].get("email"))
                 if email and email not in found:  # sorted by id: the oldest contact with the address
                     found[email] = contact["id"]
         return found
 
-    def update_contacts(self, inputs: List[Dict[str, Any]]) -> Set[str]:
-        """Batch update (at most 100); returns the ids HubSpot reported as failed (207)."""
-        page = self._call("contact batch update", self._batch.update, {"inputs": inputs})
-        failed: Set[str] = set()
-        for error in page.get("errors") or []:
-            context = error.get("context") if isinstance(error, dict) else None
-            if isinstance(context, dict):
-                failed.update(str(i) for i in context.get("ids") or [])
-        done = {str(r.get("id")) for r in page.get("results") or [] if isinstance(r, dict)}
-        failed.update(str(i["id"]) for i in inputs if str(i["id"]) not in done)
+    def update_contacts(self, inputs: List[Dict[str, Any]]) -> Dict[str, str]:
+        """Batch updates; returns {id: HubSpot's reason} for each contact not updated. An id is never
+        sent twice in one batch (HubSpot refuses the whole batch for that)."""
+        failed: Dict[str, str] = {}
+        rounds: List[List[Dict[str, Any]]] = []
+        for item in inputs:
+            target = next((r for r in rounds if all(i["id"] != item["id"] for i in r)
+                           and len(r) < hs.BATCH_UPDATE_SIZE), None)
+            if target is None:
+                target = []
+                rounds.append(target)
+            target.append(item)
+        for batch in rounds:
+            self._update(batch, failed)
         return failed
 
-    def missing_write_scopes(self) -> List[str]:
-        """Probe, writing nothing, whether the token may write contacts and create properties:
-        an empty batch update and an incomplete property are refused with 403 when a scope is
-        missing and with 400 otherwise."""
-        missing = []
-        probes = (("crm.objects.contacts.write", self._batch.update, ({"inputs": []},)),
-                  ("crm.schemas.contacts.write", self._properties.create, ("contacts", {"name": ""})))
-        for scope, func, args in probes:
-            try:
-                self._call(f"scope check for {scope}", func, *args)
-            except AuthError:
-                missing.append(scope)
-            except HubSpotRefused:
-                pass  # a 400: the scope is there, the probe was (deliberately) invalid
-        return missing
+    def _update(self, inputs: List[Dict[str, Any]], failed: Dict[str, str]) -> None:
+        try:
+            page = self._call("contact batch update", "POST", self._path(hs.BATCH_UPDATE_PATH),
+                              body={"inputs": inputs})
+        except HubSpotRefused as exc:
+            # The whole batch refused for what may be one record (an unknown id, a validation
+            # rule): halve until the refused ones stand alone, each with HubSpot's reason.
+            if len(inputs) == 1:
+                failed[str(inputs[0]["id"])] = exc.reason
+                return
+            half = len(inputs) // 2
+            self._update(inputs[:half], failed)
+            self._update(inputs[half:], failed)
+            return
+        errors = page.get("errors")
+        for error in errors if isinstance(errors, list) else []:
+            verdict = classify(0, error)
+            if verdict.kind in (AUTH, MISSING_SCOPES):
+                raise _exception_for(verdict, "contact batch update", self._interval_s)
+            context = error.get("context") if isinstance(error, dict) else None
+            ids = context.get("ids") if isinstance(context, dict) else None
+            for cid in ids if isinstance(ids, list) else []:
+                failed[str(cid)] = verdict.reason
+        results = page.get("results")
+        done = {str(r.get("id")) for r in results if isinstance(r, dict)} if isinstance(results, list) else set()
+        for item in inputs:
+            if str(item["id"]) not in done and str(item["id"]) not in failed:
+                failed[str(item["id"])] = "HubSpot did not confirm the update"

@@ -8,7 +8,8 @@ from typing import Callable, Dict, List, Optional, TextIO
 
 from .casting import PropertyInfo, property_infos
 from .errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, AuthError, SyncError
-from .hubspot import HubSpotReader, HubSpotWriter
+from .hubspot import HubSpotWriter, missing_status_options, status_property_problem
+from .hubspot_schema import STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping, Planned, map_contact
 
@@ -18,7 +19,7 @@ MAILERLITE = "MailerLite"
 
 
 class Preflight:
-    def __init__(self, reader: HubSpotReader, client: MailerLiteClient, mapping: Mapping, out: TextIO,
+    def __init__(self, reader: HubSpotWriter, client: MailerLiteClient, mapping: Mapping, out: TextIO,
                  check_write_back: bool = False) -> None:
         self.reader = reader
         self.client = client
@@ -85,13 +86,30 @@ class Preflight:
         self._check_groups()
         for list_id in self.mapping.list_ids():
             self._try(lambda lid=list_id: next(iter(self.reader.list_members(lid)), None), HUBSPOT)
-        if self.check_write_back and isinstance(self.reader, HubSpotWriter):
-            for scope in self._try(self.reader.missing_write_scopes, HUBSPOT) or []:
-                self.problems.append(f"write-back is on, but the HubSpot token lacks the scope {scope}")
+        if self.check_write_back:
+            self._check_write_back(defs if isinstance(defs, dict) else None)
         self._print(info, existing, sample if isinstance(sample, list) else [])
         if self.problems:
             return EXIT_CONFIG
         return EXIT_ABORTED if self.down else EXIT_OK  # 3: try again later; 2 is for settings
+
+    def _check_write_back(self, defs: Optional[Dict[str, dict]]) -> None:
+        missing = self._try(self.reader.missing_write_scopes, HUBSPOT)
+        for scope in missing if isinstance(missing, list) else []:
+            self.problems.append(f"write-back is on, but the HubSpot token lacks the scope {scope}")
+        if self.reader.write_scopes_known is False:
+            self.notes.append(f"HubSpot does not say which scopes this token has (a service key?); if it lacks "
+                              f"{' or '.join(WRITE_BACK_SCOPES)}, the first write-back stops with exit 2")
+        existing = (defs or {}).get(STATUS_PROPERTY)
+        if not isinstance(existing, dict):
+            return
+        problem = status_property_problem(existing)
+        missing = [] if problem else missing_status_options(existing)
+        if problem:
+            self.problems.append(problem)
+        elif missing:
+            self.notes.append(f"HubSpot property {STATUS_PROPERTY} lacks the options {', '.join(missing)}; "
+                              f"write-back adds them (or add them in HubSpot's property settings)")
 
     def _check_fields(self, info: Dict[str, PropertyInfo], existing: Dict[str, str], reachable: bool) -> None:
         if not reachable:

@@ -11,7 +11,8 @@ import logging
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
-from .hubspot import CHANGED_PROPERTY, STATUS_PROPERTY, HubSpotWriter
+from .hubspot import HubSpotWriter
+from .hubspot_schema import BATCH_UPDATE_SIZE, CHANGED_PROPERTY, STATUS_PROPERTY
 from .mailerlite import MailerLiteClient
 from .mapping import normalise_email
 from .state import State
@@ -20,7 +21,6 @@ from .summary import Summary
 log = logging.getLogger(__name__)
 
 STATUSES = ("unsubscribed", "bounced", "junk")
-BATCH = 100  # HubSpot batch update's maximum
 DUE_KEY = "write_back_due_ms"
 
 
@@ -66,7 +66,7 @@ class WriteBack:
                     continue
                 changed_at = subscriber.get("unsubscribed_at") or subscriber.get("updated_at")
                 pending.append((email, status, changed_at if isinstance(changed_at, str) else None))
-                if len(pending) >= BATCH:
+                if len(pending) >= BATCH_UPDATE_SIZE:
                     self._handle(pending)
                     pending = []
         if pending:
@@ -81,7 +81,6 @@ class WriteBack:
         if not changed:
             return
         if self.dry_run:
-            self.summary.add("would_write_back", len(changed))
             return
         emails = [e for e, _, _ in changed]
         ids = self.state.owners(emails)  # the contacts this sync created know their HubSpot id
@@ -102,11 +101,13 @@ class WriteBack:
                 props[CHANGED_PROPERTY] = when
             inputs.append({"id": hubspot_id, "properties": props})
             done.append((email, status, changed_at, hubspot_id))
-        failed = self.hubspot.update_contacts(inputs) if inputs else set()
+        failed = self.hubspot.update_contacts(inputs) if inputs else {}
         if failed:
             self._had_failures = True
             self.summary.add("write_back_failed", len(failed))
-            log.warning("HubSpot did not take the MailerLite status of %d contacts; retried next run", len(failed))
+            for hubspot_id, reason in sorted(failed.items()):
+                log.warning("HubSpot did not take the MailerLite status of contact %s (%s); retried next run",
+                            hubspot_id, reason)
         recorded = [row for row in done if row[3] is None or row[3] not in failed]
         self.summary.add("written_back", sum(1 for row in recorded if row[3] is not None))
         self.state.record_written_back(recorded)

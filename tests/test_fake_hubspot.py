@@ -1,31 +1,94 @@
-"""The fake HubSpot behaves like the documented API, proven through the official client."""
+"""The fake HubSpot behaves like the documented date-based API (requests over real HTTP)."""
 
 from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
+from typing import Any, Optional
 
 import pytest
 import requests
-from hubspot import HubSpot
-from hubspot.crm.contacts.exceptions import ApiException, UnauthorizedException
 
 from sync.sandbox.fakes.hubspot import READ_SCOPE, FakeHubSpot
 from tests.conftest import HS_TOKEN, seed_contacts
 
+V = "2026-09"
 
-def client(fake: FakeHubSpot, token: str = HS_TOKEN) -> HubSpot:
-    return HubSpot(access_token=token, host=fake.url, retry=False)
+
+class ApiException(Exception):
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(response.status_code)
+        self.status, self.body, self.headers = response.status_code, response.text, response.headers
+
+
+def _ns(value: Any) -> Any:
+    """JSON as attribute access, like the official client's models (absent keys read as None)."""
+    if isinstance(value, dict):
+        return _Obj({k: v if k == "properties" else _ns(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_ns(v) for v in value]
+    return value
+
+
+class _Obj(SimpleNamespace):
+    def __init__(self, fields: dict) -> None:
+        super().__init__(**fields)
+        self._fields = fields
+
+    def __getattr__(self, name: str) -> Any:  # only called for missing attributes
+        return None
+
+
+class _Client:
+    """The date-based paths, the way the sync calls them (the official client's generated APIs
+    only know /crm/v3)."""
+
+    def __init__(self, fake: FakeHubSpot, token: str) -> None:
+        self.fake, self.headers = fake, {"Authorization": f"Bearer {token}"}
+
+    def _send(self, method: str, path: str, raw: bool = False, **kwargs: Any) -> Any:
+        response = requests.request(method, self.fake.url + path, headers=self.headers, timeout=5, **kwargs)
+        if raw:
+            return response
+        if response.status_code >= 400:
+            raise ApiException(response)
+        return _ns(response.json())
+
+    def get_page(self, limit: int = 10, after: Optional[str] = None, properties: Optional[list] = None,
+                 archived: Optional[str] = None, raw: bool = False) -> Any:
+        params: dict = {"limit": limit, "properties": properties or []}
+        if after:
+            params["after"] = after
+        if archived:
+            params["archived"] = archived
+        return self._send("GET", f"/crm/objects/{V}/contacts", raw=raw, params=params)
+
+    def do_search(self, body: dict) -> Any:
+        return self._send("POST", f"/crm/objects/{V}/contacts/search", json=body)
+
+    def properties(self) -> Any:
+        return self._send("GET", f"/crm/properties/{V}/contacts")
+
+    def memberships(self, list_id: str, after: Optional[str] = None, limit: int = 100) -> Any:
+        params: dict = {"limit": limit}
+        if after:
+            params["after"] = after
+        return self._send("GET", f"/crm/lists/{V}/{list_id}/memberships", params=params)
+
+
+def client(fake: FakeHubSpot, token: str = HS_TOKEN) -> _Client:
+    return _Client(fake, token)
 
 
 def search(fake: FakeHubSpot, body: dict, token: str = HS_TOKEN) -> requests.Response:
-    return requests.post(f"{fake.url}/crm/v3/objects/contacts/search", json=body,
+    return requests.post(f"{fake.url}/crm/objects/{V}/contacts/search", json=body,
                          headers={"Authorization": f"Bearer {token}"}, timeout=5)
 
 
 def test_listing_pages_with_cursor_and_string_values(hubspot_fake):
     seed_contacts(hubspot_fake, 250, numemployees="12")
-    api = client(hubspot_fake).crm.contacts.basic_api
+    api = client(hubspot_fake)
     seen, after, pages = [], None, 0
     while True:
         kwargs = {"limit": 100, "properties": ["email", "numemployees"]}
@@ -49,19 +112,16 @@ def test_listing_pages_with_cursor_and_string_values(hubspot_fake):
 def test_limit_is_capped_at_100_and_archived_listing(hubspot_fake):
     ids = seed_contacts(hubspot_fake, 150)
     hubspot_fake.archive_contact(ids[3])
-    api = client(hubspot_fake).crm.contacts.basic_api
+    api = client(hubspot_fake)
     assert len(api.get_page(limit=500).results) == 100
     archived = api.get_page(limit=100, archived="true")
     assert [c.id for c in archived.results] == [ids[3]] and archived.results[0].archived is True
     assert not archived.paging
 
 
-def _search_body(filters, sort="lastmodifieddate", limit=200, after=None):
-    body = {"filterGroups": [{"filters": filters}], "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
-            "properties": ["email"], "limit": limit}
-    if after is not None:
-        body["after"] = str(after)
-    return body
+def _search_body(filters, sort="lastmodifieddate", limit=200, after=0):
+    return {"filterGroups": [{"filters": filters}], "sorts": [sort], "properties": ["email"], "limit": limit,
+            "after": str(after)}
 
 
 @pytest.mark.parametrize("operator,expected", [("GT", 4), ("GTE", 5), ("LT", 5), ("LTE", 6), ("EQ", 1)])
@@ -70,7 +130,7 @@ def test_search_filters_on_lastmodifieddate(hubspot_fake, operator, expected):
     for i in range(10):
         hubspot_fake.add_contact({"email": f"s{i}@example.com"}, modified_ms=base + i * 1000)
     pivot = base + 5000
-    api = client(hubspot_fake).crm.contacts.search_api
+    api = client(hubspot_fake)
     result = api.do_search(_search_body([{"propertyName": "lastmodifieddate", "operator": operator,
                                           "value": str(pivot)}]))
     assert result.total == expected
@@ -80,7 +140,7 @@ def test_search_accepts_iso_values_sorts_and_filters_by_id(hubspot_fake):
     base = 1_700_000_000_000
     ids = [hubspot_fake.add_contact({"email": f"s{i}@example.com"}, modified_ms=base + (10 - i) * 1000)
            for i in range(10)]
-    api = client(hubspot_fake).crm.contacts.search_api
+    api = client(hubspot_fake)
     iso = "2023-11-14T22:13:25.000Z"  # base + 5 s
     res = api.do_search(_search_body([{"propertyName": "lastmodifieddate", "operator": "GTE", "value": iso}]))
     modified = [r.properties["lastmodifieddate"] for r in res.results]
@@ -106,7 +166,7 @@ def test_search_pages_limit_and_ten_thousand_cap(hubspot_fake):
 
 
 def test_property_definitions_have_realistic_types(hubspot_fake):
-    props = client(hubspot_fake).crm.properties.core_api.get_all("contacts").results
+    props = client(hubspot_fake).properties().results
     types = {p.type for p in props}
     assert {"string", "number", "date", "datetime", "enumeration", "bool"} <= types
     stage = next(p for p in props if p.name == "lifecyclestage")
@@ -117,12 +177,13 @@ def test_list_memberships_and_batch_read(hubspot_fake):
     ids = seed_contacts(hubspot_fake, 300)
     hubspot_fake.lists["42"] = [int(i) for i in ids[:260]]
     hs = client(hubspot_fake)
-    page = hs.crm.lists.memberships_api.get_page("42", limit=250)
+    page = hs.memberships("42", limit=250)
     assert len(page.results) == 250 and page.paging.next.after == "250"
-    rest = hs.crm.lists.memberships_api.get_page("42", after="250", limit=250)
+    rest = hs.memberships("42", after="250", limit=250)
     assert len(rest.results) == 10
-    read = requests.post(f"{hubspot_fake.url}/crm/v3/objects/contacts/batch/read",
-                         json={"inputs": [{"id": ids[0]}, {"id": "999999"}], "properties": ["email"]},
+    read = requests.post(f"{hubspot_fake.url}/crm/objects/{V}/contacts/batch/read",
+                         json={"inputs": [{"id": ids[0]}, {"id": "999999"}], "properties": ["email"],
+                               "propertiesWithHistory": []},
                          headers={"Authorization": f"Bearer {HS_TOKEN}"}, timeout=5)
     assert read.status_code == 207
     body = read.json()
@@ -130,12 +191,12 @@ def test_list_memberships_and_batch_read(hubspot_fake):
 
 
 def test_bad_token_and_missing_scope(hubspot_fake):
-    with pytest.raises(UnauthorizedException) as bad:
-        client(hubspot_fake, "nope").crm.contacts.basic_api.get_page(limit=1)
+    with pytest.raises(ApiException) as bad:
+        client(hubspot_fake, "nope").get_page(limit=1)
     body = json.loads(bad.value.body)
     assert bad.value.status == 401 and body["category"] == "INVALID_AUTHENTICATION" and body["status"] == "error"
     hubspot_fake.tokens["schema-less"] = {READ_SCOPE}
-    denied = requests.get(f"{hubspot_fake.url}/crm/v3/properties/contacts",
+    denied = requests.get(f"{hubspot_fake.url}/crm/properties/{V}/contacts",
                           headers={"Authorization": "Bearer schema-less"}, timeout=5)
     assert denied.status_code == 403
     assert denied.json()["errors"][0]["context"]["requiredGranularScopes"] == ["crm.schemas.contacts.read"]
@@ -144,8 +205,8 @@ def test_bad_token_and_missing_scope(hubspot_fake):
 def test_ten_secondly_limit_headers_and_429():
     fake = FakeHubSpot(time_scale=1.0, ten_secondly_limit=3).start()
     try:
-        api = client(fake).crm.contacts.basic_api
-        raw = api.get_page(limit=1, _preload_content=False)
+        api = client(fake)
+        raw = api.get_page(limit=1, raw=True)
         assert raw.headers["X-HubSpot-RateLimit-Max"] == "3"
         assert raw.headers["X-HubSpot-RateLimit-Remaining"] == "2"
         assert raw.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
@@ -172,14 +233,14 @@ def test_search_has_its_own_limit_without_headers_and_window_rolls():
         time.sleep(1.6)  # one scaled second
         assert search(fake, _search_body(flt)).status_code == 200
         # The general limit is separate: listing still works.
-        assert client(fake).crm.contacts.basic_api.get_page(limit=1).results == []
+        assert client(fake).get_page(limit=1).results == []
     finally:
         fake.stop()
 
 
 def test_daily_limit(hubspot_fake):
     hubspot_fake.daily_limit = 2
-    api = client(hubspot_fake).crm.contacts.basic_api
+    api = client(hubspot_fake)
     api.get_page(limit=1)
     api.get_page(limit=1)
     with pytest.raises(ApiException) as limited:
@@ -190,7 +251,7 @@ def test_daily_limit(hubspot_fake):
 def test_faults_and_request_log(hubspot_fake):
     seed_contacts(hubspot_fake, 3)
     hubspot_fake.faults.script.extend(["503", "html", "truncated", "drop", None])
-    url = f"{hubspot_fake.url}/crm/v3/objects/contacts"
+    url = f"{hubspot_fake.url}/crm/objects/{V}/contacts"
     headers = {"Authorization": f"Bearer {HS_TOKEN}"}
     assert requests.get(url, headers=headers, timeout=5).status_code == 503
     html = requests.get(url, headers=headers, timeout=5)
@@ -204,14 +265,39 @@ def test_faults_and_request_log(hubspot_fake):
     hubspot_fake.faults.script.append("slow")
     with pytest.raises(requests.Timeout):
         requests.get(url, headers=headers, timeout=0.2)
-    statuses = [r.status for r in hubspot_fake.requests_to("GET", "/crm/v3/objects/contacts")]
+    statuses = [r.status for r in hubspot_fake.requests_to("GET", f"/crm/objects/{V}/contacts")]
     assert statuses[:5] == [503, 200, 200, 0, 200]
 
 
 def test_random_fault_rate_is_roughly_honoured(hubspot_fake):
     hubspot_fake.faults.rate = 0.3
     headers = {"Authorization": f"Bearer {HS_TOKEN}"}
-    codes = [requests.get(f"{hubspot_fake.url}/crm/v3/objects/contacts", headers=headers, timeout=5).status_code
+    codes = [requests.get(f"{hubspot_fake.url}/crm/objects/{V}/contacts", headers=headers, timeout=5).status_code
              for _ in range(200)]
     failures = sum(1 for c in codes if c >= 500)
     assert 30 <= failures <= 90
+
+
+def test_search_index_shifts_under_offset_paging_and_lags(hubspot_fake):
+    """The fake's search is a live index: an edit moves a contact to the end of a lastmodifieddate
+    sort, so the next offset page starts one later (what keyset paging guards against)."""
+    base = 1_700_000_000_000
+    ids = [hubspot_fake.add_contact({"email": f"s{i}@example.com"}, modified_ms=base + i) for i in range(450)]
+    flt = [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": "0"}]
+    first = search(hubspot_fake, _search_body(flt)).json()
+    assert [r["id"] for r in first["results"]] == ids[:200]
+    hubspot_fake.update_contact(ids[5], {"firstname": "Edited"})
+    second = search(hubspot_fake, _search_body(flt, after=200)).json()
+    assert second["results"][0]["id"] == ids[201], "ids[200] slid into page 1's range: offset paging skips it"
+    hubspot_fake.search_lag_ms = 60_000  # the index lags writes: both edits (just now) are not visible yet
+    hubspot_fake.update_contact(ids[6], {"firstname": "Recent"})
+    assert search(hubspot_fake, _search_body(flt)).json()["total"] == 448
+
+
+def test_token_information_endpoint_and_its_switch(hubspot_fake):
+    url = f"{hubspot_fake.url}/oauth/v2/private-apps/get/access-token-info"
+    answer = requests.post(url, json={"tokenKey": HS_TOKEN}, timeout=5)
+    assert answer.status_code == 200 and READ_SCOPE in answer.json()["scopes"]
+    assert requests.post(url, json={"tokenKey": "unknown"}, timeout=5).status_code == 401
+    hubspot_fake.token_info_answers = False  # the other reading: service keys get no answer there
+    assert requests.post(url, json={"tokenKey": HS_TOKEN}, timeout=5).status_code == 404

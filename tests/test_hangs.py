@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response
 from sync.retrying import RetryPolicy, Transient
 from tests.conftest import seed_contacts
 
-HUBSPOT_LISTING = "/crm/v3/objects/contacts"
+HUBSPOT_LISTING = "/crm/objects/2026-09/contacts"
 MAILERLITE_FIELDS = "/api/fields"
 
 
@@ -154,6 +154,6 @@ def test_hubspot_error_answers_are_bounded_too(run, hubspot_fake, mailerlite_fak
     assert count(hubspot_fake, HUBSPOT_LISTING) >= 2  # the trickled error was given up and the request retried
     monkeypatch.setattr(http_limits, "MAX_BODY_BYTES", 40_000)
     hubspot_fake.add_contact({"email": "new@example.com"})
-    once(hubspot_fake, "/crm/v3/objects/contacts/search", huge_error)
+    once(hubspot_fake, "/crm/objects/2026-09/contacts/search", huge_error)
     too_big = run()
     assert too_big.code == 3 and "larger than 0.04 MB" in too_big.err, too_big.err

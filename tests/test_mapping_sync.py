@@ -129,7 +129,7 @@ def test_list_scoped_sync_follows_membership(run, hubspot_fake, mailerlite_fake)
     path = mapping_file(run, SCOPED)
     first = run("--mapping", path)
     assert first.summary["created"] == 10 and len(mailerlite_fake.subscribers) == 10
-    assert not hubspot_fake.requests_to("GET", "/crm/v3/objects/contacts"), "members are read by id, not listed"
+    assert not hubspot_fake.requests_to("GET", "/crm/objects/2026-09/contacts"), "members are read by id, not listed"
     hubspot_fake.lists["55"] = [int(i) for i in ids[2:12]]  # two leave, two join, none modified
     second = run("--mapping", path)
     s = second.summary

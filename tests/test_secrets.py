@@ -119,7 +119,7 @@ def test_settings_repr_hides_tokens(monkeypatch):
 
 def _echo_401(request):
     """HubSpot-like 401 for the contact listing, quoting the header back (some proxies do)."""
-    if not request.path.startswith("/crm/v3/objects/contacts"):
+    if not request.path.startswith("/crm/objects/2026-09/contacts"):
         return None
     from werkzeug.wrappers import Response
     body = {"status": "error", "message": f"Authentication failed for header {request.headers.get('Authorization')}",

@@ -23,7 +23,7 @@ def mark(ml, email, status, when="2026-11-20 10:30:00"):
 
 def updates(hs):
     """Batch updates that write something (not the empty one that checks the scope)."""
-    return [r for r in hs.requests_to("POST", "/crm/v3/objects/contacts/batch/update") if r.body.get("inputs")]
+    return [r for r in hs.requests_to("POST", "/crm/objects/2026-09/contacts/batch/update") if r.body.get("inputs")]
 
 
 def test_statuses_are_written_back_once_with_their_own_properties(write_back, hubspot_fake, mailerlite_fake):
@@ -103,7 +103,7 @@ def test_contacts_the_sync_did_not_create_are_found_by_search(write_back, hubspo
     result = write_back("--mapping", str(mapping))
     assert result.summary["written_back"] == 1
     assert hubspot_fake.contacts[int(outside)]["properties"]["mailerlite_status"] == "bounced"
-    assert hubspot_fake.requests_to("POST", "/crm/v3/objects/contacts/search")
+    assert hubspot_fake.requests_to("POST", "/crm/objects/2026-09/contacts/search")
 
 
 def test_partial_batch_failures_are_retried_next_run(write_back, hubspot_fake, mailerlite_fake):

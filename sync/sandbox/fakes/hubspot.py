@@ -1,8 +1,13 @@
-"""A stateful fake of the parts of HubSpot's CRM v3 API the sync uses.
+"""A stateful fake of the parts of HubSpot's date-based CRM API (2026-09) the sync uses.
 
-Behaviour follows ../shared/api/hubspot.md: string property values, cursor paging, search with
-filters/sort/10,000-result cap, Bearer auth, the ten-secondly rolling limit with its headers,
-the separate search limit (no headers) and a daily limit.
+Behaviour follows ../shared/api/hubspot.md and the published OpenAPI specs: string property
+values, cursor paging, search with filters/sort/10,000-result cap over a live index (an edit
+moves a contact to the end of a lastmodifieddate sort, so offset paging shifts; `search_lag_ms`
+hides recent writes), Bearer auth, the ten-secondly rolling limit with its headers, the separate
+search limit (no headers), a daily limit, and the token-information endpoint. Requests the spec
+calls invalid (a batch read without propertiesWithHistory, an option without hidden, a search
+without after or with sorts that are not strings) are refused with 400, as a validating proxy
+would. Switches choose between readings of behaviour HubSpot has not confirmed.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Set
 
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from .base import FakeAPI, RollingCounter
@@ -26,7 +31,7 @@ LISTS_READ_SCOPE = "crm.lists.read"
 
 SEARCH_RESULT_CAP = 10_000
 
-# Property definitions as GET /crm/v3/properties/contacts describes them (a realistic subset).
+# Property definitions as GET /crm/properties/2026-09/contacts describes them (a realistic subset).
 DEFAULT_PROPERTIES: List[Dict[str, Any]] = [
     {"name": "email", "label": "Email", "type": "string", "fieldType": "text"},
     {"name": "firstname", "label": "First Name", "type": "string", "fieldType": "text"},
@@ -86,25 +91,44 @@ def parse_time_value(value: Any) -> int:
     return int(dt.timestamp() * 1000)
 
 
+def _options(options: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Options as HubSpot answers them (label, value, hidden, displayOrder), given fields kept."""
+    return [dict({"hidden": False, "displayOrder": i}, **o) for i, o in enumerate(options)]
+
+
+def _batch_error(category: str, message: str, ids: List[str]) -> Dict[str, Any]:
+    """One item of a batch answer's `errors`, with every field the spec's StandardError requires."""
+    return {"status": "error", "category": category, "message": message, "context": {"ids": ids},
+            "errors": [], "links": {}}
+
+
 def _error(message: str, category: str, status: int, **extra: Any) -> Response:
     body = {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), "category": category}
     body.update(extra)
     return FakeAPI.json_response(body, status)
 
 
+class _Version(BaseConverter):
+    """A date-based API version in a path: 2026-09."""
+
+    regex = r"[0-9]{4}-[0-9]{2}"
+
+
 class FakeHubSpot(FakeAPI):
     url_map = Map([
-        Rule("/crm/v3/objects/contacts", methods=["GET"], endpoint="list_contacts"),
-        Rule("/crm/v3/objects/contacts/search", methods=["POST"], endpoint="search"),
-        Rule("/crm/v3/objects/contacts/batch/read", methods=["POST"], endpoint="batch_read"),
-        Rule("/crm/v3/objects/contacts/batch/update", methods=["POST"], endpoint="batch_update"),
-        Rule("/crm/v3/objects/contacts/<cid>", methods=["GET"], endpoint="get_contact"),
-        Rule("/crm/v3/properties/contacts", methods=["GET"], endpoint="list_properties"),
-        Rule("/crm/v3/properties/contacts", methods=["POST"], endpoint="create_property"),
-        Rule("/crm/v3/properties/contacts/groups", methods=["GET"], endpoint="list_property_groups"),
-        Rule("/crm/v3/properties/contacts/groups", methods=["POST"], endpoint="create_property_group"),
-        Rule("/crm/v3/lists/<list_id>/memberships", methods=["GET"], endpoint="memberships"),
-    ])
+        Rule("/crm/objects/<version:v>/contacts", methods=["GET"], endpoint="list_contacts"),
+        Rule("/crm/objects/<version:v>/contacts/search", methods=["POST"], endpoint="search"),
+        Rule("/crm/objects/<version:v>/contacts/batch/read", methods=["POST"], endpoint="batch_read"),
+        Rule("/crm/objects/<version:v>/contacts/batch/update", methods=["POST"], endpoint="batch_update"),
+        Rule("/crm/objects/<version:v>/contacts/<cid>", methods=["GET"], endpoint="get_contact"),
+        Rule("/crm/properties/<version:v>/contacts", methods=["GET"], endpoint="list_properties"),
+        Rule("/crm/properties/<version:v>/contacts", methods=["POST"], endpoint="create_property"),
+        Rule("/crm/properties/<version:v>/contacts/groups", methods=["GET"], endpoint="list_property_groups"),
+        Rule("/crm/properties/<version:v>/contacts/groups", methods=["POST"], endpoint="create_property_group"),
+        Rule("/crm/properties/<version:v>/contacts/<name>", methods=["PATCH"], endpoint="update_property"),
+        Rule("/crm/lists/<version:v>/<list_id>/memberships", methods=["GET"], endpoint="memberships"),
+        Rule("/oauth/v2/private-apps/get/access-token-info", methods=["POST"], endpoint="token_info"),
+    ], converters={"version": _Version})
 
     def __init__(self, time_scale: float = 1.0, ten_secondly_limit: int = 190,
                  search_per_second: int = 5, daily_limit: int = 1_000_000) -> None:
@@ -116,8 +140,8 @@ class FakeHubSpot(FakeAPI):
         self._ids: List[int] = []  # sorted ids, for cursor paging
         self._next_id = 1001
         self.properties: List[Dict[str, Any]] = [dict(p, groupName="contactinformation", hidden=False,
-                                                      calculated=False, hubspotDefined=True,
-                                                      options=p.get("options", []))
+                                                      calculated=False, hubspotDefined=True, description="",
+                                                      options=_options(p.get("options", [])))
                                                  for p in DEFAULT_PROPERTIES]
         self.lists: Dict[str, List[int]] = {}
         self.property_groups: List[Dict[str, Any]] = [
@@ -128,6 +152,11 @@ class FakeHubSpot(FakeAPI):
         self.daily_limit = daily_limit
         self.daily_used = 0
         self.send_retry_after = False  # unconfirmed whether HubSpot sends it: tests try both
+        # Unconfirmed: does a batch update answer 207 per bad id, or 400 for the whole batch?
+        self.batch_errors = "207"  # or "400"
+        self.validation_rules: Dict[str, str] = {}  # contact id -> an admin validation rule's refusal
+        self.in_values_limit = 100  # values one IN filter may hold (unconfirmed: tests try a smaller one)
+        self.token_info_answers = True  # False: the token-information endpoint 404s (service keys?)
         self.search_lag_ms = 0  # changes this recent are not yet visible to search
         self._clock_ms = 0
 
@@ -167,8 +196,8 @@ class FakeHubSpot(FakeAPI):
     def add_property(self, name: str, type_: str, label: str = "", options: Optional[list] = None,
                      field_type: str = "text") -> None:
         self.properties.append({"name": name, "label": label or name, "type": type_, "fieldType": field_type,
-                                "groupName": "contactinformation", "options": options or [],
-                                "hidden": False, "calculated": False, "hubspotDefined": False})
+                                "groupName": "contactinformation", "options": _options(options or []),
+                                "description": "", "hidden": False, "calculated": False, "hubspotDefined": False})
 
     def add_optout_property(self, subscription_id: str, name: str = "Marketing information") -> str:
         """A per-subscription opt-out property, as HubSpot defines one per subscription type."""
@@ -211,6 +240,8 @@ class FakeHubSpot(FakeAPI):
 
     # -- auth and limits ---------------------------------------------------------------
     def before_request(self, request: Request, endpoint: str) -> Optional[Response]:
+        if endpoint == "token_info":  # the token to describe is in the body, not the header
+            return None
         auth = request.headers.get("Authorization", "")
         token = auth[7:] if auth.startswith("Bearer ") else ""
         scopes = self.tokens.get(token)
@@ -239,7 +270,7 @@ class FakeHubSpot(FakeAPI):
     def _scope_for(request: Request, endpoint: str) -> str:
         if endpoint in ("list_properties", "list_property_groups"):
             return SCHEMA_READ_SCOPE
-        if endpoint in ("create_property", "create_property_group"):
+        if endpoint in ("create_property", "create_property_group", "update_property"):
             return SCHEMA_WRITE_SCOPE
         if endpoint == "batch_update":
             return WRITE_SCOPE
@@ -301,7 +332,7 @@ class FakeHubSpot(FakeAPI):
         return names
 
     # -- endpoints ---------------------------------------------------------------------
-    def on_list_contacts(self, request: Request) -> Response:
+    def on_list_contacts(self, request: Request, v: str = "") -> Response:
         try:
             limit = min(int(request.args.get("limit", "10")), 100)
         except ValueError:
@@ -310,7 +341,7 @@ class FakeHubSpot(FakeAPI):
         after = request.args.get("after")
         start = bisect.bisect_right(self._ids, int(after)) if after and after.isdigit() else 0
         wanted = self._properties_arg(request)
-        results = []
+        results: List[Dict[str, Any]] = []
         i = start
         while i < len(self._ids) and len(results) < limit:
             cid = self._ids[i]
@@ -321,14 +352,14 @@ class FakeHubSpot(FakeAPI):
         more = any(self.contacts[c]["archived"] == archived for c in self._iter_ids_from(i))
         if results and more:
             last = results[-1]["id"]
-            body["paging"] = {"next": {"after": last, "link": f"{self.url}/crm/v3/objects/contacts?after={last}"}}
+            body["paging"] = {"next": {"after": last, "link": f"{self.url}/crm/objects/{v}/contacts?after={last}"}}
         return self.ok(body)
 
     def _iter_ids_from(self, index: int) -> Iterable[int]:
         for j in range(index, len(self._ids)):
             yield self._ids[j]
 
-    def on_get_contact(self, request: Request, cid: str) -> Response:
+    def on_get_contact(self, request: Request, cid: str, v: str = "") -> Response:
         record = self.contacts.get(int(cid)) if cid.isdigit() else None
         if record is None or record["archived"]:
             return _error("Object not found.", "OBJECT_NOT_FOUND", 404)
@@ -342,7 +373,7 @@ class FakeHubSpot(FakeAPI):
                 left: Any = record["modified"]
                 right: Any = parse_time_value(value)
             elif name == "hs_object_id":
-                left, right = cid, int(value)
+                left, right = cid, int(str(value))
             else:
                 left, right = record["properties"].get(name), value
                 if op == "HAS_PROPERTY":
@@ -360,8 +391,24 @@ class FakeHubSpot(FakeAPI):
                 return False
         return True
 
-    def on_search(self, request: Request) -> Response:
+    def _search_problem(self, body: Dict[str, Any]) -> Optional[str]:
+        """What the published spec (or HubSpot's limits) refuse in a search body."""
+        missing = [k for k in ("after", "filterGroups", "limit", "properties", "sorts") if k not in body]
+        if missing:
+            return f"missing required fields: {', '.join(missing)}"
+        if not all(isinstance(s, str) for s in body.get("sorts") or []):
+            return "sorts must be property names (strings)"
+        for group in body.get("filterGroups") or []:
+            for flt in group.get("filters", []):
+                if flt.get("operator") == "IN" and len(flt.get("values") or []) > self.in_values_limit:
+                    return f"an IN filter takes at most {self.in_values_limit} values"
+        return None
+
+    def on_search(self, request: Request, v: str = "") -> Response:
         body = self.json_body(request) or {}
+        problem = self._search_problem(body)
+        if problem:
+            return _error(f"Invalid input JSON: {problem}", "VALIDATION_ERROR", 400)
         limit = int(body.get("limit", 10))
         if limit > 200:
             return _error("limit must be at most 200", "VALIDATION_ERROR", 400)
@@ -393,8 +440,11 @@ class FakeHubSpot(FakeAPI):
             out["paging"] = {"next": {"after": str(offset + limit)}}
         return self.json_response(out)  # search answers carry no rate-limit headers
 
-    def on_batch_read(self, request: Request) -> Response:
+    def on_batch_read(self, request: Request, v: str = "") -> Response:
         body = self.json_body(request) or {}
+        if "propertiesWithHistory" not in body or "properties" not in body:
+            return _error("Invalid input JSON: properties and propertiesWithHistory are required",
+                          "VALIDATION_ERROR", 400)
         inputs = body.get("inputs") or []
         if len(inputs) > 100:
             return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
@@ -409,9 +459,8 @@ class FakeHubSpot(FakeAPI):
                                "startedAt": iso_ms(self.now_ms()), "completedAt": iso_ms(self.now_ms())}
         if missing:
             out["numErrors"] = 1
-            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
-                              "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
-                              "context": {"ids": missing}}]
+            out["errors"] = [_batch_error("OBJECT_NOT_FOUND", "Could not get some CONTACT objects, they may be "
+                                                              "deleted or not exist.", missing)]
             return self.ok(out, 207)
         return self.ok(out)
 
@@ -425,38 +474,53 @@ class FakeHubSpot(FakeAPI):
                 return f"{value} was not one of the allowed options: {sorted(allowed)}"
         return None
 
-    def on_batch_update(self, request: Request) -> Response:
+    def _item_problem(self, item: Dict[str, Any]) -> Optional[str]:
+        """Why one batch-update input cannot be applied (None if it can)."""
+        cid = str(item.get("id", ""))
+        if not cid.isdigit() or int(cid) not in self.contacts or cid in self.failing_update_ids:
+            return "Object not found"
+        if cid in self.validation_rules:  # enforced on CRM writes from 2026-09 on
+            return self.validation_rules[cid]
+        return None
+
+    def on_batch_update(self, request: Request, v: str = "") -> Response:
         body = self.json_body(request) or {}
         inputs = body.get("inputs")
         if not isinstance(inputs, list) or not inputs:
             return _error("inputs must not be empty", "VALIDATION_ERROR", 400)
         if len(inputs) > 100:
             return _error("Batch update is limited to 100 inputs", "VALIDATION_ERROR", 400)
+        ids = [str(i.get("id", "")) for i in inputs]
+        if len(set(ids)) != len(ids):
+            return _error("Duplicate IDs found in batch input", "VALIDATION_ERROR", 400)
         for item in inputs:  # a bad property or value fails the whole batch, as HubSpot does
             for name, value in (item.get("properties") or {}).items():
                 problem = self._property_problem(name, value)
                 if problem:
                     return _error(f"Property values were not valid: {problem}", "VALIDATION_ERROR", 400)
-        results, failed = [], []
+        refused = {str(i.get("id", "")): p for i in inputs for p in [self._item_problem(i)] if p}
+        if refused and self.batch_errors == "400":  # the other reading: one bad id fails the batch
+            first = next(iter(refused.items()))
+            return _error(f"{first[1]} (id {first[0]})", "VALIDATION_ERROR", 400)
+        results = []
         for item in inputs:
             cid = str(item.get("id", ""))
-            if cid.isdigit() and int(cid) in self.contacts and cid not in self.failing_update_ids:
+            if cid not in refused:
                 self.update_contact(cid, item.get("properties") or {})
                 results.append(self._render(int(cid), list((item.get("properties") or {}).keys())))
-            else:
-                failed.append(cid)
-        out: Dict[str, Any] = {"status": "COMPLETE", "results": results}
-        if failed:
-            out["numErrors"] = len(failed)
-            out["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND", "message": "Object not found",
-                              "context": {"ids": failed}}]
+        out: Dict[str, Any] = {"status": "COMPLETE", "results": results,
+                               "startedAt": iso_ms(self.now_ms()), "completedAt": iso_ms(self.now_ms())}
+        if refused:
+            out["numErrors"] = len(refused)
+            out["errors"] = [_batch_error("OBJECT_NOT_FOUND" if reason == "Object not found" else "VALIDATION_ERROR",
+                                          reason, [cid]) for cid, reason in refused.items()]
             return self.ok(out, 207)
         return self.ok(out)
 
-    def on_list_property_groups(self, request: Request) -> Response:
+    def on_list_property_groups(self, request: Request, v: str = "") -> Response:
         return self.ok({"results": self.property_groups})
 
-    def on_create_property_group(self, request: Request) -> Response:
+    def on_create_property_group(self, request: Request, v: str = "") -> Response:
         body = self.json_body(request) or {}
         if not body.get("name") or not body.get("label"):
             return _error("name and label are required", "VALIDATION_ERROR", 400)
@@ -467,10 +531,10 @@ class FakeHubSpot(FakeAPI):
         self.property_groups.append(group)
         return self.ok(group, 201)
 
-    def on_list_properties(self, request: Request) -> Response:
+    def on_list_properties(self, request: Request, v: str = "") -> Response:
         return self.ok({"results": self.properties})
 
-    def on_create_property(self, request: Request) -> Response:
+    def on_create_property(self, request: Request, v: str = "") -> Response:
         body = self.json_body(request) or {}
         missing = [k for k in ("name", "label", "type", "fieldType", "groupName") if not body.get(k)]
         if missing:
@@ -479,12 +543,51 @@ class FakeHubSpot(FakeAPI):
             return _error(f"Property group {body['groupName']} does not exist", "VALIDATION_ERROR", 400)
         if any(p["name"] == body.get("name") for p in self.properties):
             return _error("Property already exists", "OBJECT_ALREADY_EXISTS", 409)
+        problem = self._options_problem(body.get("options"))
+        if problem:
+            return _error(problem, "VALIDATION_ERROR", 400)
         prop = dict(body, hubspotDefined=False, hidden=False, calculated=False)
         prop.setdefault("options", [])
+        prop.setdefault("description", "")
         self.properties.append(prop)
         return self.ok(prop, 201)
 
-    def on_memberships(self, request: Request, list_id: str) -> Response:
+    @staticmethod
+    def _options_problem(options: Any) -> Optional[str]:
+        """The spec's OptionInput requires label, value, displayOrder and hidden on every option."""
+        if options is None:
+            return None
+        if not isinstance(options, list):
+            return "options must be a list"
+        for option in options:
+            missing = [k for k in ("label", "value", "displayOrder", "hidden")
+                       if not isinstance(option, dict) or k not in option]
+            if missing:
+                return f"Invalid input JSON: option fields required: {', '.join(missing)}"
+        return None
+
+    def on_update_property(self, request: Request, name: str, v: str = "") -> Response:
+        body = self.json_body(request) or {}
+        prop = next((p for p in self.properties if p["name"] == name), None)
+        if prop is None:
+            return _error(f"Property {name} does not exist", "OBJECT_NOT_FOUND", 404)
+        problem = self._options_problem(body.get("options"))
+        if problem:
+            return _error(problem, "VALIDATION_ERROR", 400)
+        prop.update({k: value for k, value in body.items() if k in ("label", "description", "options", "groupName",
+                                                             "hidden", "displayOrder", "fieldType", "type")})
+        return self.ok(prop)
+
+    def on_token_info(self, request: Request, v: str = "") -> Response:
+        if not self.token_info_answers:
+            return self.not_found(request)
+        body = self.json_body(request) or {}
+        scopes = self.tokens.get(str(body.get("tokenKey") or ""))
+        if scopes is None:
+            return _error("The token is not a private app access token", "INVALID_AUTHENTICATION", 401)
+        return self.ok({"userId": 1, "hubId": 1, "appId": 1, "scopes": sorted(scopes)})
+
+    def on_memberships(self, request: Request, list_id: str, v: str = "") -> Response:
         if list_id not in self.lists:
             return _error(f"List {list_id} does not exist.", "OBJECT_NOT_FOUND", 404)
         members = self.lists[list_id]
