@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
 import json
 import logging
 import logging.handlers
@@ -177,7 +178,7 @@ class PrivateLogFile(logging.handlers.RotatingFileHandler):
     """Rotating log of email addresses: every file it makes is 0600, and a write that fails (a
     full disk) is said once, in one line, instead of a "Logging error" traceback per record."""
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> io.TextIOWrapper:
         path = Path(self.baseFilename)
         if not path.exists():
             create_private(path)

@@ -128,8 +128,8 @@ class HubSpotReader:
             return response.status, response.headers, decode(response.data)
         except ApiException as exc:  # the client raises for every non-2xx status, body read
             if exc.status:
-                body = exc.body or b""
-                return int(exc.status), exc.headers or {}, decode(body) if isinstance(body, bytes) else body
+                answer = exc.body or b""
+                return int(exc.status), exc.headers or {}, decode(answer) if isinstance(answer, bytes) else str(answer)
             reason = str(exc.reason or "")
             if "SSLError" in reason or "CERTIFICATE" in reason.upper():  # how the client reports TLS failures
                 if "CERTIFICATE_VERIFY_FAILED" in reason.upper():

@@ -3,17 +3,24 @@ show the mapping with sample values, without writing anything anywhere."""
 
 from __future__ import annotations
 
+from functools import partial
 from itertools import islice
-from typing import Callable, Dict, List, Optional, TextIO
+from typing import Callable, Dict, List, Optional, TextIO, TypeVar
 
 from .casting import PropertyInfo, property_infos
 from .errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, AuthError, SyncError
-from .hubspot import HubSpotWriter, missing_status_options, status_property_problem
+from .hubspot import HubSpotReader, HubSpotWriter, missing_status_options, status_property_problem
 from .hubspot_schema import STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping, Planned, map_contact
 
 SAMPLE_CONTACTS = 3
+T = TypeVar("T")
+
+
+def _first_member(reader: HubSpotReader, list_id: str) -> Optional[int]:
+    """Reading one member is enough to know the list exists and the scope is granted."""
+    return next(iter(reader.list_members(list_id)), None)
 HUBSPOT = "HubSpot"
 MAILERLITE = "MailerLite"
 
@@ -39,7 +46,7 @@ class Preflight:
         self.down.setdefault(system or "an API", why[len(system) + 1:] if system and why.startswith(system) else why)
         return True
 
-    def _try(self, what: Callable[[], object], system: str = "") -> Optional[object]:
+    def _try(self, what: Callable[[], T], system: str = "") -> Optional[T]:
         if system in self.down:
             return None
         try:
@@ -85,7 +92,7 @@ class Preflight:
         self._check_fields(info, existing, fields is not None)
         self._check_groups()
         for list_id in self.mapping.list_ids():
-            self._try(lambda lid=list_id: next(iter(self.reader.list_members(lid)), None), HUBSPOT)
+            self._try(partial(_first_member, self.reader, list_id), HUBSPOT)
         if self.check_write_back:
             self._check_write_back(defs if isinstance(defs, dict) else None)
         self._print(info, existing, sample if isinstance(sample, list) else [])

@@ -17,7 +17,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional
 
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 # Fault actions a test can script or draw at random. A script entry may also be a callable
@@ -100,12 +100,11 @@ class FakeAPI:
 
     # -- serving -----------------------------------------------------------------
     def start(self) -> FakeAPI:
-        self._server = make_server(
-            "127.0.0.1", 0, self.wsgi_app, threaded=True, request_handler=_QuietHandler
-        )
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        server = self._server
+        server = make_server("127.0.0.1", 0, self.wsgi_app, threaded=True, request_handler=_QuietHandler)
+        assert isinstance(server, ThreadedWSGIServer)  # threaded=True makes one
+        server.daemon_threads = True  # a test that ends mid-request must not wait for its thread
+        self._server = server
+        self.url = f"http://127.0.0.1:{server.server_port}"
         self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05), daemon=True)
         self._thread.start()
         return self
