@@ -7,6 +7,7 @@ from functools import partial
 from itertools import islice
 from typing import Callable, Dict, List, Optional, TextIO, TypeVar
 
+from .advisories import SCHEMA_SCOPE_MESSAGE
 from .casting import PropertyInfo, property_infos
 from .errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, AuthError, SyncError
 from .hubspot import HubSpotReader, HubSpotWriter, missing_status_options, status_property_problem
@@ -15,6 +16,7 @@ from .mailerlite import MailerLiteClient
 from .mapping import Mapping, Planned, map_contact
 
 SAMPLE_CONTACTS = 3
+SCHEMA_READ_SCOPE = "crm.schemas.contacts.read"
 T = TypeVar("T")
 
 
@@ -64,8 +66,14 @@ class Preflight:
         except AuthError as exc:
             needs_labels = any(r.transform for r in self.mapping.rules) or any(
                 "{label}" in g.template for g in self.mapping.property_groups)
-            (self.problems if needs_labels else self.notes).append(
-                f"{exc} (property types and labels unknown; values go as text)")
+            if SCHEMA_READ_SCOPE not in str(exc):
+                self.problems.append(str(exc))  # the token itself is refused: every other check says so too
+            elif needs_labels:
+                self.problems.append(f"the HubSpot token lacks the scope {SCHEMA_READ_SCOPE}, which this mapping "
+                                     f"needs for labels (transform = \"label\" or {{label}}); add the scope to "
+                                     f"the service key or private app")
+            else:
+                self.notes.append(SCHEMA_SCOPE_MESSAGE)  # the same words a run says once
         except SyncError as exc:
             if not self._outage(HUBSPOT, exc):
                 self.problems.append(str(exc))

@@ -211,11 +211,14 @@ def test_check_lists_every_problem(run, hubspot_fake, mailerlite_fake):
 def test_check_without_the_schema_scope(run, hubspot_fake, mailerlite_fake, tmp_path):
     hubspot_fake.tokens["hs-test-token"] = {"crm.objects.contacts.read"}
     plain = run("--check")
-    assert plain.code == 0 and "note: HubSpot rejected the access token: missing scope" in plain.out
+    assert plain.code == 0 and "note: the HubSpot token lacks the scope crm.schemas.contacts.read: contacts still " \
+                               "sync" in plain.out
+    assert "rejected the access token" not in plain.out  # the token works: it only lacks an optional scope
     labelled = run("--check", "--mapping", mapping_file(run, '[fields]\nlifecyclestage = { field = "stage", '
                                                          'transform = "label" }\n'))
     assert labelled.code == 2
-    assert "  - HubSpot rejected the access token: missing scope crm.schemas.contacts.read" in labelled.out
+    assert "  - the HubSpot token lacks the scope crm.schemas.contacts.read, which this mapping needs for labels" \
+        in labelled.out
 
 
 def test_check_with_bad_tokens(run, hubspot_fake, mailerlite_fake, monkeypatch):
