@@ -34,6 +34,7 @@ from .mapping import (
 from .retrying import Transient
 from .state import Known, Result, State, Synced
 from .summary import SUMMARY_COUNTS, Summary
+from .tunables import DEFAULTS, Tunables
 from .write_back import WriteBack
 from .writer import Pending, SubscriberWriter, Written
 
@@ -41,11 +42,6 @@ __all__ = ["Engine", "RunOptions", "Summary", "SUMMARY_COUNTS"]
 
 log = logging.getLogger(__name__)
 
-# Search can lag writes by more than a minute: the bookmark never passes the run's start minus
-# this margin, so each run reads the last ten minutes again (unchanged contacts cost no write).
-SEARCH_LAG_MS = 10 * 60_000
-ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contacts this often
-PAGE = 100  # contacts looked up in the state per query
 MERGED_PROPERTY = "hs_merged_object_ids"
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
 
@@ -82,15 +78,17 @@ class Engine:
     """Orchestrates one run: read, map, decide (departures.py), write, record."""
 
     def __init__(self, reader: HubSpotWriter, client: MailerLiteClient, state: State, mapping: Mapping,
-                 options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None) -> None:
+                 options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None,
+                 tunables: Tunables = DEFAULTS) -> None:
         self.reader = reader
+        self.tunables = tunables
         self.client = client
         self.state = state
         self.mapping = mapping
         self.options = options
         self.on_progress = on_progress
         self.summary = Summary("incremental", options.dry_run)
-        self.writer = SubscriberWriter(client)
+        self.writer = SubscriberWriter(client, tunables=tunables)
         self.schema = MailerLiteSchema(client, mapping)
         self.departures = Departures(state, mapping, ConsentWriter(client, state, self.schema, self.summary),
                                      self.summary, self._held_in_hubspot, options.dry_run, options.allow_mass_leave)
@@ -107,7 +105,7 @@ class Engine:
 
     def run(self) -> Summary:
         started = time.monotonic()
-        start_ms = int(time.time() * 1000)
+        start_ms = int(self.tunables.wall_clock() * 1000)
         bookmark = self.state.bookmark()
         # A full pass that was interrupted is finished before going incremental again.
         full = self.options.full or bookmark is None or self.state.full_pass_pending()
@@ -200,7 +198,7 @@ class Engine:
 
     def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
         try:
-            for page in _pages(self._contacts(full, bookmark, changed_members), PAGE):
+            for page in _pages(self._contacts(full, bookmark, changed_members), self.tunables.state_page):
                 ids = [c["id"] for c in page]
                 known = self.state.known(ids)
                 emails = [normalise_email(c["properties"].get("email")) for c in page]
@@ -382,7 +380,7 @@ class Engine:
                                  "no longer in HubSpot or the synced lists")
             return True
         last = self.state.get_json(ARCHIVED_KEY)
-        if isinstance(last, int) and start_ms - last < ARCHIVED_CHECK_MS:
+        if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
             return False
         archived = (c["id"] for c in self.reader.iter_contacts(["email"], archived=True))
         self.departures.gone(self.state.synced(archived), "archived in HubSpot")
@@ -413,7 +411,7 @@ class Engine:
         read changes oldest first, so everything up to the newest one seen is dealt with.
         """
         server_ms = int(self.reader.server_time * 1000) if self.reader.server_time else start_ms
-        ceiling = min(start_ms, server_ms) - SEARCH_LAG_MS
+        ceiling = min(start_ms, server_ms) - self.tunables.search_lag_ms
         if full:
             return ceiling
         newest = self._max_modified if self._max_modified is not None else old

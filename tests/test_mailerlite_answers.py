@@ -10,7 +10,10 @@ from sync.mailerlite import oldest
 from sync.mailerlite_answers import classify_upsert, describe_error, item_code, transport_verdict
 from sync.mailerlite_dialect import Dialect
 from sync.mailerlite_paging import BadPage, cursor_page, numbered_page, smaller_limit
-from sync.writer import MAX_REFUSED_RUNS, Pending, to_result
+from sync.tunables import DEFAULTS
+from sync.writer import Pending, to_result
+
+MAX_REFUSED_RUNS = DEFAULTS.max_refused_runs
 
 SUB = {"data": {"id": "1659", "email": "a@b.co", "fields": {}}}
 INVALID = "The given data was invalid."
