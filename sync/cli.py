@@ -23,7 +23,7 @@ import filelock
 from . import __version__
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
 from .config import Settings, env_file_path, load_settings, load_state_path, misspelt_settings, shared_env_file
-from .engine import Engine, RunOptions, Summary
+from .engine import Engine, RunOptions
 from .errors import (
     EXIT_ABORTED,
     EXIT_CONFIG,
@@ -50,6 +50,7 @@ from .redaction import redact, safe_text
 from .reports import export_rejected, history_json, print_history
 from .retrying import RetryPolicy
 from .state import State
+from .summary import SUMMARY_COUNTS, Summary
 from .tunables import DEFAULTS, Tunables
 
 PROGRAM = "hubspot-mailerlite-sync"
@@ -61,6 +62,9 @@ LOG_FILE_BACKUPS = 3
 # The waits, retry budgets and clock every run is built with (tunables.py). The one seam for tests:
 # tests/conftest.py replaces it once with faster waits; main() also takes one as an argument.
 TUNABLES: Tunables = DEFAULTS
+# The run's closing line: the summary's counts (summary.SUMMARY_COUNTS), zeros left out but for these.
+LINE_ALWAYS = ("read", "created", "updated", "unchanged")
+LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always been; --json has every count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,11 +274,8 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
 
 def describe(summary: Summary) -> str:
     d = summary.as_dict()
-    text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in
-                     ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
-                      "left_scope", "written_back", "write_back_unmatched", "write_back_failed",
-                      "write_back_requests")
-                     if d[k] or k in ("read", "created", "updated", "unchanged"))
+    text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in SUMMARY_COUNTS
+                     if k not in LINE_LEFT_OUT and (d[k] or k in LINE_ALWAYS))
     if summary.dry_run:
         text += f", would send {d['would_send']}"
     return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"

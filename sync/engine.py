@@ -33,12 +33,12 @@ from .mapping import (
 )
 from .retrying import Transient
 from .state import Known, Result, State, Synced
-from .summary import SUMMARY_COUNTS, Summary
+from .summary import Summary
 from .tunables import DEFAULTS, Tunables
 from .write_back import WriteBack
 from .writer import Pending, SubscriberWriter, Written
 
-__all__ = ["Engine", "RunOptions", "Summary", "SUMMARY_COUNTS"]
+__all__ = ["Engine", "RunOptions", "Summary"]
 
 log = logging.getLogger(__name__)
 
