@@ -177,7 +177,7 @@ def bench_ceiling(n: int, baseline_n: int, minute: float, per_item: bool) -> Lis
     with fakes(minute, per_item) as (hs, ml), tempfile.TemporaryDirectory() as tmp:
         seed(hs, n)
         engine = run_engine(hs, ml, Path(tmp) / "state.db")
-        rates.append(Rate("this program (full sync)", upserts(ml), budget_seconds(ml), engine.client.requests,
+        rates.append(Rate("this program (full sync)", upserts(ml), budget_seconds(ml), engine.mailerlite.requests,
                           minute))
     sample = None
     for name, fn in (("naive: look up, then create/update", naive_lookup_then_write),

@@ -394,7 +394,8 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
         mapping = load_mapping(mapping_path)
         box.introduce(mapping_path, sys.stderr if args.json else sys.stdout)
         if args.check:
-            return Preflight(*clients(box.settings, tunables=tunables), mapping, SafeOutput(sys.stdout)).run()  # type: ignore[arg-type]
+            hubspot, mailerlite = clients(box.settings, tunables=tunables)
+            return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout)).run()  # type: ignore[arg-type]
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
         summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
@@ -459,7 +460,8 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
         if args.check:
             for _, message in advice:
                 log.warning("%s", message)
-            return Preflight(*clients(settings, started=started, tunables=tunables), mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
+            hubspot, mailerlite = clients(settings, started=started, tunables=tunables)
+            return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
                              check_write_back=write_back).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,

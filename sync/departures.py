@@ -108,8 +108,8 @@ class _Refused(Exception):
 class ConsentWriter:
     """Applies consent actions: stored first, tried, forgotten only once MailerLite took them."""
 
-    def __init__(self, client: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary) -> None:
-        self.client = client
+    def __init__(self, mailerlite: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary) -> None:
+        self.mailerlite = mailerlite
         self.state = state
         self.schema = schema
         self.summary = summary
@@ -161,7 +161,7 @@ class ConsentWriter:
 
     def _unsubscribe(self, email: str) -> None:
         """The consent-only upsert, judged by the one classifier of MailerLite answers."""
-        raw = self.client.upsert({"email": email, "status": "unsubscribed"})
+        raw = self.mailerlite.upsert({"email": email, "status": "unsubscribed"})
         answer = answers.classify_upsert(raw.code, raw.body)
         if answer.kind in (answers.WRITTEN, answers.NOT_REACTIVATED):
             return  # NOT_REACTIVATED: bounced or junk already, MailerLite sends it nothing either way
@@ -175,7 +175,7 @@ class ConsentWriter:
         for name in sorted(action.groups):
             gid = self.schema.group_id(name, create=False)
             if gid:
-                self.client.unassign(action.subscriber_id, gid)
+                self.mailerlite.unassign(action.subscriber_id, gid)
 
 
 class Departures:

@@ -115,13 +115,13 @@ def _pending(earlier: int = 0) -> Pending:
 
 def test_outcome_of_each_verdict():
     written = to_result(_pending(), classify_upsert(201, SUB))
-    assert written is not None and (written.outcome, written.subscriber_id) == ("created", "1659")
+    assert written is not None and (written.kind, written.subscriber_id) == ("created", "1659")
     updated = to_result(_pending(), classify_upsert(200, SUB))
-    assert updated is not None and updated.outcome == "updated" and updated.groups_set == {"G"}
+    assert updated is not None and updated.kind == "updated" and updated.groups_set == {"G"}
     kept = to_result(_pending(), classify_upsert(422, refusal("email", "... is unsubscribed and cannot be imported")))
-    assert kept is not None and kept.outcome == "not_reactivated"
+    assert kept is not None and kept.kind == "not_reactivated"
     bad = to_result(_pending(), classify_upsert(422, refusal("email", "The email must be a valid email address.")))
-    assert bad is not None and bad.outcome == "rejected" and "valid email" in bad.reason
+    assert bad is not None and bad.kind == "rejected" and "valid email" in bad.reason
     assert to_result(_pending(), classify_upsert(503, None)) is None
 
 
@@ -129,7 +129,7 @@ def test_outcome_of_each_verdict():
                                              (MAX_REFUSED_RUNS - 1, "rejected"), (MAX_REFUSED_RUNS + 4, "rejected")])
 def test_other_refusals_fail_then_are_rejected_with_their_reason(earlier, outcome):
     result = to_result(_pending(earlier), classify_upsert(404, {"message": "Not found"}))
-    assert result is not None and result.outcome == outcome
+    assert result is not None and result.kind == outcome
     assert "HTTP 404" in result.reason and "Not found" in result.reason
 
 
