@@ -81,7 +81,8 @@ class RetryPolicy:
                  max_rate_limit_waits: int = DEFAULTS.max_rate_limit_waits,
                  sleep: Callable[[float], None] = time.sleep, deadline: Optional[float] = None,
                  max_request_seconds: float = DEFAULTS.max_request_s,
-                 max_one_wait: float = DEFAULTS.max_one_wait_s) -> None:
+                 max_one_wait: float = DEFAULTS.max_one_wait_s,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.default_rate_wait = default_rate_wait
@@ -91,19 +92,21 @@ class RetryPolicy:
         self.max_request_seconds = max_request_seconds
         self.max_one_wait = max_one_wait
         self._sleep = sleep
+        self._clock = clock  # time.monotonic's scale: the deadline and each request's total time
         self.sleep = self._guarded_sleep  # every wait of a client goes through here, so the deadline holds
 
     @classmethod
     def from_tunables(cls, tunables: Tunables, deadline: Optional[float] = None,
-                      sleep: Callable[[float], None] = time.sleep) -> RetryPolicy:
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> RetryPolicy:
         return cls(backoff=tunables.backoff_s, max_backoff=tunables.max_backoff_s,
                    default_rate_wait=tunables.default_rate_wait_s, max_failures=tunables.max_failures,
                    max_rate_limit_waits=tunables.max_rate_limit_waits, sleep=sleep, deadline=deadline,
-                   max_request_seconds=tunables.max_request_s, max_one_wait=tunables.max_one_wait_s)
+                   max_request_seconds=tunables.max_request_s, max_one_wait=tunables.max_one_wait_s, clock=clock)
 
     def check_deadline(self, what: str, wait: float = 0.0) -> None:
         """RunDeadline if the run's time is up (or would be, after waiting `wait` seconds)."""
-        if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+        if self.deadline is not None and self._clock() + wait >= self.deadline:
             raise RunDeadline(f"the run reached its time limit (SYNC_MAX_RUNTIME) at {what}; stopped, what was "
                               f"synced is kept and the next run continues")
 
@@ -118,7 +121,7 @@ class RetryPolicy:
              on_wait: Optional[Callable[[str, float], None]] = None) -> T:
         """Run func, retrying Transient failures; the last Transient is re-raised."""
         counts = {"failures": 0, "rate": 0}
-        started = time.monotonic()
+        started = self._clock()
 
         def attempt() -> T:
             self.check_deadline(what)  # before each request
@@ -130,7 +133,7 @@ class RetryPolicy:
             counts[key] += 1
             limit = self.max_rate_limit_waits if key == "rate" else self.max_failures
             # Bounded in time as well as in count: six tries of a minute each is already long.
-            return counts[key] >= limit or time.monotonic() - started >= self.max_request_seconds
+            return counts[key] >= limit or self._clock() - started >= self.max_request_seconds
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
