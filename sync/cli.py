@@ -57,8 +57,6 @@ PROGRAM = "hubspot-mailerlite-sync"
 COMMAND = "python main.py"
 log = logging.getLogger("sync")
 summary_log = logging.getLogger("sync.summary")  # the one line per run that the log file keeps
-LOG_FILE_BYTES = 1_000_000
-LOG_FILE_BACKUPS = 3
 # The waits, retry budgets and clock every run is built with (tunables.py). The one seam for tests:
 # tests/conftest.py replaces it once with faster waits; main() also takes one as an argument.
 TUNABLES: Tunables = DEFAULTS
@@ -203,7 +201,7 @@ class PrivateLogFile(logging.handlers.RotatingFileHandler):
         log.error("cannot write the log file %s (%s); the run goes on without it", self.baseFilename, reason)
 
 
-def add_log_file(path: Path) -> None:
+def add_log_file(path: Path, tunables: Tunables = DEFAULTS) -> None:
     """A rotating log file: one line per run summary, plus warnings and errors."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +210,8 @@ def add_log_file(path: Path) -> None:
         if path.is_fifo():  # opening it would wait for ever for a reader
             raise OSError(0, "it is a FIFO, not a file")
         create_private(path)
-        handler = PrivateLogFile(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+        handler = PrivateLogFile(path, maxBytes=tunables.log_file_bytes, backupCount=tunables.log_file_backups,
+                                 encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write the log file {path}: {exc.strerror or exc}") from None
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
@@ -453,7 +452,7 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
         settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
         log_file = args.log_file or settings.log_file
         if log_file:
-            add_log_file(log_file)
+            add_log_file(log_file, tunables or TUNABLES)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
         advice = advice_for(env_file_path(args.env_file))

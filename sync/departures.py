@@ -32,10 +32,10 @@ from .mapping import Mapping, OutOfScope, Skip, email_problem
 from .retrying import Transient
 from .state import PendingAction, State, Synced
 from .summary import Summary
+from .tunables import DEFAULTS
 
 log = logging.getLogger(__name__)
 
-MAX_CONSECUTIVE_FAILURES = 3  # actions refused in a row: MailerLite is down, stop the run
 ALLOW_FLAG = "--allow-mass-leave"
 
 
@@ -108,7 +108,9 @@ class _Refused(Exception):
 class ConsentWriter:
     """Applies consent actions: stored first, tried, forgotten only once MailerLite took them."""
 
-    def __init__(self, mailerlite: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary) -> None:
+    def __init__(self, mailerlite: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary,
+                 max_consecutive_failures: int = DEFAULTS.max_consecutive_failures) -> None:
+        self.max_consecutive_failures = max_consecutive_failures  # refused in a row: MailerLite is down, stop
         self.mailerlite = mailerlite
         self.state = state
         self.schema = schema
@@ -147,7 +149,7 @@ class ConsentWriter:
             log.warning("contact %s (%s): %s not applied, retried next run: %s", action.hubspot_id, action.email,
                         "unsubscribe" if action.unsubscribe else "leaving groups", reason)
             self._consecutive_failures += 1
-            if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            if self._consecutive_failures >= self.max_consecutive_failures:
                 raise AbortRun(f"MailerLite keeps refusing unsubscribes or group removals ({reason}); stopped, "
                                f"they are kept and the next run tries again") from None
             return False

@@ -90,7 +90,8 @@ class Engine:
         self.summary = Summary("incremental", options.dry_run)
         self.writer = SubscriberWriter(mailerlite, tunables=tunables)
         self.schema = MailerLiteSchema(mailerlite, mapping)
-        self.departures = Departures(state, mapping, ConsentWriter(mailerlite, state, self.schema, self.summary),
+        self.departures = Departures(state, mapping, ConsentWriter(mailerlite, state, self.schema, self.summary,
+                                                                    tunables.max_consecutive_failures),
                                      self.summary, self._held_in_hubspot, options.dry_run, options.allow_mass_leave)
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily

@@ -89,7 +89,8 @@ class HubSpotReader:
         # Any generated API's ApiClient sends any path with the token, pool and TLS settings.
         # Build it once: each attribute access builds a new ApiClient and pool.
         self._http = client.crm.contacts.basic_api.api_client
-        bound_api_client(self._http)  # every answer, error answers too, read within the total time and size cap
+        # Every answer, error answers too, read within the total time and the size cap.
+        bound_api_client(self._http, tunables.max_body_bytes)
         self._token = token
         self._base_url = base_url.rstrip("/")
         self._host = urlsplit(base_url).hostname or base_url

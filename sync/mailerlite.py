@@ -82,6 +82,7 @@ class MailerLiteClient:
         # Plain http is only allowed to loopback (see config): no proxy or .netrc applies there.
         self.session.trust_env = not base_url.startswith("http://")
         self.retry = retry or RetryPolicy.from_tunables(tunables)
+        self.max_body_bytes = tunables.max_body_bytes
         self.timeout = timeout
         self.on_wait = on_wait
         self.requests = 0
@@ -94,7 +95,8 @@ class MailerLiteClient:
         AccountRefused as the classifier decides; any other answer is returned."""
         self.requests += 1
         try:
-            resp = requests_exchange(self.session, method, f"{self.base_url}/{path}", body, self.timeout)  # bounded
+            resp = requests_exchange(self.session, method, f"{self.base_url}/{path}", body, self.timeout,
+                                     self.max_body_bytes)  # bounded
         except requests.exceptions.SSLError as exc:
             raise AbortRun(_tls_message(self.host, exc)) from None
         except requests.RequestException as exc:

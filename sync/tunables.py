@@ -37,7 +37,9 @@ class Tunables:
     min_batch: int = 3  # a remainder smaller than this goes as single upserts, sparing the import budget
     max_item_attempts: int = 3  # an item answered "try again" this often in one run is reported failed
     max_refused_runs: int = 3  # a contact refused (not for its data) in this many runs is reported rejected
-    max_consecutive_failures: int = 3  # single upserts failing in a row beyond retries: MailerLite is down
+    # Single upserts (writer) or consent actions (departures) failing in a row beyond retries: MailerLite
+    # is down, the run stops.
+    max_consecutive_failures: int = 3
     import_wait_first_s: float = 10.0  # when the import 429 names no Retry-After: probe again after this...
     import_wait_max_s: float = 60.0  # ...doubling up to the documented window
 
@@ -48,6 +50,13 @@ class Tunables:
     archived_check_ms: int = 24 * 3_600_000  # incremental runs look for archived contacts this often
     state_page: int = 100  # contacts looked up in the state per query
     wall_clock: Callable[[], float] = time.time  # epoch seconds: the run's start, which bounds the bookmark
+
+    # -- http_limits: every answer of either API --------------------------------------------------------
+    max_body_bytes: int = 50_000_000  # far above any page either API sends (a 100-contact page is ~100 KB)
+
+    # -- cli: the --log-file / SYNC_LOG_FILE rotation --------------------------------------------------------
+    log_file_bytes: int = 1_000_000
+    log_file_backups: int = 3
 
 
 DEFAULTS = Tunables()  # production's
