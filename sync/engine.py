@@ -81,11 +81,11 @@ class Engine:
                  options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None,
                  tunables: Tunables = DEFAULTS) -> None:
         self.hubspot = hubspot
-        self.tunables = tunables
         self.mailerlite = mailerlite
         self.state = state
         self.mapping = mapping
         self.options = options
+        self.tunables = tunables  # waits, budgets and the wall clock (tunables.py), handed down to the writer
         self.on_progress = on_progress
         self.summary = Summary("incremental", options.dry_run)
         self.writer = SubscriberWriter(mailerlite, tunables=tunables)
