@@ -92,10 +92,11 @@ def _total_seconds(timeout: Any) -> float:
 
 
 def bound_api_client(api_client: Any, max_bytes: int = DEFAULTS.max_body_bytes) -> None:
-    """Put the bounded pool under hubspot-api-client's ApiClient (once)."""
-    rest = getattr(api_client, "rest_client", None)
-    if rest is not None and hasattr(rest, "pool_manager") and not isinstance(rest.pool_manager, _BoundedPool):
-        rest.pool_manager = _BoundedPool(rest.pool_manager, max_bytes)
+    """Put the bounded pool under hubspot-api-client's ApiClient (a fresh one: HubSpotReader builds its
+    own). No capability check: were a client version to lack either attribute, construction fails loudly
+    (and the tests with it) rather than the run going on unbounded."""
+    rest = api_client.rest_client
+    rest.pool_manager = _BoundedPool(rest.pool_manager, max_bytes)
 
 
 def requests_exchange(session: requests.Session, method: str, url: str, body: Any,
