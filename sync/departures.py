@@ -235,8 +235,8 @@ class Departures:
     def email_changed(self, synced: Synced) -> None:
         self.leave(Leaving(synced, "the email address changed", guarded=False))
 
-    def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
-        """A merge; True when this record took over a merged-away record's subscriber."""
+    def apply_merge(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
+        """A merge: the merged-away records leave, or one is taken over by this record (True then)."""
         ids = [i.strip() for i in str(merged_ids or "").split(";")]
         old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
         if not old:
@@ -251,12 +251,12 @@ class Departures:
         self.state.take_over(taken.hubspot_id, hubspot_id)
         return True
 
-    def written(self, hubspot_id: str, email: str, outcome: str, subscriber_id: Optional[str],
+    def written(self, hubspot_id: str, email: str, kind: str, subscriber_id: Optional[str],
                 removals: FrozenSet[str], opted_out: bool, reason: str, try_now: bool = True) -> None:
         """After MailerLite answered an upsert: groups to leave, or an opt-out its refusal left behind."""
-        if outcome in ("created", "updated") and removals:
+        if kind in ("created", "updated") and removals:
             self._act(group_removal(hubspot_id, email, subscriber_id, removals), try_now)
-        elif outcome == "rejected" and opted_out:
+        elif kind == "rejected" and opted_out:
             self.optout(hubspot_id, email, f"opted out; MailerLite refused the data ({reason})", try_now)
 
     def gone(self, synced: List[Synced], reason: str) -> None:
@@ -281,7 +281,7 @@ class Departures:
         else:
             self._apply_leave(leaving)
 
-    def settle(self, synced_before: int) -> Optional[str]:
+    def apply_held_departures(self, synced_before: int) -> Optional[str]:
         """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
         leaving, self._leaving = self._leaving, []
         problem = mass_leave_problem(len(leaving), synced_before, self.mapping, self.allow_mass_leave)

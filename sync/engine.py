@@ -124,7 +124,7 @@ class Engine:
             changed_members = self._load_memberships()
             self._sync(full, bookmark, changed_members)
             archived_checked = self._leave_departed(full, start_ms)
-            held_back = self.departures.settle(synced_before)
+            held_back = self.departures.apply_held_departures(synced_before)
             if not self.options.dry_run and held_back is None:
                 # After a held-back pass nothing moves on: the next run sees the same departures.
                 if self._members:
@@ -256,7 +256,7 @@ class Engine:
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
         email = normalise_email(props.get("email"))
-        if self.departures.merged(hubspot_id, email, props.get(MERGED_PROPERTY)):
+        if self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY)):
             self._owners[email] = hubspot_id
             known = self.state.records([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
         outcome = self._map(contact)
