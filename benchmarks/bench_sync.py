@@ -32,7 +32,6 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sync import hubspot as hubspot_module  # noqa: E402
 from sync.engine import Engine, RunOptions  # noqa: E402
 from sync.hubspot import HubSpotReader  # noqa: E402
 from sync.mailerlite import MailerLiteClient  # noqa: E402
@@ -41,6 +40,7 @@ from sync.retrying import parse_retry_after  # noqa: E402
 from sync.sandbox.fakes.hubspot import FakeHubSpot  # noqa: E402
 from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
 from sync.state import State  # noqa: E402
+from sync.tunables import Tunables  # noqa: E402
 
 HS_TOKEN, ML_TOKEN = "hs-test-token", "ml-test-token"
 PER_MINUTE, IMPORTS_PER_MINUTE, BATCH = 120, 5, 50
@@ -73,11 +73,15 @@ def fakes(minute: float, per_item: bool = False, limits: bool = True) -> Iterato
         ml.stop()
 
 
+# The fake's search limit is scaled; the client's spacing is not, so it is taken out.
+BENCH = Tunables(search_interval_s=0.0)
+
+
 def run_engine(hs: FakeHubSpot, ml: FakeMailerLite, state_path: Path, **options) -> Engine:
-    reader = HubSpotReader(HS_TOKEN, hs.url, timeout=(5, 30))
-    client = MailerLiteClient(ML_TOKEN, ml.base_url, timeout=(5, 30))
+    reader = HubSpotReader(HS_TOKEN, hs.url, timeout=(5, 30), tunables=BENCH)
+    client = MailerLiteClient(ML_TOKEN, ml.base_url, timeout=(5, 30), tunables=BENCH)
     state = State(state_path)
-    engine = Engine(reader, client, state, Mapping.default(), RunOptions(**options))
+    engine = Engine(reader, client, state, Mapping.default(), RunOptions(**options), tunables=BENCH)
     summary = engine.run()
     state.close()
     if summary.exit_code not in (0, 1):
@@ -173,7 +177,7 @@ def bench_ceiling(n: int, baseline_n: int, minute: float, per_item: bool) -> Lis
     with fakes(minute, per_item) as (hs, ml), tempfile.TemporaryDirectory() as tmp:
         seed(hs, n)
         engine = run_engine(hs, ml, Path(tmp) / "state.db")
-        rates.append(Rate("this program (full sync)", upserts(ml), budget_seconds(ml), engine.client.requests,
+        rates.append(Rate("this program (full sync)", upserts(ml), budget_seconds(ml), engine.mailerlite.requests,
                           minute))
     sample = None
     for name, fn in (("naive: look up, then create/update", naive_lookup_then_write),
@@ -333,7 +337,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                   "throughput,memory")
     args = parser.parse_args(argv)
     skip = set(args.skip.split(","))
-    hubspot_module.SEARCH_INTERVAL_S = 0.0  # the fake's search limit is scaled; the client's spacing is not
     if args.smoke:
         args.contacts, args.baseline_contacts, args.minute = 300, 60, 0.3
     print(f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}")

@@ -23,7 +23,7 @@ import filelock
 from . import __version__
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
 from .config import Settings, env_file_path, load_settings, load_state_path, misspelt_settings, shared_env_file
-from .engine import Engine, RunOptions, Summary
+from .engine import Engine, RunOptions
 from .errors import (
     EXIT_ABORTED,
     EXIT_CONFIG,
@@ -50,13 +50,19 @@ from .redaction import redact, safe_text
 from .reports import export_rejected, history_json, print_history
 from .retrying import RetryPolicy
 from .state import State
+from .summary import SUMMARY_COUNTS, Summary
+from .tunables import DEFAULTS, Tunables
 
 PROGRAM = "hubspot-mailerlite-sync"
 COMMAND = "python main.py"
 log = logging.getLogger("sync")
 summary_log = logging.getLogger("sync.summary")  # the one line per run that the log file keeps
-LOG_FILE_BYTES = 1_000_000
-LOG_FILE_BACKUPS = 3
+# The waits, retry budgets and clock every run is built with (tunables.py). The one seam for tests:
+# tests/conftest.py replaces it once with faster waits; main() also takes one as an argument.
+TUNABLES: Tunables = DEFAULTS
+# The run's closing line: the summary's counts (summary.SUMMARY_COUNTS), zeros left out but for these.
+LINE_ALWAYS = ("read", "created", "updated", "unchanged")
+LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always been; --json has every count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,7 +201,7 @@ class PrivateLogFile(logging.handlers.RotatingFileHandler):
         log.error("cannot write the log file %s (%s); the run goes on without it", self.baseFilename, reason)
 
 
-def add_log_file(path: Path) -> None:
+def add_log_file(path: Path, tunables: Tunables = DEFAULTS) -> None:
     """A rotating log file: one line per run summary, plus warnings and errors."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +210,8 @@ def add_log_file(path: Path) -> None:
         if path.is_fifo():  # opening it would wait for ever for a reader
             raise OSError(0, "it is a FIFO, not a file")
         create_private(path)
-        handler = PrivateLogFile(path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8")
+        handler = PrivateLogFile(path, maxBytes=tunables.log_file_bytes, backupCount=tunables.log_file_backups,
+                                 encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write the log file {path}: {exc.strerror or exc}") from None
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s"))
@@ -230,8 +237,10 @@ def run_lock(state_db: Path) -> Iterator[None]:
         lock.release()
 
 
-def clients(settings: Settings, progress: Optional[Progress] = None,
-            started: Optional[float] = None) -> Tuple[HubSpotWriter, MailerLiteClient]:
+def clients(settings: Settings, progress: Optional[Progress] = None, started: Optional[float] = None,
+            tunables: Optional[Tunables] = None) -> Tuple[HubSpotWriter, MailerLiteClient]:
+    """Both API clients, each with its own retry policy under the run's one deadline."""
+    tunables = tunables or TUNABLES
     timeout = (min(10.0, settings.http_timeout), settings.http_timeout)
     # A reason can quote the server (a 429's policy name): shown escaped, like every log line.
     hs_wait = (lambda reason, secs: progress.waiting(safe_text(reason), secs, "HubSpot")) if progress else None
@@ -239,20 +248,24 @@ def clients(settings: Settings, progress: Optional[Progress] = None,
     # Both clients check the run's deadline before each request and each wait (retrying.py).
     deadline = (time.monotonic() if started is None else started) + settings.max_runtime
     return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait,
-                          retry=RetryPolicy(deadline=deadline), api_version=settings.hubspot_api_version),
+                          retry=RetryPolicy.from_tunables(tunables, deadline), api_version=settings.hubspot_api_version,
+                          tunables=tunables),
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
-                             on_wait=ml_wait, retry=RetryPolicy(deadline=deadline)))
+                             on_wait=ml_wait, retry=RetryPolicy.from_tunables(tunables, deadline), tunables=tunables))
 
 
 def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress,
-             started: Optional[float] = None, advice: Sequence[Tuple[str, str]] = ()) -> Summary:
+             started: Optional[float] = None, advice: Sequence[Tuple[str, str]] = (),
+             tunables: Optional[Tunables] = None) -> Summary:
     """One run: the lock, the state, the clients and the engine. `advice` is (key, message) said once."""
+    tunables = tunables or TUNABLES
     with run_lock(settings.state_db):
         state = State(settings.state_db)
         try:
             Advisories(state).settle(advice)
-            reader, client = clients(settings, progress, started)
-            return Engine(reader, client, state, mapping, options, on_progress=progress.update).run()
+            reader, client = clients(settings, progress, started, tunables)
+            return Engine(reader, client, state, mapping, options, on_progress=progress.update,
+                          tunables=tunables).run()
         finally:
             progress.close()
             state.close()
@@ -260,11 +273,8 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
 
 def describe(summary: Summary) -> str:
     d = summary.as_dict()
-    text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in
-                     ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
-                      "left_scope", "written_back", "write_back_unmatched", "write_back_failed",
-                      "write_back_requests")
-                     if d[k] or k in ("read", "created", "updated", "unchanged"))
+    text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in SUMMARY_COUNTS
+                     if k not in LINE_LEFT_OUT and (d[k] or k in LINE_ALWAYS))
     if summary.dry_run:
         text += f", would send {d['would_send']}"
     return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"
@@ -370,7 +380,7 @@ def _sandbox_hint(args: argparse.Namespace, command: str) -> str:
     return ""
 
 
-def sandbox_command(args: argparse.Namespace) -> int:
+def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = None) -> int:
     """--sandbox: the same run as for real, with settings pointing at the built-in fakes."""
     from . import sandbox
 
@@ -383,10 +393,11 @@ def sandbox_command(args: argparse.Namespace) -> int:
         mapping = load_mapping(mapping_path)
         box.introduce(mapping_path, sys.stderr if args.json else sys.stdout)
         if args.check:
-            return Preflight(*clients(box.settings), mapping, SafeOutput(sys.stdout)).run()  # type: ignore[arg-type]
+            hubspot, mailerlite = clients(box.settings, tunables=tunables)
+            return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout)).run()  # type: ignore[arg-type]
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
-        summary = run_sync(box.settings, options, mapping, progress)
+        summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
         report(summary, args.json, sandbox.COMMAND)
         if not args.json:
             box.tell(summary, sys.stdout)
@@ -418,12 +429,13 @@ def _reader_went_away(exit_code: int) -> int:
     return exit_code
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, tunables: Optional[Tunables] = None) -> int:
+    """The program. `tunables` (waits, retry budgets, clock) defaults to the module's TUNABLES."""
     with _signals_stop_the_run():
-        return _main(argv)
+        return _main(argv, tunables)
 
 
-def _main(argv: Optional[List[str]] = None) -> int:
+def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     started = time.monotonic()
     args = parse_args(argv)
     configure_logging(args.quiet, args.verbose)
@@ -433,27 +445,28 @@ def _main(argv: Optional[List[str]] = None) -> int:
     settings: Optional[Settings] = None
     try:
         if args.sandbox:
-            return sandbox_command(args)  # the only way the product reaches the fake APIs
+            return sandbox_command(args, tunables)  # the only way the product reaches the fake APIs
         if args.history or args.rejected:
             return state_commands(args, sys.stdout, load_state_path(args.env_file,
                                                                     env_file_given=args.env_file is not None))
         settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
         log_file = args.log_file or settings.log_file
         if log_file:
-            add_log_file(log_file)
+            add_log_file(log_file, tunables or TUNABLES)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
         advice = advice_for(env_file_path(args.env_file))
         if args.check:
             for _, message in advice:
                 log.warning("%s", message)
-            return Preflight(*clients(settings, started=started), mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
+            hubspot, mailerlite = clients(settings, started=started, tunables=tunables)
+            return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
                              check_write_back=write_back).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours,
                              allow_mass_leave=args.allow_mass_leave)
-        summary = run_sync(settings, options, mapping, progress, started, advice)
+        summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
     except SyncError as exc:
         return _failed(exc.exit_code, str(exc), args.json, settings)
     except BrokenPipeError:

@@ -205,7 +205,7 @@ def _token(values: Mapping[str, str], name: str, *aliases: str) -> str:
     return token
 
 
-def _values(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_file_given: bool) -> dict:
+def _raw_settings(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_file_given: bool) -> dict:
     if env_file_given and env_file is not None and not env_file.exists():
         raise ConfigError(f"--env-file {env_file_path(env_file)} does not exist")
     return read_env(env_file if env_file is not None else PROJECT_DIR / ".env",
@@ -215,7 +215,7 @@ def _values(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_
 def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
                   env_file_given: bool = False) -> Settings:
     """Build Settings; a missing required value is a ConfigError naming it."""
-    values = _values(env_file, environ, env_file_given)
+    values = _raw_settings(env_file, environ, env_file_given)
     _missing_env_file(values, env_file_path(env_file))
     # HUBSPOT_API_KEY is accepted as an alias: older setups name the private-app token so.
     hubspot_token = _token(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
@@ -271,7 +271,7 @@ def _healthcheck(raw: str) -> Optional[str]:
 def load_state_path(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
                     env_file_given: bool = False) -> Path:
     """Only where the state lives: --history and --rejected need no token."""
-    values = _values(env_file, environ, env_file_given)
+    values = _raw_settings(env_file, environ, env_file_given)
     # Any token that is set is still kept out of what they print (rows from older versions).
     register_secrets((values.get(k) or "").strip() for k in ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY",
                                                                  "MAILERLITE_API_KEY"))

@@ -32,10 +32,10 @@ from .mapping import Mapping, OutOfScope, Skip, email_problem
 from .retrying import Transient
 from .state import PendingAction, State, Synced
 from .summary import Summary
+from .tunables import DEFAULTS
 
 log = logging.getLogger(__name__)
 
-MAX_CONSECUTIVE_FAILURES = 3  # actions refused in a row: MailerLite is down, stop the run
 ALLOW_FLAG = "--allow-mass-leave"
 
 
@@ -108,8 +108,10 @@ class _Refused(Exception):
 class ConsentWriter:
     """Applies consent actions: stored first, tried, forgotten only once MailerLite took them."""
 
-    def __init__(self, client: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary) -> None:
-        self.client = client
+    def __init__(self, mailerlite: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary,
+                 max_consecutive_failures: int = DEFAULTS.max_consecutive_failures) -> None:
+        self.max_consecutive_failures = max_consecutive_failures  # refused in a row: MailerLite is down, stop
+        self.mailerlite = mailerlite
         self.state = state
         self.schema = schema
         self.summary = summary
@@ -147,7 +149,7 @@ class ConsentWriter:
             log.warning("contact %s (%s): %s not applied, retried next run: %s", action.hubspot_id, action.email,
                         "unsubscribe" if action.unsubscribe else "leaving groups", reason)
             self._consecutive_failures += 1
-            if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            if self._consecutive_failures >= self.max_consecutive_failures:
                 raise AbortRun(f"MailerLite keeps refusing unsubscribes or group removals ({reason}); stopped, "
                                f"they are kept and the next run tries again") from None
             return False
@@ -161,7 +163,7 @@ class ConsentWriter:
 
     def _unsubscribe(self, email: str) -> None:
         """The consent-only upsert, judged by the one classifier of MailerLite answers."""
-        raw = self.client.upsert({"email": email, "status": "unsubscribed"})
+        raw = self.mailerlite.upsert({"email": email, "status": "unsubscribed"})
         answer = answers.classify_upsert(raw.code, raw.body)
         if answer.kind in (answers.WRITTEN, answers.NOT_REACTIVATED):
             return  # NOT_REACTIVATED: bounced or junk already, MailerLite sends it nothing either way
@@ -175,7 +177,7 @@ class ConsentWriter:
         for name in sorted(action.groups):
             gid = self.schema.group_id(name, create=False)
             if gid:
-                self.client.unassign(action.subscriber_id, gid)
+                self.mailerlite.unassign(action.subscriber_id, gid)
 
 
 class Departures:
@@ -233,8 +235,8 @@ class Departures:
     def email_changed(self, synced: Synced) -> None:
         self.leave(Leaving(synced, "the email address changed", guarded=False))
 
-    def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
-        """A merge; True when this record took over a merged-away record's subscriber."""
+    def apply_merge(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
+        """A merge: the merged-away records leave, or one is taken over by this record (True then)."""
         ids = [i.strip() for i in str(merged_ids or "").split(";")]
         old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
         if not old:
@@ -249,12 +251,12 @@ class Departures:
         self.state.take_over(taken.hubspot_id, hubspot_id)
         return True
 
-    def written(self, hubspot_id: str, email: str, outcome: str, subscriber_id: Optional[str],
+    def written(self, hubspot_id: str, email: str, kind: str, subscriber_id: Optional[str],
                 removals: FrozenSet[str], opted_out: bool, reason: str, try_now: bool = True) -> None:
         """After MailerLite answered an upsert: groups to leave, or an opt-out its refusal left behind."""
-        if outcome in ("created", "updated") and removals:
+        if kind in ("created", "updated") and removals:
             self._act(group_removal(hubspot_id, email, subscriber_id, removals), try_now)
-        elif outcome == "rejected" and opted_out:
+        elif kind == "rejected" and opted_out:
             self.optout(hubspot_id, email, f"opted out; MailerLite refused the data ({reason})", try_now)
 
     def gone(self, synced: List[Synced], reason: str) -> None:
@@ -279,7 +281,7 @@ class Departures:
         else:
             self._apply_leave(leaving)
 
-    def settle(self, synced_before: int) -> Optional[str]:
+    def apply_held_departures(self, synced_before: int) -> Optional[str]:
         """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
         leaving, self._leaving = self._leaving, []
         problem = mass_leave_problem(len(leaving), synced_before, self.mapping, self.allow_mass_leave)

@@ -32,20 +32,16 @@ from .mapping import (
     normalise_email,
 )
 from .retrying import Transient
-from .state import Known, Result, State, Synced
-from .summary import SUMMARY_COUNTS, Summary
+from .state import ContactRecord, Result, State, Synced
+from .summary import Summary
+from .tunables import DEFAULTS, Tunables
 from .write_back import WriteBack
 from .writer import Pending, SubscriberWriter, Written
 
-__all__ = ["Engine", "RunOptions", "Summary", "SUMMARY_COUNTS"]
+__all__ = ["Engine", "RunOptions", "Summary"]
 
 log = logging.getLogger(__name__)
 
-# Search can lag writes by more than a minute: the bookmark never passes the run's start minus
-# this margin, so each run reads the last ten minutes again (unchanged contacts cost no write).
-SEARCH_LAG_MS = 10 * 60_000
-ARCHIVED_CHECK_MS = 24 * 3_600_000  # incremental runs look for archived contacts this often
-PAGE = 100  # contacts looked up in the state per query
 MERGED_PROPERTY = "hs_merged_object_ids"
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
 
@@ -61,7 +57,7 @@ class RunOptions:
     allow_mass_leave: bool = False  # --allow-mass-leave: this run may make many contacts leave
 
 
-def _synced(hubspot_id: str, known: Known) -> Synced:
+def _synced(hubspot_id: str, known: ContactRecord) -> Synced:
     assert known.email is not None
     return Synced(hubspot_id, known.email, known.subscriber_id, known.groups_set)
 
@@ -81,18 +77,21 @@ ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing wa
 class Engine:
     """Orchestrates one run: read, map, decide (departures.py), write, record."""
 
-    def __init__(self, reader: HubSpotWriter, client: MailerLiteClient, state: State, mapping: Mapping,
-                 options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None) -> None:
-        self.reader = reader
-        self.client = client
+    def __init__(self, hubspot: HubSpotWriter, mailerlite: MailerLiteClient, state: State, mapping: Mapping,
+                 options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None,
+                 tunables: Tunables = DEFAULTS) -> None:
+        self.hubspot = hubspot
+        self.mailerlite = mailerlite
         self.state = state
         self.mapping = mapping
         self.options = options
+        self.tunables = tunables  # waits, budgets and the wall clock (tunables.py), handed down to the writer
         self.on_progress = on_progress
         self.summary = Summary("incremental", options.dry_run)
-        self.writer = SubscriberWriter(client)
-        self.schema = MailerLiteSchema(client, mapping)
-        self.departures = Departures(state, mapping, ConsentWriter(client, state, self.schema, self.summary),
+        self.writer = SubscriberWriter(mailerlite, tunables=tunables)
+        self.schema = MailerLiteSchema(mailerlite, mapping)
+        self.departures = Departures(state, mapping, ConsentWriter(mailerlite, state, self.schema, self.summary,
+                                                                    tunables.max_consecutive_failures),
                                      self.summary, self._held_in_hubspot, options.dry_run, options.allow_mass_leave)
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
@@ -107,7 +106,7 @@ class Engine:
 
     def run(self) -> Summary:
         started = time.monotonic()
-        start_ms = int(time.time() * 1000)
+        start_ms = int(self.tunables.wall_clock() * 1000)
         bookmark = self.state.bookmark()
         # A full pass that was interrupted is finished before going incremental again.
         full = self.options.full or bookmark is None or self.state.full_pass_pending()
@@ -124,8 +123,8 @@ class Engine:
                 self.state.set_full_pass_pending(True)
             changed_members = self._load_memberships()
             self._sync(full, bookmark, changed_members)
-            archived_checked = self._find_departed(full, start_ms)
-            held_back = self.departures.settle(synced_before)
+            archived_checked = self._leave_departed(full, start_ms)
+            held_back = self.departures.apply_held_departures(synced_before)
             if not self.options.dry_run and held_back is None:
                 # After a held-back pass nothing moves on: the next run sees the same departures.
                 if self._members:
@@ -134,9 +133,9 @@ class Engine:
                     self.state.set_json(ARCHIVED_KEY, start_ms)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
             if write_back is not None:
-                before = self.reader.requests + self.client.requests
+                before = self.hubspot.requests + self.mailerlite.requests
                 write_back.run(start_ms)
-                summary.add("write_back_requests", self.reader.requests + self.client.requests - before)
+                summary.add("write_back_requests", self.hubspot.requests + self.mailerlite.requests - before)
             problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"]
             summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
             if held_back is not None:
@@ -154,8 +153,8 @@ class Engine:
             raise
         finally:
             summary.duration_seconds = time.monotonic() - started
-            summary.hubspot_requests = self.reader.requests
-            summary.mailerlite_requests = self.client.requests
+            summary.hubspot_requests = self.hubspot.requests
+            summary.mailerlite_requests = self.mailerlite.requests
             self.state.finish_run(self._run_id, summary.counts, summary.exit_code, summary.message)
         return summary
 
@@ -164,7 +163,7 @@ class Engine:
         """Members of the lists the mapping uses; returns ids whose membership changed."""
         changed: Set[str] = set()
         for list_id in self.mapping.list_ids():
-            members = set(self.reader.list_members(list_id))
+            members = set(self.hubspot.list_members(list_id))
             self._members[list_id] = members
             changed.update(str(i) for i in members ^ self.state.list_members(list_id))
         return changed
@@ -180,29 +179,29 @@ class Engine:
         if full and self.mapping.scope_lists:
             members: Set[int] = set().union(*(self._members[lid] for lid in self.mapping.scope_lists))
             self.total = len(members)
-            yield from self.reader.read_by_ids((str(i) for i in sorted(members)), props)
+            yield from self.hubspot.read_by_ids((str(i) for i in sorted(members)), props)
             return
         if full:
             if self.options.count_total:
-                self.total = self.reader.count_contacts()
-            yield from self.reader.iter_contacts(props)
+                self.total = self.hubspot.count_contacts()
+            yield from self.hubspot.iter_contacts(props)
             return
         assert bookmark is not None
         extra = set(self.state.failed_ids()) | changed_members
-        for contact in self.reader.search_modified_since(bookmark, props):
-            if self.total is None and self.reader.search_total is not None:
-                self.total = self.reader.search_total + len(extra)
+        for contact in self.hubspot.search_modified_since(bookmark, props):
+            if self.total is None and self.hubspot.search_total is not None:
+                self.total = self.hubspot.search_total + len(extra)
             extra.discard(contact["id"])
             yield contact
         # Failed last time, or joined/left a list (which does not change the contact itself).
         if extra:
-            yield from self.reader.read_by_ids(sorted(extra, key=int), props)
+            yield from self.hubspot.read_by_ids(sorted(extra, key=int), props)
 
     def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
         try:
-            for page in _pages(self._contacts(full, bookmark, changed_members), PAGE):
+            for page in _pages(self._contacts(full, bookmark, changed_members), self.tunables.state_page):
                 ids = [c["id"] for c in page]
-                known = self.state.known(ids)
+                known = self.state.records(ids)
                 emails = [normalise_email(c["properties"].get("email")) for c in page]
                 self._owners = self.state.owners(emails)
                 self.departures.new_page(emails)
@@ -225,7 +224,7 @@ class Engine:
     def _property_info(self) -> Dict[str, PropertyInfo]:
         if self._info is None:
             try:
-                defs = self.reader.property_definitions()
+                defs = self.hubspot.property_definitions()
             except AuthError:
                 # Reading definitions needs crm.schemas.contacts.read; the plain default mapping
                 # does without (everything is text), so a token without it still syncs. Said once,
@@ -250,16 +249,16 @@ class Engine:
         return map_contact(contact, self.mapping, self._property_info(), self._lists_of(contact["id"]),
                            self._field_types)
 
-    def _process(self, contact: Contact, known: Optional[Known]) -> None:
+    def _process(self, contact: Contact, known: Optional[ContactRecord]) -> None:
         self.summary.add("read")
         hubspot_id, props = contact["id"], contact["properties"]
         modified = to_epoch_ms(props.get("lastmodifieddate"))
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
         email = normalise_email(props.get("email"))
-        if self.departures.merged(hubspot_id, email, props.get(MERGED_PROPERTY)):
+        if self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY)):
             self._owners[email] = hubspot_id
-            known = self.state.known([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
+            known = self.state.records([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
@@ -284,7 +283,7 @@ class Engine:
             known = None
         self._plan(contact, outcome, known)
 
-    def _plan(self, contact: Contact, planned: Planned, known: Optional[Known]) -> None:
+    def _plan(self, contact: Contact, planned: Planned, known: Optional[ContactRecord]) -> None:
         hubspot_id = contact["id"]
         fingerprint = planned.fingerprint()
         if known and not self.options.force:
@@ -297,7 +296,7 @@ class Engine:
         if self.options.dry_run:
             self.summary.add("would_send")
             return
-        if not self._fields_checked and self._check_fields():
+        if not self._fields_checked and self._ensure_fields():
             remapped = self._map(contact)  # the account's field types differ from what was assumed
             if isinstance(remapped, Reject):
                 self._reject(hubspot_id, remapped, known)
@@ -322,7 +321,7 @@ class Engine:
                                 earlier_failures=earlier_failures))
         self._settle_written()  # recorded as soon as answered: a crash resends only what was in flight
 
-    def _reject(self, hubspot_id: str, reject: Reject, known: Optional[Known]) -> None:
+    def _reject(self, hubspot_id: str, reject: Reject, known: Optional[ContactRecord]) -> None:
         """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
         if reject.opted_out:
             self.departures.refused(hubspot_id, reject.email, reject.reason)
@@ -332,7 +331,7 @@ class Engine:
             return
         self._record([Result(hubspot_id, reject.email, "rejected", fingerprint, reason=reject.reason)])
 
-    def _check_fields(self) -> bool:
+    def _ensure_fields(self) -> bool:
         """Before the first write: fields exist (or are created) with agreeing types.
         Returns True when the types to send changed, so the current contact is mapped again."""
         self._fields_checked = True
@@ -347,9 +346,9 @@ class Engine:
         if not self.options.dry_run:
             self.state.record(results)
         for r in results:
-            self.summary.add(r.outcome)
-            if r.outcome in ("rejected", "failed"):
-                log.info("contact %s (%s) %s: %s", r.hubspot_id, r.email, r.outcome, r.reason)
+            self.summary.add(r.kind)
+            if r.kind in ("rejected", "failed"):
+                log.info("contact %s (%s) %s: %s", r.hubspot_id, r.email, r.kind, r.reason)
 
     def _address_synced(self, email: str) -> bool:
         return bool(email) and bool(self._owners.get(email) or self.writer.pending_owner(email))
@@ -361,20 +360,20 @@ class Engine:
             return
         self._record([result for _, result in written])
         for item, result in written:
-            self.departures.written(item.hubspot_id, item.email, result.outcome, result.subscriber_id, item.removals,
+            self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id, item.removals,
                                     item.opts_out, result.reason, try_now)
 
     # -- leaving -----------------------------------------------------------------------------------
     def _held_in_hubspot(self, synced: Synced) -> bool:
         """One HubSpot search: another live contact with the address that the mapping keeps in scope."""
-        for contact in self.reader.contacts_with_email(synced.email, self.mapping.properties()):
+        for contact in self.hubspot.contacts_with_email(synced.email, self.mapping.properties()):
             if contact["id"] != synced.hubspot_id and isinstance(self._map(contact), (Planned, Reject)):
                 return True
         return False
 
-    def _find_departed(self, full: bool, start_ms: int) -> bool:
-        """Contacts gone from HubSpot (archived, merged away) or from the synced lists. Returns
-        whether the archived ones were looked for."""
+    def _leave_departed(self, full: bool, start_ms: int) -> bool:
+        """Contacts gone from HubSpot (archived, merged away) or from the synced lists are found and
+        handed to departures.gone (which makes them leave). Returns whether the archived ones were looked for."""
         if self.options.dry_run:
             return False
         if full:
@@ -382,9 +381,9 @@ class Engine:
                                  "no longer in HubSpot or the synced lists")
             return True
         last = self.state.get_json(ARCHIVED_KEY)
-        if isinstance(last, int) and start_ms - last < ARCHIVED_CHECK_MS:
+        if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
             return False
-        archived = (c["id"] for c in self.reader.iter_contacts(["email"], archived=True))
+        archived = (c["id"] for c in self.hubspot.iter_contacts(["email"], archived=True))
         self.departures.gone(self.state.synced(archived), "archived in HubSpot")
         return True
 
@@ -395,11 +394,11 @@ class Engine:
         written, so a missing one stops the run with nothing done (exit 2)."""
         if not (self.options.write_back or self.mapping.write_back):
             return None
-        write_back = WriteBack(self.reader, self.client, self.state, self.summary, self.options.write_back_hours,
+        write_back = WriteBack(self.hubspot, self.mailerlite, self.state, self.summary, self.options.write_back_hours,
                                self.options.dry_run)
         if not write_back.due(start_ms):
             return None
-        missing = self.reader.missing_write_scopes()
+        missing = self.hubspot.missing_write_scopes()
         if missing:
             raise AuthError(f"HubSpot rejected the access token: missing scope {', '.join(missing)} "
                             f"(needed by SYNC_WRITE_BACK; turn it off or add the scope to the private app)")
@@ -412,8 +411,8 @@ class Engine:
         A full pass lists contacts by id, so only the start time bounds it. An incremental pass
         read changes oldest first, so everything up to the newest one seen is dealt with.
         """
-        server_ms = int(self.reader.server_time * 1000) if self.reader.server_time else start_ms
-        ceiling = min(start_ms, server_ms) - SEARCH_LAG_MS
+        server_ms = int(self.hubspot.server_time * 1000) if self.hubspot.server_time else start_ms
+        ceiling = min(start_ms, server_ms) - self.tunables.search_lag_ms
         if full:
             return ceiling
         newest = self._max_modified if self._max_modified is not None else old

@@ -1,5 +1,5 @@
 """Bounded HTTP answers for both API clients: the whole exchange within SYNC_HTTP_TIMEOUT, the
-body within MAX_BODY_BYTES.
+body within a size cap (tunables.max_body_bytes).
 
 A socket timeout applies to each read, so a server trickling one byte a second would keep a
 run (and its lock) alive for ever, and a runaway answer would fill the memory. Bodies are read
@@ -11,14 +11,14 @@ contact instead).
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import requests
 import urllib3
 
 from .errors import AbortRun
+from .tunables import DEFAULTS
 
-MAX_BODY_BYTES = 50_000_000  # far above any page either API sends (a 100-contact page is ~100 KB)
 READ_PIECE = 64 * 1024
 
 
@@ -35,9 +35,8 @@ class AnswerTooLarge(AbortRun):
 
 
 def read_body(response: urllib3.response.BaseHTTPResponse, deadline: float,
-              limit: Optional[int] = None) -> bytes:
+              cap: int = DEFAULTS.max_body_bytes) -> bytes:
     """The whole (decoded) body by `deadline` (time.monotonic), or AnswerTooSlow/AnswerTooLarge."""
-    cap = MAX_BODY_BYTES if limit is None else limit
     pieces = []
     size = 0
     try:
@@ -68,8 +67,9 @@ class _BoundedPool:
     """hubspot-api-client's urllib3 pool, with every answer read within the request's total time
     and the size cap, error answers too (the generated client reads those itself, unbounded)."""
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, max_bytes: int) -> None:
         self._pool = pool
+        self._max_bytes = max_bytes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
@@ -78,7 +78,7 @@ class _BoundedPool:
         deadline = time.monotonic() + _total_seconds(timeout)
         kwargs["preload_content"] = False
         response = self._pool.request(method, url, *args, timeout=timeout, **kwargs)
-        body = read_body(response, deadline)
+        body = read_body(response, deadline, self._max_bytes)
         return urllib3.HTTPResponse(body=body, headers=response.headers, status=response.status,
                                     reason=response.reason, preload_content=True, decode_content=False)
 
@@ -91,21 +91,22 @@ def _total_seconds(timeout: Any) -> float:
     return float(seconds) if isinstance(seconds, (int, float)) else 60.0
 
 
-def bound_api_client(api_client: Any) -> None:
-    """Put the bounded pool under hubspot-api-client's ApiClient (once)."""
-    rest = getattr(api_client, "rest_client", None)
-    if rest is not None and hasattr(rest, "pool_manager") and not isinstance(rest.pool_manager, _BoundedPool):
-        rest.pool_manager = _BoundedPool(rest.pool_manager)
+def bound_api_client(api_client: Any, max_bytes: int = DEFAULTS.max_body_bytes) -> None:
+    """Put the bounded pool under hubspot-api-client's ApiClient (a fresh one: HubSpotReader builds its
+    own). No capability check: were a client version to lack either attribute, construction fails loudly
+    (and the tests with it) rather than the run going on unbounded."""
+    rest = api_client.rest_client
+    rest.pool_manager = _BoundedPool(rest.pool_manager, max_bytes)
 
 
 def requests_exchange(session: requests.Session, method: str, url: str, body: Any,
-                        timeout: Tuple[float, float]) -> requests.Response:
+                        timeout: Tuple[float, float], max_bytes: int = DEFAULTS.max_body_bytes) -> requests.Response:
     """session.request, streamed, so that the whole answer is read within the total time
     (MailerLite's client and the healthcheck ping)."""
     deadline = time.monotonic() + timeout[1]
     resp = session.request(method, url, json=body, timeout=timeout, stream=True)
     try:
-        content = read_body(resp.raw, deadline)
+        content = read_body(resp.raw, deadline, max_bytes)
     except AnswerTooSlow as exc:
         raise RequestsTooSlow(str(exc)) from None
     except urllib3.exceptions.HTTPError as exc:

@@ -27,14 +27,13 @@ from .hubspot_answers import AUTH, DAILY_LIMIT, MISSING_SCOPES, OK, RATE_LIMITED
 from .hubspot_paging import SearchKey, is_record_id, next_cursor, next_search_key, paginate, results_of, search_filters
 from .mapping import normalise_email
 from .retrying import RetryPolicy, Transient
+from .tunables import DEFAULTS, Tunables
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Contact", "HubSpotReader", "HubSpotWriter", "HubSpotRefused", "to_epoch_ms"]
 
 Contact = Dict[str, Any]
-# The same names the settings module gives, kept here for the tests that shrink the spacing.
-SEARCH_INTERVAL_S = hs.SEARCH_INTERVAL_S
 
 
 class HubSpotRefused(AbortRun):
@@ -81,22 +80,25 @@ class HubSpotReader:
     """Pages through HubSpot contacts within its rate limits, retrying in one layer."""
 
     def __init__(self, token: str, base_url: str, retry: Optional[RetryPolicy] = None,
-                 timeout: Tuple[float, float] = (10.0, 60.0), search_interval: Optional[float] = None,
-                 on_wait: Optional[Callable[[str, float], None]] = None,
-                 api_version: str = hs.DEFAULT_API_VERSION) -> None:
+                 timeout: Tuple[float, float] = (10.0, 60.0), on_wait: Optional[Callable[[str, float], None]] = None,
+                 api_version: str = hs.DEFAULT_API_VERSION, tunables: Tunables = DEFAULTS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        """`retry` defaults to one built from `tunables`; `sleep` is the pacing's (not the retries')."""
         # retry=False turns urllib3's own retries off: retries live in ONE layer (ours).
         client = HubSpot(access_token=token, host=base_url, retry=False)
         # Any generated API's ApiClient sends any path with the token, pool and TLS settings.
         # Build it once: each attribute access builds a new ApiClient and pool.
         self._http = client.crm.contacts.basic_api.api_client
-        bound_api_client(self._http)  # every answer, error answers too, read within the total time and size cap
+        # Every answer, error answers too, read within the total time and the size cap.
+        bound_api_client(self._http, tunables.max_body_bytes)
         self._token = token
         self._base_url = base_url.rstrip("/")
         self._host = urlsplit(base_url).hostname or base_url
         self.api_version = api_version
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_tunables(tunables)
         self.timeout = timeout
-        self.search_interval = SEARCH_INTERVAL_S if search_interval is None else search_interval
+        self.search_interval = tunables.search_interval_s
+        self._sleep = sleep
         self.on_wait = on_wait
         self.requests = 0
         self.server_time: Optional[float] = None  # epoch seconds from the first answer's Date header
@@ -185,11 +187,11 @@ class HubSpotReader:
         if search:
             wait = self._last_search + self.search_interval - time.monotonic()
             if wait > 0:
-                time.sleep(wait)
+                self._sleep(wait)
             self._last_search = time.monotonic()
         elif self._remaining is not None and self._max and self._remaining < max(1, self._max // 10):
             # Close to the rolling limit: go at the sustainable rate of one slot per max/interval.
-            time.sleep(self._interval_s / self._max)
+            self._sleep(self._interval_s / self._max)
 
     # -- contacts --------------------------------------------------------------------------
     @staticmethod

@@ -20,6 +20,7 @@ from .http_limits import requests_exchange
 from .mailerlite_answers import describe_error, item_code, transport_verdict
 from .mailerlite_paging import cursor_page, numbered_page, smaller_limit
 from .retrying import RetryPolicy, Transient, parse_retry_after
+from .tunables import DEFAULTS, Tunables
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class NameTaken(AbortRun):
 class MailerLiteClient:
     def __init__(self, token: str, base_url: str, retry: Optional[RetryPolicy] = None,
                  timeout: Tuple[float, float] = (10.0, 60.0),
-                 on_wait: Optional[Callable[[str, float], None]] = None) -> None:
+                 on_wait: Optional[Callable[[str, float], None]] = None, tunables: Tunables = DEFAULTS) -> None:
+        """`retry` defaults to one built from `tunables`."""
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).hostname or "the MailerLite host"
         self.session = requests.Session()
@@ -79,7 +81,8 @@ class MailerLiteClient:
         })
         # Plain http is only allowed to loopback (see config): no proxy or .netrc applies there.
         self.session.trust_env = not base_url.startswith("http://")
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or RetryPolicy.from_tunables(tunables)
+        self.max_body_bytes = tunables.max_body_bytes
         self.timeout = timeout
         self.on_wait = on_wait
         self.requests = 0
@@ -92,7 +95,8 @@ class MailerLiteClient:
         AccountRefused as the classifier decides; any other answer is returned."""
         self.requests += 1
         try:
-            resp = requests_exchange(self.session, method, f"{self.base_url}/{path}", body, self.timeout)  # bounded
+            resp = requests_exchange(self.session, method, f"{self.base_url}/{path}", body, self.timeout,
+                                     self.max_body_bytes)  # bounded
         except requests.exceptions.SSLError as exc:
             raise AbortRun(_tls_message(self.host, exc)) from None
         except requests.RequestException as exc:

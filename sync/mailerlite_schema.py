@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class MailerLiteSchema:
-    def __init__(self, client: MailerLiteClient, mapping: Mapping) -> None:
-        self.client = client
+    def __init__(self, mailerlite: MailerLiteClient, mapping: Mapping) -> None:
+        self.mailerlite = mailerlite
         self.mapping = mapping
         self._groups: Optional[Dict[str, str]] = None  # exact name -> id
 
@@ -25,7 +25,7 @@ class MailerLiteSchema:
         """Check that every mapped field exists with the planned type; create the missing ones
         when the mapping allows. Returns the account's field types. Raises ConfigError, before
         anything is written, when the account and the mapping disagree."""
-        existing = {str(f.get("key")): str(f.get("type") or "text") for f in self.client.list_fields()
+        existing = {str(f.get("key")): str(f.get("type") or "text") for f in self.mailerlite.list_fields()
                     if isinstance(f, dict) and f.get("key")}
         missing = {key: kind for key, kind in planned.items() if key not in existing}
         if missing and not self.mapping.create_missing_fields:
@@ -33,7 +33,7 @@ class MailerLiteSchema:
             raise ConfigError(f"MailerLite has no field {names}: create it in MailerLite, or set "
                               f"create_missing_fields = true in the mapping file")
         for key, kind in sorted(missing.items()):
-            made = self.client.create_field(key, kind)
+            made = self.mailerlite.create_field(key, kind)
             if made.get("key") != key:
                 raise ConfigError(f"MailerLite made field {key!r} with key {made.get('key')!r}; "
                                   f"name the field {made.get('key')!r} in the mapping file")
@@ -50,7 +50,7 @@ class MailerLiteSchema:
         """The id of the group with exactly this name, created if missing (when allowed)."""
         if self._groups is None:
             by_name: Dict[str, List[Dict[str, str]]] = {}
-            for group in self.client.list_groups():
+            for group in self.mailerlite.list_groups():
                 if isinstance(group, dict) and group.get("name") and group.get("id"):
                     by_name.setdefault(str(group["name"]), []).append(group)
             self._groups = {}
@@ -69,11 +69,11 @@ class MailerLiteSchema:
 
     def _create_group(self, name: str) -> str:
         try:
-            made = self.client.create_group(name)
+            made = self.mailerlite.create_group(name)
         except NameTaken:
             # Whether MailerLite tells group names apart by case is unconfirmed: where it does
             # not, the group that holds the name in another case is the one to use.
-            same = [g for g in self.client.list_groups()
+            same = [g for g in self.mailerlite.list_groups()
                     if isinstance(g, dict) and str(g.get("name", "")).lower() == name.lower()]
             chosen = oldest(same)
             if chosen is None:

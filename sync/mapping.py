@@ -226,7 +226,7 @@ def email_problem(email: str) -> Optional[str]:
     return None
 
 
-def _values(raw: Any) -> List[str]:
+def _property_values(raw: Any) -> List[str]:
     """A property's values: multi-select enumerations hold several, separated by ';'."""
     if raw is None:
         return []
@@ -237,17 +237,17 @@ def _scope_problem(props: MappingType[str, Any], mapping: Mapping, lists: Frozen
     if mapping.scope_lists and not lists.intersection(mapping.scope_lists):
         return "not in the synced HubSpot lists"
     for prop, allowed in mapping.scope_where:
-        if not set(_values(props.get(prop))) & allowed:
+        if not set(_property_values(props.get(prop))) & allowed:
             return f"{prop} is not one of the synced values"
     return None
 
 
-def _groups(props: MappingType[str, Any], mapping: Mapping, info: MappingType[str, PropertyInfo],
+def _contact_groups(props: MappingType[str, Any], mapping: Mapping, info: MappingType[str, PropertyInfo],
             lists: FrozenSet[str]) -> Tuple[str, ...]:
     names = set(mapping.static_groups)
     for rule in mapping.property_groups:
         labels = info.get(rule.prop, _PLAIN).labels
-        for value in _values(props.get(rule.prop)):
+        for value in _property_values(props.get(rule.prop)):
             if rule.only and value not in rule.only:
                 continue
             name = clean_text(rule.template.replace("{value}", value).replace("{label}", labels.get(value, value)))
@@ -295,5 +295,5 @@ def map_contact(contact: Dict[str, Any], mapping: Mapping,
             return Reject(str(exc), email, opted_out)
         if value is not None:
             fields[rule.field] = value
-    return Planned(email, fields, "unsubscribed" if opted_out else None, _groups(props, mapping, info, lists),
+    return Planned(email, fields, "unsubscribed" if opted_out else None, _contact_groups(props, mapping, info, lists),
                    tuple(warnings))

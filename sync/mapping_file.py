@@ -113,7 +113,7 @@ def _group_name(name: str, where: str) -> str:
     return name
 
 
-def _groups(table: Any) -> Tuple[Tuple[str, ...], Tuple[PropertyGroupRule, ...], Tuple[Tuple[str, str], ...]]:
+def _parse_groups(table: Any) -> Tuple[Tuple[str, ...], Tuple[PropertyGroupRule, ...], Tuple[Tuple[str, str], ...]]:
     _check(isinstance(table, dict), "[groups] must be a table")
     _no_unknown(table, {"all", "property", "lists"}, "[groups] ")
     static = tuple(_group_name(n, "[groups] all") for n in _string_list(table.get("all", []), "[groups] all"))
@@ -182,7 +182,7 @@ def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mappi
     _check(on_leave in ON_LEAVE, f"on_leave must be one of {', '.join(ON_LEAVE)}")
     _check(isinstance(data.get("write_back", False), bool), "write_back must be true or false")
     rules = _fields(data.get("fields", {}))
-    static, by_property, by_list = _groups(data.get("groups", {}))
+    static, by_property, by_list = _parse_groups(data.get("groups", {}))
     lists, where = _scope(data.get("scope", {}))
     static = tuple(dict.fromkeys(tuple(env_groups) + static))  # keep order, no duplicates
     optouts = _consent(data.get("consent", {}))

@@ -28,10 +28,10 @@ MAILERLITE = "MailerLite"
 
 
 class Preflight:
-    def __init__(self, reader: HubSpotWriter, client: MailerLiteClient, mapping: Mapping, out: TextIO,
+    def __init__(self, hubspot: HubSpotWriter, mailerlite: MailerLiteClient, mapping: Mapping, out: TextIO,
                  check_write_back: bool = False) -> None:
-        self.reader = reader
-        self.client = client
+        self.hubspot = hubspot
+        self.mailerlite = mailerlite
         self.mapping = mapping
         self.out = out
         self.problems: List[str] = []
@@ -62,7 +62,7 @@ class Preflight:
         """Property definitions need crm.schemas.contacts.read: only a problem when the mapping
         uses labels; otherwise values simply go as text."""
         try:
-            return self.reader.property_definitions()
+            return self.hubspot.property_definitions()
         except AuthError as exc:
             needs_labels = any(r.transform for r in self.mapping.rules) or any(
                 "{label}" in g.template for g in self.mapping.property_groups)
@@ -93,14 +93,14 @@ class Preflight:
                                          f"per-subscription ones are hs_email_optout_<subscription type id>)")
                 else:
                     self.problems.append(f"HubSpot has no contact property {prop!r}")
-        sample = self._try(lambda: list(islice(self.reader.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)),
+        sample = self._try(lambda: list(islice(self.hubspot.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)),
                            HUBSPOT)
-        fields = self._try(self.client.list_fields, MAILERLITE)
+        fields = self._try(self.mailerlite.list_fields, MAILERLITE)
         existing = {str(f.get("key")): str(f.get("type")) for f in fields or [] if isinstance(f, dict)}
         self._check_fields(info, existing, fields is not None)
         self._check_groups()
         for list_id in self.mapping.list_ids():
-            self._try(partial(_first_member, self.reader, list_id), HUBSPOT)
+            self._try(partial(_first_member, self.hubspot, list_id), HUBSPOT)
         if self.check_write_back:
             self._check_write_back(defs if isinstance(defs, dict) else None)
         self._print(info, existing, sample if isinstance(sample, list) else [])
@@ -109,10 +109,10 @@ class Preflight:
         return EXIT_ABORTED if self.down else EXIT_OK  # 3: try again later; 2 is for settings
 
     def _check_write_back(self, defs: Optional[Dict[str, dict]]) -> None:
-        missing = self._try(self.reader.missing_write_scopes, HUBSPOT)
+        missing = self._try(self.hubspot.missing_write_scopes, HUBSPOT)
         for scope in missing if isinstance(missing, list) else []:
             self.problems.append(f"write-back is on, but the HubSpot token lacks the scope {scope}")
-        if self.reader.write_scopes_known is False:
+        if self.hubspot.write_scopes_known is False:
             self.notes.append(f"HubSpot does not say which scopes this token has (a service key?); if it lacks "
                               f"{' or '.join(WRITE_BACK_SCOPES)}, the first write-back stops with exit 2")
         existing = (defs or {}).get(STATUS_PROPERTY)
@@ -145,7 +145,7 @@ class Preflight:
         static = list(self.mapping.static_groups) + [name for _, name in self.mapping.list_groups]
         if not static and not self.mapping.property_groups:
             return
-        groups = self._try(self.client.list_groups, MAILERLITE)
+        groups = self._try(self.mailerlite.list_groups, MAILERLITE)
         names = {str(g.get("name")) for g in groups or [] if isinstance(g, dict)}
         for name in static:
             if groups is not None and name not in names:

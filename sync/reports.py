@@ -8,9 +8,11 @@ import time
 from typing import Dict, List, TextIO
 
 from .redaction import escape_unsafe, redact
-from .state import State
+from .state import RUN_COUNTS, State
 
 REJECTED_COLUMNS = ("email", "hubspot_id", "kind", "reason", "attempts", "first_seen", "last_seen")
+# --history's counts: the stored ones (state.RUN_COUNTS, the summary's keys) up to "failed", to keep a line short.
+HISTORY_COUNTS = RUN_COUNTS[:RUN_COUNTS.index("failed") + 1]
 
 
 def _when(epoch: object) -> str:
@@ -28,7 +30,7 @@ def history_lines(runs: List[Dict[str, object]]) -> List[str]:
             else "running or killed"
         mode = f"{run['mode']}{' dry-run' if run.get('dry_run') else ''}"
         counts = "  ".join(f"{k.replace('_', ' ')} {run.get(k) or 0}"
-                           for k in ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed"))
+                           for k in HISTORY_COUNTS)
         code = run.get("exit_code")
         lines.append(f"{_when(started)}  {mode:<19} {counts}  {duration}  exit {'-' if code is None else code}")
     return lines

@@ -16,13 +16,9 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
 from .errors import AbortRun
+from .tunables import DEFAULTS, Tunables
 
 T = TypeVar("T")
-
-MAX_FAILURES = 6  # 5xx / network errors for one request before giving up
-MAX_RATE_LIMIT_WAITS = 60  # 429s for one request before giving up (a storm, not pacing)
-MAX_REQUEST_SECONDS = 900.0  # all tries of one request, waits included: past this it is an outage
-MAX_ONE_WAIT = 900.0  # a Retry-After beyond 15 minutes stops the run (the next one continues)
 
 
 class RunDeadline(AbortRun):
@@ -76,31 +72,41 @@ class _Wait:
 
 
 class RetryPolicy:
-    """How long one request may keep trying. Tests shrink the waits; production keeps defaults."""
+    """How long one request may keep trying. The defaults are tunables.py's; `from_tunables` builds
+    one from a whole Tunables (how cli.clients does it, and how tests pass faster waits)."""
 
-    BACKOFF = 0.5  # seconds; the first retry waits up to this, doubling up to MAX_BACKOFF
-    MAX_BACKOFF = 30.0
-    DEFAULT_RATE_WAIT = 1.0  # after a 429 that names no Retry-After
-
-    def __init__(self, backoff: Optional[float] = None, max_backoff: Optional[float] = None,
-                 default_rate_wait: Optional[float] = None, max_failures: int = MAX_FAILURES,
-                 max_rate_limit_waits: int = MAX_RATE_LIMIT_WAITS, sleep: Callable[[float], None] = time.sleep,
-                 deadline: Optional[float] = None, max_request_seconds: float = MAX_REQUEST_SECONDS,
-                 max_one_wait: float = MAX_ONE_WAIT) -> None:
-        self.backoff = self.BACKOFF if backoff is None else backoff
-        self.max_backoff = self.MAX_BACKOFF if max_backoff is None else max_backoff
-        self.default_rate_wait = self.DEFAULT_RATE_WAIT if default_rate_wait is None else default_rate_wait
+    def __init__(self, backoff: float = DEFAULTS.backoff_s, max_backoff: float = DEFAULTS.max_backoff_s,
+                 default_rate_wait: float = DEFAULTS.default_rate_wait_s,
+                 max_failures: int = DEFAULTS.max_failures,
+                 max_rate_limit_waits: int = DEFAULTS.max_rate_limit_waits,
+                 sleep: Callable[[float], None] = time.sleep, deadline: Optional[float] = None,
+                 max_request_seconds: float = DEFAULTS.max_request_s,
+                 max_one_wait: float = DEFAULTS.max_one_wait_s,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.default_rate_wait = default_rate_wait
         self.max_failures = max_failures
         self.max_rate_limit_waits = max_rate_limit_waits
         self.deadline = deadline  # time.monotonic() by which the run must end (SYNC_MAX_RUNTIME)
         self.max_request_seconds = max_request_seconds
         self.max_one_wait = max_one_wait
         self._sleep = sleep
+        self._clock = clock  # time.monotonic's scale: the deadline and each request's total time
         self.sleep = self._guarded_sleep  # every wait of a client goes through here, so the deadline holds
+
+    @classmethod
+    def from_tunables(cls, tunables: Tunables, deadline: Optional[float] = None,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> RetryPolicy:
+        return cls(backoff=tunables.backoff_s, max_backoff=tunables.max_backoff_s,
+                   default_rate_wait=tunables.default_rate_wait_s, max_failures=tunables.max_failures,
+                   max_rate_limit_waits=tunables.max_rate_limit_waits, sleep=sleep, deadline=deadline,
+                   max_request_seconds=tunables.max_request_s, max_one_wait=tunables.max_one_wait_s, clock=clock)
 
     def check_deadline(self, what: str, wait: float = 0.0) -> None:
         """RunDeadline if the run's time is up (or would be, after waiting `wait` seconds)."""
-        if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+        if self.deadline is not None and self._clock() + wait >= self.deadline:
             raise RunDeadline(f"the run reached its time limit (SYNC_MAX_RUNTIME) at {what}; stopped, what was "
                               f"synced is kept and the next run continues")
 
@@ -115,7 +121,7 @@ class RetryPolicy:
              on_wait: Optional[Callable[[str, float], None]] = None) -> T:
         """Run func, retrying Transient failures; the last Transient is re-raised."""
         counts = {"failures": 0, "rate": 0}
-        started = time.monotonic()
+        started = self._clock()
 
         def attempt() -> T:
             self.check_deadline(what)  # before each request
@@ -127,7 +133,7 @@ class RetryPolicy:
             counts[key] += 1
             limit = self.max_rate_limit_waits if key == "rate" else self.max_failures
             # Bounded in time as well as in count: six tries of a minute each is already long.
-            return counts[key] >= limit or time.monotonic() - started >= self.max_request_seconds
+            return counts[key] >= limit or self._clock() - started >= self.max_request_seconds
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None

@@ -104,8 +104,8 @@ RUN_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", 
 
 
 @dataclass(frozen=True)
-class Known:
-    """What the state knows of one contact."""
+class ContactRecord:
+    """What the state file holds for one contact: its last synced data, or its problem."""
 
     fingerprint: Optional[str]  # of the last accepted subscriber
     fields_set: FrozenSet[str]
@@ -133,7 +133,7 @@ class Result:
 
     hubspot_id: str
     email: str
-    outcome: str  # created | updated | not_reactivated | rejected | failed
+    kind: str  # a summary count: created | updated | not_reactivated | rejected | failed (stored as "outcome")
     fingerprint: str
     fields_set: FrozenSet[str] = frozenset()
     subscriber_id: Optional[str] = None
@@ -272,13 +272,13 @@ class State:
                 self.conn.execute("DELETE FROM meta WHERE key='full_pass_pending'")
 
     # -- contacts --------------------------------------------------------------------------------
-    def known(self, hubspot_ids: Sequence[str]) -> Dict[str, Known]:
+    def records(self, hubspot_ids: Sequence[str]) -> Dict[str, ContactRecord]:
         """What is recorded for these contacts (one query per call: pass a page at a time)."""
         ids = [int(i) for i in hubspot_ids if str(i).isdigit()]
         if not ids:
             return {}
         marks = ",".join("?" * len(ids))
-        out: Dict[str, Known] = {}
+        out: Dict[str, ContactRecord] = {}
         rows = self.conn.execute(
             f"SELECT c.hubspot_id, c.fingerprint, c.fields_set, c.subscriber_id, p.kind, p.fingerprint, p.attempts, "
             f"c.email, c.groups_set FROM contacts c LEFT JOIN problems p USING (hubspot_id) "
@@ -288,7 +288,7 @@ class State:
             f"AND p.hubspot_id NOT IN (SELECT hubspot_id FROM contacts)",
             ids + ids)
         for hid, fp, fields, sid, kind, pfp, attempts, email, groups in rows:
-            out[str(hid)] = Known(fp, _split(fields), sid, kind, pfp, int(attempts or 0), email,
+            out[str(hid)] = ContactRecord(fp, _split(fields), sid, kind, pfp, int(attempts or 0), email,
                                   _split(groups, GROUP_SEP))
         return out
 
@@ -298,7 +298,7 @@ class State:
         with self.transaction():
             for r in results:
                 hid = int(r.hubspot_id)
-                if r.outcome in ("created", "updated", "not_reactivated"):
+                if r.kind in ("created", "updated", "not_reactivated"):
                     self.conn.execute(
                         "INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, subscriber_id, outcome, "
                         "synced_at, groups_set, seen_run) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(hubspot_id) DO "
@@ -308,7 +308,7 @@ class State:
                         "outcome=excluded.outcome, synced_at=excluded.synced_at, groups_set=excluded.groups_set, "
                         "seen_run=COALESCE(excluded.seen_run, contacts.seen_run)",
                         (hid, r.email, r.fingerprint, ",".join(sorted(r.fields_set)), r.subscriber_id,
-                         r.outcome, now, GROUP_SEP.join(sorted(r.groups_set)), self.current_run))
+                         r.kind, now, GROUP_SEP.join(sorted(r.groups_set)), self.current_run))
                     self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (hid,))
                     # Back in the sync with this address: a departure still pending is void.
                     self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=? AND forget=1",
@@ -319,7 +319,7 @@ class State:
                         "last_seen) VALUES (?,?,?,?,?,1,?,?) ON CONFLICT(hubspot_id) DO UPDATE SET "
                         "email=excluded.email, kind=excluded.kind, reason=excluded.reason, "
                         "fingerprint=excluded.fingerprint, attempts=problems.attempts+1, last_seen=excluded.last_seen",
-                        (hid, r.email, r.outcome, redact(r.reason)[:1000], r.fingerprint, now, now))
+                        (hid, r.email, r.kind, redact(r.reason)[:1000], r.fingerprint, now, now))
 
     def owners(self, emails: Sequence[str]) -> Dict[str, str]:
         """email -> the HubSpot contact whose subscriber has that address (one query per page)."""

@@ -35,15 +35,10 @@ from .mailerlite_answers import Answer, classify_upsert
 from .mailerlite_dialect import Dialect
 from .retrying import Transient
 from .state import Result
+from .tunables import DEFAULTS, Tunables
 
 log = logging.getLogger(__name__)
 
-MIN_BATCH = 3  # a remainder smaller than this goes as single upserts, sparing the import budget
-MAX_ITEM_ATTEMPTS = 3  # an item answered "try again" this often in one run is reported failed
-MAX_REFUSED_RUNS = 3  # a contact refused (not for its data) in this many runs is reported rejected
-MAX_CONSECUTIVE_FAILURES = 3  # single upserts failing in a row beyond retries: MailerLite is down
-IMPORT_WAIT_FIRST = 10.0  # when the import 429 names no Retry-After: probe again after this...
-IMPORT_WAIT_MAX = 60.0  # ...doubling up to the documented window
 
 
 @dataclass
@@ -68,7 +63,7 @@ class Pending:
 Written = Tuple[Pending, Result]  # an item and its recorded outcome
 
 
-def to_result(item: Pending, answer: Answer) -> Optional[Result]:
+def to_result(item: Pending, answer: Answer, max_refused_runs: int = DEFAULTS.max_refused_runs) -> Optional[Result]:
     """The recorded outcome of one classified answer; None when the item should be sent again.
     Account-level verdicts never get here (they stop the run)."""
     if answer.kind == answers.WRITTEN:
@@ -82,7 +77,7 @@ def to_result(item: Pending, answer: Answer) -> Optional[Result]:
         return Result(item.hubspot_id, item.email, "rejected", item.fingerprint, reason=f"MailerLite: {answer.reason}")
     if answer.kind == answers.REFUSED:
         runs = item.earlier_failures + 1
-        if runs >= MAX_REFUSED_RUNS:
+        if runs >= max_refused_runs:
             return Result(item.hubspot_id, item.email, "rejected", item.fingerprint,
                           reason=f"MailerLite refused it in {runs} runs (HTTP {answer.code}): {answer.reason}")
         return Result(item.hubspot_id, item.email, "failed", item.fingerprint,
@@ -94,13 +89,15 @@ class SubscriberWriter:
     """Takes items with add(), sends them when it suits the limits; take_finished() hands back
     the answered ones (also after an AbortRun, so nothing answered goes unrecorded)."""
 
-    def __init__(self, client: MailerLiteClient, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, client: MailerLiteClient, clock: Callable[[], float] = time.monotonic,
+                 tunables: Tunables = DEFAULTS) -> None:
         self.client = client
+        self.tunables = tunables
         self.finished: List[Written] = []
         self.clock = clock
         self.buffer: Deque[Pending] = deque()
         self.import_ready_at = 0.0
-        self._import_wait = IMPORT_WAIT_FIRST
+        self._import_wait = self.tunables.import_wait_first_s
         self.batch_costs_items: Optional[bool] = None  # learned from X-RateLimit-Remaining
         self.batching = True  # False once a batch answer was not understood: singles for the rest of the run
         self.dialect = Dialect()
@@ -135,7 +132,7 @@ class SubscriberWriter:
         while self.buffer:
             size = min(len(self.buffer), BATCH_LIMIT)
             if self._batch_allowed(size):
-                if size == BATCH_LIMIT or (final and size >= MIN_BATCH):
+                if size == BATCH_LIMIT or (final and size >= self.tunables.min_batch):
                     self._send_batch([self.buffer.popleft() for _ in range(size)])
                     continue
                 if not final:
@@ -164,7 +161,7 @@ class SubscriberWriter:
             wait = retry_after
         else:
             wait = self._import_wait
-            self._import_wait = min(self._import_wait * 2, IMPORT_WAIT_MAX)
+            self._import_wait = min(self._import_wait * 2, self.tunables.import_wait_max_s)
         self.import_ready_at = self.clock() + wait
         log.debug("MailerLite import limit reached; single upserts for %.1f s", wait)
 
@@ -193,7 +190,7 @@ class SubscriberWriter:
             self._stop_batching(exc.reason)
             self.buffer.extendleft(reversed(items))
             return
-        self._import_wait = IMPORT_WAIT_FIRST
+        self._import_wait = self.tunables.import_wait_first_s
         self._learn_batch_cost(before, self.client.remaining, len(items))
         self._consecutive_failures = 0
         self._settle(items, sent, results, batch=True)
@@ -206,7 +203,7 @@ class SubscriberWriter:
             self._consecutive_failures += 1
             self._done([(item, Result(item.hubspot_id, item.email, "failed", item.fingerprint,
                                       reason=f"MailerLite: {exc.reason}"))])
-            if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            if self._consecutive_failures >= self.tunables.max_consecutive_failures:
                 raise AbortRun(f"MailerLite keeps failing ({exc.reason}); stopped, the next run "
                                f"continues where this one stopped") from None
             return
@@ -232,15 +229,15 @@ class SubscriberWriter:
             elif self._learned(payload, raw, answer):
                 again.append(item)  # the other reading of an unconfirmed behaviour: send it as that
             else:
-                result = to_result(item, answer)
+                result = to_result(item, answer, self.tunables.max_refused_runs)
                 if result is None:
                     item.attempts += 1
-                    if item.attempts < MAX_ITEM_ATTEMPTS:
+                    if item.attempts < self.tunables.max_item_attempts:
                         again.append(item)
                         continue
                     result = Result(item.hubspot_id, item.email, "failed", item.fingerprint,
                                     reason=f"MailerLite answered {answer.code or 'nothing usable'} "
-                                           f"{MAX_ITEM_ATTEMPTS} times ({answer.reason})")
+                                           f"{self.tunables.max_item_attempts} times ({answer.reason})")
                 done.append((item, result))
         if done:
             self._done(done)

@@ -12,26 +12,25 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
-from sync import cli, hubspot, writer
-from sync.retrying import RetryPolicy
+from sync import cli
 from sync.sandbox.fakes.hubspot import FakeHubSpot
 from sync.sandbox.fakes.mailerlite import FakeMailerLite
+from sync.tunables import Tunables
 
 HS_TOKEN = "hs-test-token"
 ML_TOKEN = "ml-test-token"
 TIME_SCALE = 0.01  # a MailerLite "minute" lasts 0.6 s, HubSpot's ten seconds 0.1 s
 HOUR_MS = 3_600_000
+# Client-side waits the server does not tell (backoff, search spacing, import probes), shrunk.
+# Passed to whatever a test builds (clients, Engine); cli.main gets it through cli.TUNABLES below.
+FAST = Tunables(backoff_s=0.02, max_backoff_s=0.2, default_rate_wait_s=0.05, search_interval_s=0.002,
+                import_wait_first_s=0.1, import_wait_max_s=0.6)
 
 
 @pytest.fixture(autouse=True)
 def _fast_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shrink client-side waits that are not told by the server (backoff, search spacing)."""
-    monkeypatch.setattr(RetryPolicy, "BACKOFF", 0.02)
-    monkeypatch.setattr(RetryPolicy, "MAX_BACKOFF", 0.2)
-    monkeypatch.setattr(RetryPolicy, "DEFAULT_RATE_WAIT", 0.05)
-    monkeypatch.setattr(hubspot, "SEARCH_INTERVAL_S", 0.002)
-    monkeypatch.setattr(writer, "IMPORT_WAIT_FIRST", 0.1)
-    monkeypatch.setattr(writer, "IMPORT_WAIT_MAX", 0.6)
+    """The one seam: every in-process run of cli.main (and the sandbox) is built with FAST."""
+    monkeypatch.setattr(cli, "TUNABLES", FAST)
 
 
 @pytest.fixture(autouse=True)
@@ -113,9 +112,10 @@ class Runner:
             monkeypatch.setenv(key, value)
         self.monkeypatch = monkeypatch
 
-    def __call__(self, *args: str) -> RunResult:
+    def __call__(self, *args: str, tunables: Tunables = FAST) -> RunResult:
+        """One run of `main.py --json ARGS`; `tunables` to change a wait or the clock for this run."""
         self.capsys.readouterr()
-        code = cli.main(["--json", "--env-file", str(self.env_file), *args])
+        code = cli.main(["--json", "--env-file", str(self.env_file), *args], tunables)
         out, err = self.capsys.readouterr()
         lines = [line for line in out.splitlines() if line.strip()]
         try:

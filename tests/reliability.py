@@ -16,17 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-from sync import hubspot as hubspot_module
-from sync import writer as writer_module
 from sync.engine import Engine, RunOptions
 from sync.errors import EXIT_ABORTED, EXIT_OK, EXIT_PARTIAL
 from sync.hubspot import HubSpotReader
 from sync.mailerlite import MailerLiteClient
 from sync.mapping import Mapping, Planned, map_contact
-from sync.retrying import RetryPolicy
 from sync.sandbox.fakes.hubspot import FakeHubSpot
 from sync.sandbox.fakes.mailerlite import INACTIVE, FakeMailerLite
 from sync.state import State
+from sync.tunables import Tunables
 
 HS_TOKEN, ML_TOKEN = "hs-test-token", "ml-test-token"
 GROUP = "Synced"
@@ -34,11 +32,9 @@ MAX_RUNS = 15
 TIMEOUT = (0.5, 0.5)  # shorter than the "slow" fault's answer, so slowness means a client timeout
 
 
-def fast_waits() -> None:
-    """Client-side waits not told by the server, shrunk as the test suite does."""
-    RetryPolicy.BACKOFF, RetryPolicy.MAX_BACKOFF, RetryPolicy.DEFAULT_RATE_WAIT = 0.01, 0.1, 0.05
-    hubspot_module.SEARCH_INTERVAL_S = 0.0
-    writer_module.IMPORT_WAIT_FIRST, writer_module.IMPORT_WAIT_MAX = 0.1, 0.6
+# Client-side waits not told by the server, shrunk as the test suite does; passed to each run.
+FAST = Tunables(backoff_s=0.01, max_backoff_s=0.1, default_rate_wait_s=0.05, search_interval_s=0.0,
+                import_wait_first_s=0.1, import_wait_max_s=0.6)
 
 
 def seed_world(hs: FakeHubSpot, ml: FakeMailerLite, n: int, rng: random.Random) -> None:
@@ -60,11 +56,11 @@ MAPPING = Mapping.default(static_groups=(GROUP,))
 
 
 def run_once(hs: FakeHubSpot, ml: FakeMailerLite, state_path: Path) -> Tuple[int, str]:
-    reader = HubSpotReader(HS_TOKEN, hs.url, timeout=TIMEOUT)
-    client = MailerLiteClient(ML_TOKEN, ml.base_url, timeout=TIMEOUT)
+    reader = HubSpotReader(HS_TOKEN, hs.url, timeout=TIMEOUT, tunables=FAST)
+    client = MailerLiteClient(ML_TOKEN, ml.base_url, timeout=TIMEOUT, tunables=FAST)
     state = State(state_path)
     try:
-        summary = Engine(reader, client, state, MAPPING, RunOptions()).run()
+        summary = Engine(reader, client, state, MAPPING, RunOptions(), tunables=FAST).run()
     finally:
         state.close()
     return summary.exit_code, summary.message
@@ -174,7 +170,6 @@ class Trial:
 
 
 def trial(fault: str, seed: int, contacts: int = 1000, folder: Optional[Path] = None) -> Trial:
-    fast_waits()
     rng = random.Random(seed)
     hs = FakeHubSpot(time_scale=0.005).start()
     ml = FakeMailerLite(time_scale=0.005).start()

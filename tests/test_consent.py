@@ -13,14 +13,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import filelock
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from sync import engine as engine_module
 from sync.mailerlite_schema import MailerLiteSchema
-from tests.conftest import seed_contacts
+from tests.conftest import FAST, seed_contacts
 from tests.test_cli_subprocess import MAIN, fake_env
 from tests.test_operations import ping_server  # noqa: F401 (a fixture)
 
@@ -351,8 +351,7 @@ def test_no_unsubscribe_when_hubspot_still_has_a_live_contact_with_the_address(r
     hubspot_fake.archive_contact(first)
     # Another contact holds the address, but is not read by this incremental run (unchanged for long).
     hubspot_fake.add_contact({"email": "held@example.com", "lifecyclestage": "customer"}, modified_ms=1)
-    monkeypatch.setattr(engine_module, "ARCHIVED_CHECK_MS", 0)
-    result = run("--mapping", path)
+    result = run("--mapping", path, tunables=replace(FAST, archived_check_ms=0))
     assert result.summary["left_scope"] == 1 and result.summary["read"] == 0
     assert mailerlite_fake.subscriber("held@example.com")["status"] == "active"
     assert groups_of(mailerlite_fake, "held@example.com") == []

@@ -8,12 +8,13 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 from werkzeug.wrappers import Response
 
 from sync.retrying import RetryPolicy, Transient
-from tests.conftest import seed_contacts
+from tests.conftest import FAST, seed_contacts
 
 HUBSPOT_LISTING = "/crm/objects/2026-09/contacts"
 MAILERLITE_FIELDS = "/api/fields"
@@ -106,12 +107,10 @@ def padded(fake, request):
 
 
 @pytest.mark.parametrize("api,path", [("hubspot", HUBSPOT_LISTING), ("mailerlite", MAILERLITE_FIELDS)])
-def test_an_answer_beyond_the_size_cap_is_an_error(run, hubspot_fake, mailerlite_fake, monkeypatch, api, path):
-    from sync import http_limits
-    monkeypatch.setattr(http_limits, "MAX_BODY_BYTES", 40_000)  # 50 MB in production
+def test_an_answer_beyond_the_size_cap_is_an_error(run, hubspot_fake, mailerlite_fake, api, path):
     seed_contacts(hubspot_fake, 2)
     once(hubspot_fake if api == "hubspot" else mailerlite_fake, path, padded)
-    result = run()
+    result = run(tunables=replace(FAST, max_body_bytes=40_000))  # 50 MB in production
     assert result.code == 3 and "larger than 0.04 MB" in result.err and result.err.count("ERROR") == 1, result.err
     assert run().code == 0
 
@@ -145,15 +144,13 @@ def huge_error(fake, request):
 
 
 def test_hubspot_error_answers_are_bounded_too(run, hubspot_fake, mailerlite_fake, monkeypatch):
-    from sync import http_limits
     seed_contacts(hubspot_fake, 5)
     monkeypatch.setenv("SYNC_HTTP_TIMEOUT", "1")
     once(hubspot_fake, HUBSPOT_LISTING, trickled_error)
     result = run()
     assert result.code == 0 and result.summary["created"] == 5, result.err
     assert count(hubspot_fake, HUBSPOT_LISTING) >= 2  # the trickled error was given up and the request retried
-    monkeypatch.setattr(http_limits, "MAX_BODY_BYTES", 40_000)
     hubspot_fake.add_contact({"email": "new@example.com"})
     once(hubspot_fake, "/crm/objects/2026-09/contacts/search", huge_error)
-    too_big = run()
+    too_big = run(tunables=replace(FAST, max_body_bytes=40_000))
     assert too_big.code == 3 and "larger than 0.04 MB" in too_big.err, too_big.err

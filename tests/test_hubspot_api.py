@@ -14,7 +14,7 @@ from sync.hubspot import HubSpotWriter
 from sync.hubspot_answers import AUTH, DAILY_LIMIT, MISSING_SCOPES, OK, RATE_LIMITED, REFUSED, RETRY, classify
 from sync.retrying import RetryPolicy
 from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE
-from tests.conftest import HS_TOKEN, seed_contacts
+from tests.conftest import FAST, HS_TOKEN, seed_contacts
 
 DATE_PREFIXES = ("/crm/objects/2026-09/", "/crm/properties/2026-09/", "/crm/lists/2026-09/",
                  "/oauth/v2/private-apps/get/access-token-info")
@@ -275,7 +275,7 @@ def test_bad_ids_and_validation_rules_are_per_contact_failures(run, hubspot_fake
 def test_the_same_contact_is_never_twice_in_one_batch(hubspot_fake):
     _grant_write(hubspot_fake)
     ids = seed_contacts(hubspot_fake, 3)
-    writer = HubSpotWriter(HS_TOKEN, hubspot_fake.url, timeout=(2, 2))
+    writer = HubSpotWriter(HS_TOKEN, hubspot_fake.url, timeout=(2, 2), tunables=FAST)
     writer.ensure_write_back_properties()
     inputs = [{"id": ids[0], "properties": {"mailerlite_status": "bounced"}},
               {"id": ids[1], "properties": {"mailerlite_status": "junk"}},
@@ -294,7 +294,8 @@ def test_locked_and_migrating_are_retried_after_retry_after_or_two_seconds(hubsp
                                                                            expected):
     seed_contacts(hubspot_fake, 3)
     waits: List[float] = []
-    reader = HubSpotWriter(HS_TOKEN, hubspot_fake.url, timeout=(2, 2), retry=RetryPolicy(sleep=waits.append))
+    reader = HubSpotWriter(HS_TOKEN, hubspot_fake.url, timeout=(2, 2), retry=RetryPolicy(sleep=waits.append),
+                           tunables=FAST)
     headers = {"Retry-After": retry_after} if retry_after else {}
     hubspot_fake.faults.script.append(_json({"status": "error", "message": "locked"}, status, headers))
     contacts = list(reader.iter_contacts(["email"]))
@@ -308,7 +309,7 @@ def test_locked_and_migrating_are_retried_after_retry_after_or_two_seconds(hubsp
 def test_ids_by_email_within_hubspots_in_limit(hubspot_fake, limit):
     hubspot_fake.in_values_limit = limit
     ids = seed_contacts(hubspot_fake, 30)
-    writer = HubSpotWriter(HS_TOKEN, hubspot_fake.url, timeout=(2, 2))
+    writer = HubSpotWriter(HS_TOKEN, hubspot_fake.url, timeout=(2, 2), tunables=FAST)
     emails = [f"person{i}@example.com" for i in range(30)] + ["nobody@example.com"]
     found = writer.ids_by_email(emails)
     assert found == {f"person{i}@example.com": ids[i] for i in range(30)}

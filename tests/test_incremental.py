@@ -6,14 +6,14 @@ import sqlite3
 
 import pytest
 
-from sync import engine as engine_module
 from sync.engine import Engine, RunOptions
 from sync.hubspot import HubSpotReader
 from sync.mailerlite import MailerLiteClient
 from sync.mapping import FieldRule, Mapping
 from sync.sandbox.fakes import hubspot as fake_hubspot_module
 from sync.state import SCHEMA_VERSION, State
-from tests.conftest import HS_TOKEN, ML_TOKEN, seed_contacts
+from sync.tunables import DEFAULTS
+from tests.conftest import FAST, HS_TOKEN, ML_TOKEN, seed_contacts
 
 
 def ml_writes(ml) -> int:
@@ -134,9 +134,9 @@ def test_full_and_force(run, hubspot_fake, mailerlite_fake):
 
 
 def _engine(hs, ml, state_path, mapping, **options):
-    reader = HubSpotReader(HS_TOKEN, hs.url, timeout=(2, 2))
-    client = MailerLiteClient(ML_TOKEN, ml.base_url, timeout=(2, 2))
-    return Engine(reader, client, State(state_path), mapping, RunOptions(**options))
+    reader = HubSpotReader(HS_TOKEN, hs.url, timeout=(2, 2), tunables=FAST)
+    client = MailerLiteClient(ML_TOKEN, ml.base_url, timeout=(2, 2), tunables=FAST)
+    return Engine(reader, client, State(state_path), mapping, RunOptions(**options), tunables=FAST)
 
 
 def test_a_mapping_change_sends_exactly_the_affected_contacts(hubspot_fake, mailerlite_fake, tmp_path):
@@ -200,7 +200,7 @@ def test_bookmark_never_passes_run_start_minus_lag(run, hubspot_fake, mailerlite
     db = sqlite3.connect(run.state_db)
     bookmark = int(db.execute("SELECT value FROM meta WHERE key='bookmark_ms'").fetchone()[0])
     started = db.execute("SELECT started_at FROM runs").fetchone()[0] * 1000
-    assert bookmark <= started + 1000 - engine_module.SEARCH_LAG_MS
+    assert bookmark <= started + 1000 - DEFAULTS.search_lag_ms
 
 
 def test_an_interrupted_full_pass_is_finished_first(run, hubspot_fake, mailerlite_fake):

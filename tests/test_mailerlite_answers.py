@@ -10,7 +10,10 @@ from sync.mailerlite import oldest
 from sync.mailerlite_answers import classify_upsert, describe_error, item_code, transport_verdict
 from sync.mailerlite_dialect import Dialect
 from sync.mailerlite_paging import BadPage, cursor_page, numbered_page, smaller_limit
-from sync.writer import MAX_REFUSED_RUNS, Pending, to_result
+from sync.tunables import DEFAULTS
+from sync.writer import Pending, to_result
+
+MAX_REFUSED_RUNS = DEFAULTS.max_refused_runs
 
 SUB = {"data": {"id": "1659", "email": "a@b.co", "fields": {}}}
 INVALID = "The given data was invalid."
@@ -112,13 +115,13 @@ def _pending(earlier: int = 0) -> Pending:
 
 def test_outcome_of_each_verdict():
     written = to_result(_pending(), classify_upsert(201, SUB))
-    assert written is not None and (written.outcome, written.subscriber_id) == ("created", "1659")
+    assert written is not None and (written.kind, written.subscriber_id) == ("created", "1659")
     updated = to_result(_pending(), classify_upsert(200, SUB))
-    assert updated is not None and updated.outcome == "updated" and updated.groups_set == {"G"}
+    assert updated is not None and updated.kind == "updated" and updated.groups_set == {"G"}
     kept = to_result(_pending(), classify_upsert(422, refusal("email", "... is unsubscribed and cannot be imported")))
-    assert kept is not None and kept.outcome == "not_reactivated"
+    assert kept is not None and kept.kind == "not_reactivated"
     bad = to_result(_pending(), classify_upsert(422, refusal("email", "The email must be a valid email address.")))
-    assert bad is not None and bad.outcome == "rejected" and "valid email" in bad.reason
+    assert bad is not None and bad.kind == "rejected" and "valid email" in bad.reason
     assert to_result(_pending(), classify_upsert(503, None)) is None
 
 
@@ -126,7 +129,7 @@ def test_outcome_of_each_verdict():
                                              (MAX_REFUSED_RUNS - 1, "rejected"), (MAX_REFUSED_RUNS + 4, "rejected")])
 def test_other_refusals_fail_then_are_rejected_with_their_reason(earlier, outcome):
     result = to_result(_pending(earlier), classify_upsert(404, {"message": "Not found"}))
-    assert result is not None and result.outcome == outcome
+    assert result is not None and result.kind == outcome
     assert "HTTP 404" in result.reason and "Not found" in result.reason
 
 

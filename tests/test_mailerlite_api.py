@@ -201,8 +201,8 @@ def test_the_reactivation_refusal_is_recognised_in_either_wording(run, hubspot_f
 
 @pytest.fixture
 def client(mailerlite_fake) -> Iterator[MailerLiteClient]:
-    yield MailerLiteClient(ML_TOKEN, mailerlite_fake.base_url, RetryPolicy(backoff=0.001, max_backoff=0.01),
-                           timeout=(2.0, 2.0))
+    yield MailerLiteClient(ML_TOKEN, mailerlite_fake.base_url,
+                           RetryPolicy(backoff=0.001, max_backoff=0.01, default_rate_wait=0.05), timeout=(2.0, 2.0))
 
 
 @pytest.mark.parametrize("maximum,too_big", [(1000, "clamp"), (100, "clamp"), (100, "422")])

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sync import engine as engine_module
 from sync.casting import PropertyInfo
 from sync.mailerlite import MailerLiteClient
 from sync.mapping import Planned, map_contact
 from sync.mapping_file import load_mapping
 from sync.sandbox.fakes.mailerlite import FakeMailerLite
-from tests.conftest import ML_TOKEN, seed_contacts
+from tests.conftest import FAST, ML_TOKEN, seed_contacts
 
 TYPED = '''
 create_missing_fields = {create}
@@ -159,8 +159,7 @@ def test_archived_contacts_leave_on_full_pass_and_daily_check(run, hubspot_fake,
     hubspot_fake.archive_contact(ids[1])
     quiet = run("--mapping", path)
     assert quiet.summary["left_scope"] == 0  # the archived listing is checked once a day
-    monkeypatch.setattr(engine_module, "ARCHIVED_CHECK_MS", 0)
-    checked = run("--mapping", path)
+    checked = run("--mapping", path, tunables=replace(FAST, archived_check_ms=0))
     assert checked.summary["left_scope"] == 1 and groups_of(mailerlite_fake, "person1@example.com") == []
 
 
@@ -246,7 +245,7 @@ def test_any_properties_give_an_accepted_payload_or_a_reason(tmp_path):
         for name, kind in (("Employees", "number"), ("Birthday", "date"), ("Lifecycle stage", "text"),
                            ("Job title", "text")):
             fake.add_field(name, kind)
-        client = MailerLiteClient(ML_TOKEN, fake.base_url, timeout=(2, 5))
+        client = MailerLiteClient(ML_TOKEN, fake.base_url, timeout=(2, 5), tunables=FAST)
 
         @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(_props)

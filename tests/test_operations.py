@@ -14,13 +14,14 @@ import subprocess
 import sys
 import termios
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import List, Optional
 
 import pytest
 
 from sync import cli
-from tests.conftest import seed_contacts
+from tests.conftest import FAST, seed_contacts
 from tests.test_cli_subprocess import MAIN, fake_env, run_main
 
 
@@ -135,13 +136,13 @@ def test_log_file_is_written_and_rotated(run, hubspot_fake, mailerlite_fake, mon
     seed_contacts(hubspot_fake, 3)
     hubspot_fake.add_contact({"email": "x@y"}, modified_ms=1)
     log_file = tmp_path / "logs" / "sync.log"
-    monkeypatch.setattr(cli, "LOG_FILE_BYTES", 400)
-    run("--log-file", str(log_file))
+    small = replace(FAST, log_file_bytes=400)
+    run("--log-file", str(log_file), tunables=small)
     text = log_file.read_text()
     assert "full sync: read 4, created 3" in text and "rejected 1" in text
     assert "hs-test-token" not in text
     for _ in range(6):
-        run("--log-file", str(log_file))
+        run("--log-file", str(log_file), tunables=small)
     assert (tmp_path / "logs" / "sync.log.1").exists() and not (tmp_path / "logs" / "sync.log.4").exists()
     assert "incremental sync: read 0" in log_file.read_text()
 

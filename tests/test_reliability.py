@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from dataclasses import replace
 
 import pytest
 from werkzeug.wrappers import Response
 
-from sync import engine as engine_module
 from sync import state as state_module
-from tests.conftest import seed_contacts
+from tests.conftest import FAST, seed_contacts
 from tests.reliability import FAULTS, trial
 
 
@@ -105,27 +105,14 @@ def test_odd_mailerlite_batch_answers_never_crash(run, hubspot_fake, mailerlite_
 
 # -- clocks -------------------------------------------------------------------------------------------
 
-class _Clock:
-    def __init__(self, offset_s: float) -> None:
-        self.offset = offset_s
-
-    def time(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 @pytest.mark.parametrize("offset_h", [-1, +1], ids=["clock-back-an-hour", "clock-ahead-an-hour"])
 def test_a_jumping_clock_loses_no_change(run, hubspot_fake, mailerlite_fake, monkeypatch, offset_h):
     ids = seed_contacts(hubspot_fake, 20)
     run()
     hubspot_fake.update_contact(ids[3], {"firstname": "Before"})
-    monkeypatch.setattr(engine_module, "time", _Clock(offset_h * 3600))
-    jumped = run()
+    jumped = run(tunables=replace(FAST, wall_clock=lambda: time.time() + offset_h * 3600))
     assert jumped.code == 0 and mailerlite_fake.subscriber("person3@example.com")["fields"]["name"] == "Before"
     hubspot_fake.update_contact(ids[4], {"firstname": "After"})  # after the jumped run
-    monkeypatch.setattr(engine_module, "time", time)
     assert run().code == 0
     assert mailerlite_fake.subscriber("person4@example.com")["fields"]["name"] == "After"
 

@@ -10,7 +10,7 @@ from sync.errors import SyncError
 from sync.hubspot import HubSpotReader
 from sync.mailerlite import MailerLiteClient
 from sync.retrying import Transient
-from tests.conftest import seed_contacts
+from tests.conftest import FAST, seed_contacts
 
 HS_SECRET = "pat-na1-SECRETHUBSPOT-7f3a9c2e-0000-4bad-beef-123456789abc"
 ML_SECRET = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.SECRETMAILERLITE.sig"
@@ -94,14 +94,16 @@ def test_every_path_keeps_tokens_out_of_every_output(secret_run, hubspot_fake, m
 
 def test_exception_text_from_the_clients_holds_no_token(hubspot_fake, mailerlite_fake):
     hubspot_fake.tokens[HS_SECRET] = set(hubspot_fake.tokens["hs-test-token"])
-    reader = HubSpotReader(WRONG_HS, f"http://127.0.0.1:{closed_port()}", timeout=(0.2, 0.2))
+    reader = HubSpotReader(WRONG_HS, f"http://127.0.0.1:{closed_port()}", timeout=(0.2, 0.2), tunables=FAST)
     reader.retry.max_failures = 1
-    client = MailerLiteClient(WRONG_ML, f"http://127.0.0.1:{closed_port()}/api", timeout=(0.2, 0.2))
+    client = MailerLiteClient(WRONG_ML, f"http://127.0.0.1:{closed_port()}/api", timeout=(0.2, 0.2),
+                              tunables=FAST)
     client.retry.max_failures = 1
     errors = []
     for call in (lambda: list(reader.iter_contacts(["email"])), lambda: client.upsert({"email": "a@b.co"}),
-                 lambda: list(HubSpotReader(WRONG_HS, hubspot_fake.url).iter_contacts(["email"])),
-                 lambda: MailerLiteClient(WRONG_ML, mailerlite_fake.base_url).upsert({"email": "a@b.co"})):
+                 lambda: list(HubSpotReader(WRONG_HS, hubspot_fake.url, tunables=FAST).iter_contacts(["email"])),
+                 lambda: MailerLiteClient(WRONG_ML, mailerlite_fake.base_url,
+                                          tunables=FAST).upsert({"email": "a@b.co"})):
         with pytest.raises((Transient, SyncError)) as caught:
             call()
         errors.append(caught.value)

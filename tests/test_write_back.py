@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE
-from tests.conftest import seed_contacts
+from tests.conftest import FAST, seed_contacts
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_an_outage_during_the_scope_check_is_not_taken_for_a_scope(hubspot_fake)
     from sync.errors import AbortRun
     from sync.hubspot import HubSpotWriter
     hubspot_fake.tokens["hs-test-token"] |= {WRITE_SCOPE, SCHEMA_WRITE_SCOPE}
-    writer = HubSpotWriter("hs-test-token", hubspot_fake.url, timeout=(2, 2))
+    writer = HubSpotWriter("hs-test-token", hubspot_fake.url, timeout=(2, 2), tunables=FAST)
     assert writer.missing_write_scopes() == []  # the probes' 400s mean the scopes are there
     hubspot_fake.faults.script.extend(["503"] * 10)
     with pytest.raises(AbortRun, match="kept failing"):

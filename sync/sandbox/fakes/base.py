@@ -20,10 +20,6 @@ from werkzeug.routing import Map
 from werkzeug.serving import BaseWSGIServer, ThreadedWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-# Fault actions a test can script or draw at random. A script entry may also be a callable
-# taking the request and returning a werkzeug Response (for odd shapes of answer).
-FAULTS = ("500", "502", "503", "drop", "slow", "html", "truncated", "429", "429-bare")
-
 
 class _QuietHandler(WSGIRequestHandler):
     """Keep-alive request handler that does not print a line per request."""
@@ -45,7 +41,9 @@ class DropConnection(Exception):
 class Faults:
     """Fault injection knobs.
 
-    `script` is consumed one action per request (None lets a request through);
+    The actions: "500", "502", "503", "drop", "slow", "html", "truncated", "429", "429-bare"; a
+    script entry may also be a callable taking the request and returning a werkzeug Response (for
+    odd shapes of answer). `script` is consumed one action per request (None lets a request through);
     `rate` is the probability that a request not covered by the script gets a random
     action from `kinds`. `only_paths` limits faults to paths starting with one of them.
     """

@@ -177,9 +177,6 @@ class FakeHubSpot(FakeAPI):
             self._ids.append(cid)
             return str(cid)
 
-    def add_contacts(self, many: Iterable[Dict[str, Optional[str]]]) -> List[str]:
-        return [self.add_contact(p) for p in many]
-
     def update_contact(self, cid: str, properties: Dict[str, Optional[str]]) -> None:
         with self.lock:
             record = self.contacts[int(cid)]
