@@ -520,6 +520,11 @@ class _Transaction:
 
     def __enter__(self) -> None:
         try:
+            if self.state.conn.in_transaction:
+                # Left open by a signal (SIGTERM, Ctrl-C) that landed between an earlier BEGIN and its
+                # body: `with` never ran that one's __exit__. Nothing of it was written; drop it, or
+                # recording how the run ended would fail.
+                self.state.conn.execute("ROLLBACK")
             self.state.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
             raise StateWriteError(self.state._explain(exc)) from None
