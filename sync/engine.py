@@ -360,9 +360,18 @@ class Engine:
         if not written:
             return
         self._record([result for _, result in written])
-        for item, result in written:
-            self.departures.written(item.hubspot_id, item.email, result.outcome, result.subscriber_id, item.removals,
-                                    item.opts_out, result.reason, try_now)
+        for number, (item, result) in enumerate(written):
+            try:
+                self.departures.written(item.hubspot_id, item.email, result.outcome, result.subscriber_id,
+                                        item.removals, item.opts_out, result.reason, try_now)
+            except BaseException:
+                # The run stops (an outage, a refused account, SIGTERM) while one action is tried:
+                # the outcomes above are recorded, so the actions of the rest would be lost for good
+                # (a rejected opt-out reads "unchanged" next run). They are stored, not tried.
+                for later, outcome in written[number + 1:]:
+                    self.departures.written(later.hubspot_id, later.email, outcome.outcome, outcome.subscriber_id,
+                                            later.removals, later.opts_out, outcome.reason, try_now=False)
+                raise
 
     # -- leaving -----------------------------------------------------------------------------------
     def _held_in_hubspot(self, synced: Synced) -> bool:

@@ -1,0 +1,74 @@
+"""Attacks on the merged sync's consent promise, end to end through cli.main against the fakes.
+
+Each test is an attack that broke the program before its fix (see the commit that added it):
+an opt-out lost, someone unsubscribed by mistake, a pending departure forgotten. Assertions are
+on what MailerLite ends up with and on the exit codes, after the runs a cron would make."""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, Set
+
+import pytest
+from werkzeug.wrappers import Request, Response
+
+from tests.conftest import seed_contacts
+from tests.test_consent import state_rows
+
+
+def _bodies(request: Request):
+    body = json.loads(request.get_data() or b"null")
+    if request.path.endswith("/subscribers"):
+        return [body]
+    if request.path.endswith("/batch") and isinstance(body, dict):
+        return [i.get("body") for i in body.get("requests") or [] if isinstance(i, dict)]
+    return []
+
+
+class _ConsentFaults:
+    """Full upserts (with fields) of `refused` addresses get a 422 about their data; consent-only
+    upserts ({email, status}) get `consent_answer` while it is set (503: an outage; 402: the account)."""
+
+    def __init__(self, refused: Set[str]) -> None:
+        self.refused = refused
+        self.consent_answer: int = 0
+
+    def __call__(self, request: Request):
+        bodies = [b for b in _bodies(request) if isinstance(b, dict)]
+        if any(b.get("email") in self.refused and "fields" in b for b in bodies):
+            return Response(json.dumps({"message": "The given data was invalid.",
+                                        "errors": {"fields.name": ["The fields.name is invalid."]}}),
+                            status=422, content_type="application/json")
+        consent = [b for b in bodies if set(b) == {"email", "status"}]
+        if consent and self.consent_answer:
+            message: Dict[str, str] = {"message": "Payment required." if self.consent_answer == 402
+                                       else "Server Error"}
+            return Response(json.dumps(message), status=self.consent_answer, content_type="application/json")
+        return None
+
+
+# -- an outage (or an account refusal, or a stop) while the opt-outs of one answer are applied ------------
+
+@pytest.mark.parametrize("consent_answer", [503, 402], ids=["outage", "account-refused"])
+def test_optouts_of_one_answer_survive_a_stop_while_the_first_is_applied(run, hubspot_fake, mailerlite_fake,
+                                                                        consent_answer):
+    """Five opted-out contacts whose data MailerLite refuses come back in one answer; their
+    opt-outs go on their own, and MailerLite stops taking them after the first ones. The run
+    stops (exit 3), but every opt-out is kept: the next run delivers all five."""
+    ids = seed_contacts(hubspot_fake, 5)
+    emails = {f"person{i}@example.com" for i in range(5)}
+    assert run().code == 0
+    for cid in ids:
+        hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Changed"})
+    faults = _ConsentFaults(emails)
+    faults.consent_answer = consent_answer
+    mailerlite_fake.faults.only_paths = ("/api/subscribers", "/api/batch")
+    mailerlite_fake.faults.script.extend([faults] * 2000)
+    stopped = run()
+    assert stopped.code == 3, stopped.err
+    faults.consent_answer = 0  # MailerLite is back; the data is still refused
+    later = run()  # the pending opt-outs go first; the data, refused as before, is not news
+    assert later.code == 0 and later.summary["failed"] == 0, later.err
+    assert state_rows(run, "SELECT COUNT(*) FROM pending_actions") == [(0,)]
+    assert {e: mailerlite_fake.subscriber(e)["status"] for e in sorted(emails)} == \
+        {e: "unsubscribed" for e in sorted(emails)}
