@@ -35,7 +35,7 @@ from .summary import Summary
 
 log = logging.getLogger(__name__)
 
-MAX_CONSECUTIVE_FAILURES = 3  # actions refused in a row: MailerLite is down, stop the run
+MAX_CONSECUTIVE_FAILURES = 3  # actions failing in a row (no answer, 5xx): MailerLite is down, stop the run
 ALLOW_FLAG = "--allow-mass-leave"
 
 
@@ -146,6 +146,10 @@ class ConsentWriter:
             self.summary.add("failed")
             log.warning("contact %s (%s): %s not applied, retried next run: %s", action.hubspot_id, action.email,
                         "unsubscribe" if action.unsubscribe else "leaving groups", reason)
+            if isinstance(exc, _Refused):
+                # MailerLite answered, about this address (one it calls invalid, say): that is no
+                # outage, and must not stop every later run before the other opt-outs are sent.
+                return False
             self._consecutive_failures += 1
             if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
                 raise AbortRun(f"MailerLite keeps refusing unsubscribes or group removals ({reason}); stopped, "

@@ -13,7 +13,7 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from tests.conftest import seed_contacts
-from tests.test_consent import state_rows
+from tests.test_consent import consent_only, state_rows
 
 
 def _bodies(request: Request):
@@ -72,3 +72,22 @@ def test_optouts_of_one_answer_survive_a_stop_while_the_first_is_applied(run, hu
     assert state_rows(run, "SELECT COUNT(*) FROM pending_actions") == [(0,)]
     assert {e: mailerlite_fake.subscriber(e)["status"] for e in sorted(emails)} == \
         {e: "unsubscribed" for e in sorted(emails)}
+
+
+# -- addresses MailerLite itself refuses must not block everyone else's opt-outs ---------------------------
+
+def test_optouts_mailerlite_cannot_take_do_not_stop_every_later_run(run, hubspot_fake, mailerlite_fake):
+    """Three opted-out contacts at a domain MailerLite refuses (422 on the address): their
+    unsubscribes can never be taken. That is their problem (failed, kept), not an outage: the
+    runs go on, and a fourth contact's opt-out is delivered."""
+    mailerlite_fake.undeliverable_domains.add("dead.example")
+    for i in range(3):
+        hubspot_fake.add_contact({"email": f"gone{i}@dead.example", "hs_email_optout": "true"}, modified_ms=1 + i)
+    ok = hubspot_fake.add_contact({"email": "ok@example.com", "firstname": "Ok"}, modified_ms=10)
+    first = run()
+    assert first.code == 1, first.err
+    hubspot_fake.update_contact(ok, {"hs_email_optout": "true"})
+    second = run()
+    assert second.code == 1, second.err
+    assert mailerlite_fake.subscriber("ok@example.com")["status"] == "unsubscribed"
+    assert len(consent_only(mailerlite_fake, "ok@example.com")) == 0  # it went with its own full upsert
