@@ -180,7 +180,15 @@ class Engine:
         if full and self.mapping.scope_lists:
             members: Set[int] = set().union(*(self._members[lid] for lid in self.mapping.scope_lists))
             self.total = len(members)
-            yield from self.reader.read_by_ids((str(i) for i in sorted(members)), props)
+            # The synced contacts no longer in the lists are read too: one that left and opted out
+            # in the same change must be unsubscribed, not merely found absent (archived ones are
+            # not returned, and leave as unseen).
+            synced = {int(i) for i in self.state.unseen(self._run_id)}
+            returned: Set[str] = set()
+            for contact in self.reader.read_by_ids((str(i) for i in sorted(members | synced)), props):
+                if contact["id"] not in returned:  # a merged-away id may be answered with its merged record
+                    returned.add(contact["id"])
+                    yield contact
             return
         if full:
             if self.options.count_total:

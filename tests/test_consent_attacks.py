@@ -13,7 +13,7 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from tests.conftest import seed_contacts
-from tests.test_consent import consent_only, state_rows
+from tests.test_consent import consent_only, mapping_file, state_rows
 
 
 def _bodies(request: Request):
@@ -91,3 +91,24 @@ def test_optouts_mailerlite_cannot_take_do_not_stop_every_later_run(run, hubspot
     assert second.code == 1, second.err
     assert mailerlite_fake.subscriber("ok@example.com")["status"] == "unsubscribed"
     assert len(consent_only(mailerlite_fake, "ok@example.com")) == 0  # it went with its own full upsert
+
+
+# -- an opt-out while leaving a list, read by a full pass --------------------------------------------------
+
+@pytest.mark.parametrize("second_run", [["--full"], []], ids=["full", "incremental"])
+def test_optout_while_leaving_the_list_reaches_mailerlite_in_a_full_pass(run, hubspot_fake, mailerlite_fake,
+                                                                       second_run):
+    """A list-scoped full pass reads the list's members only: a contact that left the list and
+    opted out in the same change was never read, so it left by absence and its opt-out was lost
+    for good (forgotten, never read again)."""
+    ids = seed_contacts(hubspot_fake, 3)
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, '[groups]\nall = ["Synced"]\n[scope]\nlists = ["55"]\n')
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
+    result = run("--mapping", path, *second_run)
+    assert result.code == 0 and result.summary["left_scope"] == 1, result.err
+    run("--mapping", path, "--full")  # any later pass cannot make up for it: the contact is forgotten
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+    assert mailerlite_fake.subscriber("person1@example.com")["status"] == "active"
