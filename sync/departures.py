@@ -49,6 +49,9 @@ class Leaving:
     # Departures read from absence or scope (unseen in a full pass, archived, out of scope, no
     # email) count toward the mass-leave guard; those seen directly (a new address, a merge) do not.
     guarded: bool = True
+    # Whether the contact still holds the synced address (False: its address changed or was emptied).
+    # An opt-out then reaches the old address only when no other live contact holds it.
+    holds_address: bool = True
 
 
 def managed_groups(synced: Synced, mapping: Mapping) -> FrozenSet[str]:
@@ -60,7 +63,8 @@ def leave_action(leaving: Leaving, mapping: Mapping, address_held: bool) -> Pend
     on_leave = "unsubscribe" does not when another live contact holds the address."""
     synced = leaving.synced
     policy = mapping.on_leave
-    unsubscribe = leaving.opted_out or (policy == "unsubscribe" and not address_held)
+    consent = leaving.opted_out and (leaving.holds_address or not address_held)
+    unsubscribe = consent or (policy == "unsubscribe" and not address_held)
     groups = managed_groups(synced, mapping) if policy in ("remove_from_groups", "unsubscribe") else frozenset()
     return PendingAction(synced.hubspot_id, synced.email, synced.subscriber_id, unsubscribe, groups, True,
                          leaving.reason)
@@ -77,8 +81,11 @@ def group_removal(hubspot_id: str, email: str, subscriber_id: Optional[str], gro
 
 
 def needs_address_check(leaving: Leaving, mapping: Mapping) -> bool:
-    """Only an unsubscribe caused by on_leave needs to know whether the address is still held."""
-    return mapping.on_leave == "unsubscribe" and not leaving.opted_out
+    """An unsubscribe caused by on_leave, or by an opt-out of a contact that no longer holds the
+    address, needs to know whether another live contact still holds it."""
+    if leaving.opted_out:
+        return not leaving.holds_address
+    return mapping.on_leave == "unsubscribe"
 
 
 def merge_plan(new_id: str, email: str, merged: List[Synced]) -> Tuple[Optional[Synced], List[Synced]]:
@@ -222,20 +229,22 @@ class Departures:
         self.optout(hubspot_id, email, f"opted out; the data was refused ({reason})", try_now)
 
     def out_of_scope(self, hubspot_id: str, outcome: Union[Skip, OutOfScope], synced: Optional[Synced],
-                     address_synced: bool) -> None:
-        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it."""
-        opted_out = isinstance(outcome, OutOfScope) and outcome.opted_out
+                     address_synced: bool, skipped_opted_out: bool = False) -> None:
+        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it;
+        `skipped_opted_out`: a contact without an address (Skip) opted out."""
+        opted_out = outcome.opted_out if isinstance(outcome, OutOfScope) else skipped_opted_out
         if synced is not None:  # it was synced before: it has left the sync's scope
             # An opt-out is applied whatever the scope, at once (never held by the guard).
-            self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out))
+            self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out,
+                               holds_address=isinstance(outcome, OutOfScope)))
         elif isinstance(outcome, OutOfScope) and opted_out and address_synced:
             # Never synced itself, but another contact brought its address in: the opt-out wins.
             self.optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
         # Otherwise nothing: nobody outside the sync's scope is created in MailerLite, not even as
         # unsubscribed. If the address is in MailerLite from elsewhere, that source owns its consent.
 
-    def email_changed(self, synced: Synced) -> None:
-        self.leave(Leaving(synced, "the email address changed", guarded=False))
+    def email_changed(self, synced: Synced, opted_out: bool = False) -> None:
+        self.leave(Leaving(synced, "the email address changed", opted_out, guarded=False, holds_address=False))
 
     def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
         """A merge; True when this record took over a merged-away record's subscriber."""

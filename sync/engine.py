@@ -272,7 +272,8 @@ class Engine:
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
             synced = _synced(hubspot_id, known) if known and known.email else None
-            self.departures.out_of_scope(hubspot_id, outcome, synced, self._address_synced(email))
+            self.departures.out_of_scope(hubspot_id, outcome, synced, self._address_synced(email),
+                                         isinstance(outcome, Skip) and self.mapping.opted_out(props))
             return
         if isinstance(outcome, Reject):
             self._reject(hubspot_id, outcome, known)
@@ -288,7 +289,7 @@ class Engine:
             return
         if known and known.email and known.email != outcome.email:
             # A new address: the old one has left scope; the new one is a new subscriber.
-            self.departures.email_changed(_synced(hubspot_id, known))
+            self.departures.email_changed(_synced(hubspot_id, known), outcome.status == "unsubscribed")
             known = None
         self._plan(contact, outcome, known)
 

@@ -112,3 +112,32 @@ def test_optout_while_leaving_the_list_reaches_mailerlite_in_a_full_pass(run, hu
     run("--mapping", path, "--full")  # any later pass cannot make up for it: the contact is forgotten
     assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
     assert mailerlite_fake.subscriber("person1@example.com")["status"] == "active"
+
+
+# -- an opt-out made together with an address change or removal --------------------------------------------
+
+@pytest.mark.parametrize("new_email", ["new@example.com", ""], ids=["changed", "removed"])
+def test_optout_with_a_new_or_no_address_unsubscribes_the_old_one(run, hubspot_fake, mailerlite_fake, new_email):
+    """The person opts out and, in the same change, their address is replaced or emptied: the
+    old address left with on_leave (groups only) and kept getting mail."""
+    cid = hubspot_fake.add_contact({"email": "old@example.com", "firstname": "Ann"}, modified_ms=1)
+    path = mapping_file(run, '[groups]\nall = ["Synced"]\n')
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(cid, {"email": new_email, "hs_email_optout": "true"})
+    result = run("--mapping", path)
+    assert result.code == 0, result.err
+    assert mailerlite_fake.subscriber("old@example.com")["status"] == "unsubscribed"
+    if new_email:
+        assert mailerlite_fake.subscriber(new_email)["status"] == "unsubscribed"
+
+
+def test_optout_with_a_new_address_leaves_the_old_one_to_the_contact_still_holding_it(run, hubspot_fake,
+                                                                                    mailerlite_fake):
+    """The old address is another live contact's too (a shared inbox): its consent is that contact's."""
+    cid = hubspot_fake.add_contact({"email": "shared@example.com", "firstname": "Ann"}, modified_ms=1)
+    hubspot_fake.add_contact({"email": "shared@example.com", "firstname": "Bob"}, modified_ms=2)
+    assert run().code == 1  # the second is a duplicate
+    hubspot_fake.update_contact(cid, {"email": "ann@example.com", "hs_email_optout": "true"})
+    run()
+    assert mailerlite_fake.subscriber("shared@example.com")["status"] == "active"
+    assert mailerlite_fake.subscriber("ann@example.com")["status"] == "unsubscribed"
