@@ -141,3 +141,21 @@ def test_optout_with_a_new_address_leaves_the_old_one_to_the_contact_still_holdi
     run()
     assert mailerlite_fake.subscriber("shared@example.com")["status"] == "active"
     assert mailerlite_fake.subscriber("ann@example.com")["status"] == "unsubscribed"
+
+
+@pytest.mark.parametrize("new_email", ["new\u200b@example.com", "bad\ud800@example.com", "taken@example.com"],
+                         ids=["zero-width", "lone-surrogate", "another-contacts"])
+def test_optout_with_a_refused_new_address_unsubscribes_the_old_one(run, hubspot_fake, mailerlite_fake,
+                                                                   new_email):
+    """Opted out while the address changed to one that is refused (invalid text, or already
+    another contact's): the refusal hid the change, and the old address kept getting mail."""
+    cid = hubspot_fake.add_contact({"email": "old@example.com", "firstname": "Ann"}, modified_ms=1)
+    hubspot_fake.add_contact({"email": "taken@example.com", "firstname": "Tom"}, modified_ms=2)
+    assert run().code == 0
+    hubspot_fake.update_contact(cid, {"email": new_email, "hs_email_optout": "true"})
+    result = run()
+    assert result.code == 1 and result.summary["rejected"] == 1, result.err
+    assert mailerlite_fake.subscriber("old@example.com")["status"] == "unsubscribed"
+    taken = mailerlite_fake.subscriber("taken@example.com")["status"]
+    assert taken == ("unsubscribed" if new_email == "taken@example.com" else "active")
+    assert run().code == 0  # said once
