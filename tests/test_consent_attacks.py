@@ -7,13 +7,16 @@ on what MailerLite ends up with and on the exit codes, after the runs a cron wou
 from __future__ import annotations
 
 import json
+import os
+import signal
 from typing import Dict, Set
 
 import pytest
 from werkzeug.wrappers import Request, Response
 
+from sync import departures
 from tests.conftest import seed_contacts
-from tests.test_consent import consent_only, mapping_file, state_rows
+from tests.test_consent import consent_only, mapping_file, state_rows, upserts
 
 
 def _bodies(request: Request):
@@ -159,3 +162,110 @@ def test_optout_with_a_refused_new_address_unsubscribes_the_old_one(run, hubspot
     taken = mailerlite_fake.subscriber("taken@example.com")["status"]
     assert taken == ("unsubscribed" if new_email == "taken@example.com" else "active")
     assert run().code == 0  # said once
+
+
+def test_sigterm_while_the_optouts_of_one_answer_are_applied_keeps_them_all(run, hubspot_fake, mailerlite_fake,
+                                                                           monkeypatch):
+    """SIGTERM arrives while the first of five opt-outs (their data refused) goes on its own."""
+    ids = seed_contacts(hubspot_fake, 5)
+    emails = {f"person{i}@example.com" for i in range(5)}
+    assert run().code == 0
+    for cid in ids:
+        hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Changed"})
+    mailerlite_fake.faults.only_paths = ("/api/subscribers", "/api/batch")
+    mailerlite_fake.faults.script.extend([_ConsentFaults(emails)] * 2000)
+    original = departures.ConsentWriter._unsubscribe
+    calls = []
+
+    def terminated_once(self, email):
+        calls.append(email)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler raises as soon as this returns
+        return original(self, email)
+
+    monkeypatch.setattr(departures.ConsentWriter, "_unsubscribe", terminated_once)
+    stopped = run()
+    assert stopped.code == 143 and calls, stopped.err
+    monkeypatch.setattr(departures.ConsentWriter, "_unsubscribe", original)
+    run()
+    assert {e: mailerlite_fake.subscriber(e)["status"] for e in sorted(emails)} == \
+        {e: "unsubscribed" for e in sorted(emails)}
+
+
+# -- attacks that held: kept as regression tests -------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", ["import", "summary"])
+def test_optouts_in_batches_answered_in_an_unknown_shape_are_delivered(run, hubspot_fake, mailerlite_fake, shape):
+    ids = seed_contacts(hubspot_fake, 60)
+    assert run().code == 0
+    for cid in ids[::10]:
+        hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Changed"})
+    for cid in ids[1::10]:
+        hubspot_fake.update_contact(cid, {"firstname": "Changed"})
+    mailerlite_fake.batch_item_shape = shape
+    result = run()
+    assert result.code == 0, result.err
+    statuses = {i: mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in range(60)}
+    assert {i for i, s in statuses.items() if s == "unsubscribed"} == set(range(0, 60, 10))
+
+
+@pytest.mark.parametrize("per_item", [False, True], ids=["batch-refused", "items-refused"])
+def test_optouts_survive_an_account_refusal_in_a_batch(run, hubspot_fake, mailerlite_fake, per_item):
+    ids = seed_contacts(hubspot_fake, 60)
+    assert run().code == 0
+    for cid in ids[::7]:
+        hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Changed"})
+    for cid in ids[1::7]:
+        hubspot_fake.update_contact(cid, {"firstname": "Changed"})
+    mailerlite_fake.account_refusal, mailerlite_fake.account_refusal_per_item = "403-plan", per_item
+    refused = run()
+    assert refused.code == 3, refused.err
+    mailerlite_fake.account_refusal = None
+    assert run().code == 0
+    statuses = {i: mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in range(60)}
+    assert {i for i, s in statuses.items() if s == "unsubscribed"} == set(range(0, 60, 7))
+
+
+def test_optout_with_a_cleared_field_when_null_does_not_clear(run, hubspot_fake, mailerlite_fake):
+    """The writer learns "" instead of null on an upsert that carries status unsubscribed."""
+    mailerlite_fake.null_clears = False
+    cid = hubspot_fake.add_contact({"email": "ann@example.com", "firstname": "Ann", "city": "Kranj"},
+                                   modified_ms=1)
+    assert run().code == 0
+    hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "city": ""})
+    assert run().code == 0
+    subscriber = mailerlite_fake.subscriber("ann@example.com")
+    assert subscriber["status"] == "unsubscribed" and not subscriber["fields"].get("city")
+
+
+@pytest.mark.parametrize("refuse_inactive", [False, True])
+def test_full_force_never_resubscribes(run, hubspot_fake, mailerlite_fake, refuse_inactive):
+    seed_contacts(hubspot_fake, 5)
+    assert run().code == 0
+    mailerlite_fake.subscriber("person1@example.com")["status"] = "unsubscribed"  # its own link
+    mailerlite_fake.subscriber("person2@example.com")["status"] = "bounced"
+    mailerlite_fake.refuse_inactive_upserts = refuse_inactive
+    forced = run("--full", "--force")
+    assert forced.code == 0, forced.err
+    assert [mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in range(5)] == \
+        ["active", "unsubscribed", "bounced", "active", "active"]
+    assert not [b for i in range(5) for b in upserts(mailerlite_fake, f"person{i}@example.com")
+                if b.get("status") not in (None, "unsubscribed")]
+
+
+def test_optouts_go_through_while_the_mass_leave_guard_holds_the_departures(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 100, lifecyclestage="customer")
+    path = mapping_file(run, 'on_leave = "unsubscribe"\n[scope.where]\nlifecyclestage = ["customer"]\n')
+    assert run("--mapping", path).code == 0
+    for cid in ids[:40]:
+        hubspot_fake.update_contact(cid, {"lifecyclestage": "lead"})  # a scope typed wrong, say
+    hubspot_fake.update_contact(ids[50], {"hs_email_optout": "true"})
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})  # leaving and opting out
+    held = run("--mapping", path)
+    assert held.code == 3 and "--allow-mass-leave" in held.err, held.err
+    statuses = [mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in range(100)]
+    assert {i for i, s in enumerate(statuses) if s == "unsubscribed"} == {0, 50}
+    again = run("--mapping", path)  # nothing moved on: held again, nobody else unsubscribed
+    assert again.code == 3
+    statuses = [mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in range(100)]
+    assert {i for i, s in enumerate(statuses) if s == "unsubscribed"} == {0, 50}
