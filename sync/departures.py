@@ -246,15 +246,17 @@ class Departures:
     def email_changed(self, synced: Synced, opted_out: bool = False) -> None:
         self.leave(Leaving(synced, "the email address changed", opted_out, guarded=False, holds_address=False))
 
-    def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
-        """A merge; True when this record took over a merged-away record's subscriber."""
+    def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str], opted_out: bool = False) -> bool:
+        """A merge; True when this record took over a merged-away record's subscriber. When the merged
+        record is opted out, the other addresses that leave get the opt-out too (the same person)."""
         ids = [i.strip() for i in str(merged_ids or "").split(";")]
         old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
         if not old:
             return False
         taken, leaving = merge_plan(hubspot_id, email, old)
         for synced in leaving:
-            self.leave(Leaving(synced, f"merged into contact {hubspot_id}", guarded=False))
+            self.leave(Leaving(synced, f"merged into contact {hubspot_id}", opted_out, guarded=False,
+                               holds_address=False))
         if taken is None or self.dry_run:
             return False
         log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,

@@ -265,7 +265,7 @@ class Engine:
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
         email = normalise_email(props.get("email"))
-        if self.departures.merged(hubspot_id, email, props.get(MERGED_PROPERTY)):
+        if self.departures.merged(hubspot_id, email, props.get(MERGED_PROPERTY), self.mapping.opted_out(props)):
             self._owners[email] = hubspot_id
             known = self.state.known([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
         outcome = self._map(contact)

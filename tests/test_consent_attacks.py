@@ -269,3 +269,20 @@ def test_optouts_go_through_while_the_mass_leave_guard_holds_the_departures(run,
     assert again.code == 3
     statuses = [mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in range(100)]
     assert {i for i, s in enumerate(statuses) if s == "unsubscribed"} == {0, 50}
+
+
+@pytest.mark.parametrize("new_id", [True, False], ids=["merge-gives-new-id", "survivor-keeps-id"])
+def test_a_merge_into_an_opted_out_record_unsubscribes_the_merged_away_address(run, hubspot_fake, mailerlite_fake,
+                                                                             new_id):
+    """Two records of one person, the primary opted out: the merged record is opted out, and the
+    other record's address (now one of its addresses) must not stay subscribed."""
+    a = hubspot_fake.add_contact({"email": "main@example.com", "hs_email_optout": "true"}, modified_ms=1)
+    b = hubspot_fake.add_contact({"email": "work@example.com", "hs_email_optout": "false"}, modified_ms=2)
+    path = mapping_file(run, '[groups]\nall = ["Synced"]\n')
+    assert run("--mapping", path).code == 0
+    assert mailerlite_fake.subscriber("work@example.com")["status"] == "active"
+    hubspot_fake.merge_contacts(a, b, new_id=new_id)
+    result = run("--mapping", path)
+    assert result.code == 0, result.err
+    assert mailerlite_fake.subscriber("main@example.com")["status"] == "unsubscribed"
+    assert mailerlite_fake.subscriber("work@example.com")["status"] == "unsubscribed"
