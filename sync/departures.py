@@ -287,10 +287,10 @@ class Departures:
             self._sent[email] = hubspot_id
 
     def leave(self, leaving: Leaving) -> None:
-        if self.dry_run:
+        if leaving.guarded:
+            self._leaving.append(leaving)  # a dry run too: it must meet the guard the real run meets
+        elif self.dry_run:
             self.summary.add("left_scope")
-        elif leaving.guarded:
-            self._leaving.append(leaving)
         else:
             self._apply_leave(leaving)
 
@@ -302,7 +302,10 @@ class Departures:
             self.summary.add("mass_leave_held", len(leaving))
             return problem
         for one in leaving:
-            self._apply_leave(one)
+            if self.dry_run:
+                self.summary.add("left_scope")
+            else:
+                self._apply_leave(one)
         return None
 
     def _act(self, action: PendingAction, try_now: bool) -> bool:

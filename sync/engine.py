@@ -103,6 +103,7 @@ class Engine:
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
+        self._dry_seen: Set[str] = set()  # what a dry full pass read (a real one marks it in the state)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
 
     def run(self) -> Summary:
@@ -219,6 +220,8 @@ class Engine:
                 self._settle_written()
                 if full and not self.options.dry_run:
                     self.state.mark_seen(ids, self._run_id)
+                elif full:
+                    self._dry_seen.update(ids)
                 if self.on_progress:
                     self.on_progress(self.summary.counts, self.total)
             if not self.options.dry_run:
@@ -398,12 +401,13 @@ class Engine:
     def _find_departed(self, full: bool, start_ms: int) -> bool:
         """Contacts gone from HubSpot (archived, merged away) or from the synced lists. Returns
         whether the archived ones were looked for."""
+        if full:
+            # A dry run counts these too, and meets the mass-leave guard as the real run would.
+            unseen = [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
+            self.departures.gone(self.state.synced(unseen), "no longer in HubSpot or the synced lists")
+            return True
         if self.options.dry_run:
             return False
-        if full:
-            self.departures.gone(self.state.synced(self.state.unseen(self._run_id)),
-                                 "no longer in HubSpot or the synced lists")
-            return True
         last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < ARCHIVED_CHECK_MS:
             return False

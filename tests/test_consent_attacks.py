@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from typing import Dict, Set
 
 import pytest
@@ -17,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 from sync import departures
 from tests.conftest import seed_contacts
 from tests.test_consent import consent_only, mapping_file, state_rows, upserts
+from tests.test_hubspot_paging import _set_bookmark
 
 
 def _bodies(request: Request):
@@ -286,3 +288,65 @@ def test_a_merge_into_an_opted_out_record_unsubscribes_the_merged_away_address(r
     assert result.code == 0, result.err
     assert mailerlite_fake.subscriber("main@example.com")["status"] == "unsubscribed"
     assert mailerlite_fake.subscriber("work@example.com")["status"] == "unsubscribed"
+
+
+@pytest.mark.parametrize("lag_minutes", [0, 3])
+def test_optouts_made_while_the_search_pages_are_delivered(run, hubspot_fake, mailerlite_fake, monkeypatch,
+                                                           lag_minutes):
+    """Opt-outs made during an incremental run (one on a page already read, one on a later page),
+    with a search index that is current or minutes late: delivered by this run or the next."""
+    mailerlite_fake.limits_enabled = False
+    seed_contacts(hubspot_fake, 5, age_ms=180 * 60_000)
+    assert run().code == 0
+    _set_bookmark(run.state_db, int(time.time() * 1000) - 120 * 60_000)
+    ids = seed_contacts(hubspot_fake, 350, start=100, age_ms=30 * 60_000)
+    hubspot_fake.search_lag_ms = lag_minutes * 60_000
+    searches = []
+    original = hubspot_fake.on_search
+
+    def opt_out_after_first_page(request, **kwargs):
+        searches.append(request.path)
+        if len(searches) == 2:
+            hubspot_fake.update_contact(ids[5], {"hs_email_optout": "true"})
+            hubspot_fake.update_contact(ids[300], {"hs_email_optout": "true"})
+        return original(request, **kwargs)
+
+    monkeypatch.setattr(hubspot_fake, "on_search", opt_out_after_first_page)
+    assert run().code == 0
+    hubspot_fake.search_lag_ms = 0  # the index caught up
+    assert run().code == 0
+    assert mailerlite_fake.subscriber("person105@example.com")["status"] == "unsubscribed"
+    assert mailerlite_fake.subscriber("person400@example.com")["status"] == "unsubscribed"
+    assert sum(s["status"] == "unsubscribed" for s in mailerlite_fake.subscribers.values()) == 2
+
+
+@pytest.mark.parametrize("name", ["bad\ud800x", "Ann\u202eevil", "Ann\x1b]0;title\x07"],
+                         ids=["lone-surrogate", "bidi", "escape"])
+def test_optout_with_hostile_text_in_a_name_is_delivered(run, hubspot_fake, mailerlite_fake, name):
+    cid = hubspot_fake.add_contact({"email": "ann@example.com", "firstname": "Ann"}, modified_ms=1)
+    assert run().code == 0
+    hubspot_fake.update_contact(cid, {"firstname": name, "hs_email_optout": "true"})
+    result = run()
+    assert result.code in (0, 1) and "Traceback" not in result.err, result.err
+    assert mailerlite_fake.subscriber("ann@example.com")["status"] == "unsubscribed"
+    assert "\x1b" not in result.out + result.err
+
+
+def test_a_dry_run_shows_the_departures_a_real_run_would_make_or_hold(run, hubspot_fake, mailerlite_fake):
+    """A dry run after a held pass said "exit 0, nobody leaves": it never counted departures by
+    absence, and the mass-leave guard never looked. It must forecast what the real run does."""
+    ids = seed_contacts(hubspot_fake, 100)
+    path = mapping_file(run, 'on_leave = "unsubscribe"\n')
+    assert run("--mapping", path).code == 0
+    for cid in ids[:40]:
+        hubspot_fake.archive_contact(cid)
+    assert run("--mapping", path, "--full").code == 3
+    before = {s["email"]: dict(s) for s in mailerlite_fake.subscribers.values()}
+    dry = run("--mapping", path, "--dry-run")
+    assert dry.code == 3 and "--allow-mass-leave" in dry.err and dry.summary["mass_leave_held"] == 40, dry.err
+    allowed = run("--mapping", path, "--dry-run", "--allow-mass-leave")
+    assert allowed.code == 0 and allowed.summary["left_scope"] == 40, allowed.err
+    assert {s["email"]: dict(s) for s in mailerlite_fake.subscribers.values()} == before  # wrote nothing
+    held = run("--mapping", path)  # the held full pass is still pending, and still held
+    assert held.code == 3 and state_rows(run, "SELECT COUNT(*) FROM contacts") == [(100,)]
+    assert run("--mapping", path, "--allow-mass-leave").summary["left_scope"] == 40
