@@ -350,3 +350,48 @@ def test_a_dry_run_shows_the_departures_a_real_run_would_make_or_hold(run, hubsp
     held = run("--mapping", path)  # the held full pass is still pending, and still held
     assert held.code == 3 and state_rows(run, "SELECT COUNT(*) FROM contacts") == [(100,)]
     assert run("--mapping", path, "--allow-mass-leave").summary["left_scope"] == 40
+
+
+@pytest.mark.parametrize("batch_errors", ["207", "400"])
+def test_optouts_with_write_back_failing_in_the_same_run(run, hubspot_fake, mailerlite_fake, monkeypatch,
+                                                         batch_errors):
+    """HubSpot refuses the write-back of some statuses in the run that delivers opt-outs: the
+    opt-outs stand, the failure is exit 1 and retried, and nothing ping-pongs back to MailerLite."""
+    from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE
+
+    hubspot_fake.tokens["hs-test-token"] |= {WRITE_SCOPE, SCHEMA_WRITE_SCOPE}
+    monkeypatch.setenv("SYNC_WRITE_BACK", "true")
+    hubspot_fake.batch_errors = batch_errors
+    ids = seed_contacts(hubspot_fake, 4)
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    hubspot_fake.update_contact(ids[1], {"hs_email_optout": "true"})
+    hubspot_fake.failing_update_ids = {ids[1]}
+    first = run()
+    assert first.code == 1 and first.summary["write_back_failed"] == 1, first.err
+    hubspot_fake.failing_update_ids = set()
+    second = run()
+    assert second.code == 0 and second.summary["written_back"] == 1, second.err
+    third = run()
+    assert third.code == 0 and third.summary["created"] + third.summary["updated"] == 0
+    statuses = [mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in range(4)]
+    assert statuses == ["unsubscribed", "unsubscribed", "active", "active"]
+    assert [hubspot_fake.contacts[int(i)]["properties"].get("mailerlite_status") for i in ids[:2]] == \
+        ["unsubscribed", "unsubscribed"]
+
+
+@pytest.mark.parametrize("refuse_inactive", [False, True])
+def test_duplicate_optout_while_the_owner_waits_in_a_batch(run, hubspot_fake, mailerlite_fake, refuse_inactive):
+    """The owner of an address is still queued (batches fill up) when a second contact with the
+    address opts out: the opt-out goes at once, and the owner's upsert later must not undo it."""
+    mailerlite_fake.refuse_inactive_upserts = refuse_inactive
+    seed_contacts(hubspot_fake, 10)
+    hubspot_fake.add_contact({"email": "twin@example.com", "firstname": "One"}, modified_ms=1000)
+    seed_contacts(hubspot_fake, 10, start=10)
+    hubspot_fake.add_contact({"email": "TWIN@example.com", "hs_email_optout": "true"}, modified_ms=1001)
+    seed_contacts(hubspot_fake, 30, start=20)
+    first = run()
+    assert first.code == 1 and first.summary["rejected"] == 1, first.err
+    assert mailerlite_fake.subscriber("twin@example.com")["status"] == "unsubscribed"
+    assert run("--full").code in (0, 1)
+    assert mailerlite_fake.subscriber("twin@example.com")["status"] == "unsubscribed"
+    assert not [b for b in upserts(mailerlite_fake, "twin@example.com") if b.get("status") == "active"]
