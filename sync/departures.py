@@ -221,8 +221,15 @@ class Departures:
     # -- what the engine read ---------------------------------------------------------------------
     def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
         self._held.setdefault(email, hubspot_id)
-        if not opted_out and self._sent.get(email) == hubspot_id and not self.dry_run:
-            self.state.clear_optout_sent(email)  # opted in again: a later opt-out is delivered anew
+        if not opted_out:
+            self.not_opted_out(hubspot_id, email)
+
+    def not_opted_out(self, hubspot_id: str, email: str) -> None:
+        """Read without an opt-out (in scope, refused or out of scope): one it had delivered on its
+        own before is over, so a later opt-out is delivered anew."""
+        if self._sent.get(email) == hubspot_id and not self.dry_run:
+            self.state.clear_optout_sent(email)
+            del self._sent[email]
 
     def refused(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
         """The full upsert of an opted-out contact cannot be sent or was refused."""
@@ -240,6 +247,8 @@ class Departures:
         elif isinstance(outcome, OutOfScope) and opted_out and address_synced:
             # Never synced itself, but another contact brought its address in: the opt-out wins.
             self.optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
+        elif isinstance(outcome, OutOfScope) and not opted_out:
+            self.not_opted_out(hubspot_id, outcome.email)
         # Otherwise nothing: nobody outside the sync's scope is created in MailerLite, not even as
         # unsubscribed. If the address is in MailerLite from elsewhere, that source owns its consent.
 

@@ -343,6 +343,8 @@ class Engine:
                 # (unless another live contact holds it), as with an accepted new address.
                 self.departures.email_changed(_synced(hubspot_id, known), opted_out=True)
                 known = None
+        else:
+            self.departures.not_opted_out(hubspot_id, reject.email)
         fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
             self.summary.add("unchanged")  # rejected before with the same data: nothing new to say

@@ -395,3 +395,28 @@ def test_duplicate_optout_while_the_owner_waits_in_a_batch(run, hubspot_fake, ma
     assert run("--full").code in (0, 1)
     assert mailerlite_fake.subscriber("twin@example.com")["status"] == "unsubscribed"
     assert not [b for b in upserts(mailerlite_fake, "twin@example.com") if b.get("status") == "active"]
+
+
+# -- an opt-out, an opt-in, and a second opt-out, while the data is refused ---------------------------------
+
+TYPED = 'create_missing_fields = true\n[fields]\nnumemployees = { field = "employees", type = "number" }\n'
+
+
+def test_a_second_optout_of_a_rejected_contact_is_delivered_again(run, hubspot_fake, mailerlite_fake):
+    """The opt-out of a contact with refused data goes on its own, once. The person opts in again
+    (and re-subscribes with a MailerLite form), then opts out again, the data still refused: the
+    second opt-out was taken for the first one ("already delivered") and never sent."""
+    path = mapping_file(run, TYPED)
+    cid = hubspot_fake.add_contact({"email": "ann@example.com", "numemployees": "5"}, modified_ms=1)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "numemployees": "lots"})
+    assert run("--mapping", path).code == 1
+    assert mailerlite_fake.subscriber("ann@example.com")["status"] == "unsubscribed"
+    hubspot_fake.update_contact(cid, {"hs_email_optout": "false"})
+    run("--mapping", path)
+    mailerlite_fake.subscriber("ann@example.com")["status"] = "active"  # a MailerLite form, say
+    hubspot_fake.update_contact(cid, {"hs_email_optout": "true"})
+    again = run("--mapping", path)
+    assert again.code == 1, again.err
+    assert mailerlite_fake.subscriber("ann@example.com")["status"] == "unsubscribed"
+    assert len(consent_only(mailerlite_fake, "ann@example.com")) == 2
