@@ -304,6 +304,10 @@ class Engine:
                 self.summary.add("unchanged")
                 return
             if known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
+                if planned.status == "unsubscribed" and not self.options.dry_run:
+                    # The refusal is recorded before the opt-out it implies is stored: a run killed
+                    # in between must not leave it undelivered. Sent once per address (optouts_sent).
+                    self.departures.refused(hubspot_id, planned.email, "by MailerLite, in an earlier run")
                 self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
                 return
         if self.options.dry_run:

@@ -420,3 +420,36 @@ def test_a_second_optout_of_a_rejected_contact_is_delivered_again(run, hubspot_f
     assert again.code == 1, again.err
     assert mailerlite_fake.subscriber("ann@example.com")["status"] == "unsubscribed"
     assert len(consent_only(mailerlite_fake, "ann@example.com")) == 2
+
+
+# -- a kill between recording MailerLite's refusal and storing the opt-out it implies ----------------------
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing in the program catches it (finally blocks do run, unlike a real kill)."""
+
+
+def test_a_kill_after_a_refusal_is_recorded_loses_no_optout(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    """MailerLite refuses the data of an opted-out contact; the process dies after the refusal is
+    recorded and before the opt-out it implies is stored. The next run read the contact as
+    "rejected as before" and never delivered the opt-out."""
+    from sync.state import State
+
+    cid = hubspot_fake.add_contact({"email": "cy@example.com", "firstname": "Cy"}, modified_ms=1)
+    assert run().code == 0
+    hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Cyrus"})
+    mailerlite_fake.faults.only_paths = ("/api/subscribers", "/api/batch")
+    mailerlite_fake.faults.script.extend([_ConsentFaults({"cy@example.com"})] * 100)
+    original = State.save_action
+
+    def killed(self, action):
+        raise _Killed()
+
+    monkeypatch.setattr(State, "save_action", killed)
+    with pytest.raises(_Killed):
+        run()
+    monkeypatch.setattr(State, "save_action", original)
+    again = run()
+    assert again.code in (0, 1), again.err
+    assert mailerlite_fake.subscriber("cy@example.com")["status"] == "unsubscribed"
+    assert len(consent_only(mailerlite_fake, "cy@example.com")) == 1
+    assert run("--full").code == 0 and len(consent_only(mailerlite_fake, "cy@example.com")) == 1  # once
