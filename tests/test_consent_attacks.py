@@ -453,3 +453,30 @@ def test_a_kill_after_a_refusal_is_recorded_loses_no_optout(run, hubspot_fake, m
     assert mailerlite_fake.subscriber("cy@example.com")["status"] == "unsubscribed"
     assert len(consent_only(mailerlite_fake, "cy@example.com")) == 1
     assert run("--full").code == 0 and len(consent_only(mailerlite_fake, "cy@example.com")) == 1  # once
+
+
+# -- a token echoed by MailerLite into the reasons of a pending opt-out ---------------------------------------
+
+def test_an_echoed_token_never_reaches_a_pending_action(run, hubspot_fake, mailerlite_fake):
+    """MailerLite echoes the Authorization header in its refusals of an opted-out contact's data and
+    of the unsubscribe itself: the pending action's reason and last error are state rows too."""
+    echo = "Authorization: Bearer ml-test-token"
+
+    def refuse_echoing(request: Request):
+        if any(isinstance(b, dict) and b.get("email") == "cy@example.com" for b in _bodies(request)):
+            return Response(json.dumps({"message": "The given data was invalid.",
+                                        "errors": {"fields.name": [f"not taken ({echo})"],
+                                                   "status": [f"not taken ({echo})"]}}),
+                            status=422, content_type="application/json")
+        return None
+
+    cid = hubspot_fake.add_contact({"email": "cy@example.com", "firstname": "Cy"}, modified_ms=1)
+    assert run().code == 0
+    hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Cyrus"})
+    mailerlite_fake.faults.only_paths = ("/api/subscribers", "/api/batch")
+    mailerlite_fake.faults.script.extend([refuse_echoing] * 100)
+    result = run()
+    assert result.code == 1 and "ml-test-token" not in result.out + result.err, result.err
+    assert state_rows(run, "SELECT COUNT(*) FROM pending_actions") == [(1,)]  # kept, to be tried again
+    written = b"".join(p.read_bytes() for p in run.state_db.parent.glob("*") if p.is_file())
+    assert b"ml-test-token" not in written
