@@ -480,3 +480,31 @@ def test_an_echoed_token_never_reaches_a_pending_action(run, hubspot_fake, maile
     assert state_rows(run, "SELECT COUNT(*) FROM pending_actions") == [(1,)]  # kept, to be tried again
     written = b"".join(p.read_bytes() for p in run.state_db.parent.glob("*") if p.is_file())
     assert b"ml-test-token" not in written
+
+
+# -- a signal after the run finished ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ending", ["finished", "failed"])
+def test_sigterm_during_the_final_healthcheck_ping_is_no_traceback(run, hubspot_fake, mailerlite_fake, monkeypatch,
+                                                                   ending):
+    """The run is over and recorded; SIGTERM comes while the health check is pinged (up to 15 s):
+    it escaped cli.main as a traceback."""
+    from sync import cli
+
+    seed_contacts(hubspot_fake, 3)
+    if ending == "failed":
+        monkeypatch.setenv("MAILERLITE_API_KEY", "wrong")
+    pinged = []
+
+    def ping_interrupted(url, success, *args):
+        pinged.append(success)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs here, mid-ping
+
+    monkeypatch.setattr(cli, "ping", ping_interrupted)
+    result = run()
+    assert pinged == [ending == "finished"] and result.code == 143, result.err
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == (1 if ending == "finished" else 2) and "SIGTERM" in lines[-1], result.err
+    assert result.summary["exit_code"] == (0 if ending == "finished" else 2)  # what was printed stands
+    assert state_rows(run, "SELECT exit_code FROM runs") == [(0 if ending == "finished" else 2,)]
