@@ -29,7 +29,7 @@ from .errors import AbortRun
 from .mailerlite import AccountRefused, MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import Mapping, OutOfScope, Skip, email_problem
-from .retrying import Transient
+from .retrying import RunDeadline, Transient, WaitTooLong
 from .state import PendingAction, State, Synced
 from .summary import Summary
 
@@ -145,8 +145,10 @@ class ConsentWriter:
             if action.unsubscribe:
                 self._unsubscribe(action.email)
             self._leave_groups(action)
-        except AccountRefused:
-            raise  # every action would be refused alike: the run stops, the action stays saved for the next
+        except (AccountRefused, RunDeadline, WaitTooLong):
+            # Every action would be refused alike, or the run must stop now (its time limit, a wait
+            # too long): the action stays saved for the next run, and the run ends with that line.
+            raise
         except (_Refused, AbortRun, Transient) as exc:
             reason = str(exc) if not isinstance(exc, Transient) else f"MailerLite: {exc.reason}"
             self.state.action_failed(action, reason)

@@ -508,3 +508,39 @@ def test_sigterm_during_the_final_healthcheck_ping_is_no_traceback(run, hubspot_
     assert len(lines) == (1 if ending == "finished" else 2) and "SIGTERM" in lines[-1], result.err
     assert result.summary["exit_code"] == (0 if ending == "finished" else 2)  # what was printed stands
     assert state_rows(run, "SELECT exit_code FROM runs") == [(0 if ending == "finished" else 2,)]
+
+
+# -- the run's time limit reached while consent actions are applied ---------------------------------------------
+
+@pytest.mark.parametrize("stop", ["deadline", "wait-too-long"])
+def test_the_time_limit_reached_during_pending_actions_stops_the_run_with_its_own_line(run, hubspot_fake,
+                                                                                     mailerlite_fake, monkeypatch,
+                                                                                     stop):
+    """SYNC_MAX_RUNTIME (or a Retry-After beyond 15 minutes) while pending unsubscribes are retried:
+    each one was counted failed and the run went on, to stop with "MailerLite keeps refusing
+    unsubscribes" - a wrong line and wrong counts."""
+    from sync.retrying import RunDeadline, WaitTooLong
+
+    ids = seed_contacts(hubspot_fake, 4)
+    emails = {f"person{i}@example.com" for i in range(4)}
+    assert run().code == 0
+    for cid in ids:
+        hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Changed"})
+    faults = _ConsentFaults(emails)
+    faults.consent_answer = 503
+    mailerlite_fake.faults.only_paths = ("/api/subscribers", "/api/batch")
+    mailerlite_fake.faults.script.extend([faults] * 2000)
+    assert run().code == 3  # the unsubscribes are pending
+    pending = state_rows(run, "SELECT COUNT(*) FROM pending_actions")
+    assert pending[0][0] >= 3
+
+    def out_of_time(self, email):
+        raise (RunDeadline("the run reached its time limit (SYNC_MAX_RUNTIME) at a test; stopped")
+               if stop == "deadline" else WaitTooLong("asked to wait 60 minutes; stopped"))
+
+    monkeypatch.setattr(departures.ConsentWriter, "_unsubscribe", out_of_time)
+    stopped = run()
+    assert stopped.code == 3 and stopped.summary["failed"] == 0, stopped.err
+    assert ("SYNC_MAX_RUNTIME" if stop == "deadline" else "60 minutes") in stopped.summary["message"]
+    assert "keeps refusing" not in stopped.err
+    assert state_rows(run, "SELECT COUNT(*) FROM pending_actions") == pending
