@@ -280,8 +280,9 @@ class Departures:
         """After MailerLite answered an upsert: groups to leave, or an opt-out its refusal left behind."""
         if outcome in ("created", "updated") and removals:
             self._act(group_removal(hubspot_id, email, subscriber_id, removals), try_now)
-        elif outcome == "rejected" and opted_out:
-            self.optout(hubspot_id, email, f"opted out; MailerLite refused the data ({reason})", try_now)
+        elif outcome in ("rejected", "failed") and opted_out:
+            # Failed (tried again next run, up to a bound) or rejected: the opt-out does not wait for it.
+            self.optout(hubspot_id, email, f"opted out; MailerLite did not take the data ({reason})", try_now)
 
     def gone(self, synced: List[Synced], reason: str) -> None:
         """Synced contacts found missing: not listed by a full pass, or archived."""

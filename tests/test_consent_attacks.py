@@ -544,3 +544,32 @@ def test_the_time_limit_reached_during_pending_actions_stops_the_run_with_its_ow
     assert ("SYNC_MAX_RUNTIME" if stop == "deadline" else "60 minutes") in stopped.summary["message"]
     assert "keeps refusing" not in stopped.err
     assert state_rows(run, "SELECT COUNT(*) FROM pending_actions") == pending
+
+
+# -- an opt-out whose full upsert MailerLite refuses, but not for its data ----------------------------------------
+
+@pytest.mark.parametrize("code, body", [(400, {"message": "Bad request."}), (404, {"message": "Not found."})],
+                         ids=["400", "404"])
+def test_optout_with_an_upsert_refused_not_for_its_data_is_delivered_in_the_same_run(run, hubspot_fake,
+                                                                                   mailerlite_fake, code, body):
+    """A refusal that names no field is "failed, tried again" for up to three runs before it is
+    rejected: the opt-out it carried waited those hours. It goes on its own at once."""
+    cid = hubspot_fake.add_contact({"email": "cy@example.com", "firstname": "Cy"}, modified_ms=1)
+    assert run().code == 0
+    hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Cyrus"})
+
+    def refuse(request: Request):
+        if any(isinstance(b, dict) and b.get("email") == "cy@example.com" and "fields" in b
+               for b in _bodies(request)):
+            return Response(json.dumps(body), status=code, content_type="application/json")
+        return None
+
+    mailerlite_fake.faults.only_paths = ("/api/subscribers", "/api/batch")
+    mailerlite_fake.faults.script.extend([refuse] * 100)
+    result = run()
+    assert result.code == 1 and result.summary["failed"] == 1, result.err  # the data is tried again next run
+    assert mailerlite_fake.subscriber("cy@example.com")["status"] == "unsubscribed"
+    assert len(consent_only(mailerlite_fake, "cy@example.com")) == 1
+    for _ in range(3):
+        run()
+    assert len(consent_only(mailerlite_fake, "cy@example.com")) == 1  # once
