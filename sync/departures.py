@@ -2,9 +2,12 @@
 
 The rules (the README's "Consent" section says the same to users):
 - An opt-out (any of the mapping's opt-out properties true) always reaches MailerLite. When the
-  full upsert cannot carry it (its data is refused, locally or with a 422; the contact is a
-  duplicate of another holding the address; it leaves the sync's scope), the unsubscribe goes
-  on its own: {"email", "status": "unsubscribed"}, nothing else.
+  full upsert cannot carry it (its data is refused, locally or by MailerLite, or the upsert
+  failed; the contact is a duplicate of another holding the address; it leaves the sync's
+  scope), the unsubscribe goes on its own: {"email", "status": "unsubscribed"}, nothing else.
+- An opt-out made together with a new address (accepted or refused), no address, or a merge
+  into the opted-out record also reaches the address that leaves, unless another live,
+  in-scope contact still holds it (that contact's consent is its own).
 - Nobody outside the sync's scope is created in MailerLite: an out-of-scope contact that opts
   out is only unsubscribed when its address is synced (by it or another contact).
 - A contact leaving the sync gets the on_leave policy; "unsubscribe" is never applied to an
@@ -12,7 +15,8 @@ The rules (the README's "Consent" section says the same to users):
 - A merge's new record takes over the subscriber of the merged-away record with its address.
 - Every action is stored before it is tried and kept until MailerLite takes it; the contact is
   forgotten only then.
-- The mass-leave guard: one pass making too many synced contacts leave stops the leaving.
+- The mass-leave guard: one pass making too many synced contacts leave stops the leaving (a
+  dry run forecasts the same).
 
 Decisions are plain functions; `Departures` follows one run, `ConsentWriter` applies. The engine
 only orchestrates: read, map, decide (here), write, record.
