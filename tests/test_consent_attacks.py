@@ -573,3 +573,25 @@ def test_optout_with_an_upsert_refused_not_for_its_data_is_delivered_in_the_same
     for _ in range(3):
         run()
     assert len(consent_only(mailerlite_fake, "cy@example.com")) == 1  # once
+
+
+@pytest.mark.parametrize("reading", ["text-limit", "date-with-time"])
+def test_optout_in_a_payload_the_writer_must_adapt(run, hubspot_fake, mailerlite_fake, reading):
+    """The writer learns another reading of an unconfirmed behaviour (a shorter text limit, dates
+    with a time) from the refusal of an upsert that carries status unsubscribed."""
+    text = 'create_missing_fields = true\n[fields]\nborn = { field = "born", type = "date" }\n'
+    path = mapping_file(run, text)
+    cid = hubspot_fake.add_contact({"email": "ann@example.com", "firstname": "Ann", "born": "1990-01-02"},
+                                   modified_ms=1)
+    assert run("--mapping", path).code == 0
+    if reading == "text-limit":
+        mailerlite_fake.text_max = 20
+        change = {"firstname": "A" * 40}
+    else:
+        mailerlite_fake.date_with_time = True
+        change = {"born": "1991-03-04"}
+    hubspot_fake.update_contact(cid, {"hs_email_optout": "true", **change})
+    result = run("--mapping", path)
+    assert result.code == 0 and result.summary["rejected"] == 0, result.err
+    assert mailerlite_fake.subscriber("ann@example.com")["status"] == "unsubscribed"
+    assert consent_only(mailerlite_fake, "ann@example.com") == []  # the adapted full upsert carried it
