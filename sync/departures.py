@@ -298,7 +298,8 @@ class Departures:
         """The unsubscribe on its own (email and status), once per address."""
         if self.dry_run or email in self._sent or email_problem(email):
             return  # already delivered, or an address MailerLite could never take
-        log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
+        if try_now:  # (only stored: said when it is tried)
+            log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
         if self._act(optout_action(hubspot_id, email, reason), try_now):
             self._sent[email] = hubspot_id
 

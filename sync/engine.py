@@ -382,19 +382,18 @@ class Engine:
         written: List[Written] = self.writer.take_finished()
         if not written:
             return
+        # The consent actions these answers imply are stored before the answers are recorded: a run
+        # killed in between leaves an action to apply (harmless to repeat), never a recorded answer
+        # whose action is lost (a rejected opt-out or a group to leave would then read "unchanged").
+        # Stopped while they are tried (an outage, a refused account, SIGTERM), the rest stay stored.
+        for item, result in written:
+            self.departures.written(item.hubspot_id, item.email, result.outcome, result.subscriber_id,
+                                    item.removals, item.opts_out, result.reason, try_now=False)
         self._record([result for _, result in written])
-        for number, (item, result) in enumerate(written):
-            try:
+        if try_now:
+            for item, result in written:
                 self.departures.written(item.hubspot_id, item.email, result.outcome, result.subscriber_id,
-                                        item.removals, item.opts_out, result.reason, try_now)
-            except BaseException:
-                # The run stops (an outage, a refused account, SIGTERM) while one action is tried:
-                # the outcomes above are recorded, so the actions of the rest would be lost for good
-                # (a rejected opt-out reads "unchanged" next run). They are stored, not tried.
-                for later, outcome in written[number + 1:]:
-                    self.departures.written(later.hubspot_id, later.email, outcome.outcome, outcome.subscriber_id,
-                                            later.removals, later.opts_out, outcome.reason, try_now=False)
-                raise
+                                        item.removals, item.opts_out, result.reason)
 
     # -- leaving -----------------------------------------------------------------------------------
     def _held_in_hubspot(self, synced: Synced) -> bool:

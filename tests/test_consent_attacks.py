@@ -17,7 +17,7 @@ from werkzeug.wrappers import Request, Response
 
 from sync import departures
 from tests.conftest import seed_contacts
-from tests.test_consent import consent_only, mapping_file, state_rows, upserts
+from tests.test_consent import consent_only, groups_of, mapping_file, state_rows, upserts
 from tests.test_hubspot_paging import _set_bookmark
 
 
@@ -595,3 +595,26 @@ def test_optout_in_a_payload_the_writer_must_adapt(run, hubspot_fake, mailerlite
     assert result.code == 0 and result.summary["rejected"] == 0, result.err
     assert mailerlite_fake.subscriber("ann@example.com")["status"] == "unsubscribed"
     assert consent_only(mailerlite_fake, "ann@example.com") == []  # the adapted full upsert carried it
+
+
+def test_a_kill_after_an_upsert_is_recorded_loses_no_group_removal(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    """The stage changes: the upsert adds the new stage's group, and the old one must be left. The
+    process dies after the upsert is recorded and before the removal is stored: the state said the
+    groups were already right, and the subscriber stayed in the old stage's group for good."""
+    from sync.state import State
+
+    cid = hubspot_fake.add_contact({"email": "ann@example.com", "lifecyclestage": "customer"}, modified_ms=1)
+    path = mapping_file(run, '[groups]\nproperty = { lifecyclestage = "Stage: {label}" }\n')
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(cid, {"lifecyclestage": "lead"})
+    original = State.save_action
+
+    def killed(self, action):
+        raise _Killed()
+
+    monkeypatch.setattr(State, "save_action", killed)
+    with pytest.raises(_Killed):
+        run("--mapping", path)
+    monkeypatch.setattr(State, "save_action", original)
+    assert run("--mapping", path).code == 0
+    assert groups_of(mailerlite_fake, "ann@example.com") == ["Stage: Lead"]
