@@ -1,8 +1,9 @@
 """Attacks on the merged sync's consent promise, end to end through cli.main against the fakes.
 
-Each test is an attack that broke the program before its fix (see the commit that added it):
-an opt-out lost, someone unsubscribed by mistake, a pending departure forgotten. Assertions are
-on what MailerLite ends up with and on the exit codes, after the runs a cron would make."""
+Each test is one attack: an opt-out lost, someone unsubscribed or re-subscribed by mistake, a
+pending action forgotten, a token leaked, a traceback. Those that broke the program failed
+before the commit that added them (named there); the others held and stay as regression tests.
+Assertions are on what MailerLite ends up with and on the exit codes, after the runs a cron would make."""
 
 from __future__ import annotations
 
