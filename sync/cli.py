@@ -367,7 +367,11 @@ def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]
     if as_json:
         print(redact(json.dumps({"exit_code": code, "error": message}, sort_keys=True)))
     if settings is not None and code != EXIT_LOCKED:
-        ping(settings.healthcheck_url, success=False)
+        try:
+            ping(settings.healthcheck_url, success=False)
+        except KeyboardInterrupt as exc:  # a signal while pinging: the line above was said; one more
+            log.error("%s", str(exc) or "interrupted (SIGINT)")
+            return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     return code
 
 
@@ -480,10 +484,14 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
         return _failed(EXIT_ABORTED, f"unexpected {exc.__class__.__name__}; what was synced so far is kept. Please "
                                      f"report it, with the output of --verbose", args.json, settings)
     try:
-        report(summary, args.json)
-    except BrokenPipeError:
-        if _reader_went_away(summary.exit_code) == EXIT_ABORTED:
-            return EXIT_ABORTED
-    if not args.dry_run:
-        ping(settings.healthcheck_url, success=summary.exit_code == EXIT_OK)
+        try:
+            report(summary, args.json)
+        except BrokenPipeError:
+            if _reader_went_away(summary.exit_code) == EXIT_ABORTED:
+                return EXIT_ABORTED
+        if not args.dry_run:
+            ping(settings.healthcheck_url, success=summary.exit_code == EXIT_OK)
+    except KeyboardInterrupt as exc:  # a signal after the run was recorded (the ping takes seconds): one line
+        log.error("%s", str(exc) or "interrupted (SIGINT)")
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)
     return summary.exit_code

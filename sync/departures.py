@@ -2,9 +2,12 @@
 
 The rules (the README's "Consent" section says the same to users):
 - An opt-out (any of the mapping's opt-out properties true) always reaches MailerLite. When the
-  full upsert cannot carry it (its data is refused, locally or with a 422; the contact is a
-  duplicate of another holding the address; it leaves the sync's scope), the unsubscribe goes
-  on its own: {"email", "status": "unsubscribed"}, nothing else.
+  full upsert cannot carry it (its data is refused, locally or by MailerLite, or the upsert
+  failed; the contact is a duplicate of another holding the address; it leaves the sync's
+  scope), the unsubscribe goes on its own: {"email", "status": "unsubscribed"}, nothing else.
+- An opt-out made together with a new address (accepted or refused), no address, or a merge
+  into the opted-out record also reaches the address that leaves, unless another live,
+  in-scope contact still holds it (that contact's consent is its own).
 - Nobody outside the sync's scope is created in MailerLite: an out-of-scope contact that opts
   out is only unsubscribed when its address is synced (by it or another contact).
 - A contact leaving the sync gets the on_leave policy; "unsubscribe" is never applied to an
@@ -12,7 +15,8 @@ The rules (the README's "Consent" section says the same to users):
 - A merge's new record takes over the subscriber of the merged-away record with its address.
 - Every action is stored before it is tried and kept until MailerLite takes it; the contact is
   forgotten only then.
-- The mass-leave guard: one pass making too many synced contacts leave stops the leaving.
+- The mass-leave guard: one pass making too many synced contacts leave stops the leaving (a
+  dry run forecasts the same).
 
 Decisions are plain functions; `Departures` follows one run, `ConsentWriter` applies. The engine
 only orchestrates: read, map, decide (here), write, record.
@@ -29,7 +33,7 @@ from .errors import AbortRun
 from .mailerlite import AccountRefused, MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import Mapping, OutOfScope, Skip, email_problem
-from .retrying import Transient
+from .retrying import RunDeadline, Transient, WaitTooLong
 from .state import PendingAction, State, Synced
 from .summary import Summary
 from .tunables import DEFAULTS
@@ -49,6 +53,9 @@ class Leaving:
     # Departures read from absence or scope (unseen in a full pass, archived, out of scope, no
     # email) count toward the mass-leave guard; those seen directly (a new address, a merge) do not.
     guarded: bool = True
+    # Whether the contact still holds the synced address (False: its address changed or was emptied).
+    # An opt-out then reaches the old address only when no other live contact holds it.
+    holds_address: bool = True
 
 
 def managed_groups(synced: Synced, mapping: Mapping) -> FrozenSet[str]:
@@ -60,7 +67,8 @@ def leave_action(leaving: Leaving, mapping: Mapping, address_held: bool) -> Pend
     on_leave = "unsubscribe" does not when another live contact holds the address."""
     synced = leaving.synced
     policy = mapping.on_leave
-    unsubscribe = leaving.opted_out or (policy == "unsubscribe" and not address_held)
+    consent = leaving.opted_out and (leaving.holds_address or not address_held)
+    unsubscribe = consent or (policy == "unsubscribe" and not address_held)
     groups = managed_groups(synced, mapping) if policy in ("remove_from_groups", "unsubscribe") else frozenset()
     return PendingAction(synced.hubspot_id, synced.email, synced.subscriber_id, unsubscribe, groups, True,
                          leaving.reason)
@@ -77,8 +85,11 @@ def group_removal(hubspot_id: str, email: str, subscriber_id: Optional[str], gro
 
 
 def needs_address_check(leaving: Leaving, mapping: Mapping) -> bool:
-    """Only an unsubscribe caused by on_leave needs to know whether the address is still held."""
-    return mapping.on_leave == "unsubscribe" and not leaving.opted_out
+    """An unsubscribe caused by on_leave, or by an opt-out of a contact that no longer holds the
+    address, needs to know whether another live contact still holds it."""
+    if leaving.opted_out:
+        return not leaving.holds_address
+    return mapping.on_leave == "unsubscribe"
 
 
 def merge_plan(new_id: str, email: str, merged: List[Synced]) -> Tuple[Optional[Synced], List[Synced]]:
@@ -140,14 +151,20 @@ class ConsentWriter:
             if action.unsubscribe:
                 self._unsubscribe(action.email)
             self._leave_groups(action)
-        except AccountRefused:
-            raise  # every action would be refused alike: the run stops, the action stays saved for the next
+        except (AccountRefused, RunDeadline, WaitTooLong):
+            # Every action would be refused alike, or the run must stop now (its time limit, a wait
+            # too long): the action stays saved for the next run, and the run ends with that line.
+            raise
         except (_Refused, AbortRun, Transient) as exc:
             reason = str(exc) if not isinstance(exc, Transient) else f"MailerLite: {exc.reason}"
             self.state.action_failed(action, reason)
             self.summary.add("failed")
             log.warning("contact %s (%s): %s not applied, retried next run: %s", action.hubspot_id, action.email,
                         "unsubscribe" if action.unsubscribe else "leaving groups", reason)
+            if isinstance(exc, _Refused):
+                # MailerLite answered, about this address (one it calls invalid, say): that is no
+                # outage, and must not stop every later run before the other opt-outs are sent.
+                return False
             self._consecutive_failures += 1
             if self._consecutive_failures >= self.max_consecutive_failures:
                 raise AbortRun(f"MailerLite keeps refusing unsubscribes or group removals ({reason}); stopped, "
@@ -212,38 +229,51 @@ class Departures:
     # -- what the engine read ---------------------------------------------------------------------
     def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
         self._held.setdefault(email, hubspot_id)
-        if not opted_out and self._sent.get(email) == hubspot_id and not self.dry_run:
-            self.state.clear_optout_sent(email)  # opted in again: a later opt-out is delivered anew
+        if not opted_out:
+            self.not_opted_out(hubspot_id, email)
+
+    def not_opted_out(self, hubspot_id: str, email: str) -> None:
+        """Read without an opt-out (in scope, refused or out of scope): one it had delivered on its
+        own before is over, so a later opt-out is delivered anew."""
+        if self._sent.get(email) == hubspot_id and not self.dry_run:
+            self.state.clear_optout_sent(email)
+            del self._sent[email]
 
     def refused(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
         """The full upsert of an opted-out contact cannot be sent or was refused."""
         self.optout(hubspot_id, email, f"opted out; the data was refused ({reason})", try_now)
 
     def out_of_scope(self, hubspot_id: str, outcome: Union[Skip, OutOfScope], synced: Optional[Synced],
-                     address_synced: bool) -> None:
-        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it."""
-        opted_out = isinstance(outcome, OutOfScope) and outcome.opted_out
+                     address_synced: bool, skipped_opted_out: bool = False) -> None:
+        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it;
+        `skipped_opted_out`: a contact without an address (Skip) opted out."""
+        opted_out = outcome.opted_out if isinstance(outcome, OutOfScope) else skipped_opted_out
         if synced is not None:  # it was synced before: it has left the sync's scope
             # An opt-out is applied whatever the scope, at once (never held by the guard).
-            self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out))
+            self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out,
+                               holds_address=isinstance(outcome, OutOfScope)))
         elif isinstance(outcome, OutOfScope) and opted_out and address_synced:
             # Never synced itself, but another contact brought its address in: the opt-out wins.
             self.optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
+        elif isinstance(outcome, OutOfScope) and not opted_out:
+            self.not_opted_out(hubspot_id, outcome.email)
         # Otherwise nothing: nobody outside the sync's scope is created in MailerLite, not even as
         # unsubscribed. If the address is in MailerLite from elsewhere, that source owns its consent.
 
-    def email_changed(self, synced: Synced) -> None:
-        self.leave(Leaving(synced, "the email address changed", guarded=False))
+    def email_changed(self, synced: Synced, opted_out: bool = False) -> None:
+        self.leave(Leaving(synced, "the email address changed", opted_out, guarded=False, holds_address=False))
 
-    def apply_merge(self, hubspot_id: str, email: str, merged_ids: Optional[str]) -> bool:
-        """A merge: the merged-away records leave, or one is taken over by this record (True then)."""
+    def apply_merge(self, hubspot_id: str, email: str, merged_ids: Optional[str], opted_out: bool = False) -> bool:
+        """A merge: the merged-away records leave, or one is taken over by this record (True then). When
+        the merged record is opted out, the other addresses that leave get the opt-out too (the same person)."""
         ids = [i.strip() for i in str(merged_ids or "").split(";")]
         old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
         if not old:
             return False
         taken, leaving = merge_plan(hubspot_id, email, old)
         for synced in leaving:
-            self.leave(Leaving(synced, f"merged into contact {hubspot_id}", guarded=False))
+            self.leave(Leaving(synced, f"merged into contact {hubspot_id}", opted_out, guarded=False,
+                               holds_address=False))
         if taken is None or self.dry_run:
             return False
         log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,
@@ -256,8 +286,9 @@ class Departures:
         """After MailerLite answered an upsert: groups to leave, or an opt-out its refusal left behind."""
         if kind in ("created", "updated") and removals:
             self._act(group_removal(hubspot_id, email, subscriber_id, removals), try_now)
-        elif kind == "rejected" and opted_out:
-            self.optout(hubspot_id, email, f"opted out; MailerLite refused the data ({reason})", try_now)
+        elif kind in ("rejected", "failed") and opted_out:
+            # Failed (tried again next run, up to a bound) or rejected: the opt-out does not wait for it.
+            self.optout(hubspot_id, email, f"opted out; MailerLite did not take the data ({reason})", try_now)
 
     def gone(self, synced: List[Synced], reason: str) -> None:
         """Synced contacts found missing: not listed by a full pass, or archived."""
@@ -269,15 +300,16 @@ class Departures:
         """The unsubscribe on its own (email and status), once per address."""
         if self.dry_run or email in self._sent or email_problem(email):
             return  # already delivered, or an address MailerLite could never take
-        log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
+        if try_now:  # (only stored: said when it is tried)
+            log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
         if self._act(optout_action(hubspot_id, email, reason), try_now):
             self._sent[email] = hubspot_id
 
     def leave(self, leaving: Leaving) -> None:
-        if self.dry_run:
+        if leaving.guarded:
+            self._leaving.append(leaving)  # a dry run too: it must meet the guard the real run meets
+        elif self.dry_run:
             self.summary.add("left_scope")
-        elif leaving.guarded:
-            self._leaving.append(leaving)
         else:
             self._apply_leave(leaving)
 
@@ -289,7 +321,10 @@ class Departures:
             self.summary.add("mass_leave_held", len(leaving))
             return problem
         for one in leaving:
-            self._apply_leave(one)
+            if self.dry_run:
+                self.summary.add("left_scope")
+            else:
+                self._apply_leave(one)
         return None
 
     def _act(self, action: PendingAction, try_now: bool) -> bool:

@@ -102,6 +102,7 @@ class Engine:
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
+        self._dry_seen: Set[str] = set()  # what a dry full pass read (a real one marks it in the state)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
 
     def run(self) -> Summary:
@@ -179,7 +180,15 @@ class Engine:
         if full and self.mapping.scope_lists:
             members: Set[int] = set().union(*(self._members[lid] for lid in self.mapping.scope_lists))
             self.total = len(members)
-            yield from self.hubspot.read_by_ids((str(i) for i in sorted(members)), props)
+            # The synced contacts no longer in the lists are read too: one that left and opted out
+            # in the same change must be unsubscribed, not merely found absent (archived ones are
+            # not returned, and leave as unseen).
+            synced = {int(i) for i in self.state.unseen(self._run_id)}
+            returned: Set[str] = set()
+            for contact in self.hubspot.read_by_ids((str(i) for i in sorted(members | synced)), props):
+                if contact["id"] not in returned:  # a merged-away id may be answered with its merged record
+                    returned.add(contact["id"])
+                    yield contact
             return
         if full:
             if self.options.count_total:
@@ -210,6 +219,8 @@ class Engine:
                 self._settle_written()
                 if full and not self.options.dry_run:
                     self.state.mark_seen(ids, self._run_id)
+                elif full:
+                    self._dry_seen.update(ids)
                 if self.on_progress:
                     self.on_progress(self.summary.counts, self.total)
             if not self.options.dry_run:
@@ -256,14 +267,15 @@ class Engine:
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
         email = normalise_email(props.get("email"))
-        if self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY)):
+        if self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY), self.mapping.opted_out(props)):
             self._owners[email] = hubspot_id
             known = self.state.records([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
             synced = _synced(hubspot_id, known) if known and known.email else None
-            self.departures.out_of_scope(hubspot_id, outcome, synced, self._address_synced(email))
+            self.departures.out_of_scope(hubspot_id, outcome, synced, self._address_synced(email),
+                                         isinstance(outcome, Skip) and self.mapping.opted_out(props))
             return
         if isinstance(outcome, Reject):
             self._reject(hubspot_id, outcome, known)
@@ -279,7 +291,7 @@ class Engine:
             return
         if known and known.email and known.email != outcome.email:
             # A new address: the old one has left scope; the new one is a new subscriber.
-            self.departures.email_changed(_synced(hubspot_id, known))
+            self.departures.email_changed(_synced(hubspot_id, known), outcome.status == "unsubscribed")
             known = None
         self._plan(contact, outcome, known)
 
@@ -291,6 +303,10 @@ class Engine:
                 self.summary.add("unchanged")
                 return
             if known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
+                if planned.status == "unsubscribed" and not self.options.dry_run:
+                    # The refusal is recorded before the opt-out it implies is stored: a run killed
+                    # in between must not leave it undelivered. Sent once per address (optouts_sent).
+                    self.departures.refused(hubspot_id, planned.email, "by MailerLite, in an earlier run")
                 self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
                 return
         if self.options.dry_run:
@@ -325,6 +341,13 @@ class Engine:
         """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
         if reject.opted_out:
             self.departures.refused(hubspot_id, reject.email, reject.reason)
+            if known and known.email and known.email != reject.email:
+                # The refused data hides an address change: the old address gets the opt-out too
+                # (unless another live contact holds it), as with an accepted new address.
+                self.departures.email_changed(_synced(hubspot_id, known), opted_out=True)
+                known = None
+        else:
+            self.departures.not_opted_out(hubspot_id, reject.email)
         fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
             self.summary.add("unchanged")  # rejected before with the same data: nothing new to say
@@ -358,10 +381,18 @@ class Engine:
         written: List[Written] = self.writer.take_finished()
         if not written:
             return
-        self._record([result for _, result in written])
+        # The consent actions these answers imply are stored before the answers are recorded: a run
+        # killed in between leaves an action to apply (harmless to repeat), never a recorded answer
+        # whose action is lost (a rejected opt-out or a group to leave would then read "unchanged").
+        # Stopped while they are tried (an outage, a refused account, SIGTERM), the rest stay stored.
         for item, result in written:
-            self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id, item.removals,
-                                    item.opts_out, result.reason, try_now)
+            self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
+                                    item.removals, item.opts_out, result.reason, try_now=False)
+        self._record([result for _, result in written])
+        if try_now:
+            for item, result in written:
+                self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
+                                        item.removals, item.opts_out, result.reason)
 
     # -- leaving -----------------------------------------------------------------------------------
     def _held_in_hubspot(self, synced: Synced) -> bool:
@@ -374,12 +405,13 @@ class Engine:
     def _leave_departed(self, full: bool, start_ms: int) -> bool:
         """Contacts gone from HubSpot (archived, merged away) or from the synced lists are found and
         handed to departures.gone (which makes them leave). Returns whether the archived ones were looked for."""
+        if full:
+            # A dry run counts these too, and meets the mass-leave guard as the real run would.
+            unseen = [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
+            self.departures.gone(self.state.synced(unseen), "no longer in HubSpot or the synced lists")
+            return True
         if self.options.dry_run:
             return False
-        if full:
-            self.departures.gone(self.state.synced(self.state.unseen(self._run_id)),
-                                 "no longer in HubSpot or the synced lists")
-            return True
         last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
             return False

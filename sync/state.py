@@ -383,12 +383,13 @@ class State:
                 "groups_set=excluded.groups_set, forget=MAX(excluded.forget, pending_actions.forget), "
                 "reason=excluded.reason",
                 (int(action.hubspot_id), action.email, action.subscriber_id, int(action.unsubscribe),
-                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), action.reason[:500]))
+                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), redact(action.reason)[:500]))
 
     def action_failed(self, action: PendingAction, error: str) -> None:
         with self.transaction():
             self.conn.execute("UPDATE pending_actions SET attempts=attempts+1, last_error=? "
-                              "WHERE hubspot_id=? AND email=?", (error[:500], int(action.hubspot_id), action.email))
+                              "WHERE hubspot_id=? AND email=?", (redact(error)[:500], int(action.hubspot_id),
+                                                                  action.email))
 
     def action_done(self, action: PendingAction) -> None:
         """MailerLite took the action: drop it, and forget the contact if it left the sync."""
