@@ -216,7 +216,6 @@ class Departures:
         self.dry_run = dry_run
         self.allow_mass_leave = allow_mass_leave
         self._leaving: List[Leaving] = []
-        self._held: Dict[str, str] = {}  # email -> a live in-scope contact seen this run with it
         self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
 
     def retry_pending(self) -> None:
@@ -228,7 +227,6 @@ class Departures:
 
     # -- what the engine read ---------------------------------------------------------------------
     def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
-        self._held.setdefault(email, hubspot_id)
         if not opted_out:
             self.not_opted_out(hubspot_id, email)
 
@@ -343,8 +341,8 @@ class Departures:
         self.consent.apply(action)
 
     def _address_held(self, synced: Synced) -> bool:
-        """Another live, in-scope contact holds the address: this run's, the state's, then HubSpot's."""
-        other = self._held.get(synced.email)
-        if (other and other != synced.hubspot_id) or self.state.others_holding(synced.email, synced.hubspot_id):
+        """Another live, in-scope contact holds the address: the state's (every contact read this run is
+        recorded before departures are applied, so nothing is kept in memory per contact), then HubSpot's."""
+        if self.state.others_holding(synced.email, synced.hubspot_id):
             return True
         return self.held_in_hubspot(synced)

@@ -349,9 +349,14 @@ class State:
         return out
 
     def others_holding(self, email: str, hubspot_id: str) -> List[str]:
-        """Other synced contacts with this address (for: never unsubscribe an address still held)."""
+        """Other contacts with this address, for: never unsubscribe an address still held. Synced ones,
+        and ones recorded with a problem (a duplicate of the address, data MailerLite refused): those
+        are live HubSpot contacts too. A problem row outlives a contact deleted in HubSpot; it then only
+        keeps an address from being unsubscribed on leaving (its groups are still left)."""
+        hid = int(hubspot_id)
         return [str(r[0]) for r in self.conn.execute(
-            "SELECT hubspot_id FROM contacts WHERE email=? AND hubspot_id!=?", (email, int(hubspot_id)))]
+            "SELECT hubspot_id FROM contacts WHERE email=? AND hubspot_id!=? "
+            "UNION SELECT hubspot_id FROM problems WHERE email=? AND hubspot_id!=?", (email, hid, email, hid))]
 
     def take_over(self, old_id: str, new_id: str) -> None:
         """A merge: the contact's new record id takes over the old id's subscriber and history."""
