@@ -263,7 +263,7 @@ def describe(summary: Summary) -> str:
     text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in
                      ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
                       "left_scope", "written_back", "write_back_unmatched", "write_back_failed",
-                      "write_back_requests")
+                      "write_back_requests", "engagement_updated", "engagement_unmatched", "engagement_requests")
                      if d[k] or k in ("read", "created", "updated", "unchanged"))
     if summary.dry_run:
         text += f", would send {d['would_send']}"
@@ -443,16 +443,18 @@ def _main(argv: Optional[List[str]] = None) -> int:
             add_log_file(log_file)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
+        engagement = settings.engagement or mapping.engagement
         advice = advice_for(env_file_path(args.env_file))
         if args.check:
             for _, message in advice:
                 log.warning("%s", message)
             return Preflight(*clients(settings, started=started), mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
-                             check_write_back=write_back).run()
+                             check_write_back=write_back, check_engagement=engagement).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours,
-                             allow_mass_leave=args.allow_mass_leave)
+                             allow_mass_leave=args.allow_mass_leave, engagement=engagement,
+                             engagement_hours=settings.engagement_hours)
         summary = run_sync(settings, options, mapping, progress, started, advice)
     except SyncError as exc:
         return _failed(exc.exit_code, str(exc), args.json, settings)
