@@ -383,9 +383,12 @@ def sandbox_command(args: argparse.Namespace) -> int:
         mapping = load_mapping(mapping_path)
         box.introduce(mapping_path, sys.stderr if args.json else sys.stdout)
         if args.check:
-            return Preflight(*clients(box.settings), mapping, SafeOutput(sys.stdout)).run()  # type: ignore[arg-type]
+            return Preflight(*clients(box.settings), mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
+                             check_engagement=True).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
-        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
+        # Engagement on: the sandbox shows contacts' MailerLite figures as HubSpot would hold them.
+        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
+                             engagement=True)
         summary = run_sync(box.settings, options, mapping, progress)
         report(summary, args.json, sandbox.COMMAND)
         if not args.json:

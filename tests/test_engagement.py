@@ -264,3 +264,27 @@ def test_subscribers_without_usable_counts_are_skipped():
     assert figures_of({"email": "a@example.com", "sent": None, "opens_count": 1, "clicks_count": 0}) is None
     assert figures_of({"sent": 3, "opens_count": "2", "clicks_count": 0, "open_rate": 0.6667,
                        "click_rate": 0})["mailerlite_open_rate"] == "66.67"
+
+
+def test_the_sandbox_shows_engagement_as_hubspot_holds_it(monkeypatch, tmp_path, capsys):
+    import json
+    import os
+    import re
+
+    from sync import cli
+    from sync import sandbox as sandbox_module
+    monkeypatch.setattr(sandbox_module, "SANDBOX_DIR", tmp_path / "sandbox")
+    for key in list(os.environ):
+        if key.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK_")):
+            monkeypatch.delenv(key)
+    cli.main(["--sandbox"])
+    out = capsys.readouterr().out
+    assert "contacts carry their MailerLite engagement" in out
+    shown = re.findall(r"sent (\d+), opens (\d+), clicks (\d+), open rate ([\d.]+)%, click rate ([\d.]+)%", out)
+    assert len(shown) == sandbox_module.ENGAGEMENT_SHOWN
+    for sent, opens, clicks, open_rate, click_rate in shown:  # the percentages agree with the counts
+        assert float(open_rate) == round(100 * int(opens) / int(sent), 2)
+        assert float(click_rate) == round(100 * int(clicks) / int(sent), 2)
+    cli.main(["--sandbox", "--json"])
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (again["engagement_updated"], again["engagement_requests"]) == (0, 0)  # not due for a day
