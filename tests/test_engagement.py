@@ -250,6 +250,7 @@ def test_engagement_and_write_back_share_the_group(engage, hubspot_fake, mailerl
     ({"float": 1, "string": "100%"}, None, None, 100.0),
     ({"float": 0.2}, None, None, 20.0),  # no text: the float is a fraction
     (0.3, None, 0, 30.0),  # nothing to compare with: a fraction, as group answers give the float
+    (25, None, 0, 25.0),  # nothing to compare with, but above 1: a percentage
     ("garbled", 1, 4, 25.0),  # no usable rate: from the counts
     (None, None, None, None),
     (150, 1, 1, 100.0),  # never above 100
