@@ -1,6 +1,6 @@
 """Benchmark: what the engagement pass (SYNC_ENGAGEMENT) costs in requests and memory.
 
-    python benchmarks/bench_engagement.py            # 10,000 and 100,000 subscribers, a few minutes
+    python benchmarks/bench_engagement.py            # 10,000 and 100,000 subscribers, about 15 minutes
     python benchmarks/bench_engagement.py --smoke    # 1,000 and 5,000: proves it runs
 
 For each size: a first pass (every contact's figures written), the next hourly run (no pass

@@ -150,8 +150,9 @@ class Engagement:
     def _run(self, now_ms: int) -> None:
         self._now_ms = now_ms
         if not self.dry_run:
+            # Debug, not info: the progress bar is still drawn on a terminal, and --check announces them.
             for made in self.hubspot.ensure_engagement_properties():
-                log.info("created HubSpot %s for engagement", made)
+                log.debug("created HubSpot %s for engagement", made)
             self._retry_refused()
         if not self.due(now_ms):
             return
