@@ -120,7 +120,7 @@ class Engine:
         synced_before = self.state.count_contacts()
         try:
             write_back = self._prepare_write_back(start_ms)
-            engagement = self._prepare_engagement(start_ms)
+            engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
             if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
                 self._property_info()  # the opt-out properties named in the mapping exist, before any write
             self.departures.retry_pending()  # what earlier runs could not apply comes first
@@ -411,7 +411,7 @@ class Engine:
                             f"(needed by SYNC_WRITE_BACK; turn it off or add the scope to the private app)")
         return write_back
 
-    def _prepare_engagement(self, start_ms: int) -> Optional[Engagement]:
+    def _prepare_engagement(self, start_ms: int, scopes_checked: bool) -> Optional[Engagement]:
         """Engagement, when on and due (or with refused figures to retry), runs last, for the
         reason write-back does; its scopes are checked before anything is written (exit 2)."""
         if not (self.options.engagement or self.mapping.engagement):
@@ -420,7 +420,8 @@ class Engine:
                                 self.options.dry_run)
         if not engagement.wanted(start_ms):
             return None
-        check_scopes(self.reader)
+        if not scopes_checked:  # write-back, when due, asked for the same two scopes a moment ago
+            check_scopes(self.reader)
         return engagement
 
     # -- bookmark ------------------------------------------------------------------------------------

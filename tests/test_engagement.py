@@ -289,3 +289,10 @@ def test_the_sandbox_shows_engagement_as_hubspot_holds_it(monkeypatch, tmp_path,
     cli.main(["--sandbox", "--json"])
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (again["engagement_updated"], again["engagement_requests"]) == (0, 0)  # not due for a day
+
+
+def test_with_write_back_the_scopes_are_learnt_once(engage, hubspot_fake, monkeypatch):
+    monkeypatch.setenv("SYNC_WRITE_BACK", "true")
+    seed_contacts(hubspot_fake, 2)
+    assert engage().code == 0
+    assert len(hubspot_fake.requests_to("POST", "/oauth/v2/private-apps/get/access-token-info")) == 1
