@@ -398,9 +398,12 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
         box.introduce(mapping_path, sys.stderr if args.json else sys.stdout)
         if args.check:
             hubspot, mailerlite = clients(box.settings, tunables=tunables)
-            return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout)).run()  # type: ignore[arg-type]
+            return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
+                             check_engagement=True).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
-        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled)
+        # Engagement on: the sandbox shows contacts' MailerLite figures as HubSpot would hold them.
+        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
+                             engagement=True)
         summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
         report(summary, args.json, sandbox.COMMAND)
         if not args.json:
@@ -459,17 +462,19 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
             add_log_file(log_file, tunables or TUNABLES)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
+        engagement = settings.engagement or mapping.engagement
         advice = advice_for(env_file_path(args.env_file))
         if args.check:
             for _, message in advice:
                 log.warning("%s", message)
             hubspot, mailerlite = clients(settings, started=started, tunables=tunables)
             return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
-                             check_write_back=write_back).run()
+                             check_write_back=write_back, check_engagement=engagement).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours,
-                             allow_mass_leave=args.allow_mass_leave)
+                             allow_mass_leave=args.allow_mass_leave, engagement=engagement,
+                             engagement_hours=settings.engagement_hours)
         summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
     except SyncError as exc:
         return _failed(exc.exit_code, str(exc), args.json, settings)

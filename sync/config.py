@@ -52,6 +52,8 @@ class Settings:
     write_back_hours: float = 24.0  # SYNC_WRITE_BACK_HOURS: how often (it reads every inactive subscriber)
     max_runtime: float = DEFAULT_MAX_RUNTIME  # SYNC_MAX_RUNTIME: seconds; then the run stops, progress kept
     hubspot_api_version: str = DEFAULT_HUBSPOT_API_VERSION  # HUBSPOT_API_VERSION: the date-based version
+    engagement: bool = False  # SYNC_ENGAGEMENT: MailerLite emails sent, opens, clicks, rates onto HubSpot contacts
+    engagement_hours: float = 24.0  # SYNC_ENGAGEMENT_HOURS: how often (it reads every subscriber)
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -120,7 +122,8 @@ def shared_env_file(env_file: Path) -> Optional[str]:
 KNOWN_SETTINGS = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", "MAILERLITE_API_KEY", "HUBSPOT_BASE_URL",
                   "MAILERLITE_BASE_URL", "SYNC_STATE_DB", "SYNC_HTTP_TIMEOUT", "SYNC_MAPPING_FILE",
                   "MAILERLITE_GROUPS", "SYNC_LOG_FILE", "HEALTHCHECK_URL", "SYNC_WRITE_BACK",
-                  "SYNC_WRITE_BACK_HOURS", "SYNC_MAX_RUNTIME", "HUBSPOT_API_VERSION")
+                  "SYNC_WRITE_BACK_HOURS", "SYNC_MAX_RUNTIME", "HUBSPOT_API_VERSION", "SYNC_ENGAGEMENT",
+                  "SYNC_ENGAGEMENT_HOURS")
 OUR_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK")
 
 
@@ -237,6 +240,8 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         write_back_hours=_positive_number(values, "SYNC_WRITE_BACK_HOURS", 24.0),
         max_runtime=_positive_number(values, "SYNC_MAX_RUNTIME", DEFAULT_MAX_RUNTIME),
         hubspot_api_version=_api_version(values.get("HUBSPOT_API_VERSION") or ""),
+        engagement=_flag(values, "SYNC_ENGAGEMENT"),
+        engagement_hours=_positive_number(values, "SYNC_ENGAGEMENT_HOURS", 24.0),
     )
 
 

@@ -16,6 +16,7 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .departures import ConsentWriter, Departures
+from .engagement import Engagement, check_scopes
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
@@ -55,6 +56,8 @@ class RunOptions:
     write_back: bool = False  # MailerLite unsubscribes, bounces and spam complaints back to HubSpot
     write_back_hours: float = 24.0
     allow_mass_leave: bool = False  # --allow-mass-leave: this run may make many contacts leave
+    engagement: bool = False  # MailerLite emails sent, opens, clicks and rates onto HubSpot contacts
+    engagement_hours: float = 24.0
 
 
 def _synced(hubspot_id: str, known: ContactRecord) -> Synced:
@@ -117,6 +120,7 @@ class Engine:
         synced_before = self.state.count_contacts()
         try:
             write_back = self._prepare_write_back(start_ms)
+            engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
             if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
                 self._property_info()  # the opt-out properties named in the mapping exist, before any write
             self.departures.retry_pending()  # what earlier runs could not apply comes first
@@ -137,6 +141,8 @@ class Engine:
                 before = self.hubspot.requests + self.mailerlite.requests
                 write_back.run(start_ms)
                 summary.add("write_back_requests", self.hubspot.requests + self.mailerlite.requests - before)
+            if engagement is not None:
+                engagement.run(start_ms)  # an outage there is a warning: the forward result stands
             problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"]
             summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
             if held_back is not None:
@@ -435,6 +441,19 @@ class Engine:
             raise AuthError(f"HubSpot rejected the access token: missing scope {', '.join(missing)} "
                             f"(needed by SYNC_WRITE_BACK; turn it off or add the scope to the private app)")
         return write_back
+
+    def _prepare_engagement(self, start_ms: int, scopes_checked: bool) -> Optional[Engagement]:
+        """Engagement, when on and due (or with refused figures to retry), runs last, for the
+        reason write-back does; its scopes are checked before anything is written (exit 2)."""
+        if not (self.options.engagement or self.mapping.engagement):
+            return None
+        engagement = Engagement(self.hubspot, self.mailerlite, self.state, self.summary, self.options.engagement_hours,
+                                self.options.dry_run)
+        if not engagement.wanted(start_ms):
+            return None
+        if not scopes_checked:  # write-back, when due, asked for the same two scopes a moment ago
+            check_scopes(self.hubspot)
+        return engagement
 
     # -- bookmark ------------------------------------------------------------------------------------
     def _new_bookmark(self, full: bool, old: Optional[int], start_ms: int) -> int:

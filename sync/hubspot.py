@@ -31,7 +31,7 @@ from .tunables import DEFAULTS, Tunables
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Contact", "HubSpotReader", "HubSpotWriter", "HubSpotRefused", "to_epoch_ms"]
+__all__ = ["Contact", "HubSpotReader", "HubSpotWriter", "HubSpotRefused", "engagement_property_problem", "to_epoch_ms"]
 
 Contact = Dict[str, Any]
 
@@ -333,6 +333,15 @@ def status_property_problem(definition: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+def engagement_property_problem(definition: Dict[str, Any]) -> Optional[str]:
+    """Why an existing engagement property cannot take the sync's values (None if it can)."""
+    want = next((p for p in hs.ENGAGEMENT_PROPERTIES if p["name"] == definition.get("name")), None)
+    if want is None or definition.get("type") == want["type"]:
+        return None
+    return (f"HubSpot property {want['name']} exists with type {str(definition.get('type'))[:30]!r}; "
+            f"engagement needs a {want['type']}: rename or delete that property in HubSpot")
+
+
 class HubSpotWriter(HubSpotReader):
     """What write-back needs on top of reading: properties of its own, and batch updates."""
 
@@ -371,6 +380,26 @@ class HubSpotWriter(HubSpotReader):
                     made.append(str(prop["name"]))
             elif prop["name"] == hs.STATUS_PROPERTY:
                 made.extend(self._add_status_options(have))
+        return made
+
+    def ensure_engagement_properties(self) -> List[str]:
+        """Create the sync's property group and the engagement properties if missing (the same
+        group write-back uses); returns what it made. One of another type stops the pass."""
+        made: List[str] = []
+        groups = self._call("property groups", "GET", self._path(hs.PROPERTY_GROUPS_PATH), check=results_of)
+        has_group = any(isinstance(g, dict) and g.get("name") == hs.WRITE_BACK_GROUP["name"] for g in groups)
+        if not has_group and self._create("property group creation", hs.PROPERTY_GROUPS_PATH, hs.WRITE_BACK_GROUP):
+            made.append(f"group {hs.WRITE_BACK_GROUP['name']}")
+        existing = self.property_definitions()
+        for prop in hs.ENGAGEMENT_PROPERTIES:
+            have = existing.get(prop["name"])
+            if have is None:
+                if self._create("property creation", hs.PROPERTIES_PATH, prop):
+                    made.append(str(prop["name"]))
+                continue
+            problem = engagement_property_problem(have)
+            if problem:
+                raise ConfigError(problem)
         return made
 
     def _create(self, what: str, template: str, body: Dict[str, Any]) -> bool:

@@ -61,3 +61,37 @@ WRITE_BACK_PROPERTIES: Tuple[Dict[str, Any], ...] = (
      "groupName": WRITE_BACK_GROUP["name"],
      "description": "When MailerLite recorded the status in 'MailerLite status'."},
 )
+
+# Engagement (opt-in): MailerLite's email figures per subscriber, in the same group. Rates are
+# published as percentages (0-100) whatever form MailerLite answers in (see sync/engagement.py).
+SENT_PROPERTY = "mailerlite_emails_sent"
+OPENS_PROPERTY = "mailerlite_opens"
+CLICKS_PROPERTY = "mailerlite_clicks"
+OPEN_RATE_PROPERTY = "mailerlite_open_rate"
+CLICK_RATE_PROPERTY = "mailerlite_click_rate"
+ENGAGEMENT_UPDATED_PROPERTY = "mailerlite_engagement_updated_at"
+_BY_SYNC = "Set by hubspot-mailerlite-sync from MailerLite"
+
+
+def _number_property(name: str, label: str, description: str) -> Dict[str, Any]:
+    return {"name": name, "label": label, "type": "number", "fieldType": "number",
+            "groupName": WRITE_BACK_GROUP["name"], "description": description}
+
+
+ENGAGEMENT_PROPERTIES: Tuple[Dict[str, Any], ...] = (
+    _number_property(SENT_PROPERTY, "MailerLite emails sent",
+                     f"{_BY_SYNC}: how many MailerLite campaign emails were sent to this address."),
+    _number_property(OPENS_PROPERTY, "MailerLite opens",
+                     f"{_BY_SYNC}: how many of those emails were opened (as MailerLite counts opens)."),
+    _number_property(CLICKS_PROPERTY, "MailerLite clicks",
+                     f"{_BY_SYNC}: how many of those emails had a link clicked (as MailerLite counts clicks)."),
+    _number_property(OPEN_RATE_PROPERTY, "MailerLite open rate %",
+                     f"{_BY_SYNC}: the share of emails sent that were opened, in percent (0-100)."),
+    _number_property(CLICK_RATE_PROPERTY, "MailerLite click rate %",
+                     f"{_BY_SYNC}: the share of emails sent with a click, in percent (0-100)."),
+    {"name": ENGAGEMENT_UPDATED_PROPERTY, "label": "MailerLite engagement updated at", "type": "datetime",
+     "fieldType": "date", "groupName": WRITE_BACK_GROUP["name"],
+     "description": f"{_BY_SYNC}: when the MailerLite figures above last changed and were written "
+                    f"(checked every SYNC_ENGAGEMENT_HOURS; unchanged figures are not rewritten)."},
+)
+ENGAGEMENT_NUMBERS = (SENT_PROPERTY, OPENS_PROPERTY, CLICKS_PROPERTY, OPEN_RATE_PROPERTY, CLICK_RATE_PROPERTY)

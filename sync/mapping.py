@@ -92,6 +92,7 @@ class Mapping:
     # synced contacts leave stops before anyone leaves (--allow-mass-leave confirms, for one run).
     mass_leave_percent: float = 10.0
     mass_leave_min: int = 25
+    engagement: bool = False  # also settable with SYNC_ENGAGEMENT
 
     @classmethod
     def default(cls, **changes: Any) -> Mapping:

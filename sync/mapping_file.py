@@ -39,7 +39,7 @@ else:  # pragma: no cover - exercised on Python 3.9/3.10
     import tomli as tomllib
 
 TOP_LEVEL = {"create_missing_fields", "on_leave", "mass_leave_percent", "mass_leave_min", "write_back", "fields",
-             "groups", "scope", "consent"}
+             "groups", "scope", "consent", "engagement"}
 FIELD_KEYS = {"field", "type", "transform", "true_value", "false_value"}
 _FIELD_KEY_RE = re.compile(r"^[a-z0-9_]{1,64}$")
 _PROPERTY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -181,6 +181,7 @@ def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mappi
     on_leave = data.get("on_leave", "remove_from_groups")
     _check(on_leave in ON_LEAVE, f"on_leave must be one of {', '.join(ON_LEAVE)}")
     _check(isinstance(data.get("write_back", False), bool), "write_back must be true or false")
+    _check(isinstance(data.get("engagement", False), bool), "engagement must be true or false")
     rules = _fields(data.get("fields", {}))
     static, by_property, by_list = _parse_groups(data.get("groups", {}))
     lists, where = _scope(data.get("scope", {}))
@@ -188,7 +189,8 @@ def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mappi
     optouts = _consent(data.get("consent", {}))
     percent, minimum = _mass_leave(data)
     return Mapping(rules, static, by_property, by_list, lists, where, create, on_leave,
-                   bool(data.get("write_back", False)), optouts, percent, minimum)
+                   bool(data.get("write_back", False)), optouts, percent, minimum,
+                   bool(data.get("engagement", False)))
 
 
 def env_group_names(raw: Optional[str]) -> Tuple[str, ...]:

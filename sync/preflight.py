@@ -10,8 +10,14 @@ from typing import Callable, Dict, List, Optional, TextIO, TypeVar
 from .advisories import SCHEMA_SCOPE_MESSAGE
 from .casting import PropertyInfo, property_infos
 from .errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, AuthError, SyncError
-from .hubspot import HubSpotReader, HubSpotWriter, missing_status_options, status_property_problem
-from .hubspot_schema import STATUS_PROPERTY, WRITE_BACK_SCOPES
+from .hubspot import (
+    HubSpotReader,
+    HubSpotWriter,
+    engagement_property_problem,
+    missing_status_options,
+    status_property_problem,
+)
+from .hubspot_schema import ENGAGEMENT_PROPERTIES, STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping, Planned, map_contact
 
@@ -29,7 +35,7 @@ MAILERLITE = "MailerLite"
 
 class Preflight:
     def __init__(self, hubspot: HubSpotWriter, mailerlite: MailerLiteClient, mapping: Mapping, out: TextIO,
-                 check_write_back: bool = False) -> None:
+                 check_write_back: bool = False, check_engagement: bool = False) -> None:
         self.hubspot = hubspot
         self.mailerlite = mailerlite
         self.mapping = mapping
@@ -38,6 +44,7 @@ class Preflight:
         self.notes: List[str] = []
         self.down: Dict[str, str] = {}  # system -> why it could not be reached: said once, asked no more
         self.check_write_back = check_write_back
+        self.check_engagement = check_engagement
 
     def _outage(self, system: str, exc: SyncError) -> bool:
         """An outage is not a configuration problem: one line per system, and no more asking it."""
@@ -103,6 +110,8 @@ class Preflight:
             self._try(partial(_first_member, self.hubspot, list_id), HUBSPOT)
         if self.check_write_back:
             self._check_write_back(defs if isinstance(defs, dict) else None)
+        if self.check_engagement:
+            self._check_engagement(defs if isinstance(defs, dict) else None)
         self._print(info, existing, sample if isinstance(sample, list) else [])
         if self.problems:
             return EXIT_CONFIG
@@ -125,6 +134,24 @@ class Preflight:
         elif missing:
             self.notes.append(f"HubSpot property {STATUS_PROPERTY} lacks the options {', '.join(missing)}; "
                               f"write-back adds them (or add them in HubSpot's property settings)")
+
+    def _check_engagement(self, defs: Optional[Dict[str, dict]]) -> None:
+        missing = self._try(self.hubspot.missing_write_scopes, HUBSPOT)
+        for scope in missing if isinstance(missing, list) else []:
+            self.problems.append(f"engagement is on, but the HubSpot token lacks the scope {scope}")
+        if self.hubspot.write_scopes_known is False and not self.check_write_back:  # said once with write-back
+            self.notes.append(f"HubSpot does not say which scopes this token has (a service key?); if it lacks "
+                              f"{' or '.join(WRITE_BACK_SCOPES)}, the first engagement write stops with exit 2")
+        if defs is None:
+            return
+        for prop in ENGAGEMENT_PROPERTIES:
+            existing = defs.get(prop["name"])
+            problem = engagement_property_problem(existing) if isinstance(existing, dict) else None
+            if problem:
+                self.problems.append(problem)
+        absent = [str(p["name"]) for p in ENGAGEMENT_PROPERTIES if p["name"] not in defs]
+        if absent:
+            self.notes.append(f"engagement creates the HubSpot properties {', '.join(absent)} (group MailerLite)")
 
     def _check_fields(self, info: Dict[str, PropertyInfo], existing: Dict[str, str], reachable: bool) -> None:
         if not reachable:

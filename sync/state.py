@@ -15,7 +15,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, warn_if_shared
 from .redaction import redact
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -96,6 +96,16 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
         # Opt-outs delivered on their own (the full upsert was refused, the contact is a duplicate or
         # out of scope), so each is sent once, not every run.
         "CREATE TABLE optouts_sent (email TEXT PRIMARY KEY, hubspot_id INTEGER, sent_at INTEGER NOT NULL)",
+    ),
+    6: (
+        # Engagement figures (emails sent, opens, clicks, rates) as last written to each HubSpot
+        # contact, so only changed ones are written; `pending`: figures HubSpot refused, retried
+        # next run without reading MailerLite again.
+        """CREATE TABLE engagement (
+            hubspot_id INTEGER PRIMARY KEY,
+            figures TEXT,
+            pending TEXT,
+            written_at INTEGER)""",
     ),
 }
 
@@ -477,6 +487,33 @@ class State:
                 "ON CONFLICT(email) DO UPDATE SET status=excluded.status, changed_at=excluded.changed_at, "
                 "hubspot_id=excluded.hubspot_id, written_at=excluded.written_at",
                 [(e, s, c, int(h) if h else None, now) for e, s, c, h in rows])
+
+    def engagement_written(self, hubspot_ids: Sequence[str]) -> Dict[str, str]:
+        """hubspot id -> the engagement figures last written to it (one query per page)."""
+        ids = sorted({int(i) for i in hubspot_ids if str(i).isdigit()})
+        if not ids:
+            return {}
+        rows = self.conn.execute(f"SELECT hubspot_id, figures FROM engagement WHERE figures IS NOT NULL "
+                                 f"AND hubspot_id IN ({','.join('?' * len(ids))})", ids)
+        return {str(hid): figures for hid, figures in rows}
+
+    def record_engagement(self, written: Iterable[Tuple[str, str]], refused: Iterable[Tuple[str, str]]) -> None:
+        """(hubspot id, figures): written ones are remembered; refused ones are kept to retry."""
+        now = _now()
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT INTO engagement(hubspot_id, figures, pending, written_at) VALUES (?,?,NULL,?) "
+                "ON CONFLICT(hubspot_id) DO UPDATE SET figures=excluded.figures, pending=NULL, "
+                "written_at=excluded.written_at", [(int(h), f, now) for h, f in written])
+            self.conn.executemany(
+                "INSERT INTO engagement(hubspot_id, pending) VALUES (?,?) "
+                "ON CONFLICT(hubspot_id) DO UPDATE SET pending=excluded.pending", [(int(h), f) for h, f in refused])
+
+    def engagement_pending(self, after: int = -1, limit: int = 100) -> List[Tuple[str, str]]:
+        """(hubspot id, figures) HubSpot refused before, by id after `after`, a page at a time."""
+        rows = self.conn.execute("SELECT hubspot_id, pending FROM engagement WHERE pending IS NOT NULL "
+                                 "AND hubspot_id > ? ORDER BY hubspot_id LIMIT ?", (after, limit))
+        return [(str(hid), pending) for hid, pending in rows]
 
     def failed_ids(self) -> List[str]:
         """Contacts that failed transiently: retried next run even if HubSpot did not change them."""

@@ -11,7 +11,8 @@ from .errors import EXIT_OK
 # The counts of the --json summary, in the order people read them. Keys are a promise: add, never rename.
 SUMMARY_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
                   "left_scope", "unsubscribed", "mass_leave_held", "written_back", "write_back_unmatched",
-                  "write_back_failed", "write_back_requests")
+                  "write_back_failed", "write_back_requests", "engagement_updated", "engagement_unmatched",
+                  "engagement_requests")
 
 
 @dataclass

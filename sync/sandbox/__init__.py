@@ -20,11 +20,18 @@ from typing import Any, Dict, List, Optional, TextIO, Type
 
 from ..config import PROJECT_DIR, Settings
 from ..engine import Summary
+from ..hubspot_schema import (
+    CLICK_RATE_PROPERTY,
+    CLICKS_PROPERTY,
+    OPEN_RATE_PROPERTY,
+    OPENS_PROPERTY,
+    SENT_PROPERTY,
+)
 from ..progress import terminal_columns
 from . import snapshot
 from .fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE, FakeHubSpot
 from .fakes.mailerlite import FakeMailerLite
-from .sample import BOUNCED_IN_MAILERLITE, INVALID_ADDRESS, UNSUBSCRIBED_IN_MAILERLITE, seed, touch
+from .sample import BOUNCED_IN_MAILERLITE, INVALID_ADDRESS, UNSUBSCRIBED_IN_MAILERLITE, history, seed, touch
 
 HS_TOKEN = "sandbox-hubspot-token"
 ML_TOKEN = "sandbox-mailerlite-token"
@@ -71,6 +78,7 @@ class Sandbox:
         self.hubspot.tokens[HS_TOKEN] = set(self.hubspot.tokens.pop("hs-test-token")) | {WRITE_SCOPE,
                                                                                          SCHEMA_WRITE_SCOPE}
         self.mailerlite.tokens = {ML_TOKEN}
+        self.mailerlite.history_for_new = history  # subscribers arrive with campaign figures to show
         kept = sandbox_state().exists() and snapshot.load(self.hubspot, self.mailerlite, _fakes_file())
         if not kept:  # first run, after --reset, or a snapshot from another version: start over
             reset()
@@ -121,6 +129,7 @@ class Sandbox:
                                 break_long_words=False), file=out)
 
         show(self.mailerlite, out, first=self.touched)
+        show_engagement(self.hubspot, out)
         say("")  # a blank line
         if counts["rejected"] and not summary.dry_run:
             say(f"The sample holds one invalid address on purpose ({INVALID_ADDRESS!r}): the sync rejects it "
@@ -177,3 +186,27 @@ def show(mailerlite: FakeMailerLite, out: TextIO, first: Optional[List[str]] = N
         for number, line in enumerate(lines[:FIELD_LINES]):
             last = number == FIELD_LINES - 1 and len(lines) > FIELD_LINES
             print("      " + (_cut(line + " ...", width - 6) if last else line), file=out)
+
+
+ENGAGEMENT_SHOWN = 4
+ENGAGEMENT_COLUMNS = ((SENT_PROPERTY, "sent", ""), (OPENS_PROPERTY, "opens", ""), (CLICKS_PROPERTY, "clicks", ""),
+                      (OPEN_RATE_PROPERTY, "open rate", "%"), (CLICK_RATE_PROPERTY, "click rate", "%"))
+
+
+def show_engagement(hubspot: FakeHubSpot, out: TextIO) -> None:
+    """A few contacts' MailerLite figures, as the engagement properties hold them in HubSpot."""
+    width = terminal_columns(out) - 1
+    with hubspot.lock:
+        having = [record["properties"] for _, record in sorted(hubspot.contacts.items())
+                  if record["properties"].get(SENT_PROPERTY) not in (None, "")]
+    if not having:
+        return
+    # The most opens first: who a HubSpot list of "engaged in MailerLite" contacts would hold.
+    having.sort(key=lambda props: -float(props.get(OPENS_PROPERTY) or 0))
+    heading = (f"HubSpot (sandbox): {len(having)} contacts carry their MailerLite engagement (property group "
+               f"MailerLite). The most opens:")
+    print("\n" + textwrap.fill(heading, width, subsequent_indent="  ", break_on_hyphens=False), file=out)
+    for props in having[:ENGAGEMENT_SHOWN]:
+        print(_cut(f"  {props.get('email')}", width), file=out)
+        figures = ", ".join(f"{label} {props.get(name) or 0}{unit}" for name, label, unit in ENGAGEMENT_COLUMNS)
+        print(_cut(f"      {figures}", width), file=out)

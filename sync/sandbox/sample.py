@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 import unicodedata
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .fakes.hubspot import FakeHubSpot
 from .fakes.mailerlite import FakeMailerLite
@@ -45,6 +45,15 @@ def contact(i: int, rng: random.Random) -> Dict[str, Optional[str]]:
         "date_of_birth": birthday, "lifecyclestage": rng.choice(STAGES),
         "hs_email_optout": "true" if i % 37 == 5 else "false",
     }
+
+
+def history(email: str) -> Tuple[int, int, int]:
+    """(sent, opens, clicks) a sample subscriber starts with, as if MailerLite had been sending it
+    campaigns for a while (the engagement the sandbox shows in HubSpot). Same address, same figures."""
+    rng = random.Random(email)
+    sent = rng.randrange(0, 25)
+    opens = sum(rng.random() < 0.45 for _ in range(sent))  # about a newsletter's usual open rate
+    return sent, opens, sum(rng.random() < 0.3 for _ in range(opens))
 
 
 def seed(hubspot: FakeHubSpot, mailerlite: FakeMailerLite, count: int = CONTACTS, seed: int = 2026) -> List[str]:

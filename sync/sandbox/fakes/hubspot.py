@@ -469,6 +469,11 @@ class FakeHubSpot(FakeAPI):
             allowed = {str(o.get("value")) for o in prop.get("options") or []}
             if str(value) not in allowed:
                 return f"{value} was not one of the allowed options: {sorted(allowed)}"
+        if prop.get("type") == "number" and value not in (None, ""):
+            try:
+                float(str(value))
+            except ValueError:
+                return f"{value} is not a valid number"
         return None
 
     def _item_problem(self, item: Dict[str, Any]) -> Optional[str]:

@@ -16,7 +16,7 @@ import math
 import re
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -111,6 +111,11 @@ class FakeMailerLite(FakeAPI):
         self.subscriber_list_max = 1000  # the listing's largest limit...
         self.limit_too_big = "clamp"  # ...beyond it: "clamp" silently, or "422"
         self.group_names_unique_ci = False  # True: a group name taken in any case is refused
+        # Subscriber rates, unconfirmed: "fraction" (0.25), "percent" (25) or "object" ({"float": 0.25,
+        # "string": "25%"}, as group answers carry them). Computed from the counts when answered.
+        self.rate_style = "fraction"
+        # email -> (sent, opens, clicks) a new subscriber starts with (the sandbox's imported history).
+        self.history_for_new: Optional[Callable[[str], Tuple[int, int, int]]] = None
 
     @property
     def base_url(self) -> str:
@@ -144,6 +149,23 @@ class FakeMailerLite(FakeAPI):
             sub["groups"] = list(groups or [])
             return sub
 
+    def set_engagement(self, email: str, sent: int, opens: int, clicks: int) -> Dict[str, Any]:
+        """A subscriber's email figures, as campaigns would leave them."""
+        with self.lock:
+            sub = self.subscriber(email)
+            if sub is None:
+                raise KeyError(email)
+            sub.update(sent=sent, opens_count=opens, clicks_count=clicks)
+            return sub
+
+    def _rate(self, count: int, sent: int) -> Any:
+        fraction = round(count / sent, 4) if sent else 0
+        if self.rate_style == "percent":
+            return round(fraction * 100, 2)
+        if self.rate_style == "object":
+            return {"float": fraction, "string": f"{round(fraction * 100, 2):g}%"}
+        return fraction
+
     def subscriber(self, email: str) -> Optional[Dict[str, Any]]:
         sid = self.by_email.get(email.lower())
         return self.subscribers.get(sid) if sid else None
@@ -160,6 +182,8 @@ class FakeMailerLite(FakeAPI):
             "fields": {f["key"]: None for f in self.fields}, "groups": [],
             "opted_in_at": None, "optin_ip": None,
         }
+        if self.history_for_new is not None:
+            sub["sent"], sub["opens_count"], sub["clicks_count"] = self.history_for_new(email)
         self.subscribers[sid] = sub
         self.by_email[email] = sid
         self._sub_ids.append(int(sid))
@@ -167,6 +191,9 @@ class FakeMailerLite(FakeAPI):
 
     def _render(self, sub: Dict[str, Any], with_groups: bool = True) -> Dict[str, Any]:
         out = dict(sub)
+        sent = int(sub.get("sent") or 0)
+        out["open_rate"] = self._rate(int(sub.get("opens_count") or 0), sent)
+        out["click_rate"] = self._rate(int(sub.get("clicks_count") or 0), sent)
         out["fields"] = {f["key"]: sub["fields"].get(f["key"]) for f in self.fields}
         if with_groups:
             out["groups"] = [self.groups[g] for g in sub["groups"] if g in self.groups]
