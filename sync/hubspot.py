@@ -258,17 +258,23 @@ class HubSpotReader:
         return total if isinstance(total, int) and not isinstance(total, bool) else None
 
     def search_modified_since(self, since_ms: int, properties: List[str]) -> Iterator[Contact]:
-        """Contacts with lastmodifieddate >= since_ms, oldest change first, each once per call.
+        """Contacts with lastmodifieddate >= since_ms, oldest change first.
 
-        A contact edited while this runs moves to the end and is not given again: its new
-        version is newer than the run's start, which the bookmark never passes.
+        Keyset paging asks again from the newest instant read, so the contacts of that instant
+        come twice: only they are remembered, never every id read (a run after a mass edit of a
+        million contacts stays as small as any other). A contact edited while this runs comes
+        again later with its new data, which is then what MailerLite gets.
         """
         props = sorted(set(properties) | {"lastmodifieddate"})
-        given: Set[str] = set()
+        newest: Optional[int] = None
+        at_newest: Set[str] = set()  # ids read at the newest instant so far
         for results in self._search_pages("contact search", [], props, ("GTE", since_ms, 0)):
             for contact in self._contacts_of(results):
-                if contact["id"] not in given:
-                    given.add(contact["id"])
+                ms = to_epoch_ms(contact["properties"].get("lastmodifieddate"))
+                if ms is not None and (newest is None or ms > newest):
+                    newest, at_newest = ms, set()
+                if contact["id"] not in at_newest:
+                    at_newest.add(contact["id"])
                     yield contact
 
     def contacts_with_email(self, email: str, properties: List[str]) -> List[Contact]:
