@@ -30,23 +30,14 @@ from typing import Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_sync import _high_water_kib  # noqa: E402  (the benchmarks share one way to read peak memory)
+
 from sync.engagement import DUE_KEY  # noqa: E402
 from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE, FakeHubSpot  # noqa: E402
 from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
 
 HS_TOKEN, ML_TOKEN = "hs-test-token", "ml-test-token"
 UPDATE_PATH = "/crm/objects/2026-09/contacts/batch/update"
-
-
-def _high_water_kib(pid: int) -> Optional[int]:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def seed(n: int, hs: FakeHubSpot) -> None:

@@ -370,14 +370,19 @@ class HubSpotWriter(HubSpotReader):
         self.write_scopes_known = granted is not None
         return [] if granted is None else [s for s in hs.WRITE_BACK_SCOPES if s not in granted]
 
-    def ensure_write_back_properties(self) -> List[str]:
-        """Create the property group and properties if missing, and add missing options to an
-        existing mailerlite_status; returns what it did."""
-        made: List[str] = []
+    def _ensure_property_group(self) -> List[str]:
+        """The sync's own property group ("MailerLite", shared by write-back and engagement), created if
+        missing; returns what it made."""
         groups = self._call("property groups", "GET", self._path(hs.PROPERTY_GROUPS_PATH), check=results_of)
         has_group = any(isinstance(g, dict) and g.get("name") == hs.WRITE_BACK_GROUP["name"] for g in groups)
         if not has_group and self._create("property group creation", hs.PROPERTY_GROUPS_PATH, hs.WRITE_BACK_GROUP):
-            made.append(f"group {hs.WRITE_BACK_GROUP['name']}")
+            return [f"group {hs.WRITE_BACK_GROUP['name']}"]
+        return []
+
+    def ensure_write_back_properties(self) -> List[str]:
+        """Create the property group and properties if missing, and add missing options to an
+        existing mailerlite_status; returns what it did."""
+        made = self._ensure_property_group()
         existing = self.property_definitions()
         for prop in hs.WRITE_BACK_PROPERTIES:
             have = existing.get(prop["name"])
@@ -391,11 +396,7 @@ class HubSpotWriter(HubSpotReader):
     def ensure_engagement_properties(self) -> List[str]:
         """Create the sync's property group and the engagement properties if missing (the same
         group write-back uses); returns what it made. One of another type stops the pass."""
-        made: List[str] = []
-        groups = self._call("property groups", "GET", self._path(hs.PROPERTY_GROUPS_PATH), check=results_of)
-        has_group = any(isinstance(g, dict) and g.get("name") == hs.WRITE_BACK_GROUP["name"] for g in groups)
-        if not has_group and self._create("property group creation", hs.PROPERTY_GROUPS_PATH, hs.WRITE_BACK_GROUP):
-            made.append(f"group {hs.WRITE_BACK_GROUP['name']}")
+        made = self._ensure_property_group()
         existing = self.property_definitions()
         for prop in hs.ENGAGEMENT_PROPERTIES:
             have = existing.get(prop["name"])
