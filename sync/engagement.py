@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import hubspot_schema as hs
-from .errors import AbortRun, AuthError
+from .errors import AbortRun
 from .hubspot import HubSpotWriter
 from .mailerlite import MailerLiteClient
 from .mapping import normalise_email
@@ -127,8 +127,7 @@ class Engagement:
 
     def due(self, now_ms: int) -> bool:
         """Reading every subscriber costs a request per page: once per interval."""
-        due = self.state.get_json(DUE_KEY)
-        return not isinstance(due, int) or now_ms >= due
+        return self.state.is_due(DUE_KEY, now_ms)
 
     def wanted(self, now_ms: int) -> bool:
         """A pass is due, or HubSpot refused figures last time (retried every run, MailerLite not read)."""
@@ -223,11 +222,3 @@ class Engagement:
                 return
             after = int(rows[-1][0])
             self._write(rows)
-
-
-def check_scopes(hubspot: HubSpotWriter) -> None:
-    """The write scopes, learnt before anything is written; unknown ones are found by the first write."""
-    missing = hubspot.missing_write_scopes()
-    if missing:
-        raise AuthError(f"HubSpot rejected the access token: missing scope {', '.join(missing)} "
-                        f"(needed by SYNC_ENGAGEMENT; turn it off or add the scope to the private app)")

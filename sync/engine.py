@@ -16,7 +16,7 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .departures import ConsentWriter, Departures
-from .engagement import Engagement, check_scopes
+from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
@@ -436,10 +436,7 @@ class Engine:
                                self.options.dry_run)
         if not write_back.due(start_ms):
             return None
-        missing = self.hubspot.missing_write_scopes()
-        if missing:
-            raise AuthError(f"HubSpot rejected the access token: missing scope {', '.join(missing)} "
-                            f"(needed by SYNC_WRITE_BACK; turn it off or add the scope to the private app)")
+        self._require_write_scopes("SYNC_WRITE_BACK")
         return write_back
 
     def _prepare_engagement(self, start_ms: int, scopes_checked: bool) -> Optional[Engagement]:
@@ -452,8 +449,16 @@ class Engine:
         if not engagement.wanted(start_ms):
             return None
         if not scopes_checked:  # write-back, when due, asked for the same two scopes a moment ago
-            check_scopes(self.hubspot)
+            self._require_write_scopes("SYNC_ENGAGEMENT")
         return engagement
+
+    def _require_write_scopes(self, setting: str) -> None:
+        """The write scopes, learnt before anything is written (exit 2 when one is missing); scopes
+        HubSpot does not tell are found by the first write instead."""
+        missing = self.hubspot.missing_write_scopes()
+        if missing:
+            raise AuthError(f"HubSpot rejected the access token: missing scope {', '.join(missing)} "
+                            f"(needed by {setting}; turn it off or add the scope to the private app)")
 
     # -- bookmark ------------------------------------------------------------------------------------
     def _new_bookmark(self, full: bool, old: Optional[int], start_ms: int) -> int:

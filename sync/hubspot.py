@@ -12,7 +12,7 @@ import email.utils
 import json
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -379,34 +379,36 @@ class HubSpotWriter(HubSpotReader):
             return [f"group {hs.WRITE_BACK_GROUP['name']}"]
         return []
 
+    def _ensure_properties(self, specs: Sequence[Dict[str, Any]],
+                           unusable: Callable[[Dict[str, Any]], Optional[str]] = lambda have: None,
+                           ) -> Tuple[List[str], Dict[str, Dict[str, Any]]]:
+        """The sync's property group and these properties, created where missing. An existing one that
+        `unusable` objects to stops it (ConfigError) before anything is created. Returns what was made
+        and the definitions of those that already existed."""
+        made = self._ensure_property_group()
+        existing = self.property_definitions()
+        found = {str(p["name"]): existing[str(p["name"])] for p in specs if str(p["name"]) in existing}
+        for have in found.values():
+            problem = unusable(have)
+            if problem:
+                raise ConfigError(problem)
+        for prop in specs:
+            if str(prop["name"]) not in found and self._create("property creation", hs.PROPERTIES_PATH, prop):
+                made.append(str(prop["name"]))
+        return made, found
+
     def ensure_write_back_properties(self) -> List[str]:
         """Create the property group and properties if missing, and add missing options to an
         existing mailerlite_status; returns what it did."""
-        made = self._ensure_property_group()
-        existing = self.property_definitions()
-        for prop in hs.WRITE_BACK_PROPERTIES:
-            have = existing.get(prop["name"])
-            if have is None:
-                if self._create("property creation", hs.PROPERTIES_PATH, prop):
-                    made.append(str(prop["name"]))
-            elif prop["name"] == hs.STATUS_PROPERTY:
-                made.extend(self._add_status_options(have))
+        made, found = self._ensure_properties(hs.WRITE_BACK_PROPERTIES)
+        if hs.STATUS_PROPERTY in found:
+            made.extend(self._add_status_options(found[hs.STATUS_PROPERTY]))
         return made
 
     def ensure_engagement_properties(self) -> List[str]:
         """Create the sync's property group and the engagement properties if missing (the same
         group write-back uses); returns what it made. One of another type stops the pass."""
-        made = self._ensure_property_group()
-        existing = self.property_definitions()
-        for prop in hs.ENGAGEMENT_PROPERTIES:
-            have = existing.get(prop["name"])
-            if have is None:
-                if self._create("property creation", hs.PROPERTIES_PATH, prop):
-                    made.append(str(prop["name"]))
-                continue
-            problem = engagement_property_problem(have)
-            if problem:
-                raise ConfigError(problem)
+        made, _ = self._ensure_properties(hs.ENGAGEMENT_PROPERTIES, engagement_property_problem)
         return made
 
     def _create(self, what: str, template: str, body: Dict[str, Any]) -> bool:

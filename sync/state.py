@@ -458,6 +458,11 @@ class State:
                 self.conn.executemany("INSERT INTO list_members(list_id, hubspot_id) VALUES (?, ?)",
                                       ((list_id, i) for i in sorted(ids)))
 
+    def is_due(self, key: str, now_ms: int) -> bool:
+        """Whether the time stored under `key` (epoch ms) has come; never set counts as due."""
+        due = self.get_json(key)
+        return not isinstance(due, int) or now_ms >= due
+
     def get_json(self, key: str) -> Optional[object]:
         value = self._get_meta(key)
         try:

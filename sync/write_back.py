@@ -49,8 +49,7 @@ class WriteBack:
     def due(self, now_ms: int) -> bool:
         """Reading every inactive subscriber costs requests: only every interval, unless the last
         pass left failures to retry."""
-        due = self.state.get_json(DUE_KEY)
-        return not isinstance(due, int) or now_ms >= due
+        return self.state.is_due(DUE_KEY, now_ms)
 
     def run(self, now_ms: int) -> None:
         if not self.dry_run:
