@@ -110,7 +110,7 @@ def _key(figures: Dict[str, str]) -> str:
 
 
 def _hubspot_now(now_ms: int) -> str:
-    return datetime.fromtimestamp(now_ms / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return datetime.fromtimestamp(now_ms / 1000, timezone.utc).strftime(hs.DATETIME_FORMAT)
 
 
 class Engagement:

@@ -32,6 +32,7 @@ BATCH_READ_SIZE = 100
 BATCH_UPDATE_SIZE = 100
 IN_VALUES = 100  # values in one IN filter; unconfirmed, so halved on a refusal
 DEFAULT_INTERVAL_S = 10.0  # the rolling window when no header has told us yet
+DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"  # how the sync writes datetime properties (UTC, ISO 8601)
 SEARCH_INTERVAL_S = 0.2  # search allows 5 requests a second per account and sends no headers to pace by
 LOCKED_WAIT_S = 2.0  # 423 Locked / 477 Migration in progress without a Retry-After
 

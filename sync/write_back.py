@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
 from .hubspot import HubSpotWriter
-from .hubspot_schema import BATCH_UPDATE_SIZE, CHANGED_PROPERTY, STATUS_PROPERTY
+from .hubspot_schema import BATCH_UPDATE_SIZE, CHANGED_PROPERTY, DATETIME_FORMAT, STATUS_PROPERTY
 from .mailerlite import MailerLiteClient
 from .mapping import normalise_email
 from .state import State
@@ -32,7 +32,7 @@ def hubspot_datetime(mailerlite_time: Optional[str]) -> Optional[str]:
         moment = datetime.strptime(str(mailerlite_time)[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
     except ValueError:
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return moment.strftime(DATETIME_FORMAT)
 
 
 class WriteBack:
