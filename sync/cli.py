@@ -474,7 +474,8 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours,
                              allow_mass_leave=args.allow_mass_leave, engagement=engagement,
-                             engagement_hours=settings.engagement_hours)
+                             engagement_hours=settings.engagement_hours,
+                             consent_sweep_hours=settings.consent_sweep_hours)
         summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
     except SyncError as exc:
         return _failed(exc.exit_code, str(exc), args.json, settings)

@@ -54,6 +54,7 @@ class Settings:
     hubspot_api_version: str = DEFAULT_HUBSPOT_API_VERSION  # HUBSPOT_API_VERSION: the date-based version
     engagement: bool = False  # SYNC_ENGAGEMENT: MailerLite emails sent, opens, clicks, rates onto HubSpot contacts
     engagement_hours: float = 24.0  # SYNC_ENGAGEMENT_HOURS: how often (it reads every subscriber)
+    consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses' consent is read
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -123,7 +124,7 @@ KNOWN_SETTINGS = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", "MAILERLITE_API_KEY
                   "MAILERLITE_BASE_URL", "SYNC_STATE_DB", "SYNC_HTTP_TIMEOUT", "SYNC_MAPPING_FILE",
                   "MAILERLITE_GROUPS", "SYNC_LOG_FILE", "HEALTHCHECK_URL", "SYNC_WRITE_BACK",
                   "SYNC_WRITE_BACK_HOURS", "SYNC_MAX_RUNTIME", "HUBSPOT_API_VERSION", "SYNC_ENGAGEMENT",
-                  "SYNC_ENGAGEMENT_HOURS")
+                  "SYNC_ENGAGEMENT_HOURS", "SYNC_CONSENT_SWEEP_HOURS")
 OUR_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK")
 
 
@@ -242,6 +243,7 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         hubspot_api_version=_api_version(values.get("HUBSPOT_API_VERSION") or ""),
         engagement=_flag(values, "SYNC_ENGAGEMENT"),
         engagement_hours=_positive_number(values, "SYNC_ENGAGEMENT_HOURS", 24.0),
+        consent_sweep_hours=_positive_number(values, "SYNC_CONSENT_SWEEP_HOURS", 24.0),
     )
 
 

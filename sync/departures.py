@@ -25,8 +25,8 @@ only orchestrates: read, map, decide (here), write, record.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Callable, Dict, FrozenSet, List, Optional, Tuple, Union
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
 
 from . import mailerlite_answers as answers
 from .errors import AbortRun
@@ -207,7 +207,8 @@ class Departures:
 
     def __init__(self, state: State, mapping: Mapping, consent: ConsentWriter, summary: Summary,
                  held_in_hubspot: Callable[[Synced], bool], dry_run: bool = False,
-                 allow_mass_leave: bool = False) -> None:
+                 allow_mass_leave: bool = False,
+                 optouts_by_address: Optional[Callable[[Iterable[str]], Optional[Set[str]]]] = None) -> None:
         self.state = state
         self.mapping = mapping
         self.consent = consent
@@ -215,6 +216,9 @@ class Departures:
         self.held_in_hubspot = held_in_hubspot  # one HubSpot search: another live in-scope contact has it
         self.dry_run = dry_run
         self.allow_mass_leave = allow_mass_leave
+        # HubSpot's consent by address (hubspot_consent.AddressConsent.opted_out): None, or an answer
+        # of None (no scope), falls back to the records' opt-out properties.
+        self.optouts_by_address = optouts_by_address
         self._leaving: List[Leaving] = []
         self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
 
@@ -288,10 +292,12 @@ class Departures:
             # Failed (tried again next run, up to a bound) or rejected: the opt-out does not wait for it.
             self.optout(hubspot_id, email, f"opted out; MailerLite did not take the data ({reason})", try_now)
 
-    def gone(self, synced: List[Synced], reason: str) -> None:
-        """Synced contacts found missing: not listed by a full pass, or archived."""
+    def gone(self, synced: List[Synced], reason: str, opted_out: FrozenSet[str] = frozenset()) -> None:
+        """Synced contacts found missing: not listed by a full pass, or archived (`opted_out`: ids
+        whose archived record carries an opt-out; applied at once, never held by the guard)."""
         for one in synced:
-            self.leave(Leaving(one, reason))
+            optout = one.hubspot_id in opted_out
+            self.leave(Leaving(one, reason, optout, guarded=not optout))
 
     # -- deciding and applying --------------------------------------------------------------------
     def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
@@ -314,9 +320,13 @@ class Departures:
     def apply_held_departures(self, synced_before: int) -> Optional[str]:
         """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
         leaving, self._leaving = self._leaving, []
+        by_address = self._opted_out_addresses(one.synced.email for one in leaving)  # a hundred per request
         problem = mass_leave_problem(len(leaving), synced_before, self.mapping, self.allow_mass_leave)
         if problem is not None:
             self.summary.add("mass_leave_held", len(leaving))
+            for one in leaving:  # an opt-out is evidence about that address: it goes though the leaving waits
+                if one.synced.email in by_address:
+                    self.optout(one.synced.hubspot_id, one.synced.email, "opted out in HubSpot (address)")
             return problem
         for one in leaving:
             if self.dry_run:
@@ -331,7 +341,19 @@ class Departures:
         self.state.save_action(action)  # stopping: kept for the next run, not tried now
         return False
 
+    def _opted_out_addresses(self, emails: Iterable[str]) -> Set[str]:
+        """Of these addresses, those HubSpot's consent by address says are opted out (empty without it)."""
+        if self.optouts_by_address is None:
+            return set()
+        return self.optouts_by_address(emails) or set()
+
     def _apply_leave(self, leaving: Leaving) -> None:
+        if not (leaving.opted_out and leaving.holds_address) and \
+                leaving.synced.email in self._opted_out_addresses([leaving.synced.email]):
+            # Consent belongs to the address: read before it is let go (deleted, merged away, changed,
+            # out of scope), and an opted-out address is unsubscribed whoever else holds it.
+            leaving = replace(leaving, opted_out=True, holds_address=True,
+                              reason=f"{leaving.reason}; the address is opted out in HubSpot")
         held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
         action = leave_action(leaving, self.mapping, held)
         self.summary.add("left_scope")

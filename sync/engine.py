@@ -15,10 +15,12 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
+from .consent_sweep import ConsentSweep
 from .departures import ConsentWriter, Departures
 from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
+from .hubspot_consent import CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE, AddressConsent
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import (
@@ -58,6 +60,7 @@ class RunOptions:
     allow_mass_leave: bool = False  # --allow-mass-leave: this run may make many contacts leave
     engagement: bool = False  # MailerLite emails sent, opens, clicks and rates onto HubSpot contacts
     engagement_hours: float = 24.0
+    consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses are read
 
 
 def _synced(hubspot_id: str, known: ContactRecord) -> Synced:
@@ -93,9 +96,10 @@ class Engine:
         self.summary = Summary("incremental", options.dry_run)
         self.writer = SubscriberWriter(mailerlite, tunables=tunables)
         self.schema = MailerLiteSchema(mailerlite, mapping)
-        self.departures = Departures(state, mapping, ConsentWriter(mailerlite, state, self.schema, self.summary,
-                                                                    tunables.max_consecutive_failures),
-                                     self.summary, self._held_in_hubspot, options.dry_run, options.allow_mass_leave)
+        self.consent = ConsentWriter(mailerlite, state, self.schema, self.summary, tunables.max_consecutive_failures)
+        self.address_consent = AddressConsent(hubspot, mapping.optout_properties)  # consent by address
+        self.departures = Departures(state, mapping, self.consent, self.summary, self._held_in_hubspot,
+                                     options.dry_run, options.allow_mass_leave, self.address_consent.opted_out)
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
         seen_types = state.get_json(FIELD_TYPES_KEY)
@@ -137,6 +141,11 @@ class Engine:
                 if archived_checked:
                     self.state.set_json(ARCHIVED_KEY, start_ms)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
+            sweep = ConsentSweep(self.address_consent, self.state, self.consent, summary,
+                                 self.options.consent_sweep_hours, self.options.dry_run)
+            if sweep.due(start_ms, full):
+                sweep.run(start_ms)
+            self._say_consent_scope()
             if write_back is not None:
                 before = self.hubspot.requests + self.mailerlite.requests
                 write_back.run(start_ms)
@@ -421,9 +430,25 @@ class Engine:
         last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
             return False
-        archived = (c["id"] for c in self.hubspot.iter_contacts(["email"], archived=True))
-        self.departures.gone(self.state.synced(archived), "archived in HubSpot")
+        # The archived records' opt-outs are read too: an opt-out then a delete between two checks.
+        opted_out: Set[str] = set()
+
+        def archived() -> Iterator[str]:
+            for contact in self.hubspot.iter_contacts(["email", *self.mapping.optout_properties], archived=True):
+                if self.mapping.opted_out(contact["properties"]):
+                    opted_out.add(contact["id"])
+                yield contact["id"]
+
+        gone = self.state.synced(archived())
+        self.departures.gone(gone, "archived in HubSpot", frozenset(opted_out))
         return True
+
+    def _say_consent_scope(self) -> None:
+        """A token without the consent scope falls back to the records' opt-outs: said once, not hourly."""
+        if self.address_consent.available is False:
+            Advisories(self.state).once(CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE)
+        elif self.address_consent.available:
+            Advisories(self.state).gone(CONSENT_SCOPE_ADVICE)
 
     def _prepare_write_back(self, start_ms: int) -> Optional[WriteBack]:
         """Write-back, when on and due, runs after the forward sync, so the bookmark that sync moved

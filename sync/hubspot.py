@@ -317,6 +317,11 @@ class HubSpotReader:
                 raise ConfigError(f"HubSpot has no list with id {list_id}; check the mapping file") from None
             raise
 
+    def consent_batch(self, what: str, template: str, emails: List[str]) -> List[Any]:
+        """One Communication Preferences batch read (sync/hubspot_consent.py reads its answer)."""
+        return self._call(what, "POST", self._path(template), [("channel", "EMAIL")], body={"inputs": emails},
+                          check=results_of)
+
     def property_definitions(self) -> Dict[str, Dict[str, Any]]:
         """Contact property definitions by name (type, label, options)."""
         results = self._call("property definitions", "GET", self._path(hs.PROPERTIES_PATH), check=results_of)

@@ -23,6 +23,10 @@ LIST_MEMBERSHIPS_PATH = "/crm/lists/{v}/{list_id}/memberships"
 # The documented way to learn a private-app token's scopes (not versioned; whether service keys
 # answer there is unconfirmed: a refusal means "unknown", never "missing").
 TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"
+# Consent by email address (Communication Preferences): "unsubscribed from all", and per subscription.
+CONSENT_WIDE_READ_PATH = "/communication-preferences/{v}/statuses/batch/unsubscribe-all/read"
+CONSENT_READ_PATH = "/communication-preferences/{v}/statuses/batch/read"
+CONSENT_BATCH_SIZE = 100  # the spec states no limit; assumed, as for every other batch
 
 # Limits.
 PAGE_SIZE = 100  # the contact listing's maximum
@@ -41,6 +45,7 @@ READ_SCOPE = "crm.objects.contacts.read"
 WRITE_SCOPE = "crm.objects.contacts.write"
 SCHEMA_WRITE_SCOPE = "crm.schemas.contacts.write"
 WRITE_BACK_SCOPES = (WRITE_SCOPE, SCHEMA_WRITE_SCOPE)
+CONSENT_READ_SCOPE = "communication_preferences.statuses.batch.read"
 
 # Write-back: two properties of the sync's own, in a group of its own.
 STATUS_PROPERTY = "mailerlite_status"

@@ -17,11 +17,13 @@ from .hubspot import (
     missing_status_options,
     status_property_problem,
 )
+from .hubspot_consent import CONSENT_SCOPE_MESSAGE, AddressConsent
 from .hubspot_schema import ENGAGEMENT_PROPERTIES, STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
-from .mapping import Mapping, Planned, map_contact
+from .mapping import Mapping, Planned, map_contact, normalise_email
 
 SAMPLE_CONTACTS = 3
+PROBE_ADDRESS = "consent-check@example.invalid"  # asked about when no sample contact has an address
 SCHEMA_READ_SCOPE = "crm.schemas.contacts.read"
 T = TypeVar("T")
 
@@ -102,6 +104,7 @@ class Preflight:
                     self.problems.append(f"HubSpot has no contact property {prop!r}")
         sample = self._try(lambda: list(islice(self.hubspot.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)),
                            HUBSPOT)
+        self._check_consent_scope(sample if isinstance(sample, list) else [])
         fields = self._try(self.mailerlite.list_fields, MAILERLITE)
         existing = {str(f.get("key")): str(f.get("type")) for f in fields or [] if isinstance(f, dict)}
         self._check_fields(info, existing, fields is not None)
@@ -116,6 +119,15 @@ class Preflight:
         if self.problems:
             return EXIT_CONFIG
         return EXIT_ABORTED if self.down else EXIT_OK  # 3: try again later; 2 is for settings
+
+    def _check_consent_scope(self, sample: List[dict]) -> None:
+        """Consent by address needs its own scope; without it the sync falls back to the records'
+        opt-outs, and this says (here, not every hour) what it then cannot follow."""
+        emails = [e for e in (normalise_email(c["properties"].get("email")) for c in sample) if e]
+        reader = AddressConsent(self.hubspot, self.mapping.optout_properties)
+        self._try(lambda: reader.opted_out((emails or [PROBE_ADDRESS])[:1]), HUBSPOT)
+        if reader.available is False:
+            self.notes.append(CONSENT_SCOPE_MESSAGE)
 
     def _check_write_back(self, defs: Optional[Dict[str, dict]]) -> None:
         missing = self._try(self.hubspot.missing_write_scopes, HUBSPOT)

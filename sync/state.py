@@ -15,7 +15,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, warn_if_shared
 from .redaction import redact
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -106,6 +106,25 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
             figures TEXT,
             pending TEXT,
             written_at INTEGER)""",
+    ),
+    7: (
+        # Consent follows the address: every address the sync wrote to MailerLite that no tracked
+        # contact holds any more, and that was not unsubscribed on the way out, is kept here so the
+        # consent sweep (sync/consent_sweep.py) can follow a later opt-out of it. Kept by triggers,
+        # so no path that lets an address go (forgotten, merged away, changed) can miss one.
+        "CREATE TABLE tombstones (email TEXT PRIMARY KEY, hubspot_id INTEGER NOT NULL, since INTEGER NOT NULL)",
+        """CREATE TRIGGER tombstone_on_forget AFTER DELETE ON contacts
+            WHEN NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
+                  VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+        """CREATE TRIGGER tombstone_on_email_change AFTER UPDATE OF email ON contacts
+            WHEN OLD.email != NEW.email AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
+                  VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+        """CREATE TRIGGER tombstone_held_again AFTER INSERT ON contacts
+            BEGIN DELETE FROM tombstones WHERE email = NEW.email; END""",
+        """CREATE TRIGGER tombstone_held_again_by_change AFTER UPDATE OF email ON contacts
+            BEGIN DELETE FROM tombstones WHERE email = NEW.email; END""",
     ),
 }
 
@@ -416,6 +435,15 @@ class State:
                 self.conn.execute("DELETE FROM contacts WHERE hubspot_id=? AND email=?", (hid, action.email))
                 if not self.conn.execute("SELECT 1 FROM contacts WHERE hubspot_id=?", (hid,)).fetchone():
                     self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (hid,))
+            if action.unsubscribe:  # unsubscribed: no later opt-out of the address to follow
+                self.conn.execute("DELETE FROM tombstones WHERE email=?", (action.email,))
+
+    def tombstones(self, after: str = "", limit: int = 100) -> List[Tuple[str, str]]:
+        """(email, last HubSpot id) of addresses let go of and not unsubscribed, by address after
+        `after`, a page at a time (a million are streamed, never loaded)."""
+        rows = self.conn.execute("SELECT email, hubspot_id FROM tombstones WHERE email > ? ORDER BY email LIMIT ?",
+                                 (after, limit))
+        return [(email, str(hid)) for email, hid in rows]
 
     def optouts_sent(self, emails: Sequence[str]) -> Dict[str, str]:
         """email -> the contact whose opt-out was delivered on its own (one query per page)."""

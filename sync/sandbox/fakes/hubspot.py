@@ -8,6 +8,12 @@ search limit (no headers), a daily limit, and the token-information endpoint. Re
 calls invalid (a batch read without propertiesWithHistory, an option without hidden, a search
 without after or with sorts that are not strings) are refused with 400, as a validating proxy
 would. Switches choose between readings of behaviour HubSpot has not confirmed.
+
+Consent is kept per email ADDRESS, as HubSpot keeps it (`address_consent`): it survives the archive,
+merge or edit of the record that set it, and the Communication Preferences batch reads answer it by
+address. A record's hs_email_optout (and hs_email_optout_<subscription id>) mirror the status of
+its primary address when that changes hands (created, email changed, merged) and whenever the
+address's status is set (`set_address_consent`, or an edit of those properties on the record).
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ WRITE_SCOPE = "crm.objects.contacts.write"
 SCHEMA_READ_SCOPE = "crm.schemas.contacts.read"
 SCHEMA_WRITE_SCOPE = "crm.schemas.contacts.write"
 LISTS_READ_SCOPE = "crm.lists.read"
+CONSENT_READ_SCOPE = "communication_preferences.statuses.batch.read"
+OPTOUT_ALL = "hs_email_optout"
+OPTOUT_PREFIX = "hs_email_optout_"  # + a subscription type id
+ALL = "all"  # address_consent's key for "unsubscribed from all email"
 
 SEARCH_RESULT_CAP = 10_000
 
@@ -102,6 +112,10 @@ def _batch_error(category: str, message: str, ids: List[str]) -> Dict[str, Any]:
             "errors": [], "links": {}}
 
 
+def _is_optout(name: str) -> bool:
+    return name == OPTOUT_ALL or (name.startswith(OPTOUT_PREFIX) and name[len(OPTOUT_PREFIX):].isdigit())
+
+
 def _error(message: str, category: str, status: int, **extra: Any) -> Response:
     body = {"status": "error", "message": message, "correlationId": str(uuid.uuid4()), "category": category}
     body.update(extra)
@@ -128,14 +142,23 @@ class FakeHubSpot(FakeAPI):
         Rule("/crm/properties/<version:v>/contacts/<name>", methods=["PATCH"], endpoint="update_property"),
         Rule("/crm/lists/<version:v>/<list_id>/memberships", methods=["GET"], endpoint="memberships"),
         Rule("/oauth/v2/private-apps/get/access-token-info", methods=["POST"], endpoint="token_info"),
+        Rule("/communication-preferences/<version:v>/statuses/batch/unsubscribe-all/read", methods=["POST"],
+             endpoint="consent_wide_read"),
+        Rule("/communication-preferences/<version:v>/statuses/batch/read", methods=["POST"],
+             endpoint="consent_read"),
     ], converters={"version": _Version})
 
     def __init__(self, time_scale: float = 1.0, ten_secondly_limit: int = 190,
                  search_per_second: int = 5, daily_limit: int = 1_000_000) -> None:
         super().__init__(time_scale)
         self.tokens: Dict[str, Set[str]] = {
-            "hs-test-token": {READ_SCOPE, SCHEMA_READ_SCOPE, LISTS_READ_SCOPE},
+            "hs-test-token": {READ_SCOPE, SCHEMA_READ_SCOPE, LISTS_READ_SCOPE, CONSENT_READ_SCOPE},
         }
+        # address (lower case) -> {ALL or a subscription id: SUBSCRIBED | UNSUBSCRIBED}
+        self.address_consent: Dict[str, Dict[str, str]] = {}
+        # The spec is silent on an address HubSpot holds no status for: "empty" answers it with no
+        # statuses, "omitted" leaves it out of the results and names it in a 207's errors.
+        self.unknown_addresses = "empty"
         self.contacts: Dict[int, Dict[str, Any]] = {}
         self._ids: List[int] = []  # sorted ids, for cursor paging
         self._next_id = 1001
@@ -175,14 +198,56 @@ class FakeHubSpot(FakeAPI):
             props.update(hs_object_id=str(cid), createdate=iso_ms(ms), lastmodifieddate=iso_ms(ms))
             self.contacts[cid] = {"properties": props, "created": ms, "modified": ms, "archived": False}
             self._ids.append(cid)
+            # Creating a record never resubscribes its address: only an opt-out given is kept by address.
+            given = {k: v for k, v in properties.items() if _is_optout(k) and str(v).lower() == "true"}
+            self._keep_consent(props.get("email"), given)
+            if not any(_is_optout(k) for k in properties):
+                self._mirror_consent(props)
             return str(cid)
 
     def update_contact(self, cid: str, properties: Dict[str, Optional[str]]) -> None:
         with self.lock:
             record = self.contacts[int(cid)]
             record["properties"].update({k: (None if v is None else str(v)) for k, v in properties.items()})
+            given = {k: v for k, v in properties.items() if _is_optout(k)}
+            self._keep_consent(record["properties"].get("email"), given)
+            if "email" in properties and not given:
+                self._mirror_consent(record["properties"])  # the record now shows its new address's status
             record["modified"] = self.now_ms()
             record["properties"]["lastmodifieddate"] = iso_ms(record["modified"])
+
+    def _keep_consent(self, email: Optional[str], given: Dict[str, Any]) -> None:
+        """Opt-out properties written on a record set the status of its primary address."""
+        if not email or not given:
+            return
+        statuses = self.address_consent.setdefault(str(email).lower(), {})
+        for name, value in given.items():
+            key = ALL if name == OPTOUT_ALL else name[len(OPTOUT_PREFIX):]
+            statuses[key] = "UNSUBSCRIBED" if str(value).lower() == "true" else "SUBSCRIBED"
+
+    def _mirror_consent(self, props: Dict[str, Any]) -> None:
+        """The record's opt-out properties show its primary address's statuses."""
+        statuses = self.address_consent.get(str(props.get("email") or "").lower(), {})
+        if OPTOUT_ALL in props or statuses:
+            props[OPTOUT_ALL] = "true" if statuses.get(ALL) == "UNSUBSCRIBED" else "false"
+        for key, status in statuses.items():
+            if key != ALL:
+                props[OPTOUT_PREFIX + key] = "true" if status == "UNSUBSCRIBED" else "false"
+
+    def set_address_consent(self, email: str, unsubscribed_all: Optional[bool] = None,
+                            subscriptions: Optional[Dict[str, bool]] = None) -> None:
+        """An address's status changed (a person clicked unsubscribe, say): kept by address, and shown
+        on every record, live or archived, holding it as primary email."""
+        given: Dict[str, Any] = {OPTOUT_PREFIX + k: str(v).lower() for k, v in (subscriptions or {}).items()}
+        if unsubscribed_all is not None:
+            given[OPTOUT_ALL] = str(unsubscribed_all).lower()
+        with self.lock:
+            self._keep_consent(email, given)
+            for record in self.contacts.values():
+                if str(record["properties"].get("email") or "").lower() == email.lower():
+                    self._mirror_consent(record["properties"])
+                    record["modified"] = self.now_ms()
+                    record["properties"]["lastmodifieddate"] = iso_ms(record["modified"])
 
     def archive_contact(self, cid: str) -> None:
         with self.lock:
@@ -221,12 +286,20 @@ class FakeHubSpot(FakeAPI):
             merged = before + ([primary_id, secondary_id] if new_id else [secondary_id])
             props["hs_merged_object_ids"] = ";".join(merged)
             props["hs_additional_emails"] = secondary["properties"].get("email")
+            # The secondary's opt-outs stay with its address; the record shows its own address's.
+            for name in [k for k in props if _is_optout(k)]:
+                props[name] = primary["properties"].get(name)
+            self._mirror_consent(props)
             gone = [int(primary_id), int(secondary_id)] if new_id else [int(secondary_id)]
             for cid in gone:
                 self.contacts[cid]["archived"] = True
                 self.contacts[cid]["modified"] = self.now_ms()
         if not new_id:
-            self.update_contact(primary_id, {k: props[k] for k in ("hs_merged_object_ids", "hs_additional_emails")})
+            kept = ("hs_merged_object_ids", "hs_additional_emails")
+            with self.lock:
+                self.contacts[int(primary_id)]["properties"].update({k: props[k] for k in props
+                                                                     if k in kept or _is_optout(k)})
+            self.update_contact(primary_id, {})
             return primary_id
         for list_members in self.lists.values():  # the merged record is in the lists its parts were in
             if int(primary_id) in list_members or int(secondary_id) in list_members:
@@ -273,6 +346,8 @@ class FakeHubSpot(FakeAPI):
             return WRITE_SCOPE
         if endpoint == "memberships":
             return LISTS_READ_SCOPE
+        if endpoint in ("consent_wide_read", "consent_read"):
+            return CONSENT_READ_SCOPE
         return READ_SCOPE
 
     def _rate_limited(self, policy: str, message: str) -> Response:
@@ -601,3 +676,44 @@ class FakeHubSpot(FakeAPI):
         if offset + limit < len(members):
             out["paging"] = {"next": {"after": str(offset + limit)}}
         return self.ok(out)
+
+    # -- Communication Preferences (consent by address) ----------------------------------
+    def _consent_batch(self, request: Request, render: Any) -> Response:
+        """A batch status read: {"inputs": [addresses]} -> one result per known address."""
+        if request.args.get("channel") != "EMAIL":
+            return _error("channel is required and must be EMAIL", "VALIDATION_ERROR", 400)
+        body = self.json_body(request) or {}
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+            return _error("Invalid input JSON: inputs must be a list of strings", "VALIDATION_ERROR", 400)
+        if len(inputs) > 100:
+            return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
+        stamp = iso_ms(self.now_ms())
+        results, unknown = [], []
+        for address in inputs:
+            statuses = self.address_consent.get(address.lower())
+            if statuses is None and self.unknown_addresses == "omitted":
+                unknown.append(address)
+                continue
+            results.append(render(address.lower(), statuses or {}, stamp))
+        out: Dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": stamp, "completedAt": stamp}
+        if unknown:
+            out["numErrors"] = len(unknown)
+            out["errors"] = [_batch_error("OBJECT_NOT_FOUND", "No subscription status for these addresses", unknown)]
+            return self.ok(out, 207)
+        return self.ok(out)
+
+    def on_consent_wide_read(self, request: Request, v: str = "") -> Response:
+        def render(address: str, statuses: Dict[str, str], stamp: str) -> Dict[str, Any]:
+            wide = [{"channel": "EMAIL", "status": statuses[ALL], "subscriberIdString": address, "timestamp": stamp,
+                     "wideStatusType": "PORTAL_WIDE"}] if ALL in statuses else []
+            return {"subscriberIdString": address, "wideStatuses": wide}
+        return self._consent_batch(request, render)
+
+    def on_consent_read(self, request: Request, v: str = "") -> Response:
+        def render(address: str, statuses: Dict[str, str], stamp: str) -> Dict[str, Any]:
+            rows = [{"channel": "EMAIL", "source": "Self Service Resubscription", "status": status,
+                     "subscriberIdString": address, "subscriptionId": int(key), "timestamp": stamp}
+                    for key, status in sorted(statuses.items()) if key != ALL]
+            return {"subscriberIdString": address, "statuses": rows}
+        return self._consent_batch(request, render)

@@ -1,0 +1,67 @@
+"""The consent sweep: follow opt-outs of addresses the sync let go of.
+
+HubSpot keeps an opt-out with the address, so a person the sync no longer tracks (their contact
+was deleted, merged away, changed address or left the sync's scope) can still opt out, and
+MailerLite must hear of it. The state keeps every such address ("tombstones", sync/state.py);
+once a day by default (SYNC_CONSENT_SWEEP_HOURS) and on every --full run, the sweep reads their
+status by address, a hundred per HubSpot request, streamed from the state file a page at a time,
+and unsubscribes the opted-out ones through the consent writer (stored before tried, retried
+until MailerLite takes it); an unsubscribed address is then dropped. It costs one HubSpot request
+per 100 tombstones (two when the mapping names per-subscription opt-outs) and no MailerLite
+request unless someone opted out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .departures import ConsentWriter
+from .hubspot_consent import AddressConsent
+from .hubspot_schema import CONSENT_BATCH_SIZE
+from .state import PendingAction, State
+from .summary import Summary
+
+log = logging.getLogger(__name__)
+
+SWEEP_DUE_KEY = "consent_sweep_due_ms"  # state meta: when the next sweep is due (epoch ms)
+CHECKED = "consent_checked"  # --json: addresses the sweep read by address
+REASON = "opted out in HubSpot after the sync let the address go (consent sweep)"
+
+
+class ConsentSweep:
+    def __init__(self, reader: AddressConsent, state: State, consent: ConsentWriter, summary: Summary,
+                 hours: float, dry_run: bool = False) -> None:
+        self.reader = reader
+        self.state = state
+        self.consent = consent
+        self.summary = summary
+        self.hours = hours
+        self.dry_run = dry_run
+
+    def due(self, now_ms: int, full: bool) -> bool:
+        """Always with --full; otherwise once every `hours`."""
+        return full or self.state.is_due(SWEEP_DUE_KEY, now_ms)
+
+    def run(self, now_ms: int) -> bool:
+        """Sweep every tombstone; False when the token cannot read consent by address (nothing done)."""
+        after = ""
+        while True:
+            page = self.state.tombstones(after, CONSENT_BATCH_SIZE)
+            if not page:
+                break
+            opted = self.reader.read_batch([email for email, _ in page])
+            if opted is None:
+                return False
+            self.summary.add(CHECKED, len(page))
+            for email, hubspot_id in page:
+                if email not in opted:
+                    continue
+                if self.dry_run:
+                    self.summary.add("would_send")
+                    continue
+                log.info("%s opted out in HubSpot after the sync let it go; unsubscribed", email)
+                self.consent.apply(PendingAction(hubspot_id, email, None, True, frozenset(), False, REASON))
+            after = page[-1][0]
+        if not self.dry_run:
+            self.state.set_json(SWEEP_DUE_KEY, now_ms + int(self.hours * 3_600_000))
+        return True
