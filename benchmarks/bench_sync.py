@@ -356,6 +356,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "memory" not in skip:
         mem_sizes = [1_000, 5_000] if args.smoke else ([100_000, 1_000_000] if args.large else [10_000, 100_000])
         print_memory(bench_memory(mem_sizes))
+    if args.smoke:  # CI's one benchmark run: the consent sweep's script at its tiny size too
+        from bench_consent_sweep import main as bench_consent_sweep
+        bench_consent_sweep(["--smoke"])
     return 0
 
 

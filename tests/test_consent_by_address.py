@@ -5,10 +5,12 @@ and the consent sweep follows the addresses it let go of. Plus the answer-matchi
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
 import pytest
+import requests
 
 from sync.hubspot_consent import unsubscribed_addresses
 from sync.sandbox.fakes.hubspot import CONSENT_READ_SCOPE
@@ -81,6 +83,20 @@ def test_a_deleted_address_not_opted_out_is_kept_as_a_tombstone(run, hubspot_fak
     assert swept.code == 0 and swept.summary["consent_checked"] == 1 and swept.summary["unsubscribed"] == 1
     assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
     assert not state_rows(run, "SELECT * FROM tombstones")
+
+
+def test_an_opted_out_address_goes_even_when_the_guard_holds_the_departures(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 20)
+    path = mapping_file(run, "mass_leave_percent = 20\nmass_leave_min = 3\n")
+    assert run("--mapping", path).code == 0
+    for cid in ids[:15]:
+        hubspot_fake.archive_contact(cid)
+    hubspot_fake.set_address_consent("person3@example.com", unsubscribed_all=True)
+    held = run("--mapping", path, "--full")
+    assert held.code == 3 and held.summary["mass_leave_held"] == 15
+    assert status(mailerlite_fake, "person3@example.com") == "unsubscribed"  # evidence about that address
+    assert [status(mailerlite_fake, f"person{i}@example.com") for i in (0, 4, 14)] == ["active"] * 3
+    assert len(state_rows(run, "SELECT * FROM contacts")) == 20  # nobody forgotten while held
 
 
 # -- item 2: opt-out, then merge ----------------------------------------------------------------------
@@ -234,3 +250,41 @@ def _wide(address, state):
 def test_unsubscribed_addresses_table(results, asked, counts, expected):
     key = "wideStatuses" if counts is None else "statuses"
     assert unsubscribed_addresses(results, asked, key, counts) == expected
+
+
+# -- the fake's Communication Preferences endpoints ------------------------------------------------------
+
+def _consent_read(hs, inputs, kind="unsubscribe-all/read", token=HS_TOKEN, channel="EMAIL"):
+    return requests.post(f"{hs.url}/communication-preferences/2026-09/statuses/batch/{kind}",
+                         params={"channel": channel} if channel else {}, json={"inputs": inputs},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=5)
+
+
+def test_fake_keeps_consent_with_the_address_through_archive_merge_and_recreation(hubspot_fake):
+    a, b = seed_contacts(hubspot_fake, 2)
+    hubspot_fake.update_contact(b, {"hs_email_optout": "true"})
+    merged = hubspot_fake.merge_contacts(a, b, new_id=True)
+    assert hubspot_fake.contacts[int(merged)]["properties"]["hs_email_optout"] == "false"  # A's address
+    again = hubspot_fake.add_contact({"email": "Person1@example.com"})  # B's address, on a new record
+    assert hubspot_fake.contacts[int(again)]["properties"]["hs_email_optout"] == "true"
+    answer = _consent_read(hubspot_fake, ["person1@example.com", "person0@example.com"]).json()
+    wide = {r["subscriberIdString"]: [s["status"] for s in r["wideStatuses"]] for r in answer["results"]}
+    assert wide == {"person1@example.com": ["UNSUBSCRIBED"], "person0@example.com": []}
+    assert {"completedAt", "startedAt", "status", "results"} <= answer.keys()
+
+
+@pytest.mark.parametrize("unknown, code, results", [("empty", 200, 1), ("omitted", 207, 0)])
+def test_fake_answers_an_unknown_address_either_way(hubspot_fake, unknown, code, results):
+    hubspot_fake.unknown_addresses = unknown
+    answer = _consent_read(hubspot_fake, ["nobody@example.com"], kind="read")
+    assert answer.status_code == code and len(answer.json()["results"]) == results
+
+
+def test_fake_enforces_the_scope_the_channel_and_the_batch_size(hubspot_fake):
+    hubspot_fake.tokens["no-consent"] = {"crm.objects.contacts.read"}
+    refused = _consent_read(hubspot_fake, ["a@example.com"], token="no-consent")
+    assert refused.status_code == 403 and refused.json()["category"] == "MISSING_SCOPES"
+    assert CONSENT_READ_SCOPE in json.dumps(refused.json())
+    assert _consent_read(hubspot_fake, ["a@example.com"], channel="").status_code == 400
+    too_many = _consent_read(hubspot_fake, [f"p{i}@example.com" for i in range(101)])
+    assert too_many.status_code == 400

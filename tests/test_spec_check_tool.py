@@ -35,6 +35,7 @@ def test_violations_are_grouped_by_kind_not_by_item_or_record():
 def test_prefixes_follow_both_kinds_of_version():
     assert tool.prefix("contacts.json", "2026-09") == "/crm/objects/2026-09/"
     assert tool.prefix("lists.json", "v3") == "/crm/v3/lists/"
+    assert tool.prefix("subscriptions.json", "2026-09") == "/communication-preferences/2026-09/"
 
 
 def test_pruning_keeps_the_paths_asked_for_and_the_schemas_they_reach(tmp_path):

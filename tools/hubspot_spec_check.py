@@ -10,10 +10,11 @@ yourself and point this script at it.
     python tools/hubspot_spec_check.py --specs /tmp/hubspot-specs
 
 It starts the built-in fake HubSpot and MailerLite APIs, puts one Stoplight Prism validating proxy per
-spec (Contacts, Properties, Lists) in front of the fake HubSpot, routes the sync's HubSpot traffic through
-them, and runs the sync as a user would (`python main.py ...`): a first run, an unchanged run, an
-incremental run, `--full`, `--check`, write-back and a list-scoped mapping. Prism marks every request
-(and answer) that breaks the spec; the script prints them and exits 1 when any REQUEST breaks the spec.
+spec (Contacts, Properties, Lists, Communication Preferences) in front of the fake HubSpot, routes the
+sync's HubSpot traffic through them, and runs the sync as a user would (`python main.py ...`): a first
+run, an unchanged run, an incremental run, `--full`, `--check`, write-back, departures read by address
+and the consent sweep, and a list-scoped mapping. Prism marks every request (and answer) that breaks
+the spec; the script prints them and exits 1 when any REQUEST breaks the spec.
 Answers that break it are the fake's drift from the spec and are listed apart (HubSpot's own answers
 break it too: it sends null for empty properties where the spec says string).
 """
@@ -48,7 +49,9 @@ from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
 
 HS_TOKEN = "spec-check-hubspot-token"
 ML_TOKEN = "spec-check-mailerlite-token"
-SPECS = {"contacts.json": "objects", "properties.json": "properties", "lists.json": "lists"}  # file -> API
+SPECS = {"contacts.json": "objects", "properties.json": "properties", "lists.json": "lists",
+         "subscriptions.json": "communication-preferences"}  # file -> API
+FOLDERS = {"subscriptions.json": "/Communication Preferences/"}  # where a spec lives (CRM when absent)
 KEEP = {"lists.json": ("/memberships",)}  # path endings kept from a spec (every path when absent)
 DEFAULT_VERSION = "2026-09"
 PRISM_START_S = 300.0
@@ -66,6 +69,8 @@ def free_port() -> int:
 def prefix(name: str, version: str) -> str:
     """The path prefix a spec covers: /crm/objects/2026-09/ for date versions, /crm/v3/objects/ for v3."""
     api = SPECS[name]
+    if name in FOLDERS:  # not a CRM API: /communication-preferences/2026-09/ (v3 before that)
+        return f"/{api}/{version}/"
     return f"/crm/{version}/{api}/" if version.startswith("v") else f"/crm/{api}/{version}/"
 
 
@@ -75,7 +80,7 @@ def find_specs(root: Path, version: str) -> Dict[str, Path]:
     for name in SPECS:
         wanted = prefix(name, version).rstrip("/")
         for path in sorted(root.rglob(name)):
-            if path.parent.name != version or "/CRM/" not in str(path):
+            if path.parent.name != version or FOLDERS.get(name, "/CRM/") not in str(path):
                 continue
             try:
                 paths = json.loads(path.read_text(encoding="utf-8")).get("paths", {})
@@ -262,6 +267,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             ("--full", common + ["--full"], {}),
             ("--check", common + ["--check"], {}),
             ("write-back", common + ["--full"], {"SYNC_WRITE_BACK": "true"}),
+            ("departures read by address", common + ["--full"], {"archive": "1"}),
+            ("consent sweep", common + ["--full"], {}),
             ("list-scoped mapping --check", common + ["--mapping", str(mapping), "--check"], {}),
             ("list-scoped mapping", common + ["--mapping", str(mapping), "--full"],
              {"SYNC_STATE_DB": str(work / "lists.db")}),
@@ -273,6 +280,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             if extra.pop("edit", None):
                 for cid in list(hubspot.contacts)[:3]:
                     hubspot.update_contact(str(cid), {"jobtitle": "Edited"})
+            if extra.pop("archive", None):  # their addresses are read by address, then swept
+                for cid in list(hubspot.contacts)[-3:]:
+                    hubspot.archive_contact(str(cid))
             before = len(router.seen)
             code, last = run_main(cli_args, dict(env, **extra))
             batch = router.seen[before:]
