@@ -229,6 +229,7 @@ class Engine:
                 emails = [normalise_email(c["properties"].get("email")) for c in page]
                 self._owners = self.state.owners(emails)
                 self.departures.new_page(emails)
+                self._read_leaving_consent(page, known, emails)
                 for contact in page:
                     self._process(contact, known.get(contact["id"]))
                 self._settle_written()
@@ -245,6 +246,17 @@ class Engine:
             # Stopped half-way: what MailerLite answered is still recorded; the consent actions
             # it implies are stored, not tried (the next run applies them).
             self._settle_written(try_now=False)
+
+    def _read_leaving_consent(self, page: List[Contact], known: Dict[str, ContactRecord], emails: List[str]) -> None:
+        """The addresses this page lets go of (a new address, a merge) read by address in one batch,
+        a hundred per request, rather than one request each as they leave."""
+        merged = [i.strip() for c in page for i in str(c["properties"].get(MERGED_PROPERTY) or "").split(";")]
+        leaving = [s.email for s in self.state.synced(merged)]
+        leaving += [k.email for c in page for k in [known.get(c["id"])] if k and k.email]
+        held = set(emails)
+        let_go = [e for e in leaving if e not in held]
+        if let_go and not self.options.dry_run:
+            self.address_consent.opted_out(let_go)
 
     # -- one contact -------------------------------------------------------------------------------
     def _property_info(self) -> Dict[str, PropertyInfo]:

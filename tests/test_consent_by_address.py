@@ -127,6 +127,20 @@ def test_email_change_reads_the_old_address_before_letting_it_go(run, hubspot_fa
     assert status(mailerlite_fake, "new@example.com") == "active"
 
 
+def test_a_mass_change_of_addresses_is_read_a_hundred_per_request(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 150)
+    assert run().code == 0
+    for i, cid in enumerate(ids):
+        hubspot_fake.update_contact(cid, {"email": f"renamed{i}@example.com"})
+    hubspot_fake.set_address_consent("person7@example.com", unsubscribed_all=True)
+    hubspot_fake.log.clear()
+    result = run()
+    assert result.code == 0 and result.summary["left_scope"] == 150
+    assert len(consent_requests(hubspot_fake)) == 2  # not one per address
+    assert status(mailerlite_fake, "person7@example.com") == "unsubscribed"
+    assert status(mailerlite_fake, "person8@example.com") == "active"
+
+
 # -- item 3: opt-out after leaving scope: the consent sweep --------------------------------------------
 
 SCOPED = '[scope.where]\nlifecyclestage = ["customer"]\n'
