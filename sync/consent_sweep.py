@@ -43,12 +43,19 @@ class ConsentSweep:
         return full or self.state.is_due(SWEEP_DUE_KEY, now_ms)
 
     def run(self, now_ms: int) -> bool:
-        """Sweep every tombstone; False when the token cannot read consent by address (nothing done)."""
+        """Sweep every tombstone; False when the token cannot read consent by address (then nothing is
+        done, and it is tried again when next due: a run without the scope costs one request a day)."""
+        done = self._sweep()
+        if not self.dry_run:
+            self.state.set_json(SWEEP_DUE_KEY, now_ms + int(self.hours * 3_600_000))
+        return done
+
+    def _sweep(self) -> bool:
         after = ""
         while True:
             page = self.state.tombstones(after, CONSENT_BATCH_SIZE)
             if not page:
-                break
+                return True
             opted = self.reader.read_batch([email for email, _ in page])
             if opted is None:
                 return False
@@ -62,6 +69,3 @@ class ConsentSweep:
                 log.info("%s opted out in HubSpot after the sync let it go; unsubscribed", email)
                 self.consent.apply(PendingAction(hubspot_id, email, None, True, frozenset(), False, REASON))
             after = page[-1][0]
-        if not self.dry_run:
-            self.state.set_json(SWEEP_DUE_KEY, now_ms + int(self.hours * 3_600_000))
-        return True

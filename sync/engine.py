@@ -431,29 +431,35 @@ class Engine:
 
     def _leave_departed(self, full: bool, start_ms: int) -> bool:
         """Contacts gone from HubSpot (archived, merged away) or from the synced lists are found and
-        handed to departures.gone (which makes them leave). Returns whether the archived ones were looked for."""
+        handed to departures.gone (which makes them leave). Returns whether the archived ones were looked for.
+        The archived records' opt-outs are read with them: an opt-out then a delete between two runs
+        (without the consent scope, the only way to know it)."""
+        opted_out: Set[str] = set()
         if full:
             # A dry run counts these too, and meets the mass-leave guard as the real run would.
             unseen = [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
-            self.departures.gone(self.state.synced(unseen), "no longer in HubSpot or the synced lists")
+            gone = self.state.synced(unseen)
+            if gone:
+                for _ in self._archived_ids(opted_out, {s.hubspot_id for s in gone}):
+                    pass
+            self.departures.gone(gone, "no longer in HubSpot or the synced lists", frozenset(opted_out))
             return True
         if self.options.dry_run:
             return False
         last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
             return False
-        # The archived records' opt-outs are read too: an opt-out then a delete between two checks.
-        opted_out: Set[str] = set()
-
-        def archived() -> Iterator[str]:
-            for contact in self.hubspot.iter_contacts(["email", *self.mapping.optout_properties], archived=True):
-                if self.mapping.opted_out(contact["properties"]):
-                    opted_out.add(contact["id"])
-                yield contact["id"]
-
-        gone = self.state.synced(archived())
+        gone = self.state.synced(self._archived_ids(opted_out))
         self.departures.gone(gone, "archived in HubSpot", frozenset(opted_out))
         return True
+
+    def _archived_ids(self, opted_out: Set[str], among: Optional[Set[str]] = None) -> Iterator[str]:
+        """Archived contacts' ids, a page at a time; those opted out (of `among`, when given) are
+        added to `opted_out`."""
+        for contact in self.hubspot.iter_contacts(["email", *self.mapping.optout_properties], archived=True):
+            if (among is None or contact["id"] in among) and self.mapping.opted_out(contact["properties"]):
+                opted_out.add(contact["id"])
+            yield contact["id"]
 
     def _say_consent_scope(self) -> None:
         """A token without the consent scope falls back to the records' opt-outs: said once, not hourly."""

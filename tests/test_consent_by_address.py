@@ -59,6 +59,20 @@ def test_optout_then_delete_unsubscribes_the_address(run, hubspot_fake, mailerli
     assert not state_rows(run, "SELECT * FROM tombstones")
 
 
+def test_optout_then_delete_is_followed_by_a_full_pass_without_the_consent_scope(run, hubspot_fake,
+                                                                              mailerlite_fake):
+    without_consent_scope(hubspot_fake)  # the archived record's opt-out is all there is to read
+    ids = seed_contacts(hubspot_fake, 3)
+    assert run().code == 0
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    hubspot_fake.archive_contact(ids[0])
+    hubspot_fake.archive_contact(ids[1])  # deleted without an opt-out: left per on_leave, not unsubscribed
+    full = run("--full")
+    assert full.code == 0 and full.summary["left_scope"] == 2
+    assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
+    assert status(mailerlite_fake, "person1@example.com") == "active"
+
+
 def test_delete_then_optout_is_read_by_address_before_it_is_forgotten(run, hubspot_fake, mailerlite_fake):
     ids = seed_contacts(hubspot_fake, 2)
     assert run().code == 0
@@ -91,7 +105,8 @@ def test_an_opted_out_address_goes_even_when_the_guard_holds_the_departures(run,
     assert run("--mapping", path).code == 0
     for cid in ids[:15]:
         hubspot_fake.archive_contact(cid)
-    hubspot_fake.set_address_consent("person3@example.com", unsubscribed_all=True)
+    # Opted out after the delete: only the address knows (the archived record is not edited).
+    hubspot_fake.address_consent["person3@example.com"] = {"all": "UNSUBSCRIBED"}
     held = run("--mapping", path, "--full")
     assert held.code == 3 and held.summary["mass_leave_held"] == 15
     assert status(mailerlite_fake, "person3@example.com") == "unsubscribed"  # evidence about that address
@@ -231,6 +246,8 @@ def test_without_the_consent_scope_runs_say_it_once_and_still_sync(run, hubspot_
     assert first.code == 0 and CONSENT_READ_SCOPE in first.err
     later = run("--mapping", path, "--full")
     assert later.code == 0 and CONSENT_READ_SCOPE not in later.err  # said once, not every hour
+    before = len(consent_requests(hubspot_fake))
+    assert run("--mapping", path).code == 0 and len(consent_requests(hubspot_fake)) == before  # not due
     assert status(mailerlite_fake, "person1@example.com") == "active"
     hubspot_fake.tokens[HS_TOKEN] |= {CONSENT_READ_SCOPE}
     hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)
