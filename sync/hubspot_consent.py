@@ -22,7 +22,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set
 
 from . import hubspot_schema as hs
 from .errors import AuthError
-from .hubspot import HubSpotReader
+from .hubspot import HubSpotReader, HubSpotRefused
 from .mapping import OPTOUT_PROPERTY, normalise_email
 
 log = logging.getLogger(__name__)
@@ -93,15 +93,13 @@ class AddressConsent:
         sweep streams a million this way. None when the token cannot read consent by address."""
         if self.available is False:
             return None
-        asked = set(batch)
         try:
-            results = self.hubspot.consent_batch("consent (unsubscribed from all) read", hs.CONSENT_WIDE_READ_PATH,
-                                                 batch)
-            opted = unsubscribed_addresses(results, asked, "wideStatuses")
+            opted = self._statuses("consent (unsubscribed from all) read", hs.CONSENT_WIDE_READ_PATH, batch,
+                                   "wideStatuses", None)
             rest = [e for e in batch if e not in opted]
             if self.subscriptions and rest:
-                results = self.hubspot.consent_batch("consent (subscriptions) read", hs.CONSENT_READ_PATH, rest)
-                opted |= unsubscribed_addresses(results, set(rest), "statuses", self.subscriptions)
+                opted |= self._statuses("consent (subscriptions) read", hs.CONSENT_READ_PATH, rest, "statuses",
+                                        self.subscriptions)
         except AuthError as exc:
             # The contact reads worked with this token a moment ago: this one scope is what is missing.
             log.debug("consent by address unavailable: %s", exc)
@@ -109,3 +107,22 @@ class AddressConsent:
             return None
         self.available = True
         return opted
+
+    def _statuses(self, what: str, path: str, batch: List[str], key: str,
+                  counts: Optional[FrozenSet[str]]) -> Set[str]:
+        """One batch read. A batch refused (400) for what may be one address HubSpot will not take
+        is halved until that address stands alone; it then counts as unknown (not opted out), so
+        one address never blocks the others."""
+        try:
+            results = self.hubspot.consent_batch(what, path, batch)
+        except HubSpotRefused as exc:
+            if exc.status != 400:
+                raise
+            if len(batch) == 1:
+                log.warning("HubSpot refused to read the consent of %s (%s); taken as not opted out", batch[0],
+                            exc.reason[:200])
+                return set()
+            half = len(batch) // 2
+            return (self._statuses(what, path, batch[:half], key, counts)
+                    | self._statuses(what, path, batch[half:], key, counts))
+        return unsubscribed_addresses(results, set(batch), key, counts)

@@ -211,6 +211,24 @@ def test_sweep_costs_one_request_per_hundred_and_nothing_in_mailerlite(run, hubs
     assert again.code == 0 and again.summary["consent_checked"] == 0
 
 
+def test_an_address_hubspot_will_not_read_never_blocks_the_others(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 150, lifecyclestage="customer")
+    path = mapping_file(run, "mass_leave_percent = 100\n" + SCOPED)
+    assert run("--mapping", path).code == 0
+    for cid in ids:
+        hubspot_fake.update_contact(cid, {"lifecyclestage": "lead"})
+    assert run("--mapping", path).code == 0
+    hubspot_fake.refused_addresses = {"person42@example.com"}  # the whole batch holding it is refused
+    hubspot_fake.set_address_consent("person7@example.com", unsubscribed_all=True)
+    hubspot_fake.set_address_consent("person120@example.com", unsubscribed_all=True)
+    swept = run("--mapping", path, "--full")
+    assert swept.code == 0 and swept.summary["consent_checked"] == 150
+    assert status(mailerlite_fake, "person7@example.com") == "unsubscribed"
+    assert status(mailerlite_fake, "person120@example.com") == "unsubscribed"
+    assert status(mailerlite_fake, "person42@example.com") == "active"
+    assert "person42@example.com" in [e for (e,) in state_rows(run, "SELECT email FROM tombstones")]
+
+
 def test_per_subscription_optout_of_a_let_go_address(run, hubspot_fake, mailerlite_fake):
     hubspot_fake.add_optout_property("12345678")
     ids = seed_contacts(hubspot_fake, 3, lifecyclestage="customer")

@@ -159,6 +159,7 @@ class FakeHubSpot(FakeAPI):
         # The spec is silent on an address HubSpot holds no status for: "empty" answers it with no
         # statuses, "omitted" leaves it out of the results and names it in a 207's errors.
         self.unknown_addresses = "empty"
+        self.refused_addresses: Set[str] = set()  # a batch holding one of these is refused (400)
         self.contacts: Dict[int, Dict[str, Any]] = {}
         self._ids: List[int] = []  # sorted ids, for cursor paging
         self._next_id = 1001
@@ -688,6 +689,9 @@ class FakeHubSpot(FakeAPI):
             return _error("Invalid input JSON: inputs must be a list of strings", "VALIDATION_ERROR", 400)
         if len(inputs) > 100:
             return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
+        refused = [a for a in inputs if a.lower() in self.refused_addresses]
+        if refused:  # unconfirmed how HubSpot meets an address it will not take: the harsher reading
+            return _error(f"Invalid email address: {refused[0]}", "VALIDATION_ERROR", 400)
         stamp = iso_ms(self.now_ms())
         results, unknown = [], []
         for address in inputs:
