@@ -327,3 +327,21 @@ def test_fake_enforces_the_scope_the_channel_and_the_batch_size(hubspot_fake):
     assert _consent_read(hubspot_fake, ["a@example.com"], channel="").status_code == 400
     too_many = _consent_read(hubspot_fake, [f"p{i}@example.com" for i in range(101)])
     assert too_many.status_code == 400
+
+
+def test_the_sandbox_snapshot_keeps_consent_by_address(tmp_path):
+    from sync.sandbox import snapshot
+    from sync.sandbox.fakes.hubspot import FakeHubSpot
+    from sync.sandbox.fakes.mailerlite import FakeMailerLite
+
+    hs, ml = FakeHubSpot(), FakeMailerLite()
+    hs.set_address_consent("gone@example.com", unsubscribed_all=True)
+    path = tmp_path / "snapshot.json"
+    snapshot.save(hs, ml, path)
+    again = FakeHubSpot()
+    assert snapshot.load(again, FakeMailerLite(), path)
+    assert again.address_consent == {"gone@example.com": {"all": "UNSUBSCRIBED"}}
+    older = json.loads(path.read_text())
+    del older["hubspot"]["address_consent"]  # a snapshot from before consent was kept by address
+    path.write_text(json.dumps(older))
+    assert snapshot.load(FakeHubSpot(), FakeMailerLite(), path)
