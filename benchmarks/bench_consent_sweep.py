@@ -1,6 +1,6 @@
 """Benchmark: the consent sweep at 10,000 and 1,000,000 tombstones.
 
-    python benchmarks/bench_consent_sweep.py           # 10,000 and 1,000,000 tombstones (a few minutes)
+    python benchmarks/bench_consent_sweep.py           # 10,000 and 1,000,000 tombstones (about a minute)
     python benchmarks/bench_consent_sweep.py --smoke   # 1,000: proves it runs, measures nothing
 
 The state file is seeded directly with N addresses the sync let go of (a tombstone each; one in a

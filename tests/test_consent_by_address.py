@@ -211,6 +211,17 @@ def test_sweep_costs_one_request_per_hundred_and_nothing_in_mailerlite(run, hubs
     assert again.code == 0 and again.summary["consent_checked"] == 0
 
 
+def test_a_dry_run_reads_the_tombstones_and_sends_nothing(run, hubspot_fake, mailerlite_fake):
+    path = let_go(run, hubspot_fake, 2, 1)
+    hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)
+    dry = run("--mapping", path, "--full", "--dry-run")
+    assert dry.code == 0 and dry.summary["consent_checked"] == 1 and dry.summary["would_send"] >= 1
+    assert status(mailerlite_fake, "person0@example.com") == "active"
+    assert state_rows(run, "SELECT email FROM tombstones") == [("person0@example.com",)]
+    assert run("--mapping", path, "--full").code == 0
+    assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
+
+
 def test_an_address_hubspot_will_not_read_never_blocks_the_others(run, hubspot_fake, mailerlite_fake):
     path = let_go(run, hubspot_fake, 150, 150)
     hubspot_fake.refused_addresses = {"person42@example.com"}  # the whole batch holding it is refused
