@@ -32,6 +32,7 @@ from .mapping import (
     map_contact,
     normalise_email,
 )
+from .preflight import SCHEMA_READ_SCOPE
 from .retrying import Transient
 from .state import ContactRecord, Result, State, Synced
 from .summary import Summary
@@ -246,6 +247,12 @@ class Engine:
                 # Reading definitions needs crm.schemas.contacts.read; the plain default mapping
                 # does without (everything is text), so a token without it still syncs. Said once,
                 # not every hour (cron mails every warning).
+                if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
+                    # Customised opt-out names cannot be verified: a mistyped one would never match,
+                    # and those people's opt-outs would be lost without a word (issue 22, item 6).
+                    raise AuthError(f"HubSpot rejected the access token: missing scope {SCHEMA_READ_SCOPE}, needed "
+                                    f"to verify the names in [consent] optout_properties; add the scope to the "
+                                    f"private app (python main.py --check)") from None
                 Advisories(self.state).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
                 defs = {}
             else:
