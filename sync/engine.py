@@ -18,6 +18,7 @@ from .casting import PropertyInfo, property_infos
 from .departures import ConsentWriter, Departures
 from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
+from .evidence import read_list_members
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
@@ -170,11 +171,14 @@ class Engine:
     def _load_memberships(self) -> Set[str]:
         """Members of the lists the mapping uses; returns ids whose membership changed."""
         changed: Set[str] = set()
-        for list_id in self.mapping.list_ids():
-            members = set(self.hubspot.list_members(list_id))
-            self._members[list_id] = members
+        self._members = read_list_members(self.hubspot, self.mapping.list_ids(), self.state.list_members,
+                                          self._synced_ids, self.tunables.list_reads)
+        for list_id, members in self._members.items():
             changed.update(str(i) for i in members ^ self.state.list_members(list_id))
         return changed
+
+    def _synced_ids(self, ids: Set[int]) -> Set[int]:
+        return {int(s.hubspot_id) for s in self.state.synced(str(i) for i in sorted(ids))}
 
     def _lists_of(self, hubspot_id: str) -> FrozenSet[str]:
         if not self._members or not hubspot_id.isdigit():
@@ -216,20 +220,12 @@ class Engine:
     def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
         try:
             for page in _pages(self._contacts(full, bookmark, changed_members), self.tunables.state_page):
-                ids = [c["id"] for c in page]
-                known = self.state.records(ids)
-                emails = [normalise_email(c["properties"].get("email")) for c in page]
-                self._owners = self.state.owners(emails)
-                self.departures.new_page(emails)
-                for contact in page:
-                    self._process(contact, known.get(contact["id"]))
-                self._settle_written()
-                if full and not self.options.dry_run:
-                    self.state.mark_seen(ids, self._run_id)
-                elif full:
-                    self._dry_seen.update(ids)
-                if self.on_progress:
-                    self.on_progress(self.summary.counts, self.total)
+                self._process_page(page, full)
+            if full:
+                # Absence from the listing only makes a candidate (evidence.py): each synced contact
+                # the pass did not see is read by id; the live ones are processed like any other.
+                for page in _pages(self._missed_by_listing(), self.tunables.state_page):
+                    self._process_page(page, full)
             if not self.options.dry_run:
                 self.writer.flush()
             self._settle_written()
@@ -237,6 +233,40 @@ class Engine:
             # Stopped half-way: what MailerLite answered is still recorded; the consent actions
             # it implies are stored, not tried (the next run applies them).
             self._settle_written(try_now=False)
+
+    def _process_page(self, page: List[Contact], full: bool) -> None:
+        ids = [c["id"] for c in page]
+        known = self.state.records(ids)
+        emails = [normalise_email(c["properties"].get("email")) for c in page]
+        self._owners = self.state.owners(emails)
+        self.departures.new_page(emails)
+        for contact in page:
+            self._process(contact, known.get(contact["id"]))
+        self._settle_written()
+        if full and not self.options.dry_run:
+            self.state.mark_seen(ids, self._run_id)
+        elif full:
+            self._dry_seen.update(ids)
+        if self.on_progress:
+            self.on_progress(self.summary.counts, self.total)
+
+    def _unseen(self) -> List[str]:
+        """Synced contacts this full pass has not read (so far)."""
+        return [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
+
+    def _missed_by_listing(self) -> Iterator[Contact]:
+        """The synced contacts the pass did not read, read by id: those HubSpot answers as themselves
+        are live (a listing that ended early missed them); the rest are archived, deleted or merged
+        away, which `_leave_departed` then acts on."""
+        candidates = self._unseen()
+        if not candidates:
+            return
+        props = self.mapping.properties() + [MERGED_PROPERTY]
+        wanted = set(candidates)
+        for contact in self.hubspot.read_by_ids(sorted(candidates, key=int), props):
+            if contact["id"] in wanted:  # a merged-away id answered with its merged record is not it
+                wanted.discard(contact["id"])
+                yield contact
 
     # -- one contact -------------------------------------------------------------------------------
     def _property_info(self) -> Dict[str, PropertyInfo]:
@@ -420,8 +450,8 @@ class Engine:
         handed to departures.gone (which makes them leave). Returns whether the archived ones were looked for."""
         if full:
             # A dry run counts these too, and meets the mass-leave guard as the real run would.
-            unseen = [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
-            self.departures.gone(self.state.synced(unseen), "no longer in HubSpot or the synced lists")
+            # Read by id a moment ago and not answered as themselves: archived, deleted or merged away.
+            self.departures.gone(self.state.synced(self._unseen()), "no longer in HubSpot or the synced lists")
             return True
         if self.options.dry_run:
             return False

@@ -49,6 +49,7 @@ class Tunables:
     search_lag_ms: int = 10 * 60_000
     archived_check_ms: int = 24 * 3_600_000  # incremental runs look for archived contacts this often
     state_page: int = 100  # contacts looked up in the state per query
+    list_reads: int = 3  # a list listing shorter than its size is read this often before the run stops
     wall_clock: Callable[[], float] = time.time  # epoch seconds: the run's start, which bounds the bookmark
 
     # -- http_limits: every answer of either API --------------------------------------------------------
