@@ -96,7 +96,7 @@ class Engine:
         self.writer = SubscriberWriter(mailerlite, tunables=tunables)
         self.schema = MailerLiteSchema(mailerlite, mapping)
         self.departures = Departures(state, mapping, ConsentWriter(mailerlite, state, self.schema, self.summary,
-                                                                    tunables.max_consecutive_failures),
+                                                                    tunables),
                                      self.summary, self._held_in_hubspot, options.dry_run, options.allow_mass_leave)
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
@@ -145,8 +145,12 @@ class Engine:
                 summary.add("write_back_requests", self.hubspot.requests + self.mailerlite.requests - before)
             if engagement is not None:
                 engagement.run(start_ms)  # an outage there is a warning: the forward result stands
-            problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"]
+            pending = self._count_consent_pending()
+            problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"] + pending
             summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
+            if pending:  # said every run, also when their back-off skipped them, so cron keeps reporting it
+                summary.message = (f"{pending} consent action(s) (unsubscribe or group removal) still pending: "
+                                   f"MailerLite has not taken them yet")
             if held_back is not None:
                 summary.exit_code, summary.message = EXIT_ABORTED, held_back
         except SyncError as exc:
@@ -166,6 +170,11 @@ class Engine:
             summary.mailerlite_requests = self.mailerlite.requests
             self.state.finish_run(self._run_id, summary.counts, summary.exit_code, summary.message)
         return summary
+
+    def _count_consent_pending(self) -> int:
+        pending = self.state.count_pending_actions()
+        self.summary.add("consent_pending", pending)
+        return pending
 
     # -- reading ---------------------------------------------------------------------------------
     def _load_memberships(self) -> Set[str]:

@@ -5,10 +5,16 @@ Every case runs main.py over HTTP against the fake HubSpot and MailerLite server
 
 from __future__ import annotations
 
+import csv
+import io
+import time
+from dataclasses import replace
+
 import pytest
 
-from tests.conftest import seed_contacts
-from tests.test_consent import _DropPagingOnce, mapping_file, state_rows
+from sync.departures import next_try_ms
+from tests.conftest import FAST, seed_contacts
+from tests.test_consent import _DropPagingOnce, consent_only, mapping_file, state_rows
 
 # -- item 6: customised opt-out properties must exist ---------------------------------------------------
 
@@ -116,3 +122,60 @@ def test_a_full_listing_that_ends_early_makes_nobody_leave(run, hubspot_fake, ma
     assert mailerlite_fake.subscriber("person299@example.com")["status"] == "unsubscribed"
     assert len([s for s in mailerlite_fake.subscribers.values() if s["status"] == "active"]) == 299
     assert state_rows(run, "SELECT COUNT(*) FROM contacts") == [(299,)]
+
+
+# -- item 5: a failing address never blocks the run ------------------------------------------------------
+
+def _consent_requests(ml, emails):
+    """Consent-only upserts for these addresses, and group removals of their subscribers."""
+    ids = {s["id"] for s in ml.subscribers.values() if s["email"] in emails}
+    return len([b for e in emails for b in consent_only(ml, e)]) + len(
+        [r for r in ml.log if r.method == "DELETE" and any(f"/subscribers/{i}/" in r.path for i in ids)])
+
+
+@pytest.mark.parametrize("on_leave", ["unsubscribe", "remove_from_groups"])
+def test_consent_actions_that_keep_failing_wait_their_back_off_and_block_nobody(run, hubspot_fake, mailerlite_fake,
+                                                                                on_leave):
+    ids = _list_members(hubspot_fake, 8)
+    path = mapping_file(run, f'on_leave = "{on_leave}"\n[groups]\nall = ["Synced"]\n[scope]\nlists = ["55"]\n')
+    assert run("--mapping", path).code == 0
+    stuck = {f"person{i}@example.com" for i in range(3)}
+    if on_leave == "unsubscribe":
+        mailerlite_fake.failing_emails.update({e: 10 ** 6 for e in stuck})  # 503 for ever
+    else:
+        mailerlite_fake.refused_group_removals.update(stuck)  # 422
+    hubspot_fake.lists["55"] = [int(i) for i in ids[3:]]
+
+    for n, edited in enumerate(ids[3:6]):  # the leaving run, its retry next run, then a run inside the back-off
+        hubspot_fake.update_contact(edited, {"firstname": f"Edit{n}"})
+        before = _consent_requests(mailerlite_fake, stuck)
+        result = run("--mapping", path)
+        assert result.code == 1, result.err
+        assert result.summary["consent_pending"] == 3 and result.summary["updated"] == 1
+        assert "consent pending 3" in result.err and "--rejected" in result.err
+        assert mailerlite_fake.subscriber(f"person{n + 3}@example.com")["fields"]["name"] == f"Edit{n}"
+        tried = _consent_requests(mailerlite_fake, stuck) > before
+        assert tried == (n < 2) and result.summary["failed"] == (3 if n < 2 else 0)
+    assert state_rows(run, "SELECT attempts FROM pending_actions") == [(2,)] * 3
+    rows = list(csv.DictReader(io.StringIO(run("--rejected").out)))
+    assert sorted(r["email"] for r in rows) == sorted(stuck)
+    assert {r["kind"] for r in rows} == {"unsubscribe pending" if on_leave == "unsubscribe"
+                                         else "group removal pending"}
+
+    mailerlite_fake.failing_emails.clear()
+    mailerlite_fake.refused_group_removals.clear()
+    assert run("--mapping", path).summary["consent_pending"] == 3  # still inside the back-off (an hour)
+    later = replace(FAST, wall_clock=lambda: time.time() + 2 * 3600)
+    done = run("--mapping", path, tunables=later)
+    assert (done.code, done.summary["consent_pending"]) == (0, 0), done.err
+    for email in stuck:
+        subscriber = mailerlite_fake.subscriber(email)
+        assert subscriber["status"] == ("unsubscribed" if on_leave == "unsubscribe" else "active")
+        assert subscriber["groups"] == []
+    assert state_rows(run, "SELECT COUNT(*) FROM contacts") == [(5,)]
+
+
+def test_back_off_doubles_up_to_a_day():
+    hour, day = 3_600_000, 24 * 3_600_000
+    assert [next_try_ms(n, 0, hour, day) for n in range(1, 9)] == [0, hour, 2 * hour, 4 * hour, 8 * hour,
+                                                                   16 * hour, day, day]
