@@ -11,9 +11,10 @@ import time
 from dataclasses import replace
 
 import pytest
+import requests
 
 from sync.departures import next_try_ms
-from tests.conftest import FAST, seed_contacts
+from tests.conftest import FAST, HS_TOKEN, seed_contacts
 from tests.test_consent import _DropPagingOnce, consent_only, mapping_file, state_rows
 
 # -- item 6: customised opt-out properties must exist ---------------------------------------------------
@@ -179,3 +180,45 @@ def test_back_off_doubles_up_to_a_day():
     hour, day = 3_600_000, 24 * 3_600_000
     assert [next_try_ms(n, 0, hour, day) for n in range(1, 9)] == [0, hour, 2 * hour, 4 * hour, 8 * hour,
                                                                    16 * hour, day, day]
+
+
+# -- the fake's list endpoints, in the 2026-09 lists spec's shapes -------------------------------------------
+
+def _lists_api(hubspot_fake, method, path, **kwargs):
+    return requests.request(method, f"{hubspot_fake.url}/crm/lists/2026-09/{path}",
+                            headers={"Authorization": f"Bearer {HS_TOKEN}"}, timeout=5, **kwargs)
+
+
+def test_the_fake_answers_a_lists_size_and_processing_status(hubspot_fake):
+    hubspot_fake.lists["7"] = [1001, 1002, 1003]
+    settled = _lists_api(hubspot_fake, "GET", "7").json()["list"]
+    # PublicObjectList's required keys, and size
+    assert {"listId", "listVersion", "name", "objectTypeId", "processingStatus", "processingType"} <= set(settled)
+    assert (settled["size"], settled["processingStatus"]) == (3, "COMPLETE")
+    hubspot_fake.processing_lists["7"] = 1
+    assert _lists_api(hubspot_fake, "GET", "7").json()["list"]["processingStatus"] == "PROCESSING"
+    assert _lists_api(hubspot_fake, "GET", "8").status_code == 404
+
+
+@pytest.mark.parametrize("unknown", ["207", "empty"])
+def test_the_fake_answers_each_records_memberships(hubspot_fake, unknown):
+    hubspot_fake.unknown_record_memberships = unknown
+    ids = seed_contacts(hubspot_fake, 2)
+    hubspot_fake.lists["7"] = [int(ids[0])]
+    hubspot_fake.archive_contact(ids[1])
+    inputs = [{"objectTypeId": "0-1", "recordId": i} for i in (ids[0], ids[1], "999999")]
+    answer = _lists_api(hubspot_fake, "POST", "records/memberships/batch/read", json={"inputs": inputs})
+    body = answer.json()
+    assert {"completedAt", "results", "startedAt", "status"} <= set(body)
+    by_id = {r["recordId"]: [m["listId"] for m in r["recordListMemberships"]] for r in body["results"]}
+    assert by_id[ids[0]] == ["7"]
+    if unknown == "207":
+        assert answer.status_code == 207 and set(by_id) == {ids[0]}
+        assert set(body["errors"][0]["context"]["ids"]) == {ids[1], "999999"}
+    else:
+        assert answer.status_code == 200 and by_id[ids[1]] == [] and by_id["999999"] == []
+    too_many = [{"objectTypeId": "0-1", "recordId": str(i)} for i in range(101)]
+    assert _lists_api(hubspot_fake, "POST", "records/memberships/batch/read",
+                      json={"inputs": too_many}).status_code == 400
+    assert _lists_api(hubspot_fake, "POST", "records/memberships/batch/read",
+                      json={"inputs": [{"recordId": ids[0]}]}).status_code == 400  # objectTypeId is required
