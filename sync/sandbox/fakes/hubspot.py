@@ -149,7 +149,8 @@ class FakeHubSpot(FakeAPI):
         self.lists: Dict[str, List[int]] = {}
         # A list HubSpot is still (re)computing: its size lags its members (processingStatus PROCESSING).
         self.processing_lists: Dict[str, int] = {}  # list id -> the stale size it answers meanwhile
-        self.short_membership_reads: Dict[str, int] = {}  # list id -> next reads that end after one page
+        self.short_membership_reads: Dict[str, int] = {}  # list id -> next reads that end early...
+        self.short_read_pages = 1  # ...after this many pages (the last one sent without `paging`)
         # Unconfirmed: a memberships batch read naming a record that does not exist (archived,
         # deleted) either lists it in a 207's errors, or answers it with no memberships. Tests try both.
         self.unknown_record_memberships = "207"  # or "empty"
@@ -607,7 +608,8 @@ class FakeHubSpot(FakeAPI):
         page = members[offset:offset + limit]
         stamp = iso_ms(self.now_ms())
         out: Dict[str, Any] = {"results": [{"recordId": str(m), "membershipTimestamp": stamp} for m in page]}
-        cut_short = offset == 0 and self.short_membership_reads.get(list_id, 0) > 0
+        cut_short = (offset // max(limit, 1) + 1 == self.short_read_pages
+                     and self.short_membership_reads.get(list_id, 0) > 0)
         if cut_short:  # a page without `paging` half-way: the listing looks complete
             self.short_membership_reads[list_id] -= 1
         if offset + limit < len(members) and not cut_short:
