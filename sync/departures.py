@@ -158,8 +158,6 @@ class ConsentWriter:
         """Actions earlier runs could not apply and whose back-off is over, before anything else happens."""
         now = self._now_ms()
         for action in self.state.pending_actions():
-            if action.next_try > now or self._paused():
-                continue  # still pending: counted at the end of the run (consent_pending)
             if not action.forget and action.groups:
                 # A group the contact joined again since (a rule matches again) is not left.
                 current = self.state.synced([action.hubspot_id])
@@ -167,7 +165,10 @@ class ConsentWriter:
                     action = PendingAction(action.hubspot_id, action.email, action.subscriber_id or
                                            current[0].subscriber_id, action.unsubscribe,
                                            action.groups - current[0].groups_set, False, action.reason,
-                                           action.attempts)
+                                           action.attempts, action.next_try)
+            void = not action.unsubscribe and not action.groups  # nothing left to tell MailerLite: done now
+            if not void and (action.next_try > now or self._paused()):
+                continue  # still pending: counted at the end of the run (consent_pending)
             self._try(action)
 
     def _try(self, action: PendingAction) -> bool:

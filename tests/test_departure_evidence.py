@@ -98,15 +98,17 @@ def test_leaving_a_list_needs_the_records_own_memberships(run, hubspot_fake, mai
     path = mapping_file(run, LIST_SCOPED)
     assert run("--mapping", path).code == 0
     hubspot_fake.lists["55"].remove(int(ids[0]))  # really left (listed first: inside the short page's reach)
+    hubspot_fake.archive_contact(ids[1])  # deleted: its memberships are not found (or empty)
     hubspot_fake.processing_lists["55"] = 250
     hubspot_fake.short_membership_reads["55"] = 1000
-    for full in ((), ("--full",)):
+    for full, gone in (((), 1), (("--full",), 2)):  # the archived one is found by a read by id (--full)
         result = run("--mapping", path, *full)
         assert result.code == 0, result.err
         assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
         active = [s for s in mailerlite_fake.subscribers.values() if s["status"] == "active"]
-        assert len(active) == 299
-    assert state_rows(run, "SELECT COUNT(*) FROM contacts") == [(299,)]
+        assert len(active) == 300 - gone
+    assert mailerlite_fake.subscriber("person1@example.com")["status"] == "unsubscribed"
+    assert state_rows(run, "SELECT COUNT(*) FROM contacts") == [(298,)]
 
 
 def test_a_full_listing_that_ends_early_makes_nobody_leave(run, hubspot_fake, mailerlite_fake):
