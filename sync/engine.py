@@ -267,6 +267,8 @@ class Engine:
         """The synced contacts the pass did not read, read by id: those HubSpot answers as themselves
         are live (a listing that ended early missed them); the rest are archived, deleted or merged
         away, which `_leave_departed` then acts on."""
+        if self.mapping.scope_lists:
+            return  # a list-scoped full pass read every synced contact by id already (`_contacts`)
         candidates = self._unseen()
         if not candidates:
             return

@@ -48,6 +48,12 @@ def test_the_default_optout_list_needs_no_schema_scope(run, hubspot_fake, mailer
     assert result.code == 0 and result.summary["created"] == 2, result.err
 
 
+def test_check_says_customised_optouts_need_the_schema_scope(run, hubspot_fake, mailerlite_fake):
+    hubspot_fake.tokens["hs-test-token"] = {"crm.objects.contacts.read"}
+    result = run("--check", "--mapping", mapping_file(run, TYPO))
+    assert result.code == 2 and "crm.schemas.contacts.read" in result.out and "optout_properties" in result.out
+
+
 # -- item 4: never act on absence ------------------------------------------------------------------------
 
 LIST_SCOPED = ('on_leave = "unsubscribe"\nmass_leave_percent = 50\n[groups]\nall = ["Synced"]\n'
@@ -224,3 +230,4 @@ def test_the_fake_answers_each_records_memberships(hubspot_fake, unknown):
                       json={"inputs": too_many}).status_code == 400
     assert _lists_api(hubspot_fake, "POST", "records/memberships/batch/read",
                       json={"inputs": [{"recordId": ids[0]}]}).status_code == 400  # objectTypeId is required
+
