@@ -5,7 +5,9 @@
 Runs `main.py`'s code (cli.main, in-process) against the fake APIs with on_leave = "unsubscribe":
 1. 300 synced contacts; a --full pass whose first listing page comes back without `paging`
    (the listing looks complete after 100); then a normal run.
-2. 100 synced contacts; 10 merges (each keeps the primary's address, the secondary's leaves),
+2. A list of 1,100 synced members (mass_leave_percent as default, 10); a run whose membership
+   listing stops after four pages of 250 (no `paging`), three times in a row; then a normal run.
+3. 100 synced contacts; 10 merges (each keeps the primary's address, the secondary's leaves),
    in both HubSpot behaviours (new record id; survivor keeps its id); then a --full pass.
 """
 
@@ -35,14 +37,14 @@ Runner = Callable[..., Tuple[int, Dict[str, Any]]]
 FAST = Tunables(backoff_s=0.02, max_backoff_s=0.2)  # client-side waits the server does not tell, shrunk
 
 
-def world(n: int, tmp: str) -> Tuple[FakeHubSpot, FakeMailerLite, List[str], Runner]:
+def world(n: int, tmp: str, scope: str = "") -> Tuple[FakeHubSpot, FakeMailerLite, List[str], Runner]:
     hs = FakeHubSpot(time_scale=0.01).start()
     ml = FakeMailerLite(time_scale=0.01).start()
     base = int(time.time() * 1000) - 3_600_000
     ids = [hs.add_contact({"email": f"p{i}@example.com", "firstname": f"F{i}"}, modified_ms=base + i)
            for i in range(n)]
     mapping = Path(tmp) / "mapping.toml"
-    mapping.write_text('on_leave = "unsubscribe"\n[groups]\nall = ["Synced"]\n')
+    mapping.write_text('on_leave = "unsubscribe"\n[groups]\nall = ["Synced"]\n' + scope)
     env = Path(tmp) / "empty.env"
     env.write_text("")
     env.chmod(0o600)
@@ -93,6 +95,18 @@ def truncated_listing() -> None:
         ml.stop()
 
 
+def truncated_membership() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        hs, ml, ids, run = world(1100, tmp, '[scope]\nlists = ["55"]\n')
+        hs.lists["55"] = [int(i) for i in ids]
+        show("1,100 list members, first run", *run(), ml)
+        hs.short_read_pages, hs.short_membership_reads["55"] = 4, 3  # 1,000 of 1,100 listed, three reads
+        show("membership listing without paging after 4 pages", *run(), ml)
+        show("next run", *run(), ml)
+        hs.stop()
+        ml.stop()
+
+
 def merges(new_id: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         hs, ml, ids, run = world(100, tmp)
@@ -112,6 +126,7 @@ def merges(new_id: bool) -> None:
 
 def main() -> int:
     truncated_listing()
+    truncated_membership()
     merges(new_id=True)
     merges(new_id=False)
     return 0

@@ -285,7 +285,7 @@ def report(summary: Summary, as_json: bool, command: str = COMMAND) -> None:
     if as_json:
         print(redact(json.dumps(summary.as_dict(), sort_keys=True)))
     details = ""
-    if summary.counts["rejected"] or summary.counts["failed"]:
+    if summary.counts["rejected"] or summary.counts["failed"] or summary.counts["consent_pending"]:
         details = f" (which and why: {command} --rejected)"
     if summary.exit_code == EXIT_OK:
         summary_log.info("%s", describe(summary))

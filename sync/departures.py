@@ -36,7 +36,7 @@ from .mapping import Mapping, OutOfScope, Skip, email_problem
 from .retrying import RunDeadline, Transient, WaitTooLong
 from .state import PendingAction, State, Synced
 from .summary import Summary
-from .tunables import DEFAULTS
+from .tunables import DEFAULTS, Tunables
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,15 @@ def mass_leave_problem(leaving: int, synced: int, mapping: Mapping, allowed: boo
             f"right, run once with {ALLOW_FLAG}")
 
 
+def next_try_ms(attempts: int, now_ms: int, first_ms: int, max_ms: int) -> int:
+    """When a consent action that failed `attempts` times is tried again: the next run after the
+    first failure, then after first_ms, doubling up to max_ms (a day): one address MailerLite keeps
+    refusing costs a request now and then, never every run's budget."""
+    if attempts <= 1:
+        return 0
+    return now_ms + min(max_ms, first_ms * 2 ** min(attempts - 2, 32))
+
+
 class _Refused(Exception):
     pass
 
@@ -120,21 +129,34 @@ class ConsentWriter:
     """Applies consent actions: stored first, tried, forgotten only once MailerLite took them."""
 
     def __init__(self, mailerlite: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary,
-                 max_consecutive_failures: int = DEFAULTS.max_consecutive_failures) -> None:
-        self.max_consecutive_failures = max_consecutive_failures  # refused in a row: MailerLite is down, stop
+                 tunables: Tunables = DEFAULTS) -> None:
+        self.tunables = tunables  # the back-off of actions that keep failing, and the wall clock
         self.mailerlite = mailerlite
         self.state = state
         self.schema = schema
         self.summary = summary
         self._consecutive_failures = 0
 
+    def _now_ms(self) -> int:
+        return int(self.tunables.wall_clock() * 1000)
+
+    def _paused(self) -> bool:
+        """Failing in a row this run (an outage, not one address): the rest stay stored for the next
+        run instead of each spending its retries now. The run itself goes on; only account-level
+        failures (a refused key or account, the run's time limit) stop it."""
+        return self._consecutive_failures >= self.tunables.max_consecutive_failures
+
     def apply(self, action: PendingAction) -> bool:
-        """True when MailerLite took the action; otherwise it stays pending (counted failed)."""
+        """True when MailerLite took the action; otherwise it stays pending (counted failed when tried).
+        One still in its back-off from earlier runs is only stored."""
         self.state.save_action(action)
+        if self._paused() or self.state.action_next_try(action) > self._now_ms():
+            return False
         return self._try(action)
 
     def retry_pending(self) -> None:
-        """Actions earlier runs could not apply, before anything else happens."""
+        """Actions earlier runs could not apply and whose back-off is over, before anything else happens."""
+        now = self._now_ms()
         for action in self.state.pending_actions():
             if not action.forget and action.groups:
                 # A group the contact joined again since (a rule matches again) is not left.
@@ -143,7 +165,10 @@ class ConsentWriter:
                     action = PendingAction(action.hubspot_id, action.email, action.subscriber_id or
                                            current[0].subscriber_id, action.unsubscribe,
                                            action.groups - current[0].groups_set, False, action.reason,
-                                           action.attempts)
+                                           action.attempts, action.next_try)
+            void = not action.unsubscribe and not action.groups  # nothing left to tell MailerLite: done now
+            if not void and (action.next_try > now or self._paused()):
+                continue  # still pending: counted at the end of the run (consent_pending)
             self._try(action)
 
     def _try(self, action: PendingAction) -> bool:
@@ -156,19 +181,24 @@ class ConsentWriter:
             # too long): the action stays saved for the next run, and the run ends with that line.
             raise
         except (_Refused, AbortRun, Transient) as exc:
+            # One address failing (refused, or answered 503 for ever) never stops the run: the action
+            # stays pending with its own back-off, is listed by --rejected, and every run says how
+            # many are outstanding (exit 1) until MailerLite takes it.
             reason = str(exc) if not isinstance(exc, Transient) else f"MailerLite: {exc.reason}"
-            self.state.action_failed(action, reason)
+            attempts = self.state.action_attempts(action) + 1
+            retry_at = next_try_ms(attempts, self._now_ms(), self.tunables.consent_retry_first_ms,
+                                   self.tunables.consent_retry_max_ms)
+            self.state.action_failed(action, reason, retry_at)
             self.summary.add("failed")
-            log.warning("contact %s (%s): %s not applied, retried next run: %s", action.hubspot_id, action.email,
-                        "unsubscribe" if action.unsubscribe else "leaving groups", reason)
-            if isinstance(exc, _Refused):
-                # MailerLite answered, about this address (one it calls invalid, say): that is no
-                # outage, and must not stop every later run before the other opt-outs are sent.
-                return False
-            self._consecutive_failures += 1
-            if self._consecutive_failures >= self.max_consecutive_failures:
-                raise AbortRun(f"MailerLite keeps refusing unsubscribes or group removals ({reason}); stopped, "
-                               f"they are kept and the next run tries again") from None
+            log.warning("contact %s (%s): %s not applied (attempt %d), tried again %s: %s", action.hubspot_id,
+                        action.email, "unsubscribe" if action.unsubscribe else "leaving groups", attempts,
+                        "next run" if not retry_at else f"in {(retry_at - self._now_ms()) // 60_000} minutes", reason)
+            if not isinstance(exc, _Refused):
+                # Not an answer about this address (an outage?): after a few in a row the rest wait.
+                self._consecutive_failures += 1
+                if self._paused():
+                    log.warning("MailerLite failed %d consent actions in a row; the others are kept for the next run",
+                                self._consecutive_failures)
             return False
         self._consecutive_failures = 0
         self.state.action_done(action)

@@ -19,6 +19,7 @@ from .consent_sweep import ConsentSweep
 from .departures import ConsentWriter, Departures
 from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
+from .evidence import read_list_members
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
 from .hubspot_consent import CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE, AddressConsent
 from .mailerlite import MailerLiteClient
@@ -34,6 +35,7 @@ from .mapping import (
     map_contact,
     normalise_email,
 )
+from .preflight import SCHEMA_READ_SCOPE
 from .retrying import Transient
 from .state import ContactRecord, Result, State, Synced
 from .summary import Summary
@@ -96,7 +98,7 @@ class Engine:
         self.summary = Summary("incremental", options.dry_run)
         self.writer = SubscriberWriter(mailerlite, tunables=tunables)
         self.schema = MailerLiteSchema(mailerlite, mapping)
-        self.consent = ConsentWriter(mailerlite, state, self.schema, self.summary, tunables.max_consecutive_failures)
+        self.consent = ConsentWriter(mailerlite, state, self.schema, self.summary, tunables)
         self.address_consent = AddressConsent(hubspot, mapping.optout_properties)  # consent by address
         self.departures = Departures(state, mapping, self.consent, self.summary, self._held_in_hubspot,
                                      options.dry_run, options.allow_mass_leave, self.address_consent.opted_out)
@@ -152,8 +154,12 @@ class Engine:
                 summary.add("write_back_requests", self.hubspot.requests + self.mailerlite.requests - before)
             if engagement is not None:
                 engagement.run(start_ms)  # an outage there is a warning: the forward result stands
-            problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"]
+            pending = self._count_consent_pending()
+            problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"] + pending
             summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
+            if pending:  # said every run, also when their back-off skipped them, so cron keeps reporting it
+                summary.message = (f"{pending} consent action(s) (unsubscribe or group removal) still pending: "
+                                   f"MailerLite has not taken them yet")
             if held_back is not None:
                 summary.exit_code, summary.message = EXIT_ABORTED, held_back
         except SyncError as exc:
@@ -174,15 +180,23 @@ class Engine:
             self.state.finish_run(self._run_id, summary.counts, summary.exit_code, summary.message)
         return summary
 
+    def _count_consent_pending(self) -> int:
+        pending = self.state.count_pending_actions()
+        self.summary.add("consent_pending", pending)
+        return pending
+
     # -- reading ---------------------------------------------------------------------------------
     def _load_memberships(self) -> Set[str]:
         """Members of the lists the mapping uses; returns ids whose membership changed."""
         changed: Set[str] = set()
-        for list_id in self.mapping.list_ids():
-            members = set(self.hubspot.list_members(list_id))
-            self._members[list_id] = members
+        self._members = read_list_members(self.hubspot, self.mapping.list_ids(), self.state.list_members,
+                                          self._synced_ids, self.tunables.list_reads)
+        for list_id, members in self._members.items():
             changed.update(str(i) for i in members ^ self.state.list_members(list_id))
         return changed
+
+    def _synced_ids(self, ids: Set[int]) -> Set[int]:
+        return {int(s.hubspot_id) for s in self.state.synced(str(i) for i in sorted(ids))}
 
     def _lists_of(self, hubspot_id: str) -> FrozenSet[str]:
         if not self._members or not hubspot_id.isdigit():
@@ -224,21 +238,12 @@ class Engine:
     def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
         try:
             for page in _pages(self._contacts(full, bookmark, changed_members), self.tunables.state_page):
-                ids = [c["id"] for c in page]
-                known = self.state.records(ids)
-                emails = [normalise_email(c["properties"].get("email")) for c in page]
-                self._owners = self.state.owners(emails)
-                self.departures.new_page(emails)
-                self._read_leaving_consent(page, known, emails)
-                for contact in page:
-                    self._process(contact, known.get(contact["id"]))
-                self._settle_written()
-                if full and not self.options.dry_run:
-                    self.state.mark_seen(ids, self._run_id)
-                elif full:
-                    self._dry_seen.update(ids)
-                if self.on_progress:
-                    self.on_progress(self.summary.counts, self.total)
+                self._process_page(page, full)
+            if full:
+                # Absence from the listing only makes a candidate (evidence.py): each synced contact
+                # the pass did not see is read by id; the live ones are processed like any other.
+                for page in _pages(self._missed_by_listing(), self.tunables.state_page):
+                    self._process_page(page, full)
             if not self.options.dry_run:
                 self.writer.flush()
             self._settle_written()
@@ -258,6 +263,43 @@ class Engine:
         if let_go and not self.options.dry_run:
             self.address_consent.opted_out(let_go)
 
+    def _process_page(self, page: List[Contact], full: bool) -> None:
+        ids = [c["id"] for c in page]
+        known = self.state.records(ids)
+        emails = [normalise_email(c["properties"].get("email")) for c in page]
+        self._owners = self.state.owners(emails)
+        self.departures.new_page(emails)
+        self._read_leaving_consent(page, known, emails)
+        for contact in page:
+            self._process(contact, known.get(contact["id"]))
+        self._settle_written()
+        if full and not self.options.dry_run:
+            self.state.mark_seen(ids, self._run_id)
+        elif full:
+            self._dry_seen.update(ids)
+        if self.on_progress:
+            self.on_progress(self.summary.counts, self.total)
+
+    def _unseen(self) -> List[str]:
+        """Synced contacts this full pass has not read (so far)."""
+        return [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
+
+    def _missed_by_listing(self) -> Iterator[Contact]:
+        """The synced contacts the pass did not read, read by id: those HubSpot answers as themselves
+        are live (a listing that ended early missed them); the rest are archived, deleted or merged
+        away, which `_leave_departed` then acts on."""
+        if self.mapping.scope_lists:
+            return  # a list-scoped full pass read every synced contact by id already (`_contacts`)
+        candidates = self._unseen()
+        if not candidates:
+            return
+        props = self.mapping.properties() + [MERGED_PROPERTY]
+        wanted = set(candidates)
+        for contact in self.hubspot.read_by_ids(sorted(candidates, key=int), props):
+            if contact["id"] in wanted:  # a merged-away id answered with its merged record is not it
+                wanted.discard(contact["id"])
+                yield contact
+
     # -- one contact -------------------------------------------------------------------------------
     def _property_info(self) -> Dict[str, PropertyInfo]:
         if self._info is None:
@@ -267,6 +309,12 @@ class Engine:
                 # Reading definitions needs crm.schemas.contacts.read; the plain default mapping
                 # does without (everything is text), so a token without it still syncs. Said once,
                 # not every hour (cron mails every warning).
+                if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
+                    # Customised opt-out names cannot be verified: a mistyped one would never match,
+                    # and those people's opt-outs would be lost without a word (issue 22, item 6).
+                    raise AuthError(f"HubSpot rejected the access token: missing scope {SCHEMA_READ_SCOPE}, needed "
+                                    f"to verify the names in [consent] optout_properties; add the scope to the "
+                                    f"private app (python main.py --check)") from None
                 Advisories(self.state).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
                 defs = {}
             else:
@@ -437,8 +485,8 @@ class Engine:
         opted_out: Set[str] = set()
         if full:
             # A dry run counts these too, and meets the mass-leave guard as the real run would.
-            unseen = [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
-            gone = self.state.synced(unseen)
+            # Read by id a moment ago and not answered as themselves: archived, deleted or merged away.
+            gone = self.state.synced(self._unseen())
             if gone:
                 for _ in self._archived_ids(opted_out, {s.hubspot_id for s in gone}):
                     pass

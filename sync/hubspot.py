@@ -321,6 +321,32 @@ class HubSpotReader:
         """One Communication Preferences batch read (sync/hubspot_consent.py reads its answer)."""
         return self._call(what, "POST", self._path(template), [("channel", "EMAIL")], body={"inputs": emails},
                           check=results_of)
+    def list_size(self, list_id: str) -> Tuple[Optional[int], bool]:
+        """A list's own member count, and whether it is settled (processingStatus COMPLETE): a
+        membership listing shorter than a settled size was cut short, not left."""
+        answer = self._call(f"list {list_id}", "GET", self._path(hs.LIST_PATH, list_id=list_id))
+        found = answer.get("list")
+        found = found if isinstance(found, dict) else {}
+        size = found.get("size")
+        settled = found.get("processingStatus") == hs.LIST_PROCESSED
+        return (size if isinstance(size, int) and not isinstance(size, bool) else None), settled
+
+    def lists_of(self, record_ids: Iterable[int]) -> Dict[int, Set[str]]:
+        """The lists each contact is in, for the ids HubSpot answered about (an id it does not
+        answer for is absent: no evidence either way), 100 a request."""
+        ids = sorted(set(record_ids))
+        found: Dict[int, Set[str]] = {}
+        for start in range(0, len(ids), hs.MEMBERSHIPS_BATCH_SIZE):
+            body = {"inputs": [{"objectTypeId": hs.CONTACT_OBJECT_TYPE, "recordId": str(i)}
+                               for i in ids[start:start + hs.MEMBERSHIPS_BATCH_SIZE]]}
+            results = self._call("list memberships batch read", "POST", self._path(hs.RECORD_MEMBERSHIPS_PATH),
+                                 body=body, check=results_of)
+            for item in results:
+                record = item.get("recordId") if isinstance(item, dict) else None
+                lists = item.get("recordListMemberships") if isinstance(item, dict) else None
+                if is_record_id(record) and isinstance(lists, list):
+                    found[int(str(record))] = {str(m.get("listId")) for m in lists if isinstance(m, dict)}
+        return found
 
     def property_definitions(self) -> Dict[str, Dict[str, Any]]:
         """Contact property definitions by name (type, label, options)."""

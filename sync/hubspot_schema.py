@@ -20,6 +20,10 @@ PROPERTIES_PATH = "/crm/properties/{v}/contacts"
 PROPERTY_PATH = "/crm/properties/{v}/contacts/{name}"
 PROPERTY_GROUPS_PATH = "/crm/properties/{v}/contacts/groups"
 LIST_MEMBERSHIPS_PATH = "/crm/lists/{v}/{list_id}/memberships"
+LIST_PATH = "/crm/lists/{v}/{list_id}"  # the list itself: its size and processingStatus
+RECORD_MEMBERSHIPS_PATH = "/crm/lists/{v}/records/memberships/batch/read"  # the lists each record is in
+CONTACT_OBJECT_TYPE = "0-1"
+LIST_PROCESSED = "COMPLETE"  # processingStatus of a list whose size is settled
 # The documented way to learn a private-app token's scopes (not versioned; whether service keys
 # answer there is unconfirmed: a refusal means "unknown", never "missing").
 TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"
@@ -33,6 +37,7 @@ PAGE_SIZE = 100  # the contact listing's maximum
 SEARCH_PAGE_SIZE = 200  # the search endpoint's maximum
 MEMBERSHIPS_PAGE_SIZE = 250  # the list memberships' maximum
 BATCH_READ_SIZE = 100
+MEMBERSHIPS_BATCH_SIZE = 100  # records per memberships batch read (the spec gives none; HubSpot's batch norm)
 BATCH_UPDATE_SIZE = 100
 IN_VALUES = 100  # values in one IN filter; unconfirmed, so halved on a refusal
 DEFAULT_INTERVAL_S = 10.0  # the rolling window when no header has told us yet

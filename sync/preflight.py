@@ -20,7 +20,7 @@ from .hubspot import (
 from .hubspot_consent import CONSENT_SCOPE_MESSAGE, AddressConsent
 from .hubspot_schema import ENGAGEMENT_PROPERTIES, STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
-from .mapping import Mapping, Planned, map_contact, normalise_email
+from .mapping import DEFAULT_OPTOUT_PROPERTIES, Mapping, Planned, map_contact, normalise_email
 
 SAMPLE_CONTACTS = 3
 PROBE_ADDRESS = "consent-check@example.invalid"  # asked about when no sample contact has an address
@@ -81,6 +81,11 @@ class Preflight:
                 self.problems.append(f"the HubSpot token lacks the scope {SCHEMA_READ_SCOPE}, which this mapping "
                                      f"needs for labels (transform = \"label\" or {{label}}); add the scope to "
                                      f"the service key or private app")
+            elif self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
+                # A run stops so (exit 2): a mistyped opt-out name could not be told (issue 22, item 6).
+                self.problems.append(f"the HubSpot token lacks the scope {SCHEMA_READ_SCOPE}, which this mapping "
+                                     f"needs to verify [consent] optout_properties; add the scope to the service "
+                                     f"key or private app")
             else:
                 self.notes.append(SCHEMA_SCOPE_MESSAGE)  # the same words a run says once
         except SyncError as exc:

@@ -61,10 +61,11 @@ def _cell(value: object) -> object:
 
 
 def export_rejected(state: State, out: TextIO) -> int:
-    """Rejected and failed contacts as CSV, for a marketer to fix in HubSpot. Returns the count."""
+    """Rejected and failed contacts, and consent actions that keep failing (kind "unsubscribe pending" or
+    "group removal pending"), as CSV, for a person to look into. Returns the count."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(REJECTED_COLUMNS)
-    rows = state.problems()
+    rows = state.problems() + state.pending_problems()  # contacts, then consent actions MailerLite has not taken
     for row in rows:
         writer.writerow([_cell(row["email"]), row["hubspot_id"], row["kind"], _cell(row["reason"]), row["attempts"],
                          _when(row["first_seen"]), _when(row["last_seen"])])

@@ -15,7 +15,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, warn_if_shared
 from .redaction import redact
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -126,6 +126,13 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
         """CREATE TRIGGER tombstone_held_again_by_change AFTER UPDATE OF email ON contacts
             BEGIN DELETE FROM tombstones WHERE email = NEW.email; END""",
     ),
+    8: (
+        # A consent action that keeps failing waits its own back-off (epoch ms; 0: the next run) and
+        # is listed by --rejected with when it first and last failed (epoch seconds).
+        "ALTER TABLE pending_actions ADD COLUMN next_try INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE pending_actions ADD COLUMN first_failed INTEGER",
+        "ALTER TABLE pending_actions ADD COLUMN last_failed INTEGER",
+    ),
 }
 
 RUN_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
@@ -182,6 +189,7 @@ class PendingAction:
     forget: bool  # the contact left the sync: forget it once this is applied
     reason: str
     attempts: int = 0
+    next_try: int = 0  # epoch ms before which it is not tried again (its back-off); 0: the next run
 
 
 def _split(text: Optional[str], sep: str = ",") -> FrozenSet[str]:
@@ -402,9 +410,27 @@ class State:
     # -- consent actions -------------------------------------------------------------------------
     def pending_actions(self) -> List[PendingAction]:
         rows = self.conn.execute("SELECT hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, reason, "
-                                 "attempts FROM pending_actions ORDER BY hubspot_id, email")
-        return [PendingAction(str(h), e, s, bool(u), _split(g, GROUP_SEP), bool(f), r, int(a))
-                for h, e, s, u, g, f, r, a in rows]
+                                 "attempts, next_try FROM pending_actions ORDER BY hubspot_id, email")
+        return [PendingAction(str(h), e, s, bool(u), _split(g, GROUP_SEP), bool(f), r, int(a), int(n))
+                for h, e, s, u, g, f, r, a, n in rows]
+
+    def count_pending_actions(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM pending_actions").fetchone()[0])
+
+    def action_next_try(self, action: PendingAction) -> int:
+        """When a stored action may be tried again (epoch ms; 0 when it never failed)."""
+        row = self.conn.execute("SELECT next_try FROM pending_actions WHERE hubspot_id=? AND email=?",
+                                (int(action.hubspot_id), action.email)).fetchone()
+        return int(row[0]) if row else 0
+
+    def pending_problems(self) -> List[Dict[str, object]]:
+        """Consent actions that failed at least once, in the columns of `problems` (for --rejected)."""
+        cur = self.conn.execute(
+            "SELECT hubspot_id, email, CASE WHEN unsubscribe THEN 'unsubscribe pending' ELSE 'group removal pending' "
+            "END AS kind, last_error AS reason, attempts, first_failed AS first_seen, last_failed AS last_seen "
+            "FROM pending_actions WHERE attempts > 0 ORDER BY hubspot_id, email")
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur]
 
     def save_action(self, action: PendingAction) -> None:
         """Remember an action before it is tried: a crash or a refusal never loses it."""
@@ -419,11 +445,17 @@ class State:
                 (int(action.hubspot_id), action.email, action.subscriber_id, int(action.unsubscribe),
                  GROUP_SEP.join(sorted(action.groups)), int(action.forget), redact(action.reason)[:500]))
 
-    def action_failed(self, action: PendingAction, error: str) -> None:
+    def action_failed(self, action: PendingAction, error: str, next_try: int = 0) -> None:
+        now = _now()
         with self.transaction():
-            self.conn.execute("UPDATE pending_actions SET attempts=attempts+1, last_error=? "
-                              "WHERE hubspot_id=? AND email=?", (redact(error)[:500], int(action.hubspot_id),
-                                                                  action.email))
+            self.conn.execute("UPDATE pending_actions SET attempts=attempts+1, last_error=?, next_try=?, "
+                              "first_failed=COALESCE(first_failed, ?), last_failed=? WHERE hubspot_id=? AND email=?",
+                              (redact(error)[:500], next_try, now, now, int(action.hubspot_id), action.email))
+
+    def action_attempts(self, action: PendingAction) -> int:
+        row = self.conn.execute("SELECT attempts FROM pending_actions WHERE hubspot_id=? AND email=?",
+                                (int(action.hubspot_id), action.email)).fetchone()
+        return int(row[0]) if row else 0
 
     def action_done(self, action: PendingAction) -> None:
         """MailerLite took the action: drop it, and forget the contact if it left the sync."""

@@ -40,6 +40,10 @@ class Tunables:
     # Single upserts (writer) or consent actions (departures) failing in a row beyond retries: MailerLite
     # is down, the run stops.
     max_consecutive_failures: int = 3
+    # A consent action (unsubscribe, group removal) that keeps failing: tried the next run, then after
+    # an hour, doubling up to a day (departures.next_try_ms).
+    consent_retry_first_ms: int = 3_600_000
+    consent_retry_max_ms: int = 24 * 3_600_000
     import_wait_first_s: float = 10.0  # when the import 429 names no Retry-After: probe again after this...
     import_wait_max_s: float = 60.0  # ...doubling up to the documented window
 
@@ -49,6 +53,7 @@ class Tunables:
     search_lag_ms: int = 10 * 60_000
     archived_check_ms: int = 24 * 3_600_000  # incremental runs look for archived contacts this often
     state_page: int = 100  # contacts looked up in the state per query
+    list_reads: int = 3  # a list listing shorter than its size is read this often before the run stops
     wall_clock: Callable[[], float] = time.time  # epoch seconds: the run's start, which bounds the bookmark
 
     # -- http_limits: every answer of either API --------------------------------------------------------

@@ -12,9 +12,9 @@ yourself and point this script at it.
 It starts the built-in fake HubSpot and MailerLite APIs, puts one Stoplight Prism validating proxy per
 spec (Contacts, Properties, Lists, Communication Preferences) in front of the fake HubSpot, routes the
 sync's HubSpot traffic through them, and runs the sync as a user would (`python main.py ...`): a first
-run, an unchanged run, an incremental run, `--full`, `--check`, write-back, departures read by address
-and the consent sweep, and a list-scoped mapping. Prism marks every request (and answer) that breaks
-the spec; the script prints them and exits 1 when any REQUEST breaks the spec.
+run, an unchanged run, an incremental run, `--full`, `--check`, write-back, departures read by address,
+the consent sweep, a list-scoped mapping and a member leaving its list. Prism marks every request
+(and answer) that breaks the spec; the script prints them and exits 1 when any REQUEST breaks the spec.
 Answers that break it are the fake's drift from the spec and are listed apart (HubSpot's own answers
 break it too: it sends null for empty properties where the spec says string).
 """
@@ -52,7 +52,9 @@ ML_TOKEN = "spec-check-mailerlite-token"
 SPECS = {"contacts.json": "objects", "properties.json": "properties", "lists.json": "lists",
          "subscriptions.json": "communication-preferences"}  # file -> API
 FOLDERS = {"subscriptions.json": "/Communication Preferences/"}  # where a spec lives (CRM when absent)
-KEEP = {"lists.json": ("/memberships",)}  # path endings kept from a spec (every path when absent)
+# Path endings kept from a spec (every path when absent): the memberships listing, the list itself
+# (its size) and the records' memberships batch read (departures need evidence).
+KEEP = {"lists.json": ("/memberships", "/{listId}", "/memberships/batch/read")}
 DEFAULT_VERSION = "2026-09"
 PRISM_START_S = 300.0
 LIST_ID = "7"
@@ -272,11 +274,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             ("list-scoped mapping --check", common + ["--mapping", str(mapping), "--check"], {}),
             ("list-scoped mapping", common + ["--mapping", str(mapping), "--full"],
              {"SYNC_STATE_DB": str(work / "lists.db")}),
+            ("list member left", common + ["--mapping", str(mapping)],
+             {"SYNC_STATE_DB": str(work / "lists.db"), "leave": "1"}),
         ]
         used = ", ".join(str(p.relative_to(args.specs)) for p in specs.values())
         print(f"HubSpot API {args.version}; specs: {used}")
         print(f"{'scenario':<30} {'exit':>4} {'requests':>8} {'checked':>8} {'violations':>10}")
         for title, cli_args, extra in scenarios:
+            if extra.pop("leave", None):  # its memberships are read by id before it may leave
+                hubspot.lists[LIST_ID] = hubspot.lists[LIST_ID][1:]
             if extra.pop("edit", None):
                 for cid in list(hubspot.contacts)[:3]:
                     hubspot.update_contact(str(cid), {"jobtitle": "Edited"})

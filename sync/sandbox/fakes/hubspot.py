@@ -141,6 +141,9 @@ class FakeHubSpot(FakeAPI):
         Rule("/crm/properties/<version:v>/contacts/groups", methods=["POST"], endpoint="create_property_group"),
         Rule("/crm/properties/<version:v>/contacts/<name>", methods=["PATCH"], endpoint="update_property"),
         Rule("/crm/lists/<version:v>/<list_id>/memberships", methods=["GET"], endpoint="memberships"),
+        Rule("/crm/lists/<version:v>/records/memberships/batch/read", methods=["POST"],
+             endpoint="record_memberships"),
+        Rule("/crm/lists/<version:v>/<list_id>", methods=["GET"], endpoint="get_list"),
         Rule("/oauth/v2/private-apps/get/access-token-info", methods=["POST"], endpoint="token_info"),
         Rule("/communication-preferences/<version:v>/statuses/batch/unsubscribe-all/read", methods=["POST"],
              endpoint="consent_wide_read"),
@@ -168,6 +171,13 @@ class FakeHubSpot(FakeAPI):
                                                       options=_options(p.get("options", [])))
                                                  for p in DEFAULT_PROPERTIES]
         self.lists: Dict[str, List[int]] = {}
+        # A list HubSpot is still (re)computing: its size lags its members (processingStatus PROCESSING).
+        self.processing_lists: Dict[str, int] = {}  # list id -> the stale size it answers meanwhile
+        self.short_membership_reads: Dict[str, int] = {}  # list id -> next reads that end early...
+        self.short_read_pages = 1  # ...after this many pages (the last one sent without `paging`)
+        # Unconfirmed: a memberships batch read naming a record that does not exist (archived,
+        # deleted) either lists it in a 207's errors, or answers it with no memberships. Tests try both.
+        self.unknown_record_memberships = "207"  # or "empty"
         self.property_groups: List[Dict[str, Any]] = [
             {"name": "contactinformation", "label": "Contact information", "displayOrder": 0, "archived": False}]
         self.failing_update_ids: Set[str] = set()  # batch updates of these ids fail (207 multi-status)
@@ -345,7 +355,7 @@ class FakeHubSpot(FakeAPI):
             return SCHEMA_WRITE_SCOPE
         if endpoint == "batch_update":
             return WRITE_SCOPE
-        if endpoint == "memberships":
+        if endpoint in ("memberships", "record_memberships", "get_list"):
             return LISTS_READ_SCOPE
         if endpoint in ("consent_wide_read", "consent_read"):
             return CONSENT_READ_SCOPE
@@ -674,7 +684,11 @@ class FakeHubSpot(FakeAPI):
         page = members[offset:offset + limit]
         stamp = iso_ms(self.now_ms())
         out: Dict[str, Any] = {"results": [{"recordId": str(m), "membershipTimestamp": stamp} for m in page]}
-        if offset + limit < len(members):
+        cut_short = (offset // max(limit, 1) + 1 == self.short_read_pages
+                     and self.short_membership_reads.get(list_id, 0) > 0)
+        if cut_short:  # a page without `paging` half-way: the listing looks complete
+            self.short_membership_reads[list_id] -= 1
+        if offset + limit < len(members) and not cut_short:
             out["paging"] = {"next": {"after": str(offset + limit)}}
         return self.ok(out)
 
@@ -721,3 +735,37 @@ class FakeHubSpot(FakeAPI):
                     for key, status in sorted(statuses.items()) if key != ALL]
             return {"subscriberIdString": address, "statuses": rows}
         return self._consent_batch(request, render)
+    def on_get_list(self, request: Request, list_id: str, v: str = "") -> Response:
+        if list_id not in self.lists:
+            return _error(f"List {list_id} does not exist.", "OBJECT_NOT_FOUND", 404)
+        processing = list_id in self.processing_lists
+        size = self.processing_lists[list_id] if processing else len(self.lists[list_id])
+        return self.ok({"list": {"listId": list_id, "listVersion": 1, "name": f"List {list_id}", "objectTypeId": "0-1",
+                                 "processingStatus": "PROCESSING" if processing else "COMPLETE",
+                                 "processingType": "DYNAMIC", "size": size}})
+
+    def on_record_memberships(self, request: Request, v: str = "") -> Response:
+        inputs = (self.json_body(request) or {}).get("inputs")
+        if not isinstance(inputs, list) or any(not isinstance(i, dict) or not i.get("objectTypeId")
+                                               or not i.get("recordId") for i in inputs):
+            return _error("Invalid input JSON: inputs need objectTypeId and recordId", "VALIDATION_ERROR", 400)
+        if len(inputs) > 100:
+            return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
+        stamp = iso_ms(self.now_ms())
+        results, missing = [], []
+        for item in inputs:
+            rid = str(item["recordId"])
+            live = rid.isdigit() and int(rid) in self.contacts and not self.contacts[int(rid)]["archived"]
+            if not live and self.unknown_record_memberships == "207":
+                missing.append(rid)
+                continue
+            lists = [lid for lid, members in self.lists.items() if live and int(rid) in members]
+            results.append({"objectTypeId": str(item["objectTypeId"]), "recordId": rid, "recordListMemberships": [
+                {"listId": lid, "listVersion": 1, "firstAddedTimestamp": stamp, "lastAddedTimestamp": stamp,
+                 "isPublicList": True} for lid in lists]})
+        out: Dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": stamp, "completedAt": stamp}
+        if missing:
+            out["numErrors"] = 1
+            out["errors"] = [_batch_error("OBJECT_NOT_FOUND", "Could not find some records.", missing)]
+            return self.ok(out, 207)
+        return self.ok(out)

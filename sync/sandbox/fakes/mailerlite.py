@@ -16,7 +16,7 @@ import math
 import re
 from collections import deque
 from datetime import datetime, timezone
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
@@ -97,6 +97,7 @@ class FakeMailerLite(FakeAPI):
         self.reactivation_attempts: List[Dict[str, Any]] = []
         self.item_faults: Deque[Optional[int]] = deque()  # per batch item: an HTTP code to fail it with
         self.failing_emails: Dict[str, int] = {}  # email -> how many more of its upserts get a 503
+        self.refused_group_removals: Set[str] = set()  # emails whose group removals get a 422
         self.upsert_count = 0  # every upsert attempted that passed validation
         # Switches for what mailerlite.md leaves unconfirmed; the defaults are the documented reading.
         # Batch items of an all-upsert batch (an import): "upsert" = {code, body: {data}} like a single
@@ -435,6 +436,8 @@ class FakeMailerLite(FakeAPI):
         sub = self.subscribers.get(sid)
         if sub is None or gid not in self.groups:
             return 404, {"message": "Resource not found."}
+        if sub["email"] in self.refused_group_removals:
+            return 422, {"message": INVALID, "errors": {"subscriber": ["The subscriber cannot be changed."]}}
         if gid in sub["groups"]:
             sub["groups"].remove(gid)
         return 204, None
