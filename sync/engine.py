@@ -174,6 +174,8 @@ class Engine:
             summary.exit_code, summary.message = EXIT_ABORTED, f"unexpected {exc.__class__.__name__}"
             raise
         finally:
+            if "consent_pending" not in summary.counts:  # stopped early: --json still tells how many wait
+                self._count_consent_pending()
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.hubspot.requests
             summary.mailerlite_requests = self.mailerlite.requests

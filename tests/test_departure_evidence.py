@@ -78,6 +78,7 @@ def test_a_membership_listing_short_of_the_list_size_is_an_incomplete_read(run, 
     result = run("--mapping", path)
     assert result.code == 3 and "incomplete read" in result.err, result.err
     assert result.summary["left_scope"] == 0 and _statuses(mailerlite_fake) == ["active"]
+    assert result.summary["consent_pending"] == 0
     assert state_rows(run, "SELECT COUNT(*) FROM contacts") == [(300,)]
     assert state_rows(run, "SELECT COUNT(*) FROM list_members") == [(300,)]  # the short read was not kept
     hubspot_fake.short_membership_reads["55"] = 0
