@@ -22,7 +22,17 @@ import filelock
 
 from . import __version__
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
-from .config import Settings, env_file_path, load_settings, load_state_path, misspelt_settings, shared_env_file
+from .config import (
+    DEFAULT_HUBSPOT_BASE_URL,
+    DEFAULT_MAILERLITE_BASE_URL,
+    Settings,
+    env_file_path,
+    load_settings,
+    load_state_path,
+    misspelt_settings,
+    shared_env_file,
+)
+from .endpoints import endpoint_label
 from .engine import Engine, RunOptions
 from .errors import (
     EXIT_ABORTED,
@@ -249,9 +259,13 @@ def clients(settings: Settings, progress: Optional[Progress] = None, started: Op
     deadline = (time.monotonic() if started is None else started) + settings.max_runtime
     return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait,
                           retry=RetryPolicy.from_tunables(tunables, deadline), api_version=settings.hubspot_api_version,
-                          tunables=tunables),
+                          tunables=tunables, token_origin=settings.hubspot_token_origin,
+                          endpoint=endpoint_label(settings.hubspot_base_url, "HUBSPOT_BASE_URL",
+                                                  DEFAULT_HUBSPOT_BASE_URL)),
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
-                             on_wait=ml_wait, retry=RetryPolicy.from_tunables(tunables, deadline), tunables=tunables))
+                             on_wait=ml_wait, retry=RetryPolicy.from_tunables(tunables, deadline), tunables=tunables,
+                             endpoint=endpoint_label(settings.mailerlite_base_url, "MAILERLITE_BASE_URL",
+                                                     DEFAULT_MAILERLITE_BASE_URL)))
 
 
 def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress,

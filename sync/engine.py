@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
+from .accounts import check_same_accounts, prove_credentials
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .departures import ConsentWriter, Departures
@@ -119,6 +120,9 @@ class Engine:
         self._run_id = self.state.start_run(summary.mode, self.options.dry_run)
         synced_before = self.state.count_contacts()
         try:
+            # Both tokens proven and the state's accounts checked before anything else, idle runs too.
+            check_same_accounts(self.state, prove_credentials(self.hubspot, self.mailerlite),
+                                record=not self.options.dry_run)
             write_back = self._prepare_write_back(start_ms)
             engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
             if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:

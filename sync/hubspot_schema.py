@@ -23,6 +23,9 @@ LIST_MEMBERSHIPS_PATH = "/crm/lists/{v}/{list_id}/memberships"
 # The documented way to learn a private-app token's scopes (not versioned; whether service keys
 # answer there is unconfirmed: a refusal means "unknown", never "missing").
 TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"
+# The account's details (portalId), for any token kind (the published Account Info spec; whether
+# every token kind may read it is unconfirmed: a refusal means "unknown").
+ACCOUNT_DETAILS_PATH = "/account-info/{v}/details"
 
 # Limits.
 PAGE_SIZE = 100  # the contact listing's maximum
