@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import io
 import logging
 import os
@@ -22,6 +21,7 @@ from .errors import ConfigError
 from .hubspot_schema import DEFAULT_API_VERSION as DEFAULT_HUBSPOT_API_VERSION
 from .mapping_file import env_group_names
 from .redaction import register_secrets
+from .suggest import closest
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,9 @@ KNOWN_SETTINGS = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", "MAILERLITE_API_KEY
 OUR_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK")
 
 
+ENVIRONMENT_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_")  # in the environment only these are surely ours
+
+
 def misspelt_settings(env_file: Path, known: Sequence[str] = KNOWN_SETTINGS) -> List[Tuple[str, str]]:
     """(name, closest known name or "") for each name in the .env file that the program does not
     read but that looks meant for it: ours by its prefix, or close to one of ours."""
@@ -139,10 +142,17 @@ def misspelt_settings(env_file: Path, known: Sequence[str] = KNOWN_SETTINGS) -> 
     for name in dict.fromkeys(names):
         if name in known:
             continue
-        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.75)
+        close = closest(name, known, cutoff=0.75)
         if close or name.upper().startswith(OUR_PREFIXES):
-            found.append((name, close[0] if close else ""))
+            found.append((name, close))
     return found
+
+
+def misspelt_environment(environ: Mapping[str, str], known: Sequence[str] = KNOWN_SETTINGS) -> List[Tuple[str, str]]:
+    """(name, closest known name or "") for each environment variable named like one of ours
+    (HUBSPOT_*, MAILERLITE_*, SYNC_*) that the program does not read."""
+    return [(name, closest(name, known, cutoff=0.75)) for name in sorted(environ)
+            if name.upper().startswith(ENVIRONMENT_PREFIXES) and name not in known]
 
 
 def env_file_path(env_file: Optional[Path]) -> Path:

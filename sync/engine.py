@@ -35,6 +35,7 @@ from .mapping import (
 )
 from .retrying import Transient
 from .state import ContactRecord, Result, State, Synced
+from .suggest import unknown_names_message
 from .summary import Summary
 from .tunables import DEFAULTS, Tunables
 from .write_back import WriteBack
@@ -125,8 +126,10 @@ class Engine:
                                 record=not self.options.dry_run)
             write_back = self._prepare_write_back(start_ms)
             engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
-            if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
-                self._property_info()  # the opt-out properties named in the mapping exist, before any write
+            if full or self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
+                # Every property the mapping names exists, before any write (an incremental run checks
+                # at its first changed contact, so an idle one spends no request on it).
+                self._property_info()
             self.departures.retry_pending()  # what earlier runs could not apply comes first
             if full and not self.options.dry_run:
                 self.state.set_full_pass_pending(True)
@@ -262,8 +265,9 @@ class Engine:
                                   f"optout_properties; fix the mapping file (python main.py --check)")
             missing = [p for p in self.mapping.properties() if p not in self._info]
             if defs and missing:
-                log.warning("HubSpot has no contact property %s; check the mapping (python main.py --check)",
-                            ", ".join(missing))
+                # Read as empty, a misspelt property would clear its field for every subscriber.
+                raise ConfigError(unknown_names_message("HubSpot has no contact property", missing, defs,
+                                                        "fix the mapping file; nothing was written"))
         return self._info
 
     def _map(self, contact: Contact) -> Outcome:

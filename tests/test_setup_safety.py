@@ -26,6 +26,69 @@ def _writes(fake: FakeMailerLite, since: int = 0) -> list:
     return [r for r in fake.log[since:] if r.method != "GET"]
 
 
+# -- item 1: a mapping typo stops before writing -------------------------------------------------------
+
+def _mapping(run, text: str) -> str:
+    path = run.tmp_path / "mapping.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def job_titles(run, hubspot_fake, mailerlite_fake):
+    """Ten subscribers with a job title, synced by a correct mapping."""
+    mailerlite_fake.add_field("Job title")
+    seed_contacts(hubspot_fake, 10, jobtitle="Engineer")
+    first = run("--mapping", _mapping(run, '[fields]\njobtitle = "job_title"\n'))
+    assert first.code == 0 and first.summary["created"] == 10
+    return len(mailerlite_fake.log)
+
+
+@pytest.mark.parametrize("flags", [("--full",), ()])
+def test_a_misspelt_hubspot_property_stops_the_run_before_any_write(run, hubspot_fake, mailerlite_fake, job_titles,
+                                                                    flags):
+    hubspot_fake.update_contact(str(next(iter(hubspot_fake.contacts))), {"firstname": "Changed"})
+    typo = run("--mapping", _mapping(run, '[fields]\njob_titel = "job_title"\n'), *flags)
+    assert typo.code == 2
+    assert "HubSpot has no contact property job_titel (did you mean jobtitle?)" in typo.summary["message"]
+    assert _writes(mailerlite_fake, job_titles) == []
+    assert all(s["fields"]["job_title"] == "Engineer" for s in mailerlite_fake.subscribers.values())
+
+
+def test_a_misspelt_mailerlite_field_stops_the_run_before_any_write(run, hubspot_fake, mailerlite_fake, job_titles):
+    hubspot_fake.update_contact(str(next(iter(hubspot_fake.contacts))), {"jobtitle": "Manager"})
+    typo = run("--mapping", _mapping(run, '[fields]\njobtitle = "job_titel"\n'))
+    assert typo.code == 2
+    assert "MailerLite has no field job_titel (did you mean job_title?)" in typo.summary["message"]
+    assert _writes(mailerlite_fake, job_titles) == []
+    check = run("--check", "--mapping", _mapping(run, '[fields]\njobtitle = "job_titel"\n'))
+    assert check.code == 2 and "did you mean job_title?" in check.out + check.err
+
+
+def test_an_unknown_mapping_key_stops_the_run_and_the_check(run, hubspot_fake, mailerlite_fake):
+    seed_contacts(hubspot_fake, 3)
+    mapping = _mapping(run, "creat_missing_fields = true\n")
+    for flags in ((), ("--check",)):
+        result = run("--mapping", mapping, *flags)
+        assert result.code == 2 and "did you mean create_missing_fields?" in result.err, flags
+    assert _writes(mailerlite_fake) == []
+
+
+@pytest.mark.parametrize("where", ["env file", "environment"])
+def test_an_unknown_setting_fails_the_check_and_a_run_warns_in_one_line(run, hubspot_fake, monkeypatch, where):
+    if where == "env file":
+        run.env_file.write_text("SYNC_WRITE_BAK=true\n")
+    else:
+        monkeypatch.setenv("SYNC_WRITE_BAK", "true")
+    seed_contacts(hubspot_fake, 3)
+    check = run("--check")
+    assert check.code == 2 and "SYNC_WRITE_BAK; did you mean SYNC_WRITE_BACK?" in check.err
+    synced = run()
+    assert synced.code == 0
+    said = [line for line in synced.err.splitlines() if "SYNC_WRITE_BAK" in line]
+    assert len(said) == 1 and said[0].startswith("WARNING: ") and "did you mean SYNC_WRITE_BACK?" in said[0]
+
+
 # -- item 2: every run proves both credentials ---------------------------------------------------------
 
 def test_a_revoked_mailerlite_key_fails_an_idle_run_and_pings_fail(run, hubspot_fake, mailerlite_fake, monkeypatch,
