@@ -104,6 +104,7 @@ class Engine:
         self._field_types: Dict[str, str] = ({str(k): str(v) for k, v in seen_types.items()}
                                              if isinstance(seen_types, dict) else {})
         self._fields_checked = False
+        self._names_checked = False  # the mapping's property names, against what the first page returned
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
@@ -222,6 +223,8 @@ class Engine:
     def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
         try:
             for page in _pages(self._contacts(full, bookmark, changed_members), self.tunables.state_page):
+                if not self._names_checked:
+                    self._check_names_returned(page)
                 ids = [c["id"] for c in page]
                 known = self.state.records(ids)
                 emails = [normalise_email(c["properties"].get("email")) for c in page]
@@ -269,6 +272,22 @@ class Engine:
                 raise ConfigError(unknown_names_message("HubSpot has no contact property", missing, defs,
                                                         "fix the mapping file; nothing was written"))
         return self._info
+
+    def _check_names_returned(self, page: List[Contact]) -> None:
+        """Without crm.schemas.contacts.read the definitions are unknown, so the mapping's names are
+        checked against the first page read: HubSpot leaves a requested property that does not exist
+        out of its answer, so one that no contact carries at all is a typo (exit 2, before any write).
+        Where HubSpot answers such a property as null instead (unconfirmed), this finds nothing."""
+        self._names_checked = True
+        if self._property_info() or not page:
+            return  # the definitions were read: every name was checked against them
+        returned: Set[str] = set().union(*(c["properties"].keys() for c in page))
+        missing = [p for p in self.mapping.properties() if p not in returned]
+        if missing:
+            raise ConfigError(unknown_names_message(
+                "HubSpot returned no contact property", missing, returned,
+                "fix the mapping file; nothing was written (the token lacks crm.schemas.contacts.read, so names "
+                "are checked against the contacts read; add the scope to check them against HubSpot's list)"))
 
     def _map(self, contact: Contact) -> Outcome:
         return map_contact(contact, self.mapping, self._property_info(), self._lists_of(contact["id"]),

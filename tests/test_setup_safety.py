@@ -55,6 +55,24 @@ def test_a_misspelt_hubspot_property_stops_the_run_before_any_write(run, hubspot
     assert all(s["fields"]["job_title"] == "Engineer" for s in mailerlite_fake.subscribers.values())
 
 
+@pytest.mark.parametrize("reading", ["absent", "null"])
+def test_without_the_schema_scope_names_are_checked_against_the_contacts_read(run, hubspot_fake, mailerlite_fake,
+                                                                              job_titles, reading):
+    hubspot_fake.tokens[HS_TOKEN] = {"crm.objects.contacts.read"}  # no crm.schemas.contacts.read
+    hubspot_fake.unknown_properties = reading
+    good = run("--full", "--mapping", _mapping(run, '[fields]\njobtitle = "job_title"\n'))
+    assert good.code == 0, good.err  # existing names pass under either reading
+    mark = len(mailerlite_fake.log)
+    typo = run("--full", "--mapping", _mapping(run, '[fields]\njob_titel = "job_title"\n'))
+    if reading == "absent":
+        assert typo.code == 2
+        # (No did-you-mean here: without the scope HubSpot's list of names cannot be read.)
+        assert typo.summary["message"].startswith("HubSpot returned no contact property job_titel; fix the mapping")
+        assert _writes(mailerlite_fake, mark) == []
+    else:  # HubSpot answering null for it cannot be told from an empty property: the documented limit
+        assert typo.code == 0
+
+
 def test_a_misspelt_mailerlite_field_stops_the_run_before_any_write(run, hubspot_fake, mailerlite_fake, job_titles):
     hubspot_fake.update_contact(str(next(iter(hubspot_fake.contacts))), {"jobtitle": "Manager"})
     typo = run("--mapping", _mapping(run, '[fields]\njobtitle = "job_titel"\n'))

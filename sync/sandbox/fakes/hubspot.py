@@ -159,6 +159,9 @@ class FakeHubSpot(FakeAPI):
         self.in_values_limit = 100  # values one IN filter may hold (unconfirmed: tests try a smaller one)
         self.token_info_answers = True  # False: the token-information endpoint 404s (service keys?)
         self.portal_id = 1  # the HubSpot account (portal) these tokens belong to
+        # A requested property that does not exist: left out of the answer ("absent", as HubSpot is said
+        # to do; unconfirmed) or answered as null like an empty one ("null"). Either way never an error.
+        self.unknown_properties = "absent"
         self.account_info_answers = True  # False: the account details endpoint 404s (unconfirmed for every token)
         self.search_lag_ms = 0  # changes this recent are not yet visible to search
         self._clock_ms = 0
@@ -313,6 +316,9 @@ class FakeHubSpot(FakeAPI):
         record = self.contacts[cid]
         props = record["properties"]
         names = wanted or ["email", "firstname", "lastname", "createdate", "lastmodifieddate", "hs_object_id"]
+        if self.unknown_properties == "absent":  # a property with a value on the record exists, whatever else
+            defined = {p["name"] for p in self.properties}
+            names = [name for name in names if name in defined or name in props]
         out = {name: props.get(name) for name in names}
         # HubSpot always includes these three.
         for always in ("createdate", "lastmodifieddate", "hs_object_id"):
