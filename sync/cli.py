@@ -16,13 +16,24 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import filelock
 
 from . import __version__
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
-from .config import Settings, env_file_path, load_settings, load_state_path, misspelt_settings, shared_env_file
+from .config import (
+    DEFAULT_HUBSPOT_BASE_URL,
+    DEFAULT_MAILERLITE_BASE_URL,
+    Settings,
+    env_file_path,
+    load_settings,
+    load_state_path,
+    misspelt_environment,
+    misspelt_settings,
+    shared_env_file,
+)
+from .endpoints import endpoint_label
 from .engine import Engine, RunOptions
 from .errors import (
     EXIT_ABORTED,
@@ -249,9 +260,13 @@ def clients(settings: Settings, progress: Optional[Progress] = None, started: Op
     deadline = (time.monotonic() if started is None else started) + settings.max_runtime
     return (HubSpotWriter(settings.hubspot_token, settings.hubspot_base_url, timeout=timeout, on_wait=hs_wait,
                           retry=RetryPolicy.from_tunables(tunables, deadline), api_version=settings.hubspot_api_version,
-                          tunables=tunables),
+                          tunables=tunables, token_origin=settings.hubspot_token_origin,
+                          endpoint=endpoint_label(settings.hubspot_base_url, "HUBSPOT_BASE_URL",
+                                                  DEFAULT_HUBSPOT_BASE_URL)),
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
-                             on_wait=ml_wait, retry=RetryPolicy.from_tunables(tunables, deadline), tunables=tunables))
+                             on_wait=ml_wait, retry=RetryPolicy.from_tunables(tunables, deadline), tunables=tunables,
+                             endpoint=endpoint_label(settings.mailerlite_base_url, "MAILERLITE_BASE_URL",
+                                                     DEFAULT_MAILERLITE_BASE_URL)))
 
 
 def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress,
@@ -295,15 +310,19 @@ def report(summary: Summary, as_json: bool, command: str = COMMAND) -> None:
         summary_log.error("%s; done so far: %s", summary.message, describe(summary))
 
 
-def advice_for(env_file: Path) -> List[Tuple[str, str]]:
-    """(key, message) for the settings' advisories: a .env others can read, misspelt names."""
+def advice_for(env_file: Path, environ: Optional[Dict[str, str]] = None) -> List[Tuple[str, str]]:
+    """(key, message) for the settings' advisories: a .env others can read, misspelt names (in the
+    file, or variables of the environment named like ours)."""
     found = []
     shared = shared_env_file(env_file)
     if shared:
         found.append((f"{ENV_FILE_SHARED}{env_file}", shared))
-    for name, close in misspelt_settings(env_file):
+    unknown = [(str(env_file), name, close) for name, close in misspelt_settings(env_file)]
+    unknown += [("the environment", name, close)
+                for name, close in misspelt_environment(dict(os.environ) if environ is None else environ)]
+    for where, name, close in unknown:
         hint = f"did you mean {close}? " if close else ""
-        found.append((f"{UNKNOWN_SETTING}{name}", f"{env_file}: the program reads no setting {name}; {hint}it is "
+        found.append((f"{UNKNOWN_SETTING}{name}", f"{where}: the program reads no setting {name}; {hint}it is "
                                                  f"ignored until renamed"))
     return found
 
@@ -468,8 +487,11 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
             for _, message in advice:
                 log.warning("%s", message)
             hubspot, mailerlite = clients(settings, started=started, tunables=tunables)
-            return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
+            code = Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
                              check_write_back=write_back, check_engagement=engagement).run()
+            # A setting the program does not read is a setting that silently does nothing.
+            misspelt = any(key.startswith(UNKNOWN_SETTING) for key, _ in advice)
+            return EXIT_CONFIG if misspelt else code
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import io
 import logging
 import os
@@ -22,6 +21,7 @@ from .errors import ConfigError
 from .hubspot_schema import DEFAULT_API_VERSION as DEFAULT_HUBSPOT_API_VERSION
 from .mapping_file import env_group_names
 from .redaction import register_secrets
+from .suggest import closest
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Settings:
     engagement: bool = False  # SYNC_ENGAGEMENT: MailerLite emails sent, opens, clicks, rates onto HubSpot contacts
     engagement_hours: float = 24.0  # SYNC_ENGAGEMENT_HOURS: how often (it reads every subscriber)
     consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses' consent is read
+    hubspot_token_origin: str = ""  # "HUBSPOT_ACCESS_TOKEN, read from <file>" (or "from the environment")
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -128,6 +129,9 @@ KNOWN_SETTINGS = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", "MAILERLITE_API_KEY
 OUR_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK")
 
 
+ENVIRONMENT_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_")  # in the environment only these are surely ours
+
+
 def misspelt_settings(env_file: Path, known: Sequence[str] = KNOWN_SETTINGS) -> List[Tuple[str, str]]:
     """(name, closest known name or "") for each name in the .env file that the program does not
     read but that looks meant for it: ours by its prefix, or close to one of ours."""
@@ -139,10 +143,17 @@ def misspelt_settings(env_file: Path, known: Sequence[str] = KNOWN_SETTINGS) -> 
     for name in dict.fromkeys(names):
         if name in known:
             continue
-        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.75)
+        close = closest(name, known, cutoff=0.75)
         if close or name.upper().startswith(OUR_PREFIXES):
-            found.append((name, close[0] if close else ""))
+            found.append((name, close))
     return found
+
+
+def misspelt_environment(environ: Mapping[str, str], known: Sequence[str] = KNOWN_SETTINGS) -> List[Tuple[str, str]]:
+    """(name, closest known name or "") for each environment variable named like one of ours
+    (HUBSPOT_*, MAILERLITE_*, SYNC_*) that the program does not read."""
+    return [(name, closest(name, known, cutoff=0.75)) for name in sorted(environ)
+            if name.upper().startswith(ENVIRONMENT_PREFIXES) and name not in known]
 
 
 def env_file_path(env_file: Optional[Path]) -> Path:
@@ -209,6 +220,18 @@ def _token(values: Mapping[str, str], name: str, *aliases: str) -> str:
     return token
 
 
+def _token_origin(environ: Mapping[str, str], env_file: Optional[Path], *names: str) -> str:
+    """Which setting held the token and where it was read: what to check when it is refused."""
+    for name in names:
+        if (environ.get(name) or "").strip():
+            return f"{name}, read from the environment"
+    file_values = read_env(env_file_path(env_file), {})
+    for name in names:
+        if (file_values.get(name) or "").strip():
+            return f"{name}, read from {env_file_path(env_file)}"
+    return names[0]
+
+
 def _raw_settings(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_file_given: bool) -> dict:
     if env_file_given and env_file is not None and not env_file.exists():
         raise ConfigError(f"--env-file {env_file_path(env_file)} does not exist")
@@ -225,13 +248,15 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
     hubspot_token = _token(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
     mailerlite_token = _token(values, "MAILERLITE_API_KEY")
     register_secrets((hubspot_token, mailerlite_token))  # from here on, no output can show them
-    state_db = (values.get("SYNC_STATE_DB") or "").strip()
+    state_db = _state_path((values.get("SYNC_STATE_DB") or "").strip(), env_file)
+    if not (values.get("SYNC_STATE_DB") or "").strip():
+        _no_silent_state_move(env_file, state_db)
     return Settings(
         hubspot_token=hubspot_token,
         mailerlite_token=mailerlite_token,
         hubspot_base_url=_base_url(values, "HUBSPOT_BASE_URL", DEFAULT_HUBSPOT_BASE_URL),
         mailerlite_base_url=_base_url(values, "MAILERLITE_BASE_URL", DEFAULT_MAILERLITE_BASE_URL),
-        state_db=_state_path(state_db),
+        state_db=state_db,
         http_timeout=_positive_number(values, "SYNC_HTTP_TIMEOUT", 60.0),
         mapping_file=_project_path(values.get("SYNC_MAPPING_FILE") or ""),
         groups=env_group_names(values.get("MAILERLITE_GROUPS")),
@@ -244,6 +269,8 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         engagement=_flag(values, "SYNC_ENGAGEMENT"),
         engagement_hours=_positive_number(values, "SYNC_ENGAGEMENT_HOURS", 24.0),
         consent_sweep_hours=_positive_number(values, "SYNC_CONSENT_SWEEP_HOURS", 24.0),
+        hubspot_token_origin=_token_origin(os.environ if environ is None else environ, env_file,
+                                           "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY"),
     )
 
 
@@ -282,7 +309,7 @@ def load_state_path(env_file: Optional[Path] = None, environ: Optional[Mapping[s
     # Any token that is set is still kept out of what they print (rows from older versions).
     register_secrets((values.get(k) or "").strip() for k in ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY",
                                                                  "MAILERLITE_API_KEY"))
-    return _state_path((values.get("SYNC_STATE_DB") or "").strip())
+    return _state_path((values.get("SYNC_STATE_DB") or "").strip(), env_file)
 
 
 def _project_path(raw: str) -> Optional[Path]:
@@ -307,5 +334,31 @@ def _positive_number(values: Mapping[str, str], name: str, default: float) -> fl
     return number
 
 
-def _state_path(raw: str) -> Path:
-    return _project_path(raw) or PROJECT_DIR / "sync_state.db"
+def _state_path(raw: str, env_file: Optional[Path] = None) -> Path:
+    return _project_path(raw) or default_state_path(env_file)
+
+
+def default_state_path(env_file: Optional[Path]) -> Path:
+    """Where the state lives without SYNC_STATE_DB. The default .env keeps it beside main.py (existing
+    installs keep their state); any other --env-file keeps it beside that file, named after it
+    (clientB.env -> clientB.state.db), so each client has its own state, lock and history."""
+    shared = PROJECT_DIR / "sync_state.db"
+    if env_file is None:
+        return shared
+    path = env_file_path(env_file)
+    if path == PROJECT_DIR / ".env" or path.parent == Path(os.devnull).parent:  # /dev/null: no file at all
+        return shared
+    name = path.name[:-len(".env")] if path.name.endswith(".env") else path.stem
+    return path.parent / (f"{name}.state.db" if name else "sync_state.db")
+
+
+def _no_silent_state_move(env_file: Optional[Path], state_db: Path) -> None:
+    """An install that ran --env-file with the shared state before this version: which client that
+    state belongs to cannot be told here, so the run stops and says what to do (nothing is written)."""
+    shared = PROJECT_DIR / "sync_state.db"
+    if state_db == shared or state_db.exists() or not shared.exists():
+        return
+    raise ConfigError(f"settings from {env_file_path(env_file)} now keep their own state at {state_db}, which does "
+                      f"not exist yet, while the shared state {shared} does. If that state is this client's, move it "
+                      f"(mv {shared} {state_db}); if it is another client's, set SYNC_STATE_DB={state_db} in "
+                      f"{env_file_path(env_file)} to start this client's own")

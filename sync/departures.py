@@ -109,7 +109,8 @@ def mass_leave_problem(leaving: int, synced: int, mapping: Mapping, allowed: boo
         return None
     return (f"{leaving} of {synced} synced contacts would leave the sync in this run (more than "
             f"{mapping.mass_leave_percent:g}% and more than {mapping.mass_leave_min}); nobody left. If that is "
-            f"right, run once with {ALLOW_FLAG}")
+            f"right, run once with {ALLOW_FLAG}; never for another client's settings sharing this state (each "
+            f"client needs its own: its own --env-file or SYNC_STATE_DB)")
 
 
 def next_try_ms(attempts: int, now_ms: int, first_ms: int, max_ms: int) -> int:

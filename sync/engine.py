@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
+from .accounts import check_same_accounts, prove_credentials
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .consent_sweep import ConsentSweep
@@ -38,6 +39,7 @@ from .mapping import (
 from .preflight import SCHEMA_READ_SCOPE
 from .retrying import Transient
 from .state import ContactRecord, Result, State, Synced
+from .suggest import unknown_names_message
 from .summary import Summary
 from .tunables import DEFAULTS, Tunables
 from .write_back import WriteBack
@@ -108,6 +110,7 @@ class Engine:
         self._field_types: Dict[str, str] = ({str(k): str(v) for k, v in seen_types.items()}
                                              if isinstance(seen_types, dict) else {})
         self._fields_checked = False
+        self._names_checked = False  # the mapping's property names, against what the first page returned
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
@@ -125,10 +128,15 @@ class Engine:
         self._run_id = self.state.start_run(summary.mode, self.options.dry_run)
         synced_before = self.state.count_contacts()
         try:
+            # Both tokens proven and the state's accounts checked before anything else, idle runs too.
+            check_same_accounts(self.state, prove_credentials(self.hubspot, self.mailerlite),
+                                record=not self.options.dry_run)
             write_back = self._prepare_write_back(start_ms)
             engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
-            if self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
-                self._property_info()  # the opt-out properties named in the mapping exist, before any write
+            if full or self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
+                # Every property the mapping names exists, before any write (an incremental run checks
+                # at its first changed contact, so an idle one spends no request on it).
+                self._property_info()
             self.departures.retry_pending()  # what earlier runs could not apply comes first
             if full and not self.options.dry_run:
                 self.state.set_full_pass_pending(True)
@@ -266,6 +274,8 @@ class Engine:
             self.address_consent.opted_out(let_go)
 
     def _process_page(self, page: List[Contact], full: bool) -> None:
+        if not self._names_checked:
+            self._check_names_returned(page)
         ids = [c["id"] for c in page]
         known = self.state.records(ids)
         emails = [normalise_email(c["properties"].get("email")) for c in page]
@@ -329,9 +339,26 @@ class Engine:
                                   f"optout_properties; fix the mapping file (python main.py --check)")
             missing = [p for p in self.mapping.properties() if p not in self._info]
             if defs and missing:
-                log.warning("HubSpot has no contact property %s; check the mapping (python main.py --check)",
-                            ", ".join(missing))
+                # Read as empty, a misspelt property would clear its field for every subscriber.
+                raise ConfigError(unknown_names_message("HubSpot has no contact property", missing, defs,
+                                                        "fix the mapping file; nothing was written"))
         return self._info
+
+    def _check_names_returned(self, page: List[Contact]) -> None:
+        """Without crm.schemas.contacts.read the definitions are unknown, so the mapping's names are
+        checked against the first page read: HubSpot leaves a requested property that does not exist
+        out of its answer, so one that no contact carries at all is a typo (exit 2, before any write).
+        Where HubSpot answers such a property as null instead (unconfirmed), this finds nothing."""
+        self._names_checked = True
+        if self._property_info() or not page:
+            return  # the definitions were read: every name was checked against them
+        returned: Set[str] = set().union(*(c["properties"].keys() for c in page))
+        missing = [p for p in self.mapping.properties() if p not in returned]
+        if missing:
+            raise ConfigError(unknown_names_message(
+                "HubSpot returned no contact property", missing, returned,
+                "fix the mapping file; nothing was written (the token lacks crm.schemas.contacts.read, so names "
+                "are checked against the contacts read; add the scope to check them against HubSpot's list)"))
 
     def _map(self, contact: Contact) -> Outcome:
         return map_contact(contact, self.mapping, self._property_info(), self._lists_of(contact["id"]),

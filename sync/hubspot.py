@@ -21,6 +21,7 @@ from hubspot.crm.contacts.exceptions import ApiException  # type: ignore[import-
 
 from . import hubspot_schema as hs
 from .casting import property_options, to_epoch_ms
+from .endpoints import endpoint_label, network_failure
 from .errors import AbortRun, AuthError, ConfigError
 from .http_limits import bound_api_client, decode
 from .hubspot_answers import AUTH, DAILY_LIMIT, MISSING_SCOPES, OK, RATE_LIMITED, RETRY, Verdict, classify
@@ -45,12 +46,17 @@ class HubSpotRefused(AbortRun):
         self.reason = reason or message
 
 
+class MissingScopes(AuthError):
+    """HubSpot refused the token for a scope it lacks (the token itself is valid)."""
+
+
 class TLSFailure(AbortRun):
     """The server's certificate could not be verified: retrying cannot help, nor is it safe to go on."""
 
 
-def _exception_for(verdict: Verdict, what: str, interval_s: float) -> Exception:
-    """The exception a non-OK verdict raises inside a request's retried attempt."""
+def _exception_for(verdict: Verdict, what: str, interval_s: float, token_origin: str = "") -> Exception:
+    """The exception a non-OK verdict raises inside a request's retried attempt; `token_origin`
+    (the setting and the file it was read from) is added when the token itself is refused."""
     if verdict.kind == RATE_LIMITED:
         wait = verdict.retry_after
         if wait is None and verdict.policy == "TEN_SECONDLY_ROLLING":
@@ -63,9 +69,10 @@ def _exception_for(verdict: Verdict, what: str, interval_s: float) -> Exception:
         return Transient(verdict.reason, verdict.retry_after)
     if verdict.kind == MISSING_SCOPES:
         detail = f"missing scope {', '.join(verdict.scopes)}" if verdict.scopes else verdict.reason
-        return AuthError(f"HubSpot rejected the access token: {detail}")
+        return MissingScopes(f"HubSpot rejected the access token: {detail}")
     if verdict.kind == AUTH:
-        return AuthError(f"HubSpot rejected the access token: {verdict.reason}")
+        origin = f" ({token_origin}; check it, or make a new token)" if token_origin else ""
+        return AuthError(f"HubSpot rejected the access token: {verdict.reason}{origin}")
     return HubSpotRefused(f"HubSpot refused {what} (HTTP {verdict.status}): {verdict.reason}", verdict.status,
                           verdict.reason)
 
@@ -82,8 +89,10 @@ class HubSpotReader:
     def __init__(self, token: str, base_url: str, retry: Optional[RetryPolicy] = None,
                  timeout: Tuple[float, float] = (10.0, 60.0), on_wait: Optional[Callable[[str, float], None]] = None,
                  api_version: str = hs.DEFAULT_API_VERSION, tunables: Tunables = DEFAULTS,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        """`retry` defaults to one built from `tunables`; `sleep` is the pacing's (not the retries')."""
+                 sleep: Callable[[float], None] = time.sleep, endpoint: str = "", token_origin: str = "") -> None:
+        """`retry` defaults to one built from `tunables`; `sleep` is the pacing's (not the retries').
+        `endpoint` (host, port and the setting that chose them) and `token_origin` (the token's
+        setting and where it was read) are named in network errors and token refusals."""
         # retry=False turns urllib3's own retries off: retries live in ONE layer (ours).
         client = HubSpot(access_token=token, host=base_url, retry=False)
         # Any generated API's ApiClient sends any path with the token, pool and TLS settings.
@@ -94,6 +103,8 @@ class HubSpotReader:
         self._token = token
         self._base_url = base_url.rstrip("/")
         self._host = urlsplit(base_url).hostname or base_url
+        self._endpoint = endpoint or endpoint_label(base_url)
+        self._token_origin = token_origin
         self.api_version = api_version
         self.retry = retry or RetryPolicy.from_tunables(tunables)
         self.timeout = timeout
@@ -137,9 +148,9 @@ class HubSpotReader:
                 if "CERTIFICATE_VERIFY_FAILED" in reason.upper():
                     raise TLSFailure(f"TLS certificate verification failed for {self._host}") from None
                 raise TLSFailure(f"TLS connection to {self._host} failed") from None
-            raise Transient(f"network error ({reason.splitlines()[0][:80] if reason else 'no reason'})") from None
+            raise Transient(network_failure(self._endpoint, reason)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise Transient(f"network error ({exc.__class__.__name__})") from None
+            raise Transient(network_failure(self._endpoint, f"{exc.__class__.__name__} {exc}")) from None
 
     def _call(self, what: str, method: str, path: str, query: Optional[List[Tuple[str, str]]] = None,
               body: Optional[Dict[str, Any]] = None, search: bool = False,
@@ -154,7 +165,7 @@ class HubSpotReader:
             self._note_headers(headers, search)
             verdict = classify(status, raw, headers)
             if verdict.kind != OK:
-                raise _exception_for(verdict, what, self._interval_s)
+                raise _exception_for(verdict, what, self._interval_s, self._token_origin)
             try:
                 data = json.loads(raw)
             except ValueError:
@@ -347,6 +358,15 @@ class HubSpotReader:
                 if is_record_id(record) and isinstance(lists, list):
                     found[int(str(record))] = {str(m.get("listId")) for m in lists if isinstance(m, dict)}
         return found
+    def portal_id(self) -> Optional[str]:
+        """The HubSpot account (portal) the token belongs to, from the account details; None where
+        they are not answered (unknown, never taken for a mismatch). A refused token stops the run."""
+        try:
+            data = self._call("account details", "GET", self._path(hs.ACCOUNT_DETAILS_PATH))
+        except (HubSpotRefused, MissingScopes):
+            return None
+        portal = data.get("portalId")
+        return str(portal) if isinstance(portal, (int, str)) and str(portal).strip() else None
 
     def property_definitions(self) -> Dict[str, Dict[str, Any]]:
         """Contact property definitions by name (type, label, options)."""

@@ -31,6 +31,9 @@ TOKEN_INFO_PATH = "/oauth/v2/private-apps/get/access-token-info"
 CONSENT_WIDE_READ_PATH = "/communication-preferences/{v}/statuses/batch/unsubscribe-all/read"
 CONSENT_READ_PATH = "/communication-preferences/{v}/statuses/batch/read"
 CONSENT_BATCH_SIZE = 100  # the spec states no limit; assumed, as for every other batch
+# The account's details (portalId), for any token kind (the published Account Info spec; whether
+# every token kind may read it is unconfirmed: a refusal means "unknown").
+ACCOUNT_DETAILS_PATH = "/account-info/{v}/details"
 
 # Limits.
 PAGE_SIZE = 100  # the contact listing's maximum

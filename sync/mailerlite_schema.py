@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 from .errors import ConfigError
 from .mailerlite import MailerLiteClient, NameTaken, oldest
 from .mapping import Mapping
+from .suggest import unknown_names_message
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ class MailerLiteSchema:
                     if isinstance(f, dict) and f.get("key")}
         missing = {key: kind for key, kind in planned.items() if key not in existing}
         if missing and not self.mapping.create_missing_fields:
-            names = ", ".join(sorted(missing))
-            raise ConfigError(f"MailerLite has no field {names}: create it in MailerLite, or set "
-                              f"create_missing_fields = true in the mapping file")
+            raise ConfigError(unknown_names_message("MailerLite has no field", sorted(missing), existing,
+                                                    "fix the mapping file, create the field in MailerLite, or set "
+                                                    "create_missing_fields = true in the mapping file"))
         for key, kind in sorted(missing.items()):
             made = self.mailerlite.create_field(key, kind)
             if made.get("key") != key:

@@ -32,6 +32,7 @@ from .mapping import (
     Mapping,
     PropertyGroupRule,
 )
+from .suggest import did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,7 +58,9 @@ def _check(condition: bool, message: str) -> None:
 def _no_unknown(keys: Any, allowed: Any, where: str) -> None:
     unknown = sorted(set(keys) - set(allowed))
     if unknown:
-        raise _Problem(f"{where}unknown setting {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        hint = did_you_mean(unknown[0], allowed)
+        raise _Problem(f"{where}unknown setting {unknown[0]!r} ({hint + ' ' if hint else ''}allowed: "
+                       f"{', '.join(sorted(allowed))})")
 
 
 def _string_list(value: Any, where: str) -> Tuple[str, ...]:

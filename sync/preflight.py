@@ -21,6 +21,7 @@ from .hubspot_consent import CONSENT_SCOPE_MESSAGE, AddressConsent
 from .hubspot_schema import ENGAGEMENT_PROPERTIES, STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
 from .mapping import DEFAULT_OPTOUT_PROPERTIES, Mapping, Planned, map_contact, normalise_email
+from .suggest import did_you_mean
 
 SAMPLE_CONTACTS = 3
 PROBE_ADDRESS = "consent-check@example.invalid"  # asked about when no sample contact has an address
@@ -106,7 +107,8 @@ class Preflight:
                     self.problems.append(f"HubSpot has no opt-out property {prop!r} ([consent] optout_properties; "
                                          f"per-subscription ones are hs_email_optout_<subscription type id>)")
                 else:
-                    self.problems.append(f"HubSpot has no contact property {prop!r}")
+                    hint = did_you_mean(prop, defs)
+                    self.problems.append(f"HubSpot has no contact property {prop!r}" + (f" ({hint})" if hint else ""))
         sample = self._try(lambda: list(islice(self.hubspot.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)),
                            HUBSPOT)
         self._check_consent_scope(sample if isinstance(sample, list) else [])
@@ -179,8 +181,9 @@ class Preflight:
                 if self.mapping.create_missing_fields:
                     self.notes.append(f"MailerLite field {rule.field} ({planned}) will be created")
                 else:
-                    self.problems.append(f"MailerLite has no field {rule.field!r} (set create_missing_fields = true "
-                                         f"or create it)")
+                    hint = did_you_mean(rule.field, existing)
+                    self.problems.append(f"MailerLite has no field {rule.field!r} ({hint + ' ' if hint else ''}set "
+                                         f"create_missing_fields = true or create it)")
             elif rule.type and existing[rule.field] != rule.type:
                 self.problems.append(f"MailerLite field {rule.field} is {existing[rule.field]}, the mapping says "
                                      f"{rule.type}")

@@ -18,7 +18,7 @@ from tests.conftest import FAST, HS_TOKEN, seed_contacts
 
 DATE_PREFIXES = ("/crm/objects/2026-09/", "/crm/properties/2026-09/", "/crm/lists/2026-09/",
                  "/communication-preferences/2026-09/",
-                 "/oauth/v2/private-apps/get/access-token-info")
+                 "/oauth/v2/private-apps/get/access-token-info", "/account-info/2026-09/")
 
 
 def _grant_write(hs) -> None:

@@ -149,6 +149,7 @@ class FakeHubSpot(FakeAPI):
              endpoint="consent_wide_read"),
         Rule("/communication-preferences/<version:v>/statuses/batch/read", methods=["POST"],
              endpoint="consent_read"),
+        Rule("/account-info/<version:v>/details", methods=["GET"], endpoint="account_details"),
     ], converters={"version": _Version})
 
     def __init__(self, time_scale: float = 1.0, ten_secondly_limit: int = 190,
@@ -191,6 +192,11 @@ class FakeHubSpot(FakeAPI):
         self.validation_rules: Dict[str, str] = {}  # contact id -> an admin validation rule's refusal
         self.in_values_limit = 100  # values one IN filter may hold (unconfirmed: tests try a smaller one)
         self.token_info_answers = True  # False: the token-information endpoint 404s (service keys?)
+        self.portal_id = 1  # the HubSpot account (portal) these tokens belong to
+        # A requested property that does not exist: left out of the answer ("absent", as HubSpot is said
+        # to do; unconfirmed) or answered as null like an empty one ("null"). Either way never an error.
+        self.unknown_properties = "absent"
+        self.account_info_answers = True  # False: the account details endpoint 404s (unconfirmed for every token)
         self.search_lag_ms = 0  # changes this recent are not yet visible to search
         self._clock_ms = 0
 
@@ -349,6 +355,8 @@ class FakeHubSpot(FakeAPI):
 
     @staticmethod
     def _scope_for(request: Request, endpoint: str) -> str:
+        if endpoint == "account_details":
+            return ""  # any valid token may read its own account's details
         if endpoint in ("list_properties", "list_property_groups"):
             return SCHEMA_READ_SCOPE
         if endpoint in ("create_property", "create_property_group", "update_property"):
@@ -394,6 +402,9 @@ class FakeHubSpot(FakeAPI):
         record = self.contacts[cid]
         props = record["properties"]
         names = wanted or ["email", "firstname", "lastname", "createdate", "lastmodifieddate", "hs_object_id"]
+        if self.unknown_properties == "absent":  # a property with a value on the record exists, whatever else
+            defined = {p["name"] for p in self.properties}
+            names = [name for name in names if name in defined or name in props]
         out = {name: props.get(name) for name in names}
         # HubSpot always includes these three.
         for always in ("createdate", "lastmodifieddate", "hs_object_id"):
@@ -673,7 +684,15 @@ class FakeHubSpot(FakeAPI):
         scopes = self.tokens.get(str(body.get("tokenKey") or ""))
         if scopes is None:
             return _error("The token is not a private app access token", "INVALID_AUTHENTICATION", 401)
-        return self.ok({"userId": 1, "hubId": 1, "appId": 1, "scopes": sorted(scopes)})
+        return self.ok({"userId": 1, "hubId": self.portal_id, "appId": 1, "scopes": sorted(scopes)})
+
+    def on_account_details(self, request: Request, v: str = "") -> Response:
+        if not self.account_info_answers:
+            return self.not_found(request)
+        return self.ok({"portalId": self.portal_id, "accountType": "STANDARD", "timeZone": "Europe/Ljubljana",
+                        "companyCurrency": "EUR", "additionalCurrencies": [], "utcOffset": "+01:00",
+                        "utcOffsetMilliseconds": 3600000, "uiDomain": "app-eu1.hubspot.com",
+                        "dataHostingLocation": "eu1"})
 
     def on_memberships(self, request: Request, list_id: str, v: str = "") -> Response:
         if list_id not in self.lists:
