@@ -176,10 +176,10 @@ def test_a_second_clients_settings_on_the_same_state_stop_before_any_write(run, 
     seed_contacts(hs_b, 5, start=100)
     monkeypatch.setenv("HUBSPOT_BASE_URL", hs_b.url)
     monkeypatch.setenv("MAILERLITE_BASE_URL", ml_b.base_url)
-    for flags in ((), ("--full",), ("--full", "--allow-mass-leave")):
+    for flags in ((), ("--full",), ("--full", "--allow-mass-leave"), ("--check",)):
         other = run(*flags)
         assert other.code == 2, flags
-        message = other.summary["message"]
+        message = other.summary["message"] if flags != ("--check",) else other.err
         assert "nothing was done" in message and "SYNC_STATE_DB" in message and "--env-file" in message
         if known != "mailerlite only":
             assert "HubSpot portal 1" in message and "HubSpot portal 2" in message
