@@ -220,12 +220,12 @@ def _token(values: Mapping[str, str], name: str, *aliases: str) -> str:
 
 
 def _token_origin(environ: Mapping[str, str], env_file: Optional[Path], *names: str) -> str:
-    """Which setting held the token and where it was read: what to check when it is refused."""
+    """Which setting held the token and where it was read: what to check when it is refused. The
+    names are tried in the order the token is taken (_required), each from the environment first."""
+    file_values = read_env(env_file_path(env_file), {})
     for name in names:
         if (environ.get(name) or "").strip():
             return f"{name}, read from the environment"
-    file_values = read_env(env_file_path(env_file), {})
-    for name in names:
         if (file_values.get(name) or "").strip():
             return f"{name}, read from {env_file_path(env_file)}"
     return names[0]
