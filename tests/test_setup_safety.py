@@ -246,3 +246,18 @@ def test_an_env_file_that_used_the_shared_state_is_told_how_to_keep_it(run, tmp_
     err = run.capsys.readouterr().err
     assert f"mv {project / 'sync_state.db'} {tmp_path / 'clientA.state.db'}" in err
     assert f"SYNC_STATE_DB={tmp_path / 'clientA.state.db'}" in err
+
+
+@pytest.mark.parametrize("env_file, state", [
+    (None, "PROJECT/sync_state.db"),  # the default .env: existing installs keep their state
+    ("PROJECT/.env", "PROJECT/sync_state.db"),
+    ("/dev/null", "PROJECT/sync_state.db"),  # no file: everything from the environment
+    ("/srv/clients/clientB.env", "/srv/clients/clientB.state.db"),
+    ("/srv/clients/b/.env", "/srv/clients/b/sync_state.db"),
+    ("/srv/clients/acme.conf", "/srv/clients/acme.state.db"),
+])
+def test_the_default_state_follows_the_env_file(monkeypatch, tmp_path, env_file, state):
+    from pathlib import Path
+    monkeypatch.setattr(config, "PROJECT_DIR", tmp_path)
+    given = None if env_file is None else Path(env_file.replace("PROJECT", str(tmp_path)))
+    assert config.default_state_path(given) == Path(state.replace("PROJECT", str(tmp_path)))
