@@ -267,7 +267,8 @@ def clients(settings: Settings, progress: Optional[Progress] = None, started: Op
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
                              on_wait=ml_wait, retry=RetryPolicy.from_tunables(tunables, deadline), tunables=tunables,
                              endpoint=endpoint_label(settings.mailerlite_base_url, "MAILERLITE_BASE_URL",
-                                                     DEFAULT_MAILERLITE_BASE_URL)))
+                                                     DEFAULT_MAILERLITE_BASE_URL),
+                             key_origin=settings.mailerlite_key_origin))
 
 
 def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress,

@@ -55,6 +55,7 @@ class Settings:
     engagement: bool = False  # SYNC_ENGAGEMENT: MailerLite emails sent, opens, clicks, rates onto HubSpot contacts
     engagement_hours: float = 24.0  # SYNC_ENGAGEMENT_HOURS: how often (it reads every subscriber)
     hubspot_token_origin: str = ""  # "HUBSPOT_ACCESS_TOKEN, read from <file>" (or "from the environment")
+    mailerlite_key_origin: str = ""  # "MAILERLITE_API_KEY, read from <file>" (or "from the environment")
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -269,6 +270,7 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         engagement_hours=_positive_number(values, "SYNC_ENGAGEMENT_HOURS", 24.0),
         hubspot_token_origin=_token_origin(os.environ if environ is None else environ, env_file,
                                            "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY"),
+        mailerlite_key_origin=_token_origin(os.environ if environ is None else environ, env_file, "MAILERLITE_API_KEY"),
     )
 
 

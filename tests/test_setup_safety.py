@@ -117,7 +117,7 @@ def test_a_revoked_mailerlite_key_fails_an_idle_run_and_pings_fail(run, hubspot_
     assert run().code == 0
     mailerlite_fake.tokens = {"a-new-key"}  # the old key was revoked; nothing changed in HubSpot
     idle = run()
-    assert idle.code == 2 and "MAILERLITE_API_KEY" in idle.err
+    assert idle.code == 2 and "check MAILERLITE_API_KEY, read from the environment" in idle.err
     assert seen == ["/ping/abc", "/ping/abc/fail"]
 
 
