@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
-from .errors import ConfigError
+from .errors import ConfigError, SyncError
 from .hubspot import HubSpotReader
 from .mailerlite import MailerLiteClient
 from .state import State
@@ -65,3 +65,20 @@ def check_same_accounts(state: State, seen: Accounts, record: bool = True) -> No
     merged = {**{k: v for k, v in seen_values.items() if v is not None}, **recorded}
     if record and merged != recorded:
         state.set_json(ACCOUNTS_KEY, merged)
+
+
+def state_problem(state_db: Path, hubspot: HubSpotReader, mailerlite: MailerLiteClient) -> Optional[str]:
+    """For --check: why a run with these settings would stop on this state file (another pair of
+    accounts' state), or None. Reads the state only when it exists; records nothing."""
+    if not state_db.exists():
+        return None
+    state = State(state_db)
+    try:
+        check_same_accounts(state, prove_credentials(hubspot, mailerlite), record=False)
+    except ConfigError as exc:
+        return str(exc)
+    except SyncError:
+        return None  # a refused token or an outage: --check's own checks say so
+    finally:
+        state.close()
+    return None

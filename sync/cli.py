@@ -21,6 +21,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 import filelock
 
 from . import __version__
+from .accounts import state_problem
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
 from .config import (
     DEFAULT_HUBSPOT_BASE_URL,
@@ -266,7 +267,8 @@ def clients(settings: Settings, progress: Optional[Progress] = None, started: Op
             MailerLiteClient(settings.mailerlite_token, settings.mailerlite_base_url, timeout=timeout,
                              on_wait=ml_wait, retry=RetryPolicy.from_tunables(tunables, deadline), tunables=tunables,
                              endpoint=endpoint_label(settings.mailerlite_base_url, "MAILERLITE_BASE_URL",
-                                                     DEFAULT_MAILERLITE_BASE_URL)))
+                                                     DEFAULT_MAILERLITE_BASE_URL),
+                             key_origin=settings.mailerlite_key_origin))
 
 
 def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress: Progress,
@@ -491,7 +493,10 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
                              check_write_back=write_back, check_engagement=engagement).run()
             # A setting the program does not read is a setting that silently does nothing.
             misspelt = any(key.startswith(UNKNOWN_SETTING) for key, _ in advice)
-            return EXIT_CONFIG if misspelt else code
+            shared_state = state_problem(settings.state_db, hubspot, mailerlite)
+            if shared_state:
+                log.error("%s", shared_state)
+            return EXIT_CONFIG if misspelt or shared_state else code
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
                              write_back=write_back, write_back_hours=settings.write_back_hours,

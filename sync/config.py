@@ -56,6 +56,7 @@ class Settings:
     engagement_hours: float = 24.0  # SYNC_ENGAGEMENT_HOURS: how often (it reads every subscriber)
     consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses' consent is read
     hubspot_token_origin: str = ""  # "HUBSPOT_ACCESS_TOKEN, read from <file>" (or "from the environment")
+    mailerlite_key_origin: str = ""  # "MAILERLITE_API_KEY, read from <file>" (or "from the environment")
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -221,12 +222,12 @@ def _token(values: Mapping[str, str], name: str, *aliases: str) -> str:
 
 
 def _token_origin(environ: Mapping[str, str], env_file: Optional[Path], *names: str) -> str:
-    """Which setting held the token and where it was read: what to check when it is refused."""
+    """Which setting held the token and where it was read: what to check when it is refused. The
+    names are tried in the order the token is taken (_required), each from the environment first."""
+    file_values = read_env(env_file_path(env_file), {})
     for name in names:
         if (environ.get(name) or "").strip():
             return f"{name}, read from the environment"
-    file_values = read_env(env_file_path(env_file), {})
-    for name in names:
         if (file_values.get(name) or "").strip():
             return f"{name}, read from {env_file_path(env_file)}"
     return names[0]
@@ -271,6 +272,7 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         consent_sweep_hours=_positive_number(values, "SYNC_CONSENT_SWEEP_HOURS", 24.0),
         hubspot_token_origin=_token_origin(os.environ if environ is None else environ, env_file,
                                            "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY"),
+        mailerlite_key_origin=_token_origin(os.environ if environ is None else environ, env_file, "MAILERLITE_API_KEY"),
     )
 
 

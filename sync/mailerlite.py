@@ -70,12 +70,13 @@ class MailerLiteClient:
     def __init__(self, token: str, base_url: str, retry: Optional[RetryPolicy] = None,
                  timeout: Tuple[float, float] = (10.0, 60.0),
                  on_wait: Optional[Callable[[str, float], None]] = None, tunables: Tunables = DEFAULTS,
-                 endpoint: str = "") -> None:
+                 endpoint: str = "", key_origin: str = "") -> None:
         """`retry` defaults to one built from `tunables`; `endpoint` (host, port and the setting that
-        chose them) is named in network errors."""
+        chose them) is named in network errors, `key_origin` (where the key was read) in its refusal."""
         self.base_url = base_url.rstrip("/")
         self.host = urlsplit(self.base_url).hostname or "the MailerLite host"
         self.endpoint = endpoint or endpoint_label(self.base_url)
+        self.key_origin = key_origin
         # The account every answer names in its x-account_id header (seen in the recordings, not
         # documented): None until an answer carries it.
         self.account_id: Optional[str] = None
@@ -123,7 +124,7 @@ class MailerLiteClient:
             data, garbled = None, True
         verdict = transport_verdict(status, data, garbled)
         if verdict is not None:
-            raise _failure(verdict, status, data, garbled, resp.headers.get("Retry-After"))
+            raise _failure(verdict, status, data, garbled, resp.headers.get("Retry-After"), self.key_origin)
         return status, data
 
     def _retrying(self, method: str, path: str, body: Any, what: str) -> Tuple[int, Any]:
@@ -318,10 +319,11 @@ def _tls_message(host: str, exc: Exception) -> str:
     return f"TLS connection to {host} failed ({exc.__class__.__name__}); check MAILERLITE_BASE_URL"
 
 
-def _failure(verdict: str, status: int, data: Any, garbled: bool, retry_after: Optional[str]) -> Exception:
+def _failure(verdict: str, status: int, data: Any, garbled: bool, retry_after: Optional[str],
+             key_origin: str = "") -> Exception:
     """The exception for an answer the classifier says no caller may take as an answer."""
     if verdict == answers.AUTH:
-        return bad_key()
+        return bad_key(key_origin)
     if verdict == answers.ACCOUNT:
         return refused_account(status, describe_error(data))
     if verdict == answers.IMPORT_LIMITED:
@@ -335,8 +337,9 @@ def _failure(verdict: str, status: int, data: Any, garbled: bool, retry_after: O
     return Transient(f"HTTP {status}")
 
 
-def bad_key() -> AuthError:
-    return AuthError("MailerLite rejected the API key (401 Unauthenticated): check MAILERLITE_API_KEY")
+def bad_key(origin: str = "") -> AuthError:
+    """`origin`: "MAILERLITE_API_KEY, read from <file>" (or the environment), when known."""
+    return AuthError(f"MailerLite rejected the API key (401 Unauthenticated): check {origin or 'MAILERLITE_API_KEY'}")
 
 
 def refused_account(code: int, reason: str) -> AccountRefused:

@@ -584,6 +584,7 @@ def test_optout_in_a_payload_the_writer_must_adapt(run, hubspot_fake, mailerlite
     with a time) from the refusal of an upsert that carries status unsubscribed."""
     text = 'create_missing_fields = true\n[fields]\nborn = { field = "born", type = "date" }\n'
     path = mapping_file(run, text)
+    hubspot_fake.add_property("born", "date", field_type="date")  # a property the mapping names must exist
     cid = hubspot_fake.add_contact({"email": "ann@example.com", "firstname": "Ann", "born": "1990-01-02"},
                                    modified_ms=1)
     assert run("--mapping", path).code == 0

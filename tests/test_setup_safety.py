@@ -117,7 +117,7 @@ def test_a_revoked_mailerlite_key_fails_an_idle_run_and_pings_fail(run, hubspot_
     assert run().code == 0
     mailerlite_fake.tokens = {"a-new-key"}  # the old key was revoked; nothing changed in HubSpot
     idle = run()
-    assert idle.code == 2 and "MAILERLITE_API_KEY" in idle.err
+    assert idle.code == 2 and "check MAILERLITE_API_KEY, read from the environment" in idle.err
     assert seen == ["/ping/abc", "/ping/abc/fail"]
 
 
@@ -176,10 +176,10 @@ def test_a_second_clients_settings_on_the_same_state_stop_before_any_write(run, 
     seed_contacts(hs_b, 5, start=100)
     monkeypatch.setenv("HUBSPOT_BASE_URL", hs_b.url)
     monkeypatch.setenv("MAILERLITE_BASE_URL", ml_b.base_url)
-    for flags in ((), ("--full",), ("--full", "--allow-mass-leave")):
+    for flags in ((), ("--full",), ("--full", "--allow-mass-leave"), ("--check",)):
         other = run(*flags)
         assert other.code == 2, flags
-        message = other.summary["message"]
+        message = other.summary["message"] if flags != ("--check",) else other.err
         assert "nothing was done" in message and "SYNC_STATE_DB" in message and "--env-file" in message
         if known != "mailerlite only":
             assert "HubSpot portal 1" in message and "HubSpot portal 2" in message
@@ -246,3 +246,18 @@ def test_an_env_file_that_used_the_shared_state_is_told_how_to_keep_it(run, tmp_
     err = run.capsys.readouterr().err
     assert f"mv {project / 'sync_state.db'} {tmp_path / 'clientA.state.db'}" in err
     assert f"SYNC_STATE_DB={tmp_path / 'clientA.state.db'}" in err
+
+
+@pytest.mark.parametrize("env_file, state", [
+    (None, "PROJECT/sync_state.db"),  # the default .env: existing installs keep their state
+    ("PROJECT/.env", "PROJECT/sync_state.db"),
+    ("/dev/null", "PROJECT/sync_state.db"),  # no file: everything from the environment
+    ("/srv/clients/clientB.env", "/srv/clients/clientB.state.db"),
+    ("/srv/clients/b/.env", "/srv/clients/b/sync_state.db"),
+    ("/srv/clients/acme.conf", "/srv/clients/acme.state.db"),
+])
+def test_the_default_state_follows_the_env_file(monkeypatch, tmp_path, env_file, state):
+    from pathlib import Path
+    monkeypatch.setattr(config, "PROJECT_DIR", tmp_path)
+    given = None if env_file is None else Path(env_file.replace("PROJECT", str(tmp_path)))
+    assert config.default_state_path(given) == Path(state.replace("PROJECT", str(tmp_path)))
