@@ -40,6 +40,7 @@ from .errors import (
 )
 from .healthcheck import ping
 from .hubspot import HubSpotWriter
+from .invocation import COMMAND
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
@@ -54,7 +55,9 @@ from .summary import SUMMARY_COUNTS, Summary
 from .tunables import DEFAULTS, Tunables
 
 PROGRAM = "hubspot-mailerlite-sync"
-COMMAND = "python main.py"
+# Exit 75 is ordinary (the hourly run met the one before it, still going): said quietly unless the
+# lock has been held longer than SYNC_MAX_RUNTIME plus this margin, when the holder may be hung.
+LOCK_STALE_MARGIN_S = 600.0
 log = logging.getLogger("sync")
 summary_log = logging.getLogger("sync.summary")  # the one line per run that the log file keeps
 # The waits, retry budgets and clock every run is built with (tunables.py). The one seam for tests:
@@ -68,11 +71,18 @@ LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always be
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
-        description="Sync HubSpot contacts into MailerLite subscribers. Settings come from the "
+        description="Sync HubSpot contacts into MailerLite subscribers. Settings come from the\n"
                     "environment and a .env file beside main.py (see .env.example).",
-        epilog="Exit codes: 0 all good; 1 some contacts rejected or failed; 2 configuration or "
-               "credential error; 3 aborted (outage, HubSpot daily limit), progress kept; "
-               "75 another run holds the lock.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n"
+               "  0    all good\n"
+               "  1    finished, but some contacts were rejected or failed (see --rejected)\n"
+               "  2    configuration or credential error; fix it, then run again\n"
+               "  3    aborted (outage, HubSpot daily limit, SYNC_MAX_RUNTIME); progress kept\n"
+               "  75   an earlier run still holds the lock; this one exits (quietly, unless\n"
+               "       the lock is older than SYNC_MAX_RUNTIME allows)\n"
+               "  130  interrupted (Ctrl-C, SIGINT); progress kept\n"
+               "  143  stopped by SIGTERM; progress kept")
     parser.add_argument("--sandbox", action="store_true",
                         help="try it without any account: the real sync against built-in fake HubSpot and "
                              "MailerLite APIs with sample data, on this machine only; kept between runs")
@@ -219,16 +229,34 @@ def add_log_file(path: Path, tunables: Tunables = DEFAULTS) -> None:
     logging.getLogger().addHandler(handler)
 
 
+def lock_held(lock_path: Path, max_runtime: float) -> LockHeld:
+    """The error for a lock another run holds: quiet while that run may still be within its
+    SYNC_MAX_RUNTIME (the lock file's mtime is when it took the lock), loud once it cannot be."""
+    try:
+        held_s = time.time() - lock_path.stat().st_mtime
+    except OSError:
+        held_s = 0.0
+    if held_s <= max_runtime + LOCK_STALE_MARGIN_S:
+        return LockHeld(f"another run is in progress (lock {lock_path}); this one exits", quiet=True)
+    return LockHeld(f"another run has held the lock {lock_path} for {held_s / 60:.0f} min, longer than "
+                    f"SYNC_MAX_RUNTIME ({max_runtime:.0f} s) allows: it may be hung; find it with "
+                    f"`fuser {lock_path}` (or ps) and stop it; no run syncs until it ends")
+
+
 @contextmanager
-def run_lock(state_db: Path) -> Iterator[None]:
+def run_lock(state_db: Path, max_runtime: float = float("inf")) -> Iterator[None]:
     """One run at a time. The OS drops the lock when a process dies, so it is never stale."""
-    lock = filelock.FileLock(str(state_db) + ".lock", timeout=0)
+    lock_path = Path(str(state_db) + ".lock")
+    lock = filelock.FileLock(str(lock_path), timeout=0)
     try:
         state_db.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
+        os.utime(lock_path)  # its mtime says since when it is held (filelock itself leaves it alone)
     except filelock.Timeout:
-        raise LockHeld(f"another run is in progress (lock {state_db}.lock); this one exits") from None
+        raise lock_held(lock_path, max_runtime) from None
     except OSError as exc:
+        if lock.is_locked:
+            lock.release()
         raise StateError(f"cannot create the lock file {state_db}.lock ({exc.strerror or exc}); make the "
                          f"folder {state_db.parent} writable or set SYNC_STATE_DB") from None
     try:
@@ -259,7 +287,7 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
              tunables: Optional[Tunables] = None) -> Summary:
     """One run: the lock, the state, the clients and the engine. `advice` is (key, message) said once."""
     tunables = tunables or TUNABLES
-    with run_lock(settings.state_db):
+    with run_lock(settings.state_db, settings.max_runtime):
         state = State(settings.state_db)
         try:
             Advisories(state).settle(advice)
@@ -361,9 +389,9 @@ def _signals_stop_the_run() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]) -> int:
+def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings], quiet: bool = False) -> int:
     """A run that ended early: one line on stderr, --json honoured, the health check told."""
-    log.error("%s", message)
+    log.log(logging.INFO if quiet else logging.ERROR, "%s", message)
     if as_json:
         print(redact(json.dumps({"exit_code": code, "error": message}, sort_keys=True)))
     if settings is not None and code != EXIT_LOCKED:
@@ -477,7 +505,7 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
                              engagement_hours=settings.engagement_hours)
         summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
     except SyncError as exc:
-        return _failed(exc.exit_code, str(exc), args.json, settings)
+        return _failed(exc.exit_code, str(exc), args.json, settings, getattr(exc, "quiet", False))
     except BrokenPipeError:
         return _reader_went_away(EXIT_OK)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted above

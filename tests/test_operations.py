@@ -21,6 +21,7 @@ from typing import List, Optional
 import pytest
 
 from sync import cli
+from sync.invocation import COMMAND
 from tests.conftest import FAST, seed_contacts
 from tests.test_cli_subprocess import MAIN, fake_env, run_main
 
@@ -123,7 +124,7 @@ def test_problems_reach_stderr_once_and_concisely(hubspot_fake, mailerlite_fake,
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         "WARNING: full sync: read 21, created 20, updated 0, unchanged 0, rejected 1 in "
-        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s (which and why: python main.py --rejected)"]
+        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s (which and why: " + COMMAND + " --rejected)"]
 
 
 def test_verbose_without_a_terminal_tells_what_it_does(hubspot_fake, mailerlite_fake, tmp_path):
@@ -271,7 +272,7 @@ def test_reports_before_any_run_say_so(run, monkeypatch, tmp_path):
     from sync import sandbox
     monkeypatch.setattr(sandbox, "SANDBOX_DIR", tmp_path / "no-sandbox")
     result = run("--history")
-    assert result.code == 2 and "run python main.py first" in result.err and "sandbox" not in result.err
+    assert result.code == 2 and f"run {COMMAND} first" in result.err and "sandbox" not in result.err
 
 
 def test_advisories_are_said_once_under_cron_and_by_every_check(hubspot_fake, mailerlite_fake, tmp_path):

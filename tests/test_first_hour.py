@@ -1,0 +1,133 @@
+"""Issue 23, items 4-9: a newcomer's first hour (and a cron user's first month) has no surprises."""
+
+from __future__ import annotations
+
+import ast
+import os
+import runpy
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import filelock
+import pytest
+
+from tests.conftest import seed_contacts
+from tests.test_cli_subprocess import MAIN, fake_env, run_main
+
+# -- item 6: the Python version, checked before anything that fails on an old Python ---------------------------
+
+
+@pytest.mark.parametrize("version", [(3, 8, 10, "final", 0), (3, 6, 9, "final", 0)])
+def test_an_old_python_is_named_with_what_to_do(version, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "version_info", version)
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
+    monkeypatch.setattr(sys, "argv", [str(MAIN), "--help"])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(str(MAIN), run_name="__main__")
+    message = str(stopped.value.code)
+    found = ".".join(str(part) for part in version[:3])
+    assert message.count("\n") == 0 and f"/usr/bin/python3 is Python {found}" in message
+    assert "3.9 or newer" in message and "Setup Python App" in message and "python3.11" in message
+    assert capsys.readouterr().out == ""  # stopped before --help: nothing else was imported or run
+
+
+def test_a_new_enough_python_passes_the_check():
+    checks = runpy.run_path(str(MAIN), run_name="not_main")
+    assert checks["python_version_problem"]((3, 9, 0), "/usr/bin/python3") is None
+    assert checks["python_version_problem"]((3, 13, 1), "/usr/bin/python3") is None
+    assert "3.8.18" in checks["python_version_problem"]((3, 8, 18), "/opt/python")
+
+
+def test_main_py_itself_parses_on_old_pythons():
+    # No f-strings or annotations in main.py: an old interpreter must get as far as the check.
+    tree = ast.parse(MAIN.read_text())
+    newer = [type(node).__name__ for node in ast.walk(tree)
+             if isinstance(node, (ast.JoinedStr, ast.AnnAssign, ast.NamedExpr))
+             or (isinstance(node, ast.arg) and node.annotation is not None)
+             or (isinstance(node, ast.FunctionDef) and node.returns is not None)]
+    assert newer == []
+
+
+# -- item 5: cron-grade messages -------------------------------------------------------------------------------
+
+
+def test_hints_give_the_interpreter_and_main_py_by_absolute_path(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 3)
+    hubspot_fake.add_contact({"email": "broken@"}, modified_ms=1)
+    elsewhere = tmp_path / "home"
+    elsewhere.mkdir()
+    done = run_main([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), elsewhere)
+    assert done.returncode == 1
+    hint = done.stderr.split("(which and why: ", 1)[1].split(")")[0]
+    interpreter, main_py, flag = shlex.split(hint)
+    assert (interpreter, main_py, flag) == (sys.executable, str(MAIN), "--rejected")
+    # The hint runs as printed, from the folder cron starts in, with no venv activated.
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV",)}
+    env.update(fake_env(hubspot_fake, mailerlite_fake, tmp_path))
+    again = subprocess.run(shlex.split(hint), cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "broken@" in again.stdout
+
+
+def test_an_ordinary_overlap_is_quiet_and_a_hung_run_is_not(hubspot_fake, mailerlite_fake, tmp_path):
+    env = dict(fake_env(hubspot_fake, mailerlite_fake, tmp_path), SYNC_MAX_RUNTIME="600")
+    lock_path = Path(str(tmp_path / "state.db") + ".lock")
+    with filelock.FileLock(str(lock_path), timeout=0):
+        os.utime(lock_path, (time.time() - 300,) * 2)  # taken five minutes ago
+        quiet = run_main([], env, tmp_path)
+        os.utime(lock_path, (time.time() - 3 * 3600,) * 2)  # taken three hours ago: SYNC_MAX_RUNTIME is 10 min
+        loud = run_main([], env, tmp_path)
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (75, "", "")
+    assert loud.returncode == 75 and loud.stdout == ""
+    lines = loud.stderr.splitlines()
+    assert len(lines) == 1 and "180 min" in lines[0] and "SYNC_MAX_RUNTIME" in lines[0] and str(lock_path) in lines[0]
+    assert hubspot_fake.log == []
+
+
+def test_a_run_marks_when_it_took_the_lock(hubspot_fake, mailerlite_fake, tmp_path):
+    env = fake_env(hubspot_fake, mailerlite_fake, tmp_path)
+    lock_path = Path(str(tmp_path / "state.db") + ".lock")
+    lock_path.touch()
+    os.utime(lock_path, (1_000_000_000,) * 2)  # left by a run years ago
+    assert run_main([], env, tmp_path).returncode == 0
+    assert lock_path.stat().st_mtime > time.time() - 3600
+
+
+def test_help_lists_every_exit_code(tmp_path):
+    done = run_main(["--help"], {}, tmp_path)
+    epilog = done.stdout.split("exit codes:", 1)[1]
+    codes = [line.split()[0] for line in epilog.splitlines() if line.strip() and line.split()[0].isdigit()]
+    assert codes == ["0", "1", "2", "3", "75", "130", "143"]
+    assert all(len(line) <= 80 for line in done.stdout.splitlines())
+
+
+class _RefusingPings(BaseHTTPRequestHandler):
+    status = 404
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_a_failing_healthcheck_ping_names_the_http_status(run, hubspot_fake, monkeypatch, status):
+    _RefusingPings.status = status
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingPings)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HEALTHCHECK_URL", f"http://127.0.0.1:{server.server_port}/ping/abc")
+        seed_contacts(hubspot_fake, 2)
+        result = run()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.code == 0
+    assert f"healthcheck ping to 127.0.0.1 failed (HTTP {status}" in result.err
