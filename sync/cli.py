@@ -143,6 +143,9 @@ class SafeOutput:
     def flush(self) -> None:
         self.out.flush()
 
+    def fileno(self) -> int:  # the terminal's width (--check fits it)
+        return self.out.fileno()
+
 
 def _count(text: str) -> int:
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import runpy
 import shlex
@@ -16,6 +17,7 @@ from pathlib import Path
 import filelock
 import pytest
 
+from sync import cli
 from tests.conftest import seed_contacts
 from tests.test_cli_subprocess import MAIN, fake_env, run_main
 
@@ -131,3 +133,36 @@ def test_a_failing_healthcheck_ping_names_the_http_status(run, hubspot_fake, mon
         server.server_close()
     assert result.code == 0
     assert f"healthcheck ping to 127.0.0.1 failed (HTTP {status}" in result.err
+
+
+# -- item 7: 80 columns ---------------------------------------------------------------------------------------
+
+
+def test_check_and_history_fit_80_columns_and_json_keeps_every_field(run, hubspot_fake, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)  # not a terminal: 80 columns, as in cron mail
+    seed_contacts(hubspot_fake, 5, company="Vereinigte Hüttenwerke und Maschinenfabriken Aktiengesellschaft")
+    hubspot_fake.add_contact({"email": "bad"}, modified_ms=1)
+    run()
+    run("--dry-run")
+    check = run("--check")
+    assert "Mapping:" in check.out and "Vereinigte" in check.out
+    run.capsys.readouterr()
+    code = cli.main(["--env-file", str(run.env_file), "--history"])  # the text view (the runner adds --json)
+    text = run.capsys.readouterr().out
+    assert code == 0 and "rejected 1" in text and "dry run" in text
+    for line in check.out.splitlines() + text.splitlines():
+        assert len(line) < 80, line
+    runs = json.loads(run("--history").out)
+    assert [r["dry_run"] for r in runs] == [True, False]  # booleans, like the run summary's
+    assert set(runs[0]) >= {"read", "created", "updated", "unchanged", "skipped", "rejected", "failed",
+                            "not_reactivated", "left_scope", "started_at", "finished_at", "exit_code", "mode"}
+
+
+def test_a_narrow_terminal_gets_narrower_history(run, hubspot_fake, monkeypatch):
+    seed_contacts(hubspot_fake, 3)
+    run()
+    monkeypatch.setenv("COLUMNS", "50")
+    run.capsys.readouterr()
+    assert cli.main(["--env-file", str(run.env_file), "--history"]) == 0
+    lines = run.capsys.readouterr().out.splitlines()
+    assert len(lines) >= 3 and all(len(line) < 50 for line in lines)
