@@ -432,13 +432,13 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
             return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
                              check_engagement=True).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
-        # Engagement on: the sandbox shows contacts' MailerLite figures as HubSpot would hold them.
+        # Engagement as for real: on only when the mapping turns it on (the sandbox then shows the figures).
         options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
-                             engagement=True)
+                             engagement=mapping.engagement)
         summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
         report(summary, args.json, sandbox.COMMAND)
         if not args.json:
-            box.tell(summary, sys.stdout)
+            box.tell(summary, sys.stdout, engagement=options.engagement)
         return summary.exit_code
 
 

@@ -7,6 +7,8 @@ import json
 import os
 import runpy
 import shlex
+import shutil
+import stat
 import subprocess
 import sys
 import threading
@@ -166,3 +168,60 @@ def test_a_narrow_terminal_gets_narrower_history(run, hubspot_fake, monkeypatch)
     assert cli.main(["--env-file", str(run.env_file), "--history"]) == 0
     lines = run.capsys.readouterr().out.splitlines()
     assert len(lines) >= 3 and all(len(line) < 50 for line in lines)
+
+
+# -- item 8: the sandbox is private and explained ---------------------------------------------------------------
+
+
+def _sandbox(main_py: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+    env.update(TMPDIR=str(tmp_path / "tmp"), COLUMNS="200")
+    return subprocess.run([sys.executable, str(main_py), "--sandbox", *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_each_user_and_checkout_has_its_own_private_sandbox(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    other = tmp_path / "other-checkout"
+    shutil.copytree(MAIN.parent / "sync", other / "sync", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(MAIN, other / "main.py")
+    shutil.copy(MAIN.parent / "mapping.example.toml", other / "mapping.example.toml")
+    for main_py in (MAIN, other / "main.py"):
+        assert _sandbox(main_py, tmp_path).returncode == 1  # the sample's invalid address, on purpose
+    folders = sorted((tmp_path / "tmp").iterdir())
+    assert len(folders) == 2, folders
+    for folder in folders:
+        assert f"-{os.getuid()}-" in folder.name
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert (folder / "sync_state.db").exists()
+
+
+def test_a_sandbox_folder_of_someone_else_is_not_used(tmp_path, monkeypatch):
+    from sync import sandbox
+    planted = tmp_path / "planted"
+    planted.symlink_to(tmp_path)  # not a folder of the user's own making
+    monkeypatch.setattr(sandbox, "SANDBOX_DIR", planted)
+    code = cli.main(["--sandbox"])
+    assert code == 2 and (tmp_path / "planted").is_symlink()
+
+
+def test_the_sandbox_says_what_its_data_holds_and_keeps_accents(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    first = _sandbox(MAIN, tmp_path)
+    assert "300 made-up HubSpot contacts" in first.stdout and "without an email address" in first.stdout
+    assert "soren." in first.stdout and "Søren" in first.stdout and "sren." not in first.stdout
+    assert "The most opens" not in first.stdout and "Engagement" in first.stdout and "is off" in first.stdout
+    again = _sandbox(MAIN, tmp_path, "--json")
+    summary = json.loads(again.stdout.splitlines()[-1])
+    assert (summary["created"], summary["updated"]) == (0, 0)
+    if summary["read"]:  # within the search-lag margin of the first run: said why
+        assert "minutes of HubSpot changes again" in again.stderr + again.stdout
+
+
+def test_the_sandbox_shows_engagement_when_the_mapping_turns_it_on(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text((MAIN.parent / "mapping.example.toml").read_text().replace("# engagement = true",
+                                                                                   "engagement = true"))
+    done = _sandbox(MAIN, tmp_path, "--mapping", str(mapping))
+    assert "The most opens" in done.stdout and "is off" not in done.stdout
