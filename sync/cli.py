@@ -23,6 +23,7 @@ import filelock
 from . import __version__
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
 from .config import Settings, env_file_path, load_settings, load_state_path, misspelt_settings, shared_env_file
+from .dry_run_report import PlanReport
 from .engine import Engine, RunOptions
 from .errors import (
     EXIT_ABORTED,
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "those go")
     parser.add_argument("--reset", action="store_true",
                         help="with --sandbox: start over from fresh sample data")
-    parser.add_argument("--dry-run", action="store_true", help="read and plan, write nothing to MailerLite")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read and plan, write nothing to MailerLite (with --verbose: each planned action)")
     parser.add_argument("--full", action="store_true",
                         help="re-read every HubSpot contact (after a mapping change, say); "
                              "only contacts whose mapped data changed are sent")
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the last runs, one line each (with --json: as JSON)")
     parser.add_argument("--rejected", action="store_true",
                         help="export the rejected and failed contacts as CSV (to stdout or --output)")
-    parser.add_argument("--output", type=Path, metavar="FILE", help="with --rejected: write the CSV here")
+    parser.add_argument("--output", type=Path, metavar="FILE",
+                        help="with --rejected: write the CSV here; with --dry-run: each planned action as CSV")
     parser.add_argument("--allow-mass-leave", action="store_true",
                         help="for this run only: let more contacts leave the sync than the mass-leave guard "
                              "allows (mass_leave_percent / mass_leave_min in the mapping file)")
@@ -161,9 +164,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     """The flags; combinations that would silently do something else are errors (exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.output and not args.rejected:
-        parser.error("--output goes with --rejected (it names the CSV file); without --rejected nothing is "
-                     "written there")
+    if args.output and not (args.rejected or args.dry_run):
+        parser.error("--output goes with --rejected or --dry-run (it names the CSV file); without either "
+                     "nothing is written there")
     if (args.touch or args.reset) and not args.sandbox:
         parser.error("--touch and --reset go with --sandbox")
     return args
@@ -369,6 +372,26 @@ def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: s
         state.close()
 
 
+@contextmanager
+def dry_run_plan(args: argparse.Namespace) -> Iterator[Optional[PlanReport]]:
+    """A dry run's listing of planned actions, when --verbose or --output asks for one (else None:
+    nothing is spent on it)."""
+    if not args.dry_run or args.rejected or not (args.verbose or args.output):
+        yield None
+        return
+    if not args.output:
+        yield PlanReport(verbose=True)
+        return
+    try:
+        handle = open_private(args.output)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {os.path.abspath(args.output)}: {exc.strerror or exc}") from None
+    with handle:
+        plan = PlanReport(verbose=args.verbose, out=handle)
+        yield plan
+    log.info("%d planned actions written to %s", plan.count, args.output)
+
+
 def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
     """SIGTERM (and SIGINT) end the run like Ctrl-C: recorded, lock released, one line."""
     signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up short
@@ -433,9 +456,10 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
                              check_engagement=True).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         # Engagement as for real: on only when the mapping turns it on (the sandbox then shows the figures).
-        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
-                             engagement=mapping.engagement)
-        summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
+        with dry_run_plan(args) as plan:
+            options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run,
+                                 count_total=progress.enabled, engagement=mapping.engagement, plan=plan)
+            summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
         report(summary, args.json, sandbox.COMMAND)
         if not args.json:
             box.tell(summary, sys.stdout, engagement=options.engagement)
@@ -502,11 +526,12 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
             return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
                              check_write_back=write_back, check_engagement=engagement).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
-        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
-                             write_back=write_back, write_back_hours=settings.write_back_hours,
-                             allow_mass_leave=args.allow_mass_leave, engagement=engagement,
-                             engagement_hours=settings.engagement_hours)
-        summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
+        with dry_run_plan(args) as plan:
+            options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run,
+                                 count_total=progress.enabled, write_back=write_back,
+                                 write_back_hours=settings.write_back_hours, allow_mass_leave=args.allow_mass_leave,
+                                 engagement=engagement, engagement_hours=settings.engagement_hours, plan=plan)
+            summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
     except SyncError as exc:
         return _failed(exc.exit_code, str(exc), args.json, settings, getattr(exc, "quiet", False))
     except BrokenPipeError:

@@ -16,6 +16,7 @@ from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .departures import ConsentWriter, Departures
+from .dry_run_report import PlanReport, plan_upsert
 from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
@@ -58,6 +59,7 @@ class RunOptions:
     allow_mass_leave: bool = False  # --allow-mass-leave: this run may make many contacts leave
     engagement: bool = False  # MailerLite emails sent, opens, clicks and rates onto HubSpot contacts
     engagement_hours: float = 24.0
+    plan: Optional[PlanReport] = None  # a dry run's planned actions, listed (--verbose, --output); dry_run_report.py
 
 
 def _synced(hubspot_id: str, known: ContactRecord) -> Synced:
@@ -96,6 +98,7 @@ class Engine:
         self.departures = Departures(state, mapping, ConsentWriter(mailerlite, state, self.schema, self.summary,
                                                                     tunables.max_consecutive_failures),
                                      self.summary, self._held_in_hubspot, options.dry_run, options.allow_mass_leave)
+        self.departures.plan = options.plan
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
         seen_types = state.get_json(FIELD_TYPES_KEY)
@@ -317,6 +320,8 @@ class Engine:
                 return
         if self.options.dry_run:
             self.summary.add("would_send")
+            if self.options.plan is not None:
+                plan_upsert(self.options.plan, hubspot_id, planned, known, self.mapping)
             return
         if not self._fields_checked and self._ensure_fields():
             remapped = self._map(contact)  # the account's field types differ from what was assumed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import csv
 import json
 import os
 import runpy
@@ -225,3 +226,47 @@ def test_the_sandbox_shows_engagement_when_the_mapping_turns_it_on(tmp_path):
                                                                                    "engagement = true"))
     done = _sandbox(MAIN, tmp_path, "--mapping", str(mapping))
     assert "The most opens" in done.stdout and "is off" not in done.stdout
+
+
+# -- item 4: a dry run shows what, not only how many -----------------------------------------------------------
+
+
+def test_a_dry_run_lists_each_planned_action_with_the_fields_that_change(run, hubspot_fake, mailerlite_fake,
+                                                                         tmp_path):
+    ids = seed_contacts(hubspot_fake, 6)
+    assert run().code == 0
+    hubspot_fake.update_contact(ids[0], {"city": "Maribor"})  # a value changes
+    hubspot_fake.update_contact(ids[1], {"company": ""})  # a field is emptied
+    hubspot_fake.update_contact(ids[2], {"hs_email_optout": "true"})  # opts out
+    hubspot_fake.archive_contact(ids[3])  # leaves
+    new = hubspot_fake.add_contact({"email": "=new@example.com", "firstname": "Zoë"})
+    writes_before = len(mailerlite_fake.log)
+    plan_file = tmp_path / "plan.csv"
+    result = run("--dry-run", "--full", "--verbose", "--output", str(plan_file))
+    assert result.code == 0 and result.summary["would_send"] == 4
+    assert len(mailerlite_fake.log) == writes_before or all(
+        entry.method == "GET" for entry in mailerlite_fake.log[writes_before:])  # nothing written
+    rows = {row["hubspot_id"]: row for row in csv.DictReader(plan_file.open())}
+    assert stat.S_IMODE(plan_file.stat().st_mode) == 0o600  # addresses: owner-only
+    assert (rows[ids[0]]["action"], rows[ids[0]]["fields"]) == ("update", "values changed")
+    assert (rows[ids[1]]["action"], rows[ids[1]]["fields"]) == ("update", "company (cleared)")
+    assert rows[ids[2]]["action"] == "update as unsubscribed"
+    assert rows[ids[3]]["action"] in ("leave", "leave groups", "unsubscribe")
+    assert rows[ids[3]]["email"] == "person3@example.com" and "HubSpot" in rows[ids[3]]["detail"]
+    assert rows[new]["action"] == "create" and rows[new]["email"] == "'=new@example.com"  # no formula
+    assert "name" in rows[new]["fields"].split(", ")
+    assert set(rows) == {ids[0], ids[1], ids[2], ids[3], new}  # the unchanged contacts are not listed
+    lines = [line for line in result.err.splitlines() if "dry run: would" in line]
+    assert len(lines) == 5 and any("would create =new@example.com" in line for line in lines)
+
+
+def test_a_plain_dry_run_lists_nothing(run, hubspot_fake):
+    seed_contacts(hubspot_fake, 3)
+    result = run("--dry-run")
+    assert result.code == 0 and result.summary["would_send"] == 3 and "dry run: would" not in result.err
+
+
+def test_output_without_rejected_or_dry_run_is_refused(run, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        run("--output", str(tmp_path / "x.csv"))
+    assert stopped.value.code == 2 and not (tmp_path / "x.csv").exists()
