@@ -184,11 +184,19 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s" if verbose
                                        else "%(levelname)s: %(message)s"))
     handler.setLevel(level)
+    handler.addFilter(_OwnLinesOrWarnings())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("urllib3", "hubspot"):  # their debug lines can echo request headers
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _OwnLinesOrWarnings(logging.Filter):
+    """--verbose tells what the sync does; libraries (filelock, urllib3) only when something is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == log.name or record.name.startswith(log.name + ".") or record.levelno >= logging.WARNING
 
 
 class _SummaryOrWarning(logging.Filter):
