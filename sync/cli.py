@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
                              "sample values; write nothing")
     parser.add_argument("--history", action="store_true",
-                        help="show the last runs, one line each (with --json: as JSON)")
+                        help="show the last runs, two lines each (with --json: as JSON)")
     parser.add_argument("--rejected", action="store_true",
                         help="export the rejected and failed contacts as CSV (to stdout or --output)")
     parser.add_argument("--output", type=Path, metavar="FILE",

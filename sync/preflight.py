@@ -22,7 +22,7 @@ from .hubspot import (
 from .hubspot_schema import ENGAGEMENT_PROPERTIES, STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping, Planned, map_contact
-from .progress import terminal_columns
+from .progress import cut, terminal_columns
 
 SAMPLE_CONTACTS = 3
 SAMPLE_COLUMN_MIN = 12  # long property names push the table past the terminal rather than hide the samples
@@ -195,7 +195,7 @@ class Preflight:
         widths[-1] = max(SAMPLE_COLUMN_MIN, width - 2 - sum(w + 2 for w in widths[:-1]))
         print("Mapping:", file=self.out)
         for row in rows:
-            cells = [*row[:-1], _cut(row[-1], widths[-1])]
+            cells = [*row[:-1], cut(row[-1], widths[-1])]
             print("  " + "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip(), file=self.out)
         groups = list(self.mapping.static_groups) + [f"{g} (list {lid})" for lid, g in self.mapping.list_groups]
         groups += [f"{r.template} (from {r.prop})" for r in self.mapping.property_groups]
@@ -216,10 +216,6 @@ class Preflight:
                 say(f"  - {problem}", indent="    ")
         elif not self.down:
             say("All checks passed.")
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
 
 
 def _say(out: TextIO, width: int, text: str, indent: str = "  ") -> None:

@@ -33,7 +33,7 @@ from ..hubspot_schema import (
     OPENS_PROPERTY,
     SENT_PROPERTY,
 )
-from ..progress import terminal_columns
+from ..progress import cut, terminal_columns
 from ..tunables import DEFAULTS
 from . import snapshot
 from .fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE, FakeHubSpot
@@ -222,10 +222,6 @@ def _fields(sub: Dict[str, Any]) -> str:
     return ", ".join(f"{k}={values[k]}" for k in order)
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
-
-
 def show(mailerlite: FakeMailerLite, out: TextIO, first: Optional[List[str]] = None) -> None:
     """A short view of MailerLite, two lines per subscriber, cut to the terminal's width."""
     width = terminal_columns(out) - 1
@@ -239,11 +235,11 @@ def show(mailerlite: FakeMailerLite, out: TextIO, first: Optional[List[str]] = N
           f"{'Those just edited' if first else 'A few of them'}:", file=out)
     for sub in wanted[:SHOWN]:
         names = ", ".join(sorted(groups.get(g, g) for g in sub["groups"])) or "no group"
-        print(_cut(f"  {sub['email']}  {sub['status']}  [{names}]", width), file=out)
+        print(cut(f"  {sub['email']}  {sub['status']}  [{names}]", width), file=out)
         lines = textwrap.wrap(_fields(sub), width - 6, break_on_hyphens=False) or [""]
         for number, line in enumerate(lines[:FIELD_LINES]):
             last = number == FIELD_LINES - 1 and len(lines) > FIELD_LINES
-            print("      " + (_cut(line + " ...", width - 6) if last else line), file=out)
+            print("      " + (cut(line + " ...", width - 6) if last else line), file=out)
 
 
 ENGAGEMENT_SHOWN = 4
@@ -265,6 +261,6 @@ def show_engagement(hubspot: FakeHubSpot, out: TextIO) -> None:
                f"MailerLite). The most opens:")
     print("\n" + textwrap.fill(heading, width, subsequent_indent="  ", break_on_hyphens=False), file=out)
     for props in having[:ENGAGEMENT_SHOWN]:
-        print(_cut(f"  {props.get('email')}", width), file=out)
+        print(cut(f"  {props.get('email')}", width), file=out)
         figures = ", ".join(f"{label} {props.get(name) or 0}{unit}" for name, label, unit in ENGAGEMENT_COLUMNS)
-        print(_cut(f"      {figures}", width), file=out)
+        print(cut(f"      {figures}", width), file=out)
