@@ -30,9 +30,13 @@ _stop_on_old_python()  # before importing anything that fails on an old Python
 
 try:
     from sync.cli import main
-except ImportError as exc:  # a fresh machine without the dependencies
+except ImportError as exc:  # a fresh machine without the dependencies, or a partly copied program
+    missing = exc.name or str(exc)
+    if missing == "sync" or missing.startswith("sync."):
+        sys.exit("error: the sync folder beside main.py is missing or incomplete (%s); copy or unpack "  # noqa: UP031
+                 "the whole program again" % missing)
     sys.exit("error: %s is not installed; run: %s -m pip install -r requirements.txt"  # noqa: UP031
-             % (exc.name or exc, sys.executable or "python"))
+             % (missing, sys.executable or "python"))
 
 if __name__ == "__main__":
     sys.exit(main())

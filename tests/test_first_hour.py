@@ -379,3 +379,17 @@ def test_the_readme_is_short_and_says_what_a_cron_user_needs():
                           ("engagement.md", "Engagement (optional)")):
         assert heading in headings and f"](docs/{page})" in readme
         assert len((MAIN.parent / "docs" / page).read_text(encoding="utf-8").splitlines()) > 10
+
+
+def test_check_wraps_its_problems_to_the_terminal(hubspot_fake, mailerlite_fake, tmp_path):
+    from tests.test_operations import run_in_pty
+    seed_contacts(hubspot_fake, 3)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('create_missing_fields = false\n[fields]\ncompany = "employer_of_record_name"\n')
+    code, screen, _ = run_in_pty(["--check", "--mapping", str(mapping)], fake_env(hubspot_fake, mailerlite_fake,
+                                                                               tmp_path), tmp_path, columns=80,
+                                 stdout_too=True)
+    lines = screen.replace("\r", "").splitlines()
+    assert code == 2 and "employer_of_record_name" in screen
+    assert max(len(line) for line in lines) < 80, screen
+    assert any(line.startswith("  - MailerLite has no field") for line in lines)  # the problem, wrapped
