@@ -189,7 +189,8 @@ class Sandbox:
             say(f"The {kept} subscribers who had unsubscribed or bounced in MailerLite kept their status.")
         sent = counts["created"] + counts["updated"]
         if summary.dry_run:
-            say("A dry run sends nothing and records nothing. The real thing: " + COMMAND)
+            say("A dry run sends nothing and records nothing; with --verbose it lists each planned action. The "
+                "real thing: " + COMMAND)
         elif self.touched:
             say(f"Read {counts['read']}, sent {sent}: only what changed in HubSpot goes.")
         elif sent == 0 and summary.exit_code in (0, 1):
