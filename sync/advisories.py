@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from typing import List, Sequence, Tuple
 
+from .invocation import COMMAND
 from .state import State
 
 log = logging.getLogger("sync")
 SHOWN_KEY = "advisories_shown"
-AGAIN = "(said once; python main.py --check repeats it)"
+AGAIN = f"(said once; {COMMAND} --check repeats it)"
 
 ENV_FILE_SHARED = "env-file-shared:"  # + the file's path
 UNKNOWN_SETTING = "unknown-setting:"  # + the name

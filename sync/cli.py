@@ -34,6 +34,7 @@ from .config import (
     misspelt_settings,
     shared_env_file,
 )
+from .dry_run_report import PlanReport
 from .endpoints import endpoint_label
 from .engine import Engine, RunOptions
 from .errors import (
@@ -52,6 +53,7 @@ from .errors import (
 )
 from .healthcheck import ping
 from .hubspot import HubSpotWriter
+from .invocation import COMMAND
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
@@ -66,7 +68,9 @@ from .summary import SUMMARY_COUNTS, Summary
 from .tunables import DEFAULTS, Tunables
 
 PROGRAM = "hubspot-mailerlite-sync"
-COMMAND = "python main.py"
+# Exit 75 is ordinary (the hourly run met the one before it, still going): said quietly unless the
+# lock has been held longer than SYNC_MAX_RUNTIME plus this margin, when the holder may be hung.
+LOCK_STALE_MARGIN_S = 600.0
 log = logging.getLogger("sync")
 summary_log = logging.getLogger("sync.summary")  # the one line per run that the log file keeps
 # The waits, retry budgets and clock every run is built with (tunables.py). The one seam for tests:
@@ -80,11 +84,18 @@ LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always be
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py",
-        description="Sync HubSpot contacts into MailerLite subscribers. Settings come from the "
+        description="Sync HubSpot contacts into MailerLite subscribers. Settings come from the\n"
                     "environment and a .env file beside main.py (see .env.example).",
-        epilog="Exit codes: 0 all good; 1 some contacts rejected or failed; 2 configuration or "
-               "credential error; 3 aborted (outage, HubSpot daily limit), progress kept; "
-               "75 another run holds the lock.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n"
+               "  0    all good\n"
+               "  1    finished, but some contacts were rejected or failed (see --rejected)\n"
+               "  2    configuration or credential error; fix it, then run again\n"
+               "  3    aborted (outage, HubSpot daily limit, SYNC_MAX_RUNTIME); progress kept\n"
+               "  75   an earlier run still holds the lock; this one exits (quietly, unless\n"
+               "       the lock is older than SYNC_MAX_RUNTIME allows)\n"
+               "  130  interrupted (Ctrl-C, SIGINT); progress kept\n"
+               "  143  stopped by SIGTERM; progress kept")
     parser.add_argument("--sandbox", action="store_true",
                         help="try it without any account: the real sync against built-in fake HubSpot and "
                              "MailerLite APIs with sample data, on this machine only; kept between runs")
@@ -93,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "those go")
     parser.add_argument("--reset", action="store_true",
                         help="with --sandbox: start over from fresh sample data")
-    parser.add_argument("--dry-run", action="store_true", help="read and plan, write nothing to MailerLite")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="read and plan, write nothing to MailerLite (with --verbose: each planned action)")
     parser.add_argument("--full", action="store_true",
                         help="re-read every HubSpot contact (after a mapping change, say); "
                              "only contacts whose mapped data changed are sent")
@@ -103,10 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
                              "sample values; write nothing")
     parser.add_argument("--history", action="store_true",
-                        help="show the last runs, one line each (with --json: as JSON)")
+                        help="show the last runs, two lines each (with --json: as JSON)")
     parser.add_argument("--rejected", action="store_true",
                         help="export the rejected and failed contacts as CSV (to stdout or --output)")
-    parser.add_argument("--output", type=Path, metavar="FILE", help="with --rejected: write the CSV here")
+    parser.add_argument("--output", type=Path, metavar="FILE",
+                        help="with --rejected: write the CSV here; with --dry-run: each planned action as CSV")
     parser.add_argument("--allow-mass-leave", action="store_true",
                         help="for this run only: let more contacts leave the sync than the mass-leave guard "
                              "allows (mass_leave_percent / mass_leave_min in the mapping file)")
@@ -145,6 +158,9 @@ class SafeOutput:
     def flush(self) -> None:
         self.out.flush()
 
+    def fileno(self) -> int:  # the terminal's width (--check fits it)
+        return self.out.fileno()
+
 
 def _count(text: str) -> int:
     try:
@@ -160,9 +176,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     """The flags; combinations that would silently do something else are errors (exit 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.output and not args.rejected:
-        parser.error("--output goes with --rejected (it names the CSV file); without --rejected nothing is "
-                     "written there")
+    if args.output and not (args.rejected or args.dry_run):
+        parser.error("--output goes with --rejected or --dry-run (it names the CSV file); without either "
+                     "nothing is written there")
     if (args.touch or args.reset) and not args.sandbox:
         parser.error("--touch and --reset go with --sandbox")
     return args
@@ -180,11 +196,19 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s" if verbose
                                        else "%(levelname)s: %(message)s"))
     handler.setLevel(level)
+    handler.addFilter(_OwnLinesOrWarnings())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("urllib3", "hubspot"):  # their debug lines can echo request headers
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class _OwnLinesOrWarnings(logging.Filter):
+    """--verbose tells what the sync does; libraries (filelock, urllib3) only when something is wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == log.name or record.name.startswith(log.name + ".") or record.levelno >= logging.WARNING
 
 
 class _SummaryOrWarning(logging.Filter):
@@ -231,16 +255,34 @@ def add_log_file(path: Path, tunables: Tunables = DEFAULTS) -> None:
     logging.getLogger().addHandler(handler)
 
 
+def lock_held(lock_path: Path, max_runtime: float) -> LockHeld:
+    """The error for a lock another run holds: quiet while that run may still be within its
+    SYNC_MAX_RUNTIME (the lock file's mtime is when it took the lock), loud once it cannot be."""
+    try:
+        held_s = time.time() - lock_path.stat().st_mtime
+    except OSError:
+        held_s = 0.0
+    if held_s <= max_runtime + LOCK_STALE_MARGIN_S:
+        return LockHeld(f"another run is in progress (lock {lock_path}); this one exits", quiet=True)
+    return LockHeld(f"another run has held the lock {lock_path} for {held_s / 60:.0f} min, longer than "
+                    f"SYNC_MAX_RUNTIME ({max_runtime:.0f} s) allows: it may be hung; find it with "
+                    f"`fuser {lock_path}` (or ps) and stop it; no run syncs until it ends")
+
+
 @contextmanager
-def run_lock(state_db: Path) -> Iterator[None]:
+def run_lock(state_db: Path, max_runtime: float = float("inf")) -> Iterator[None]:
     """One run at a time. The OS drops the lock when a process dies, so it is never stale."""
-    lock = filelock.FileLock(str(state_db) + ".lock", timeout=0)
+    lock_path = Path(str(state_db) + ".lock")
+    lock = filelock.FileLock(str(lock_path), timeout=0)
     try:
         state_db.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()
+        os.utime(lock_path)  # its mtime says since when it is held (filelock itself leaves it alone)
     except filelock.Timeout:
-        raise LockHeld(f"another run is in progress (lock {state_db}.lock); this one exits") from None
+        raise lock_held(lock_path, max_runtime) from None
     except OSError as exc:
+        if lock.is_locked:
+            lock.release()
         raise StateError(f"cannot create the lock file {state_db}.lock ({exc.strerror or exc}); make the "
                          f"folder {state_db.parent} writable or set SYNC_STATE_DB") from None
     try:
@@ -276,7 +318,7 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
              tunables: Optional[Tunables] = None) -> Summary:
     """One run: the lock, the state, the clients and the engine. `advice` is (key, message) said once."""
     tunables = tunables or TUNABLES
-    with run_lock(settings.state_db):
+    with run_lock(settings.state_db, settings.max_runtime):
         state = State(settings.state_db)
         try:
             Advisories(state).settle(advice)
@@ -359,6 +401,26 @@ def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: s
         state.close()
 
 
+@contextmanager
+def dry_run_plan(args: argparse.Namespace) -> Iterator[Optional[PlanReport]]:
+    """A dry run's listing of planned actions, when --verbose or --output asks for one (else None:
+    nothing is spent on it)."""
+    if not args.dry_run or args.rejected or not (args.verbose or args.output):
+        yield None
+        return
+    if not args.output:
+        yield PlanReport(verbose=True)
+        return
+    try:
+        handle = open_private(args.output)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {os.path.abspath(args.output)}: {exc.strerror or exc}") from None
+    with handle:
+        plan = PlanReport(verbose=args.verbose, out=handle)
+        yield plan
+    log.info("%d planned actions written to %s", plan.count, args.output)
+
+
 def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
     """SIGTERM (and SIGINT) end the run like Ctrl-C: recorded, lock released, one line."""
     signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up short
@@ -382,9 +444,9 @@ def _signals_stop_the_run() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]) -> int:
+def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings], quiet: bool = False) -> int:
     """A run that ended early: one line on stderr, --json honoured, the health check told."""
-    log.error("%s", message)
+    log.log(logging.INFO if quiet else logging.ERROR, "%s", message)
     if as_json:
         print(redact(json.dumps({"exit_code": code, "error": message}, sort_keys=True)))
     if settings is not None and code != EXIT_LOCKED:
@@ -422,13 +484,14 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
             return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
                              check_engagement=True).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
-        # Engagement on: the sandbox shows contacts' MailerLite figures as HubSpot would hold them.
-        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
-                             engagement=True)
-        summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
+        # Engagement as for real: on only when the mapping turns it on (the sandbox then shows the figures).
+        with dry_run_plan(args) as plan:
+            options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run,
+                                 count_total=progress.enabled, engagement=mapping.engagement, plan=plan)
+            summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
         report(summary, args.json, sandbox.COMMAND)
         if not args.json:
-            box.tell(summary, sys.stdout)
+            box.tell(summary, sys.stdout, engagement=options.engagement)
         return summary.exit_code
 
 
@@ -498,14 +561,15 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
                 log.error("%s", shared_state)
             return EXIT_CONFIG if misspelt or shared_state else code
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
-        options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run, count_total=progress.enabled,
-                             write_back=write_back, write_back_hours=settings.write_back_hours,
-                             allow_mass_leave=args.allow_mass_leave, engagement=engagement,
-                             engagement_hours=settings.engagement_hours,
-                             consent_sweep_hours=settings.consent_sweep_hours)
-        summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
+        with dry_run_plan(args) as plan:
+            options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run,
+                                 count_total=progress.enabled, write_back=write_back,
+                                 write_back_hours=settings.write_back_hours, allow_mass_leave=args.allow_mass_leave,
+                                 engagement=engagement, engagement_hours=settings.engagement_hours,
+                                 consent_sweep_hours=settings.consent_sweep_hours, plan=plan)
+            summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
     except SyncError as exc:
-        return _failed(exc.exit_code, str(exc), args.json, settings)
+        return _failed(exc.exit_code, str(exc), args.json, settings, getattr(exc, "quiet", False))
     except BrokenPipeError:
         return _reader_went_away(EXIT_OK)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted above

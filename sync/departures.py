@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
 
 from . import mailerlite_answers as answers
+from .dry_run_report import LEAVE, LEAVE_GROUPS, UNSUBSCRIBE, PlanReport
 from .errors import AbortRun
 from .mailerlite import AccountRefused, MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
@@ -252,6 +253,7 @@ class Departures:
         self.optouts_by_address = optouts_by_address
         self._leaving: List[Leaving] = []
         self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
+        self.plan: Optional[PlanReport] = None  # a dry run's listing, when asked for (the engine sets it)
 
     def retry_pending(self) -> None:
         if not self.dry_run:
@@ -333,8 +335,12 @@ class Departures:
     # -- deciding and applying --------------------------------------------------------------------
     def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
         """The unsubscribe on its own (email and status), once per address."""
-        if self.dry_run or email in self._sent or email_problem(email):
+        if email in self._sent or email_problem(email):
             return  # already delivered, or an address MailerLite could never take
+        if self.dry_run:
+            if self.plan is not None:
+                self.plan.add(UNSUBSCRIBE, email, hubspot_id, detail=reason)
+            return
         if try_now:  # (only stored: said when it is tried)
             log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
         if self._act(optout_action(hubspot_id, email, reason), try_now):
@@ -345,6 +351,7 @@ class Departures:
             self._leaving.append(leaving)  # a dry run too: it must meet the guard the real run meets
         elif self.dry_run:
             self.summary.add("left_scope")
+            self._plan_leave(leaving)
         else:
             self._apply_leave(leaving)
 
@@ -358,13 +365,26 @@ class Departures:
             for one in leaving:  # an opt-out is evidence about that address: it goes though the leaving waits
                 if one.synced.email in by_address:
                     self.optout(one.synced.hubspot_id, one.synced.email, "opted out in HubSpot (address)")
+                else:
+                    self._plan_leave(one, "held back by the mass-leave guard")
             return problem
         for one in leaving:
             if self.dry_run:
                 self.summary.add("left_scope")
+                self._plan_leave(one)
             else:
                 self._apply_leave(one)
         return None
+
+    def _plan_leave(self, leaving: Leaving, held: str = "") -> None:
+        """A departure a dry run would apply, as on_leave makes it (before the one HubSpot search
+        that may find another live contact holding the address: then groups only)."""
+        if self.plan is None or not self.dry_run:
+            return
+        action = leave_action(leaving, self.mapping, address_held=False)
+        kind = UNSUBSCRIBE if action.unsubscribe else LEAVE_GROUPS if action.groups else LEAVE
+        self.plan.add(kind, action.email, action.hubspot_id, left=action.groups,
+                      detail="; ".join(part for part in (leaving.reason, held) if part))
 
     def _act(self, action: PendingAction, try_now: bool) -> bool:
         if try_now:

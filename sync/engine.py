@@ -18,6 +18,7 @@ from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .consent_sweep import ConsentSweep
 from .departures import ConsentWriter, Departures
+from .dry_run_report import PlanReport, plan_upsert
 from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .evidence import read_list_members
@@ -65,6 +66,7 @@ class RunOptions:
     engagement: bool = False  # MailerLite emails sent, opens, clicks and rates onto HubSpot contacts
     engagement_hours: float = 24.0
     consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses are read
+    plan: Optional[PlanReport] = None  # a dry run's planned actions, listed (--verbose, --output); dry_run_report.py
 
 
 def _synced(hubspot_id: str, known: ContactRecord) -> Synced:
@@ -104,6 +106,7 @@ class Engine:
         self.address_consent = AddressConsent(hubspot, mapping.optout_properties)  # consent by address
         self.departures = Departures(state, mapping, self.consent, self.summary, self._held_in_hubspot,
                                      options.dry_run, options.allow_mass_leave, self.address_consent.opted_out)
+        self.departures.plan = options.plan
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
         seen_types = state.get_json(FIELD_TYPES_KEY)
@@ -415,6 +418,8 @@ class Engine:
                 return
         if self.options.dry_run:
             self.summary.add("would_send")
+            if self.options.plan is not None:
+                plan_upsert(self.options.plan, hubspot_id, planned, known, self.mapping)
             return
         if not self._fields_checked and self._ensure_fields():
             remapped = self._map(contact)  # the account's field types differ from what was assumed

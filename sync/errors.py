@@ -30,6 +30,10 @@ class AbortRun(SyncError):
 class LockHeld(SyncError):
     exit_code = EXIT_LOCKED
 
+    def __init__(self, message: str, quiet: bool = False) -> None:
+        super().__init__(message)
+        self.quiet = quiet  # an ordinary overlap: no cron mail (said at INFO level)
+
 
 class StateError(SyncError):
     """The state database cannot be used as it is (found when opening it)."""

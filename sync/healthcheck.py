@@ -26,6 +26,19 @@ def ping(url: Optional[str], success: bool, timeout: tuple = PING_TIMEOUT) -> bo
         return True
     except (requests.RequestException, AnswerTooLarge) as exc:
         host = urlsplit(url).hostname or "the healthcheck URL"
-        log.warning("healthcheck ping to %s failed (%s); the sync itself is not affected", host,
-                    exc.__class__.__name__)
+        log.warning("healthcheck ping to %s failed (%s); the sync itself is not affected", host, _why(exc))
         return False
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong, in words a person can check against the healthcheck service (its status)."""
+    response = getattr(exc, "response", None)
+    if isinstance(exc, requests.HTTPError) and response is not None:
+        return f"HTTP {response.status_code}{' ' + response.reason if response.reason else ''}"
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time"
+    if isinstance(exc, requests.ConnectionError):
+        return "cannot connect"
+    if isinstance(exc, AnswerTooLarge):
+        return "answer too large"
+    return exc.__class__.__name__

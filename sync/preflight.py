@@ -3,6 +3,8 @@ show the mapping with sample values, without writing anything anywhere."""
 
 from __future__ import annotations
 
+import os
+import textwrap
 from functools import partial
 from itertools import islice
 from typing import Callable, Dict, List, Optional, TextIO, TypeVar
@@ -21,10 +23,12 @@ from .hubspot_consent import CONSENT_SCOPE_MESSAGE, AddressConsent
 from .hubspot_schema import ENGAGEMENT_PROPERTIES, STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
 from .mapping import DEFAULT_OPTOUT_PROPERTIES, Mapping, Planned, map_contact, normalise_email
+from .progress import cut, terminal_columns
 from .suggest import did_you_mean
 
 SAMPLE_CONTACTS = 3
 PROBE_ADDRESS = "consent-check@example.invalid"  # asked about when no sample contact has an address
+SAMPLE_COLUMN_MIN = 12  # long property names push the table past the terminal rather than hide the samples
 SCHEMA_READ_SCOPE = "crm.schemas.contacts.read"
 T = TypeVar("T")
 
@@ -203,28 +207,48 @@ class Preflight:
         rows = [("HubSpot property", "HubSpot type", "MailerLite field", "type", "sample values")]
         for rule in self.mapping.rules:
             values = [str(m.fields.get(rule.field, "")) for m in mapped if isinstance(m, Planned)]
-            shown = ", ".join(v[:20] for v in values if v) or "-"
             rows.append((rule.prop, info.get(rule.prop, PropertyInfo("?")).type, rule.field,
-                         self.mapping.field_type(rule, info, existing), shown[:60]))
+                         self.mapping.field_type(rule, info, existing), ", ".join(v[:20] for v in values if v) or "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        width = terminal_columns(self.out) - 1  # 79 in cron mail and pipes
+        # The sample values get what the other columns leave of the line.
+        widths[-1] = max(SAMPLE_COLUMN_MIN, width - 2 - sum(w + 2 for w in widths[:-1]))
         print("Mapping:", file=self.out)
         for row in rows:
-            print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip(), file=self.out)
+            cells = [*row[:-1], cut(row[-1], widths[-1])]
+            print("  " + "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip(), file=self.out)
         groups = list(self.mapping.static_groups) + [f"{g} (list {lid})" for lid, g in self.mapping.list_groups]
         groups += [f"{r.template} (from {r.prop})" for r in self.mapping.property_groups]
-        print("Groups: " + (", ".join(groups) if groups else "none"), file=self.out)
+        say = partial(_say, self.out, width)
+        say("Groups: " + (", ".join(groups) if groups else "none"))
         if self.mapping.scope_lists or self.mapping.scope_where:
             scope = [f"lists {', '.join(self.mapping.scope_lists)}"] if self.mapping.scope_lists else []
             scope += [f"{p} in {sorted(v)}" for p, v in self.mapping.scope_where]
-            print("Scope: " + "; ".join(scope), file=self.out)
+            say("Scope: " + "; ".join(scope))
         for note in self.notes:
-            print(f"note: {note}", file=self.out)
+            say(f"note: {note}")
         for system, why in self.down.items():
-            print(f"{system} could not be reached: {why}. Check the network and try again; what needs "
-                  f"{system} was not checked.", file=self.out)
+            say(f"{system} could not be reached: {why}. Check the network and try again; what needs {system} was "
+                f"not checked.")
         if self.problems:
-            print(f"{len(self.problems)} problem(s):", file=self.out)
+            say(f"{len(self.problems)} problem(s):")
             for problem in self.problems:
-                print(f"  - {problem}", file=self.out)
+                say(f"  - {problem}", indent="    ")
         elif not self.down:
-            print("All checks passed.", file=self.out)
+            say("All checks passed.")
+
+
+def _say(out: TextIO, width: int, text: str, indent: str = "  ") -> None:
+    """A line of --check, wrapped on a terminal; in a pipe or a file each one stays one line, for grep."""
+    if not _is_terminal(out):
+        print(text, file=out)
+        return
+    print(textwrap.fill(text, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False),
+          file=out)
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return os.isatty(out.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False

@@ -17,6 +17,11 @@ MIN_BAR = 10  # characters of bar kept whatever else is cut
 DEFAULT_COLUMNS = 80
 
 
+def cut(text: str, width: int) -> str:
+    """`text` within `width` columns, "..." marking what was cut."""
+    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
+
+
 def terminal_columns(stream: TextIO, default: int = DEFAULT_COLUMNS) -> int:
     """The width of the terminal `stream` writes to (COLUMNS wins); `default` when it has none."""
     try:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 import time
 from typing import Dict, List, TextIO
 
+from .progress import terminal_columns
 from .redaction import escape_unsafe, redact
 from .state import RUN_COUNTS, State
 
 REJECTED_COLUMNS = ("email", "hubspot_id", "kind", "reason", "attempts", "first_seen", "last_seen")
-# --history's counts: the stored ones (state.RUN_COUNTS, the summary's keys) up to "failed", to keep a line short.
-HISTORY_COUNTS = RUN_COUNTS[:RUN_COUNTS.index("failed") + 1]
+# --history's counts: the stored ones (state.RUN_COUNTS, the summary's keys); these always, the rest when not zero.
+HISTORY_ALWAYS = RUN_COUNTS[:RUN_COUNTS.index("failed") + 1]
+HISTORY_WIDTH = 80  # at most: a cron mail or a narrow terminal; --json has every field
 
 
 def _when(epoch: object) -> str:
@@ -21,32 +24,38 @@ def _when(epoch: object) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
-def history_lines(runs: List[Dict[str, object]]) -> List[str]:
-    """One line per run, newest first."""
+def history_lines(runs: List[Dict[str, object]], width: int = HISTORY_WIDTH) -> List[str]:
+    """Each run, newest first: when, mode, how it ended and how long it took on one line, its
+    counts (and why it stopped, if it did) on the next, wrapped to `width` columns."""
     lines = []
     for run in runs:
         started, finished = run.get("started_at"), run.get("finished_at")
         duration = f"{int(finished) - int(started)} s" if isinstance(finished, int) and isinstance(started, int) \
             else "running or killed"
-        mode = f"{run['mode']}{' dry-run' if run.get('dry_run') else ''}"
-        counts = "  ".join(f"{k.replace('_', ' ')} {run.get(k) or 0}"
-                           for k in HISTORY_COUNTS)
+        mode = f"{run['mode']}{' dry run' if run.get('dry_run') else ''}"
         code = run.get("exit_code")
-        lines.append(f"{_when(started)}  {mode:<19} {counts}  {duration}  exit {'-' if code is None else code}")
+        lines.append(f"{_when(started)}  {mode}, exit {'-' if code is None else code}, {duration}")
+        counts = ", ".join(f"{k.replace('_', ' ')} {run.get(k) or 0}" for k in RUN_COUNTS
+                           if k in HISTORY_ALWAYS or run.get(k))
+        message = run.get("message")
+        text = counts + (f"; {message}" if message else "")
+        lines += textwrap.wrap(text, max(40, width - 1), initial_indent="  ", subsequent_indent="  ",
+                               break_on_hyphens=False)
     return lines
 
 
 def print_history(state: State, out: TextIO, limit: int = 20) -> None:
-    lines = history_lines(state.runs(limit))
+    lines = history_lines(state.runs(limit), min(HISTORY_WIDTH, terminal_columns(out)))
     if not lines:
         print("No runs yet.", file=out)
     for line in lines:
-        print(line, file=out)
+        print(escape_unsafe(line), file=out)
 
 
 def history_json(state: State, limit: int = 20) -> str:
-    """The last runs, newest first, as one JSON array (for scripts)."""
-    return json.dumps(state.runs(limit), sort_keys=True)
+    """The last runs, newest first, as one JSON array (for scripts); dry_run a boolean, as in the summary."""
+    runs = [{**run, "dry_run": bool(run.get("dry_run"))} for run in state.runs(limit)]
+    return json.dumps(runs, sort_keys=True)
 
 
 def _cell(value: object) -> object:

@@ -278,7 +278,10 @@ def test_the_sandbox_shows_engagement_as_hubspot_holds_it(monkeypatch, tmp_path,
     for key in list(os.environ):
         if key.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK_")):
             monkeypatch.delenv(key)
-    cli.main(["--sandbox"])
+    # Engagement is off by default, in the sandbox as for real: a mapping turns it on.
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(sandbox_module.EXAMPLE_MAPPING.read_text().replace("# engagement = true", "engagement = true"))
+    cli.main(["--sandbox", "--mapping", str(mapping)])
     out = capsys.readouterr().out
     assert "contacts carry their MailerLite engagement" in out
     shown = re.findall(r"sent (\d+), opens (\d+), clicks (\d+), open rate ([\d.]+)%, click rate ([\d.]+)%", out)
@@ -286,7 +289,7 @@ def test_the_sandbox_shows_engagement_as_hubspot_holds_it(monkeypatch, tmp_path,
     for sent, opens, clicks, open_rate, click_rate in shown:  # the percentages agree with the counts
         assert float(open_rate) == round(100 * int(opens) / int(sent), 2)
         assert float(click_rate) == round(100 * int(clicks) / int(sent), 2)
-    cli.main(["--sandbox", "--json"])
+    cli.main(["--sandbox", "--json", "--mapping", str(mapping)])
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (again["engagement_updated"], again["engagement_requests"]) == (0, 0)  # not due for a day
 

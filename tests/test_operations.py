@@ -21,6 +21,7 @@ from typing import List, Optional
 import pytest
 
 from sync import cli
+from sync.invocation import COMMAND
 from tests.conftest import FAST, seed_contacts
 from tests.test_cli_subprocess import MAIN, fake_env, run_main
 
@@ -123,7 +124,7 @@ def test_problems_reach_stderr_once_and_concisely(hubspot_fake, mailerlite_fake,
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         "WARNING: full sync: read 21, created 20, updated 0, unchanged 0, rejected 1 in "
-        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s (which and why: python main.py --rejected)"]
+        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s (which and why: " + COMMAND + " --rejected)"]
 
 
 def test_verbose_without_a_terminal_tells_what_it_does(hubspot_fake, mailerlite_fake, tmp_path):
@@ -199,7 +200,7 @@ def test_a_dead_healthcheck_url_does_not_fail_the_run(run, hubspot_fake, mailerl
     assert result.code == 0 and "healthcheck ping to 127.0.0.1 failed" in result.err
 
 
-def test_history_lists_runs_one_line_each(run, hubspot_fake, mailerlite_fake):
+def test_history_lists_runs_two_lines_each_within_80_columns(run, hubspot_fake, mailerlite_fake):
     seed_contacts(hubspot_fake, 4)
     hubspot_fake.add_contact({"email": "bad"}, modified_ms=1)
     run()
@@ -208,11 +209,14 @@ def test_history_lists_runs_one_line_each(run, hubspot_fake, mailerlite_fake):
     capsys.readouterr()
     code = cli.main(["--env-file", str(run.env_file), "--history"])  # the text view: no --json
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and code == 0
-    pattern = (r"^\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d  {mode} +read {read}  created {created}  updated 0  "
-               r"unchanged 0  skipped 0  rejected {rejected}  failed 0  \d+ s  exit {code}$")
-    assert re.match(pattern.format(mode="incremental", read=0, created=0, rejected=0, code=0), lines[0]), lines[0]
-    assert re.match(pattern.format(mode="full", read=5, created=4, rejected=1, code=1), lines[1]), lines[1]
+    assert len(lines) == 4 and code == 0
+    head = r"^\d\d\d\d-\d\d-\d\d \d\d:\d\d:\d\d  {mode}, exit {code}, \d+ s$"
+    counts = "  read {read}, created {created}, updated 0, unchanged 0, skipped 0, rejected {rejected}, failed 0"
+    assert re.match(head.format(mode="incremental", code=0), lines[0]), lines[0]
+    assert lines[1] == counts.format(read=0, created=0, rejected=0)
+    assert re.match(head.format(mode="full", code=1), lines[2]), lines[2]
+    assert lines[3] == counts.format(read=5, created=4, rejected=1)
+    assert max(len(line) for line in lines) < 80
 
 
 def test_history_needs_no_token(run, monkeypatch):
@@ -271,7 +275,7 @@ def test_reports_before_any_run_say_so(run, monkeypatch, tmp_path):
     from sync import sandbox
     monkeypatch.setattr(sandbox, "SANDBOX_DIR", tmp_path / "no-sandbox")
     result = run("--history")
-    assert result.code == 2 and "run python main.py first" in result.err and "sandbox" not in result.err
+    assert result.code == 2 and f"run {COMMAND} first" in result.err and "sandbox" not in result.err
 
 
 def test_advisories_are_said_once_under_cron_and_by_every_check(hubspot_fake, mailerlite_fake, tmp_path):

@@ -158,4 +158,5 @@ def test_sandbox_from_a_fresh_copy_in_a_real_process(tmp_path):
     assert done.returncode == 1, done.stderr
     assert "now holds 298 subscribers" in done.stdout and "Traceback" not in done.stderr
     assert not (clone / "sync_state.db").exists() and not list(home.iterdir())
-    assert (Path(tmp_path) / "hubspot-mailerlite-sync-sandbox" / "sync_state.db").exists()
+    (kept,) = Path(tmp_path).glob(f"hubspot-mailerlite-sync-sandbox-{os.getuid()}-*")  # this user's, this copy's
+    assert (kept / "sync_state.db").exists()

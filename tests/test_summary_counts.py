@@ -26,8 +26,12 @@ def test_the_closing_line_keeps_the_main_counts_even_at_zero():
     assert line.startswith("full sync: read 0, created 0, updated 0, unchanged 0 in ")
 
 
-def test_history_shows_the_stored_counts_up_to_failed():
+def test_history_shows_the_stored_counts_up_to_failed_and_the_rest_when_not_zero():
     run = {"mode": "full", "started_at": 1, "finished_at": 3, "exit_code": 0, **{k: 5 for k in RUN_COUNTS}}
-    (line,) = reports.history_lines([run])
-    assert "read 5  created 5  updated 5  unchanged 5  skipped 5  rejected 5  failed 5  2 s  exit 0" in line
-    assert "not reactivated" not in line and "left scope" not in line
+    zeros = {**run, "not_reactivated": 0, "left_scope": 0}
+    head, *counts = reports.history_lines([zeros])
+    assert head.endswith("  full, exit 0, 2 s")
+    assert " ".join(counts) == "  read 5, created 5, updated 5, unchanged 5, skipped 5, rejected 5, failed 5"
+    head, *counts = reports.history_lines([run], width=40)
+    assert " ".join(c.strip() for c in counts).endswith("failed 5, not reactivated 5, left scope 5")
+    assert all(len(line) < 40 for line in counts)

@@ -6,12 +6,17 @@ imports the command line: it hands out settings pointing at the fakes, the comma
 sync with them exactly as for real, then this package tells what happened.
 
 Both fake accounts and the sync's state are kept in one folder between runs (until --reset), so
-a second run shows what every hourly run does: nothing changed, nothing sent.
+a second run shows what every hourly run does: nothing changed, nothing sent. The folder is the
+user's own (0700) and this checkout's: its name carries the user id and a hash of the checkout's
+path, so two users or two checkouts on one machine never share (or read) each other's sandbox.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
+import stat
 import tempfile
 import textwrap
 from pathlib import Path
@@ -20,6 +25,7 @@ from typing import Any, Dict, List, Optional, TextIO, Type
 
 from ..config import PROJECT_DIR, Settings
 from ..engine import Summary
+from ..errors import ConfigError
 from ..hubspot_schema import (
     CLICK_RATE_PROPERTY,
     CLICKS_PROPERTY,
@@ -27,16 +33,35 @@ from ..hubspot_schema import (
     OPENS_PROPERTY,
     SENT_PROPERTY,
 )
-from ..progress import terminal_columns
+from ..progress import cut, terminal_columns
+from ..tunables import DEFAULTS
 from . import snapshot
 from .fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE, FakeHubSpot
 from .fakes.mailerlite import FakeMailerLite
-from .sample import BOUNCED_IN_MAILERLITE, INVALID_ADDRESS, UNSUBSCRIBED_IN_MAILERLITE, history, seed, touch
+from .sample import (
+    BOUNCED_IN_MAILERLITE,
+    INVALID_ADDRESS,
+    OPTED_OUT_EVERY,
+    UNSUBSCRIBED_IN_MAILERLITE,
+    WITHOUT_EMAIL,
+    history,
+    seed,
+    touch,
+)
 
 HS_TOKEN = "sandbox-hubspot-token"
 ML_TOKEN = "sandbox-mailerlite-token"
 MINUTE_SECONDS = 1.5  # a MailerLite rate-limit "minute" lasts this long in the sandbox
-SANDBOX_DIR = Path(tempfile.gettempdir()) / "hubspot-mailerlite-sync-sandbox"
+
+
+def _sandbox_dir() -> Path:
+    """Per user and per checkout, in the temporary folder (never the checkout: nothing to ignore there)."""
+    user = str(os.getuid()) if hasattr(os, "getuid") else (os.environ.get("USERNAME") or "user")
+    checkout = hashlib.sha256(str(PROJECT_DIR).encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"hubspot-mailerlite-sync-sandbox-{user}-{checkout}"
+
+
+SANDBOX_DIR = _sandbox_dir()
 EXAMPLE_MAPPING = PROJECT_DIR / "mapping.example.toml"
 COMMAND = "python main.py --sandbox"
 SHOWN = 6
@@ -55,7 +80,25 @@ def _fakes_file() -> Path:
 def reset() -> None:
     """Forget the sandbox: the next run starts from the sample data again."""
     if SANDBOX_DIR.exists():
+        _check_private(SANDBOX_DIR)  # never remove what someone else put at this name
         shutil.rmtree(SANDBOX_DIR)
+
+
+def _make_private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True)
+    path.chmod(0o700)  # whatever the umask
+
+
+def _check_private(path: Path) -> None:
+    """The sandbox folder must be this user's and closed to others (its name is guessable in /tmp)."""
+    if os.name != "posix":
+        return
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise ConfigError(f"the sandbox folder {path} is not a folder of yours; remove it (or set TMPDIR to a "
+                          f"folder of your own) and run again")
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
 
 
 def default_mapping() -> Optional[Path]:
@@ -79,10 +122,12 @@ class Sandbox:
                                                                                          SCHEMA_WRITE_SCOPE}
         self.mailerlite.tokens = {ML_TOKEN}
         self.mailerlite.history_for_new = history  # subscribers arrive with campaign figures to show
+        if SANDBOX_DIR.exists():
+            _check_private(SANDBOX_DIR)
         kept = sandbox_state().exists() and snapshot.load(self.hubspot, self.mailerlite, _fakes_file())
         if not kept:  # first run, after --reset, or a snapshot from another version: start over
             reset()
-            SANDBOX_DIR.mkdir(parents=True)
+            _make_private_dir(SANDBOX_DIR)
             seed(self.hubspot, self.mailerlite)
             self.fresh = True
         if self.touch_count:
@@ -106,8 +151,11 @@ class Sandbox:
     def introduce(self, mapping: Optional[Path], out: TextIO) -> None:
         width = terminal_columns(out) - 1
         if self.fresh:
-            where = (f"fresh sample data: {len(self.hubspot.contacts)} HubSpot contacts, "
-                     f"{len(self.mailerlite.subscribers)} MailerLite subscribers who unsubscribed or bounced earlier")
+            contacts = len(self.hubspot.contacts)
+            where = (f"fresh sample data: {contacts} made-up HubSpot contacts (names with accents, "
+                     f"{len(WITHOUT_EMAIL)} without an email address, one with an invalid one, one in "
+                     f"{OPTED_OUT_EVERY} opted out of email) and {len(self.mailerlite.subscribers)} MailerLite "
+                     f"subscribers who unsubscribed or bounced earlier")
         else:
             where = f"kept from the last sandbox run in {SANDBOX_DIR} (start over: {COMMAND} --reset)"
         lines = [f"Sandbox: fake HubSpot and MailerLite on 127.0.0.1, {where}.",
@@ -119,7 +167,7 @@ class Sandbox:
             print(textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False,
                                 break_long_words=False), file=out)
 
-    def tell(self, summary: Summary, out: TextIO) -> None:
+    def tell(self, summary: Summary, out: TextIO, engagement: bool = False) -> None:
         """What MailerLite now holds, what the run showed, and what to try next."""
         counts = summary.counts
         width = terminal_columns(out) - 1
@@ -129,7 +177,8 @@ class Sandbox:
                                 break_long_words=False), file=out)
 
         show(self.mailerlite, out, first=self.touched)
-        show_engagement(self.hubspot, out)
+        if engagement:
+            show_engagement(self.hubspot, out)
         say("")  # a blank line
         if counts["rejected"] and not summary.dry_run:
             say(f"The sample holds one invalid address on purpose ({INVALID_ADDRESS!r}): the sync rejects it "
@@ -140,15 +189,25 @@ class Sandbox:
             say(f"The {kept} subscribers who had unsubscribed or bounced in MailerLite kept their status.")
         sent = counts["created"] + counts["updated"]
         if summary.dry_run:
-            say("A dry run sends nothing and records nothing. The real thing: " + COMMAND)
+            say("A dry run sends nothing and records nothing; with --verbose it lists each planned action. The "
+                "real thing: " + COMMAND)
         elif self.touched:
             say(f"Read {counts['read']}, sent {sent}: only what changed in HubSpot goes.")
         elif sent == 0 and summary.exit_code in (0, 1):
             say("Nothing changed in HubSpot, nothing sent: that is what most hourly runs do.")
+            if counts["read"]:
+                say(f"Read {counts['read']} all the same: each run reads the last "
+                    f"{DEFAULTS.search_lag_ms // 60_000} minutes of HubSpot changes again, as HubSpot's search "
+                    f"can lag behind them{' (the engagement figures just written count)' if engagement else ''}; "
+                    f"contacts whose data is unchanged cost no write.")
         print("Try next:", file=out)
         for flags, what in (("--touch 5", "edit 5 sample contacts; only they go"), ("--history", "the runs so far"),
                             ("--reset", "start over")):
             print(f"  {COMMAND} {flags:<10} {what}", file=out)
+        if not engagement:
+            say("Engagement (MailerLite's sent, opens and clicks onto HubSpot contacts) is off, as by default: "
+                "to see it, uncomment engagement = true in a copy of mapping.example.toml and add --mapping "
+                "COPY (docs/engagement.md).")
         say("For real: copy .env.example to .env and put in your two tokens (README, Setup), then:")
         print("  python main.py --check", file=out)
 
@@ -164,10 +223,6 @@ def _fields(sub: Dict[str, Any]) -> str:
     return ", ".join(f"{k}={values[k]}" for k in order)
 
 
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
-
-
 def show(mailerlite: FakeMailerLite, out: TextIO, first: Optional[List[str]] = None) -> None:
     """A short view of MailerLite, two lines per subscriber, cut to the terminal's width."""
     width = terminal_columns(out) - 1
@@ -181,11 +236,11 @@ def show(mailerlite: FakeMailerLite, out: TextIO, first: Optional[List[str]] = N
           f"{'Those just edited' if first else 'A few of them'}:", file=out)
     for sub in wanted[:SHOWN]:
         names = ", ".join(sorted(groups.get(g, g) for g in sub["groups"])) or "no group"
-        print(_cut(f"  {sub['email']}  {sub['status']}  [{names}]", width), file=out)
+        print(cut(f"  {sub['email']}  {sub['status']}  [{names}]", width), file=out)
         lines = textwrap.wrap(_fields(sub), width - 6, break_on_hyphens=False) or [""]
         for number, line in enumerate(lines[:FIELD_LINES]):
             last = number == FIELD_LINES - 1 and len(lines) > FIELD_LINES
-            print("      " + (_cut(line + " ...", width - 6) if last else line), file=out)
+            print("      " + (cut(line + " ...", width - 6) if last else line), file=out)
 
 
 ENGAGEMENT_SHOWN = 4
@@ -207,6 +262,6 @@ def show_engagement(hubspot: FakeHubSpot, out: TextIO) -> None:
                f"MailerLite). The most opens:")
     print("\n" + textwrap.fill(heading, width, subsequent_indent="  ", break_on_hyphens=False), file=out)
     for props in having[:ENGAGEMENT_SHOWN]:
-        print(_cut(f"  {props.get('email')}", width), file=out)
+        print(cut(f"  {props.get('email')}", width), file=out)
         figures = ", ".join(f"{label} {props.get(name) or 0}{unit}" for name, label, unit in ENGAGEMENT_COLUMNS)
-        print(_cut(f"      {figures}", width), file=out)
+        print(cut(f"      {figures}", width), file=out)
