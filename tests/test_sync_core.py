@@ -260,7 +260,7 @@ def test_dry_run_writes_nothing(run, hubspot_fake, mailerlite_fake):
     result = run("--dry-run")
     s = result.summary
     assert s["dry_run"] is True and s["would_send"] == 130 and s["rejected"] == 1 and s["created"] == 0
-    assert mailerlite_fake.log == []
+    assert [r.method for r in mailerlite_fake.log] == ["GET"], "one read of MailerLite's listing, no write"
     assert run().summary["created"] == 130  # and the real run after it still sends everything
 
 
