@@ -121,8 +121,7 @@ class Engine:
         # MailerLite's listing, when this run compares contacts with it (adoption.py); None otherwise.
         self.copy: Optional[MailerLiteCopy] = None
         self._copy_wanted = False  # this run reads the listing when the first contact is compared
-        self._listing_considered = False  # an incremental run asks at most once whether to read it...
-        self._state_checked = False  # ...and whether its state matches MailerLite at all
+        self._first_send_checked = False  # an incremental run asks once whether to read the listing
         self._repairing: Set[str] = set()  # contacts the state had in step that MailerLite no longer matches
         self._known_compared = 0  # contacts the state lists that were compared with the listing...
         self._known_missing = 0  # ...and how many of them MailerLite does not hold
@@ -245,8 +244,6 @@ class Engine:
                 emails = [normalise_email(c["properties"].get("email")) for c in page]
                 self._owners = self.state.owners(emails)
                 self.departures.new_page(emails)
-                if not full:
-                    self._consider_listing(self.total)
                 for contact in page:
                     self._process(contact, known.get(contact["id"]))
                 self._settle_written()
@@ -334,7 +331,7 @@ class Engine:
         in_step = (known is not None and not self.options.force and known.fingerprint == fingerprint
                    and known.problem_kind is None)
         if not in_step and not self.options.force and self.copy is None and not self._copy_wanted:
-            self._check_state_matches()  # before the first send of an incremental run, at most once
+            self._before_first_send()
         held = self._compare(hubspot_id, planned, known, in_step)
         if in_step and (held is None or held.same):
             self.summary.add("unchanged")
@@ -411,35 +408,31 @@ class Engine:
                                       held.held.subscriber_id, groups_set=frozenset(planned.groups))])
         self.summary.add(kind)
 
-    def _consider_listing(self, changed: Optional[int]) -> None:
-        """An incremental run with many changes (a restored old state, a long outage): when reading
-        MailerLite's listing costs less than sending them, read it and send only what differs."""
-        if self._listing_considered or self.options.force or self.copy is not None:
+    def _before_first_send(self) -> None:
+        """Before an incremental run sends its first contact, once: is the state to be believed?
+        Many changes (a state restored from an old backup, a long outage) are compared with MailerLite's
+        listing when reading it costs less than sending them; a state listing far more subscribers than
+        MailerLite holds (another account, a wiped one) is not believed: the rest of this run compares
+        with the listing, and the next run is a full pass that does so for every contact. One request
+        (the count), and only on runs that would send something."""
+        if self._first_send_checked:
             return
-        self._listing_considered = True
-        if changed is not None and changed >= LISTING_FLOOR and listing_worth_reading(
-                changed, self.mailerlite.count_subscribers()):
-            log.info("%d contacts changed since the last run: comparing them with MailerLite's listing", changed)
-            self.copy = MailerLiteCopy.read(self.mailerlite)
-
-    def _check_state_matches(self) -> None:
-        """Before an incremental run's first send, once: a state listing far more subscribers than
-        MailerLite holds (another account, a wiped one) is not believed. The rest of this run compares
-        with MailerLite's listing, and the next run is a full pass that does so for every contact."""
-        if self._state_checked:
-            return
-        self._state_checked = True
+        self._first_send_checked = True
         synced = self.state.count_contacts()
-        if synced < MISMATCH_MIN:
-            return  # too small a state to judge
+        many = self.total is not None and self.total >= LISTING_FLOOR
+        if synced < MISMATCH_MIN and not many:
+            return  # too small a state to judge, too few changes to bother
         total = self.mailerlite.count_subscribers()
-        if total is None or not state_mismatch(synced, total):
+        if many and listing_worth_reading(self.total, total):
+            log.info("%s contacts changed since the last run: comparing them with MailerLite's listing", self.total)
+        elif total is not None and state_mismatch(synced, total):
+            log.warning("the state lists %d synced subscribers but MailerLite holds %d: comparing with MailerLite's "
+                        "listing instead of trusting the state", synced, total)
+            if not self.options.dry_run:
+                self.state.set_full_pass_pending(True)
+        else:
             return
-        log.warning("the state lists %d synced subscribers but MailerLite holds %d: comparing with MailerLite's "
-                    "listing instead of trusting the state", synced, total)
         self.copy = MailerLiteCopy.read(self.mailerlite)
-        if not self.options.dry_run:
-            self.state.set_full_pass_pending(True)
 
     def _warn_if_state_mismatch(self) -> None:
         if state_mismatch(self._known_compared, self._known_compared - self._known_missing):
