@@ -328,14 +328,6 @@ class Engine:
     def _plan(self, contact: Contact, planned: Planned, known: Optional[ContactRecord]) -> None:
         hubspot_id = contact["id"]
         fingerprint = planned.fingerprint()
-        in_step = (known is not None and not self.options.force and known.fingerprint == fingerprint
-                   and known.problem_kind is None)
-        if not in_step and not self.options.force and self.copy is None and not self._copy_wanted:
-            self._before_first_send()
-        held = self._compare(hubspot_id, planned, known, in_step)
-        if in_step and (held is None or held.same):
-            self.summary.add("unchanged")
-            return
         if (known and not self.options.force and known.problem_kind == "rejected"
                 and known.problem_fingerprint == fingerprint):
             if planned.status == "unsubscribed" and not self.options.dry_run:
@@ -343,6 +335,14 @@ class Engine:
                 # in between must not leave it undelivered. Sent once per address (optouts_sent).
                 self.departures.refused(hubspot_id, planned.email, "by MailerLite, in an earlier run")
             self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
+            return
+        in_step = (known is not None and not self.options.force and known.fingerprint == fingerprint
+                   and known.problem_kind is None)
+        if not in_step and not self.options.force and self.copy is None and not self._copy_wanted:
+            self._before_first_send()
+        held = self._compare(hubspot_id, planned, known, in_step)
+        if in_step and (held is None or held.same):
+            self.summary.add("unchanged")
             return
         if held is not None and held.same:
             self._adopt(hubspot_id, planned, fingerprint, held)
