@@ -170,11 +170,11 @@ def compare(planned: Planned, held: Optional[Held], mapping: Mapping, group_ids:
     must reach an active one."""
     if held is None:
         return Comparison(None, (MISSING,))
-    if held.status in INACTIVE and (in_step or planned.status == "unsubscribed"):
+    if held.status in INACTIVE and in_step:
         return Comparison(held, ())
     keys = set(planned.fields) | (set(previously_set) & set(mapping.managed_fields))
     differing = [key for key in sorted(keys) if not same_value(planned.fields.get(key), held.fields.get(key))]
-    if planned.status == "unsubscribed":
+    if planned.status == "unsubscribed" and held.status not in INACTIVE:
         differing.append("status")
     extra: FrozenSet[str] = frozenset()
     if held.groups is None:

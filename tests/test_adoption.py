@@ -235,7 +235,8 @@ MAPPING = Mapping.default(static_groups=("Synced",))
     (Planned("a@x.io", {}), _held(fields={"name": "A"}), frozenset(), False, ()),  # never ours: kept
     (Planned("a@x.io", {}), _held(fields={"name": "A"}), frozenset({"name"}), False, ("name",)),  # ours: cleared
     (Planned("a@x.io", {"name": "A"}, "unsubscribed"), _held(fields={"name": "A"}), frozenset(), False, ("status",)),
-    (Planned("a@x.io", {"name": "A"}, "unsubscribed"), _held("bounced", {"name": "B"}), frozenset(), False, ()),
+    (Planned("a@x.io", {"name": "A"}, "unsubscribed"), _held("bounced", {"name": "A"}), frozenset(), False, ()),
+    (Planned("a@x.io", {"name": "A"}, "unsubscribed"), _held("junk", {"name": "B"}), frozenset(), False, ("name",)),
     (Planned("a@x.io", {"name": "A"}), _held("unsubscribed", {"name": "B"}), frozenset(), True, ()),
     (Planned("a@x.io", {"name": "A"}), _held("unsubscribed", {"name": "B"}), frozenset(), False, ("name",)),
     (Planned("a@x.io", {}, None, ("Synced",)), _held(groups={"7": "Synced"}), frozenset(), False, ()),
