@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_sync import fakes, run_engine, seed  # noqa: E402
+from benchmarks.bench_sync import fakes, run_engine, run_process, seed, sync_env  # noqa: E402
 from sync.sandbox.fakes.hubspot import FakeHubSpot  # noqa: E402
 from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
 
@@ -79,6 +79,18 @@ def print_rows(rows: List[Row], minute: float, page: int) -> None:
         print(f"   {name:<40}{n:>9,}{requests:>13,}{sent:>9,}{wall:>9.1f}{real:>12.1f} min")
 
 
+def bench_memory(n: int) -> float:
+    """Peak RSS (MB) of `python main.py` adopting n matching contacts, limits off: the listing goes
+    to a temporary table, so this should stay flat as n grows."""
+    with fakes(60.0, limits=False) as (hs, ml), tempfile.TemporaryDirectory() as tmp:
+        seed(hs, n)
+        fill_matching(hs, ml)
+        code, rss_kib = run_process(sync_env(hs, ml, Path(tmp)))
+        if code != 0 or ml.upsert_count:
+            raise SystemExit(f"the adopting run failed ({code}) or wrote ({ml.upsert_count} upserts)")
+        return rss_kib / 1024
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated contact counts")
@@ -89,6 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     sizes = [300] if args.smoke else [int(s) for s in args.sizes.split(",") if s.strip()]
     for n in sizes:
         print_rows(bench(n, 0.05 if args.smoke else args.minute, args.page), args.minute, args.page)
+    print("\nPeak RSS of the sync process adopting an account that already matches (limits off)")
+    for n in sizes:
+        print(f"   {n:>10,} contacts: {bench_memory(n):.1f} MB")
     return 0
 
 
