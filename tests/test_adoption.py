@@ -105,6 +105,27 @@ def test_first_run_sends_only_the_differences_on_each_side(run, hubspot_fake, ma
     assert run().summary["mailerlite_requests"] == 0  # everything recorded: the hour after is free
 
 
+def test_first_run_adopts_group_memberships_and_leaves_only_wrong_managed_groups(run, hubspot_fake,
+                                                                                 mailerlite_fake):
+    seed_contacts(hubspot_fake, 12, lifecyclestage="lead")
+    fill_mailerlite(mailerlite_fake, 12)
+    synced = mailerlite_fake.add_group("Synced")["id"]
+    lead = mailerlite_fake.add_group("Stage: lead")["id"]
+    customer = mailerlite_fake.add_group("Stage: customer")["id"]  # managed by the mapping's pattern
+    hand = mailerlite_fake.add_group("Hand-made")["id"]  # not managed
+    for sub in mailerlite_fake.subscribers.values():
+        sub["groups"] = [synced, lead, hand]
+    mailerlite_fake.subscriber("person0@example.com")["groups"] = [synced, hand]  # not yet in its stage group
+    mailerlite_fake.subscriber("person1@example.com")["groups"].append(customer)  # in a stage it is not in
+    result = run("--mapping", mapping_file(run, GROUPS))
+    assert result.code == 0, result.err
+    assert (result.summary["adopted"], result.summary["updated"]) == (10, 2)
+    assert sorted(upserted(mailerlite_fake)) == ["person0@example.com", "person1@example.com"]
+    assert groups_of(mailerlite_fake, "person0@example.com") == ["Hand-made", "Stage: lead", "Synced"]
+    assert groups_of(mailerlite_fake, "person1@example.com") == ["Hand-made", "Stage: lead", "Synced"]
+    assert groups_of(mailerlite_fake, "person5@example.com") == ["Hand-made", "Stage: lead", "Synced"]
+
+
 def test_dry_run_of_an_adoption_counts_and_names_the_differing_fields(run, hubspot_fake, mailerlite_fake):
     seed_contacts(hubspot_fake, 40)
     fill_mailerlite(mailerlite_fake, 40)
