@@ -14,6 +14,17 @@ from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
 from .accounts import check_same_accounts, prove_credentials
+from .adoption import (
+    INACTIVE,
+    LISTING_FLOOR,
+    MISMATCH_MIN,
+    Comparison,
+    MailerLiteCopy,
+    compare,
+    listing_worth_reading,
+    log_differences,
+    state_mismatch,
+)
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .consent_sweep import ConsentSweep
@@ -119,6 +130,13 @@ class Engine:
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
         self._dry_seen: Set[str] = set()  # what a dry full pass read (a real one marks it in the state)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
+        # MailerLite's listing, when this run compares contacts with it (adoption.py); None otherwise.
+        self.copy: Optional[MailerLiteCopy] = None
+        self._copy_wanted = False  # this run reads the listing when the first contact is compared
+        self._first_send_checked = False  # an incremental run asks once whether to read the listing
+        self._repairing: Set[str] = set()  # contacts the state had in step that MailerLite no longer matches
+        self._known_compared = 0  # contacts the state lists that were compared with the listing...
+        self._known_missing = 0  # ...and how many of them MailerLite does not hold
 
     def run(self) -> Summary:
         started = time.monotonic()
@@ -144,7 +162,11 @@ class Engine:
             if full and not self.options.dry_run:
                 self.state.set_full_pass_pending(True)
             changed_members = self._load_memberships()
+            # A first run, a lost state or --full starts from what MailerLite holds (--force keeps
+            # its meaning: re-send everything, so there is nothing to compare).
+            self._copy_wanted = full and not self.options.force
             self._sync(full, bookmark, changed_members)
+            self._warn_if_state_mismatch()
             archived_checked = self._leave_departed(full, start_ms)
             held_back = self.departures.apply_held_departures(synced_before)
             if not self.options.dry_run and held_back is None:
@@ -187,6 +209,8 @@ class Engine:
         finally:
             if "consent_pending" not in summary.counts:  # stopped early: --json still tells how many wait
                 self._count_consent_pending()
+            if self.copy is not None:
+                self.copy.close()
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.hubspot.requests
             summary.mailerlite_requests = self.mailerlite.requests
@@ -405,17 +429,27 @@ class Engine:
     def _plan(self, contact: Contact, planned: Planned, known: Optional[ContactRecord]) -> None:
         hubspot_id = contact["id"]
         fingerprint = planned.fingerprint()
-        if known and not self.options.force:
-            if known.fingerprint == fingerprint and known.problem_kind is None:
-                self.summary.add("unchanged")
-                return
-            if known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
-                if planned.status == "unsubscribed" and not self.options.dry_run:
-                    # The refusal is recorded before the opt-out it implies is stored: a run killed
-                    # in between must not leave it undelivered. Sent once per address (optouts_sent).
-                    self.departures.refused(hubspot_id, planned.email, "by MailerLite, in an earlier run")
-                self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
-                return
+        if (known and not self.options.force and known.problem_kind == "rejected"
+                and known.problem_fingerprint == fingerprint):
+            if planned.status == "unsubscribed" and not self.options.dry_run:
+                # The refusal is recorded before the opt-out it implies is stored: a run killed
+                # in between must not leave it undelivered. Sent once per address (optouts_sent).
+                self.departures.refused(hubspot_id, planned.email, "by MailerLite, in an earlier run")
+            self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
+            return
+        in_step = (known is not None and not self.options.force and known.fingerprint == fingerprint
+                   and known.problem_kind is None)
+        if not in_step and not self.options.force and self.copy is None and not self._copy_wanted:
+            self._before_first_send()
+        held = self._compare(hubspot_id, planned, known, in_step)
+        if in_step and (held is None or held.same):
+            self.summary.add("unchanged")
+            return
+        if held is not None and held.same:
+            self._adopt(hubspot_id, planned, fingerprint, held)
+            return
+        if in_step:
+            self._repairing.add(hubspot_id)  # edited, moved or deleted in MailerLite: HubSpot's data goes back
         if self.options.dry_run:
             self.summary.add("would_send")
             if self.options.plan is not None:
@@ -439,12 +473,75 @@ class Engine:
         removals: FrozenSet[str] = frozenset()
         if known:
             removals = frozenset(g for g in known.groups_set - set(planned.groups) if self.mapping.manages_group(g))
+        if held is not None:
+            removals |= held.extra_groups  # positive evidence: the listing shows it there, the mapping says no
         group_ids = self.schema.group_ids(list(planned.groups))
         earlier_failures = known.problem_attempts if known and known.problem_kind == "failed" else 0
         self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
                                 frozenset(planned.fields), frozenset(planned.groups), removals,
                                 earlier_failures=earlier_failures))
         self._settle_written()  # recorded as soon as answered: a crash resends only what was in flight
+
+    # -- MailerLite's copy (adoption.py) -----------------------------------------------------------
+    def _compare(self, hubspot_id: str, planned: Planned, known: Optional[ContactRecord],
+                 in_step: bool) -> Optional[Comparison]:
+        """This contact against MailerLite's listing, when this run read it (never under --force)."""
+        if self._copy_wanted and self.copy is None:
+            self._copy_wanted = False  # read when the first contact needs it: HubSpot answered by then
+            self.copy = MailerLiteCopy.read(self.mailerlite)
+        if self.copy is None or self.options.force:
+            return None
+        previously = known.fields_set if known and known.email == planned.email else frozenset()
+        # A group the mapping names is made now (a dry run only looks): the send would make it anyway.
+        group_ids = {name: self.schema.group_id(name, create=not self.options.dry_run) for name in planned.groups}
+        held = compare(planned, self.copy.get(planned.email), self.mapping, group_ids, previously, in_step)
+        if known is not None and known.fingerprint is not None:
+            self._known_compared += 1
+            self._known_missing += held.held is None
+        log_differences(hubspot_id, held)
+        return held
+
+    def _adopt(self, hubspot_id: str, planned: Planned, fingerprint: str, held: Comparison) -> None:
+        """MailerLite already holds what the sync would send: recorded as synced, nothing written.
+        An unsubscribed, bounced or junk subscriber keeps its status (today's not_reactivated)."""
+        assert held.held is not None
+        kind = "not_reactivated" if held.held.status in INACTIVE and planned.status is None else "adopted"
+        if not self.options.dry_run:
+            self.state.record([Result(hubspot_id, planned.email, kind, fingerprint, frozenset(planned.fields),
+                                      held.held.subscriber_id, groups_set=frozenset(planned.groups))])
+        self.summary.add(kind)
+
+    def _before_first_send(self) -> None:
+        """Before an incremental run sends its first contact, once: is the state to be believed?
+        Many changes (a state restored from an old backup, a long outage) are compared with MailerLite's
+        listing when reading it costs less than sending them; a state listing far more subscribers than
+        MailerLite holds (another account, a wiped one) is not believed: the rest of this run compares
+        with the listing, and the next run is a full pass that does so for every contact. One request
+        (the count), and only on runs that would send something."""
+        if self._first_send_checked:
+            return
+        self._first_send_checked = True
+        synced = self.state.count_contacts()
+        many = self.total is not None and self.total >= LISTING_FLOOR
+        if synced < MISMATCH_MIN and not many:
+            return  # too small a state to judge, too few changes to bother
+        total = self.mailerlite.count_subscribers()
+        if many and listing_worth_reading(self.total, total):
+            log.info("%s contacts changed since the last run: comparing them with MailerLite's listing", self.total)
+        elif total is not None and state_mismatch(synced, total):
+            log.warning("the state lists %d synced subscribers but MailerLite holds %d: comparing with MailerLite's "
+                        "listing instead of trusting the state", synced, total)
+            if not self.options.dry_run:
+                self.state.set_full_pass_pending(True)
+        else:
+            return
+        self.copy = MailerLiteCopy.read(self.mailerlite)
+
+    def _warn_if_state_mismatch(self) -> None:
+        if state_mismatch(self._known_compared, self._known_compared - self._known_missing):
+            log.warning("MailerLite holds only %d of the %d subscribers the state lists as synced (deleted there, "
+                        "or another account): they were compared and created again as needed, not counted as "
+                        "departures", self._known_compared - self._known_missing, self._known_compared)
 
     def _reject(self, hubspot_id: str, reject: Reject, known: Optional[ContactRecord]) -> None:
         """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
@@ -498,6 +595,9 @@ class Engine:
             self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
                                     item.removals, item.opts_out, result.reason, try_now=False)
         self._record([result for _, result in written])
+        for item, result in written:
+            if item.hubspot_id in self._repairing and result.kind in ("created", "updated"):
+                self.summary.add("repaired")
         if try_now:
             for item, result in written:
                 self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,

@@ -211,11 +211,12 @@ class MailerLiteClient:
             seen.add(position)
             position = following
 
-    def _subscriber_page(self, status: Optional[str], cursor: Optional[str],
+    def _subscriber_page(self, status: Optional[str], include_groups: bool, cursor: Optional[str],
                          seen: Set[Any]) -> Tuple[List[Dict[str, Any]], Optional[str]]:
         """One page of the cursor listing of subscribers."""
         while True:
-            query = f"subscribers?limit={self.list_limit}" + (f"&filter[status]={status}" if status else "")
+            query = (f"subscribers?limit={self.list_limit}" + (f"&filter[status]={status}" if status else "")
+                     + ("&include=groups" if include_groups else ""))
             code, data = self._send("GET", query + (f"&cursor={cursor}" if cursor else ""))
             smaller = smaller_limit(data, self.list_limit) if code == 422 else None
             if smaller is None:
@@ -224,11 +225,22 @@ class MailerLiteClient:
             # (strictly smaller each time, so this ends).
             log.info("MailerLite lists at most %d subscribers a page", smaller)
             self.list_limit = smaller
+        # A server that clamps the limit silently serves meta.per_page a page: the cursor carries on
+        # from whatever a page held, so a smaller page is never taken for the end.
         return cursor_page(self._expect(code, data, SUBSCRIBER_LISTING, ok=(200,)), cursor, seen, SUBSCRIBER_LISTING)
 
-    def iter_subscribers(self, status: Optional[str] = None) -> Iterator[Dict[str, Any]]:
-        """Every subscriber (optionally of one status), following meta.next_cursor."""
-        return self._pages(SUBSCRIBER_LISTING, partial(self._subscriber_page, status))
+    def iter_subscribers(self, status: Optional[str] = None, include_groups: bool = False) -> Iterator[Dict[str, Any]]:
+        """Every subscriber (optionally of one status), following meta.next_cursor; with
+        `include_groups`, each carries its groups (`include=groups`, the one documented include)."""
+        return self._pages(SUBSCRIBER_LISTING, partial(self._subscriber_page, status, include_groups))
+
+    def count_subscribers(self) -> Optional[int]:
+        """How many subscribers the account holds (`limit=0` answers `{"total": N}`); None when
+        the answer does not say."""
+        status, data = self.request("GET", "subscribers?limit=0", what="subscriber count")
+        total = self._expect(status, data, "subscriber count", ok=(200,))
+        value = total.get("total") if isinstance(total, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
     # -- fields and groups -------------------------------------------------------------------------
     def _numbered_page(self, path: str, extra: str, what: str, page: Optional[int],

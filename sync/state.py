@@ -29,7 +29,7 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
             fingerprint TEXT NOT NULL,      -- hash of the mapped subscriber last accepted
             fields_set TEXT NOT NULL,       -- field keys the sync filled, comma-separated (to clear later)
             subscriber_id TEXT,
-            outcome TEXT NOT NULL,          -- created | updated | not_reactivated
+            outcome TEXT NOT NULL,          -- created | updated | not_reactivated | adopted
             synced_at INTEGER NOT NULL)""",
         # Contacts currently rejected (bad data: retried when they change) or failed (retried next run).
         """CREATE TABLE problems (
@@ -335,7 +335,7 @@ class State:
         with self.transaction():
             for r in results:
                 hid = int(r.hubspot_id)
-                if r.kind in ("created", "updated", "not_reactivated"):
+                if r.kind in ("created", "updated", "not_reactivated", "adopted"):
                     self.conn.execute(
                         "INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, subscriber_id, outcome, "
                         "synced_at, groups_set, seen_run) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(hubspot_id) DO "

@@ -153,6 +153,13 @@ class FakeMailerLite(FakeAPI):
             sub["groups"] = list(groups or [])
             return sub
 
+    def delete_subscriber(self, email: str) -> None:
+        """What deleting a subscriber in MailerLite's app does: gone from every listing and lookup."""
+        with self.lock:
+            sid = self.by_email.pop(email.lower())
+            del self.subscribers[sid]
+            self._sub_ids.remove(int(sid))
+
     def set_engagement(self, email: str, sent: int, opens: int, clicks: int) -> Dict[str, Any]:
         """A subscriber's email figures, as campaigns would leave them."""
         with self.lock:
@@ -408,12 +415,14 @@ class FakeMailerLite(FakeAPI):
             except (ValueError, KeyError, TypeError):
                 return self.ok({"message": "Invalid cursor."}, 400)
             end = bisect.bisect_left(self._sub_ids, last)
+        # include=groups (the one documented include) adds each subscriber's groups.
+        with_groups = "groups" in request.args.get("include", "").split(",")
         page: List[Dict[str, Any]] = []
         i = end - 1
         while i >= 0 and len(page) < limit:  # newest first, as the recordings show
             sub = self.subscribers[str(self._sub_ids[i])]
             if status is None or sub["status"] == status:
-                page.append(self._render(sub, with_groups=False))
+                page.append(self._render(sub, with_groups=with_groups))
             i -= 1
         next_cursor = None
         if i >= 0 and page:
