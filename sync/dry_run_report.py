@@ -9,7 +9,9 @@ What "the fields that change" can say: the state keeps, per contact, a fingerpri
 last sent and the names of the fields it set, not their values. So a new subscriber lists every
 field it gets; an update lists the fields newly set ("name (new)") and cleared ("name (cleared)"),
 and when the same fields only change value it says "values changed" (which values, the state
-cannot tell); what --force resends unchanged says "unchanged (resent by --force)".
+cannot tell); what --force resends unchanged says "unchanged (resent by --force)". When the run
+compared the contact with MailerLite's own listing (a first run, a lost state, --full: adoption.py),
+the fields are exactly those that differ from what MailerLite holds.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import csv
 import logging
 from typing import Iterable, Optional, TextIO
 
+from .adoption import Comparison
 from .mapping import Mapping, Planned
 from .reports import _cell  # the one CSV cell guard (formulas, escape sequences, tokens)
 from .state import ContactRecord
@@ -69,14 +72,20 @@ class PlanReport:
 
 
 def plan_upsert(report: PlanReport, hubspot_id: str, planned: Planned, known: Optional[ContactRecord],
-                mapping: Mapping) -> None:
-    """The create or update a dry run would send, with its field and group changes."""
+                mapping: Mapping, held: Optional[Comparison] = None) -> None:
+    """The create or update a dry run would send, with its field and group changes. `held`: the
+    contact compared with MailerLite's listing (adoption.py), which names exactly what differs."""
     groups_before = known.groups_set if known else frozenset()
     left = [g for g in groups_before - set(planned.groups) if mapping.manages_group(g)]
     fields = field_changes(planned.fields, known.fields_set if known else None, mapping.managed_fields)
     if known and known.fingerprint == planned.fingerprint():
         fields = RESENT
     action = UPDATE if known else CREATE
+    if held is not None and held.held is None:  # not in MailerLite (new, or deleted there): every field
+        action, fields = CREATE, field_changes(planned.fields, None, mapping.managed_fields)
+    elif held is not None:  # MailerLite's own copy was read: it tells what differs, better than the state
+        action, fields = UPDATE, ", ".join(held.differing)
+        left = sorted(set(left) | held.extra_groups)
     if planned.status == "unsubscribed":
         action = f"{action} as unsubscribed"  # opted out in HubSpot: the status goes with the data
     report.add(action, planned.email, hubspot_id, fields, set(planned.groups) - groups_before, left)

@@ -453,7 +453,7 @@ class Engine:
         if self.options.dry_run:
             self.summary.add("would_send")
             if self.options.plan is not None:
-                plan_upsert(self.options.plan, hubspot_id, planned, known, self.mapping)
+                plan_upsert(self.options.plan, hubspot_id, planned, known, self.mapping, held)
             return
         if not self._fields_checked and self._ensure_fields():
             remapped = self._map(contact)  # the account's field types differ from what was assumed

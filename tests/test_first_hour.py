@@ -249,8 +249,9 @@ def test_a_dry_run_lists_each_planned_action_with_the_fields_that_change(run, hu
         entry.method == "GET" for entry in mailerlite_fake.log[writes_before:])  # nothing written
     rows = {row["hubspot_id"]: row for row in csv.DictReader(plan_file.open())}
     assert stat.S_IMODE(plan_file.stat().st_mode) == 0o600  # addresses: owner-only
-    assert (rows[ids[0]]["action"], rows[ids[0]]["fields"]) == ("update", "values changed")
-    assert (rows[ids[1]]["action"], rows[ids[1]]["fields"]) == ("update", "company (cleared)")
+    # --full reads MailerLite's listing (adoption.py): the fields are exactly those that differ from it.
+    assert (rows[ids[0]]["action"], rows[ids[0]]["fields"]) == ("update", "city")
+    assert (rows[ids[1]]["action"], rows[ids[1]]["fields"]) == ("update", "company")
     assert rows[ids[2]]["action"] == "update as unsubscribed"
     assert rows[ids[3]]["action"] in ("leave", "leave groups", "unsubscribe")
     assert rows[ids[3]]["email"] == "person3@example.com" and "HubSpot" in rows[ids[3]]["detail"]
