@@ -91,4 +91,3 @@ def smaller_limit(data: Any, asked: int) -> Optional[int]:
     named = int(next(g for g in match.groups() if g)) if match else 100
     smaller = named if named < asked else 100  # a limit it names that is no smaller: try the common one
     return smaller if 0 < smaller < asked else None  # strictly smaller, so this never loops
-
