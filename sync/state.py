@@ -574,6 +574,11 @@ class State:
                 "INSERT INTO engagement(hubspot_id, pending) VALUES (?,?) "
                 "ON CONFLICT(hubspot_id) DO UPDATE SET pending=excluded.pending", [(int(h), f) for h, f in refused])
 
+    def forget_engagement(self, hubspot_ids: Iterable[str]) -> None:
+        """Contacts HubSpot says do not exist: nothing of their figures is kept, written or pending."""
+        with self.transaction():
+            self.conn.executemany("DELETE FROM engagement WHERE hubspot_id=?", [(int(h),) for h in hubspot_ids])
+
     def engagement_pending(self, after: int = -1, limit: int = 100) -> List[Tuple[str, str]]:
         """(hubspot id, figures) HubSpot refused before, by id after `after`, a page at a time."""
         rows = self.conn.execute("SELECT hubspot_id, pending FROM engagement WHERE pending IS NOT NULL "
