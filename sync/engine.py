@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
+from . import engagement as engagement_pass
+from . import write_back as write_back_pass
 from .accounts import check_same_accounts, prove_credentials
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
-from .consent_sweep import ConsentSweep
+from .clock_skew import clamp_future_times
+from .consent_sweep import SWEEP_DUE_KEY, ConsentSweep
 from .departures import ConsentWriter, Departures
 from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
@@ -131,6 +134,7 @@ class Engine:
             # Both tokens proven and the state's accounts checked before anything else, idle runs too.
             check_same_accounts(self.state, prove_credentials(self.hubspot, self.mailerlite),
                                 record=not self.options.dry_run)
+            self._clamp_future_times(start_ms)
             write_back = self._prepare_write_back(start_ms)
             engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
             if full or self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
@@ -189,6 +193,19 @@ class Engine:
             summary.mailerlite_requests = self.mailerlite.requests
             self.state.finish_run(self._run_id, summary.counts, summary.exit_code, summary.message)
         return summary
+
+    def _clamp_future_times(self, start_ms: int) -> None:
+        """Times an earlier run stored with its clock ahead are set back (clock_skew.py), so periodic
+        work is not put off until that future comes. A dry run changes nothing in the state."""
+        if self.options.dry_run:
+            return
+        hour_ms = 3_600_000
+        clamp_future_times(self.state, start_ms, {
+            ARCHIVED_KEY: 0,  # when the archived listing was last read
+            SWEEP_DUE_KEY: int(self.options.consent_sweep_hours * hour_ms),  # when each is next due
+            engagement_pass.DUE_KEY: int(self.options.engagement_hours * hour_ms),
+            write_back_pass.DUE_KEY: int(self.options.write_back_hours * hour_ms),
+        }, self.tunables.consent_retry_max_ms)
 
     def _count_consent_pending(self) -> int:
         pending = self.state.count_pending_actions()

@@ -297,6 +297,11 @@ class State:
             if full_pass_done:
                 self.conn.execute("DELETE FROM meta WHERE key='full_pass_pending'")
 
+    def set_bookmark(self, ms: int) -> None:
+        """Put the bookmark back (a bookmark in the future would skip the changes until then)."""
+        with self.transaction():
+            self._set_meta("bookmark_ms", str(int(ms)))
+
     def full_pass_pending(self) -> bool:
         """A full pass began and has not finished (killed, aborted): the next run finishes it."""
         return self._get_meta("full_pass_pending") == "1"
@@ -451,6 +456,12 @@ class State:
             self.conn.execute("UPDATE pending_actions SET attempts=attempts+1, last_error=?, next_try=?, "
                               "first_failed=COALESCE(first_failed, ?), last_failed=? WHERE hubspot_id=? AND email=?",
                               (redact(error)[:500], next_try, now, now, int(action.hubspot_id), action.email))
+
+    def clamp_action_tries(self, latest_ms: int) -> int:
+        """Back-offs that end after `latest_ms` end then instead; returns how many were moved."""
+        with self.transaction():
+            return self.conn.execute("UPDATE pending_actions SET next_try=? WHERE next_try > ?",
+                                     (latest_ms, latest_ms)).rowcount
 
     def action_attempts(self, action: PendingAction) -> int:
         row = self.conn.execute("SELECT attempts FROM pending_actions WHERE hubspot_id=? AND email=?",
