@@ -287,7 +287,7 @@ class Engine:
         leaving += [k.email for c in page for k in [known.get(c["id"])] if k and k.email]
         held = set(emails)
         let_go = [e for e in leaving if e not in held]
-        if let_go and not self.options.dry_run:
+        if let_go:  # a read: a dry run does it too, as the real run would
             self.address_consent.opted_out(let_go)
 
     def _process_page(self, page: List[Contact], full: bool) -> None:
@@ -538,8 +538,8 @@ class Engine:
                     pass
             self.departures.gone(gone, "no longer in HubSpot or the synced lists", frozenset(opted_out))
             return True
-        if self.options.dry_run:
-            return False
+        # A dry run reads the archived contacts when a real run would, and so meets the mass-leave
+        # guard and counts the departures as it would (it records nothing: the check stays due).
         last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
             return False

@@ -127,3 +127,28 @@ def test_clamping_sets_back_each_kind_of_time_and_leaves_right_ones_alone(tmp_pa
     assert [r.message.count("times in the future") for r in caplog.records] == [1]
     assert clamp_future_times(state, now, {"last_done": 0, "next_due": day}, day) == []  # once
     state.close()
+
+
+# -- (c) a dry run does the reads a real run does, and meets the guards it meets -----------------------
+def mailerlite_writes(ml) -> int:
+    return sum(1 for r in ml.log if r.method in ("POST", "PUT", "DELETE"))
+
+
+@pytest.mark.parametrize("archived", [1, 30])
+def test_a_dry_run_reads_the_archived_contacts_as_the_real_run_would(run, hubspot_fake, mailerlite_fake, archived):
+    ids = seed_contacts(hubspot_fake, 40)
+    assert run().code == 0
+    for cid in ids[:archived]:
+        hubspot_fake.archive_contact(cid)
+    due = replace(FAST, archived_check_ms=0)  # the daily archived check is due
+    writes = mailerlite_writes(mailerlite_fake)
+    dry = run("--dry-run", tunables=due)
+    assert mailerlite_writes(mailerlite_fake) == writes, "a dry run writes nothing"
+    assert all(mailerlite_fake.subscriber(f"person{i}@example.com")["status"] == "active" for i in range(40))
+    real = run(tunables=due)
+    assert (dry.code, dry.summary["left_scope"], dry.summary["mass_leave_held"]) == \
+        (real.code, real.summary["left_scope"], real.summary["mass_leave_held"])
+    if archived == 30:  # the mass-leave guard stops both, with the same line
+        assert dry.code == 3 and dry.summary["mass_leave_held"] == 30 and "would leave the sync" in dry.err
+    else:
+        assert dry.code == 0 and dry.summary["left_scope"] == 1
