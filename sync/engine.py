@@ -117,6 +117,7 @@ class Engine:
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
+        self._addresses: Dict[str, str] = {}  # HubSpot id -> its address as read in this run
         self._dry_seen: Set[str] = set()  # what a dry full pass read (a real one marks it in the state)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
 
@@ -296,7 +297,7 @@ class Engine:
         ids = [c["id"] for c in page]
         known = self.state.records(ids)
         emails = [normalise_email(c["properties"].get("email")) for c in page]
-        self._owners = self.state.owners(emails)
+        self._owners = self._free_moved_addresses(self.state.owners(emails), page, emails)
         self.departures.new_page(emails)
         self._read_leaving_consent(page, known, emails)
         for contact in page:
@@ -308,6 +309,23 @@ class Engine:
             self._dry_seen.update(ids)
         if self.on_progress:
             self.on_progress(self.summary.counts, self.total)
+
+    def _free_moved_addresses(self, owners: Dict[str, str], page: List[Contact], emails: List[str]) -> Dict[str, str]:
+        """The state's owners of this page's addresses, without those whose owner HubSpot now shows
+        with another address: that address is free, so two contacts that swapped addresses are
+        resolved in one run, not reported as duplicates for ever. An owner this run has not read
+        is read by id (only when another contact of the page claims its address); one HubSpot
+        does not answer as itself keeps its address (no evidence that it let it go)."""
+        for contact, email in zip(page, emails):
+            self._addresses[contact["id"]] = email
+        claims = dict(zip(emails, (c["id"] for c in page)))
+        unread = sorted({owner for email, owner in owners.items()
+                         if claims.get(email) != owner and owner not in self._addresses}, key=int)
+        if unread:
+            for contact in self.hubspot.read_by_ids(unread, ["email"]):
+                if contact["id"] in unread:
+                    self._addresses[contact["id"]] = normalise_email(contact["properties"].get("email"))
+        return {email: owner for email, owner in owners.items() if self._addresses.get(owner, email) == email}
 
     def _unseen(self) -> List[str]:
         """Synced contacts this full pass has not read (so far)."""

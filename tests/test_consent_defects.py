@@ -152,3 +152,36 @@ def test_a_dry_run_reads_the_archived_contacts_as_the_real_run_would(run, hubspo
         assert dry.code == 3 and dry.summary["mass_leave_held"] == 30 and "would leave the sync" in dry.err
     else:
         assert dry.code == 0 and dry.summary["left_scope"] == 1
+
+
+# -- (b) two contacts that swap addresses between runs are not "duplicates" for ever --------------------
+@pytest.mark.parametrize("same_page", [True, False])
+def test_two_contacts_that_swap_addresses_are_resolved_in_one_run(run, hubspot_fake, mailerlite_fake, same_page):
+    ids = seed_contacts(hubspot_fake, 4)
+    assert run().code == 0
+    a, b = ids[0], ids[3]
+    hubspot_fake.update_contact(a, {"email": "person3@example.com", "firstname": "Was0"})
+    hubspot_fake.update_contact(b, {"email": "person0@example.com", "firstname": "Was3"})
+    # A page of one: each contact meets an owner the run has not read yet (or, in one page, has).
+    page = FAST if same_page else replace(FAST, state_page=1)
+    swapped = run(tunables=page)
+    assert swapped.code == 0, swapped.err
+    assert swapped.summary["rejected"] == 0
+    assert mailerlite_fake.subscriber("person3@example.com")["fields"]["name"] == "Was0"
+    assert mailerlite_fake.subscriber("person0@example.com")["fields"]["name"] == "Was3"
+    assert [mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in range(4)] == ["active"] * 4
+    with sqlite3.connect(run.state_db) as db:
+        held = dict(db.execute("SELECT email, hubspot_id FROM contacts"))
+        assert db.execute("SELECT COUNT(*) FROM problems").fetchone()[0] == 0
+    assert (held["person3@example.com"], held["person0@example.com"]) == (int(a), int(b))
+    again = run()
+    assert again.code == 0 and again.summary["rejected"] == 0
+
+
+def test_a_real_duplicate_stays_a_duplicate(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 2)
+    assert run().code == 0
+    hubspot_fake.update_contact(ids[1], {"email": "person0@example.com"})  # the owner still holds it
+    second = run()
+    assert second.code == 1 and second.summary["rejected"] == 1
+    assert mailerlite_fake.subscriber("person0@example.com")["fields"]["name"] == "First0"  # the first keeps it
