@@ -333,8 +333,13 @@ class Departures:
     # -- deciding and applying --------------------------------------------------------------------
     def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
         """The unsubscribe on its own (email and status), once per address."""
-        if self.dry_run or email in self._sent or email_problem(email):
+        if email in self._sent or email_problem(email):
             return  # already delivered, or an address MailerLite could never take
+        if self.dry_run:  # reported as the real run would send it (once per address, as there)
+            log.info("dry run: contact %s (%s): %s; would be unsubscribed on its own", hubspot_id, email, reason)
+            self.summary.add("would_send")
+            self._sent[email] = hubspot_id
+            return
         if try_now:  # (only stored: said when it is tried)
             log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
         if self._act(optout_action(hubspot_id, email, reason), try_now):

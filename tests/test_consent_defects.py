@@ -185,3 +185,17 @@ def test_a_real_duplicate_stays_a_duplicate(run, hubspot_fake, mailerlite_fake):
     second = run()
     assert second.code == 1 and second.summary["rejected"] == 1
     assert mailerlite_fake.subscriber("person0@example.com")["fields"]["name"] == "First0"  # the first keeps it
+
+
+def test_a_dry_run_reports_an_unsubscribe_it_would_send_on_its_own(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 2)
+    assert run().code == 0
+    # The second contact takes the first one's address and opts out: a duplicate, whose opt-out wins.
+    hubspot_fake.update_contact(ids[1], {"email": "person0@example.com", "hs_email_optout": "true"})
+    writes = mailerlite_writes(mailerlite_fake)
+    dry = run("--dry-run")
+    assert mailerlite_writes(mailerlite_fake) == writes
+    assert dry.summary["would_send"] == 1 and dry.summary["left_scope"] == 1
+    real = run()
+    assert real.summary["unsubscribed"] >= 1
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
