@@ -104,11 +104,22 @@ def transport_verdict(code: int, body: Any, garbled: bool = False) -> Optional[s
     return None
 
 
+def _canonical_address(email: str) -> str:
+    """An address compared across spellings MailerLite may answer with: case, and an international
+    domain in Unicode or in its ASCII (punycode) form."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass  # not a domain IDNA can spell: compared as it is
+    return f"{local}@{domain}"
+
+
 def named_address(body: Any) -> Optional[str]:
-    """The address a success answer's subscriber carries, normalised; None when it names none."""
+    """The address a success answer's subscriber carries, canonical; None when it names none."""
     data = body.get("data") if isinstance(body, dict) else None
     email = data.get("email") if isinstance(data, dict) else None
-    return email.strip().lower() if isinstance(email, str) and email.strip() else None
+    return _canonical_address(email) if isinstance(email, str) and email.strip() else None
 
 
 def classify_upsert(code: int, body: Any, batch_item: bool = False, email: Optional[str] = None) -> Answer:
@@ -128,7 +139,7 @@ def classify_upsert(code: int, body: Any, batch_item: bool = False, email: Optio
         if not (isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid).strip()):
             return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, "a success that names no subscriber")
         named = named_address(body)
-        if email is not None and named != email.strip().lower() and (named is not None or batch_item):
+        if email is not None and named != _canonical_address(email) and (named is not None or batch_item):
             return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, ANOTHER_ADDRESS)
         return Answer(WRITTEN, code, subscriber=data)
     if not 400 <= code < 500:

@@ -49,12 +49,23 @@ SUB = {"id": "7", "email": "a@example.com"}
     ({"data": SUB}, True, answers.WRITTEN),
     ({"data": {**SUB, "email": " A@Example.com "}}, True, answers.WRITTEN),  # the same address, as MailerLite writes it
     ({"data": {**SUB, "email": "b@example.com"}}, True, answers.NOT_UNDERSTOOD),  # someone else's subscriber
+    ({"data": {**SUB, "email": "a@xn--bcher-kva.example"}}, True, answers.NOT_UNDERSTOOD),
     ({"data": {**SUB, "email": "b@example.com"}}, False, answers.RETRY),
     ({"data": {"id": "7"}}, True, answers.NOT_UNDERSTOOD),  # a batch item must say whose it is
     ({"data": {"id": "7"}}, False, answers.WRITTEN),  # a single request's answer can only be its own
 ])
 def test_a_success_is_about_the_address_sent(body, batch_item, kind):
     assert classify_upsert(200, body, batch_item=batch_item, email="a@example.com").kind == kind
+
+
+@pytest.mark.parametrize("sent,answered", [
+    ("a@bücher.example", "a@xn--bcher-kva.example"),  # an international domain, as punycode
+    ("a@xn--bcher-kva.example", "A@Bücher.example"),
+    ("a@" + "x" * 70 + ".example", "a@" + "x" * 70 + ".example"),  # a label IDNA refuses: compared as it is
+])
+def test_one_address_in_another_spelling_is_the_same_address(sent, answered):
+    body = {"data": {"id": "7", "email": answered}}
+    assert classify_upsert(200, body, batch_item=True, email=sent).kind == answers.WRITTEN
 
 
 # -- (d) engagement figures for a contact HubSpot no longer has are dropped, not retried for ever -----
