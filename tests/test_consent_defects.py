@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from sync import engagement
+from sync import engagement, write_back
 from sync import mailerlite_answers as answers
 from sync.clock_skew import clamp_future_times
 from sync.mailerlite_answers import classify_upsert
@@ -213,3 +213,21 @@ def test_a_dry_run_reports_an_unsubscribe_it_would_send_on_its_own(run, hubspot_
     real = run()
     assert (real.summary["unsubscribed"], real.summary["left_scope"]) == (2, 1), real.err
     assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+
+
+def test_a_dry_run_reads_and_counts_the_write_back_as_the_real_run_would(run, hubspot_fake, mailerlite_fake,
+                                                                         monkeypatch):
+    hubspot_fake.tokens["hs-test-token"] |= {WRITE_SCOPE, SCHEMA_WRITE_SCOPE}
+    monkeypatch.setenv("SYNC_WRITE_BACK", "true")
+    seed_contacts(hubspot_fake, 3)
+    assert run().code == 0  # the first pass: nothing inactive yet
+    mailerlite_fake.add_subscriber("elsewhere@example.com", status="unsubscribed")  # no HubSpot contact
+    mailerlite_fake.subscriber("person1@example.com")["status"] = "unsubscribed"
+    with sqlite3.connect(run.state_db) as db:
+        db.execute("UPDATE meta SET value='0' WHERE key=?", (write_back.DUE_KEY,))  # the interval has passed
+    updates = len(hubspot_fake.requests_to("POST", UPDATE))
+    dry = run("--dry-run")
+    assert len(hubspot_fake.requests_to("POST", UPDATE)) == updates, "a dry run writes nothing to HubSpot"
+    real = run()
+    assert (dry.summary["write_back_unmatched"], real.summary["write_back_unmatched"]) == (1, 1)
+    assert real.summary["written_back"] == 1
