@@ -337,9 +337,11 @@ class Departures:
         """The unsubscribe on its own (email and status), once per address."""
         if email in self._sent or email_problem(email):
             return  # already delivered, or an address MailerLite could never take
-        if self.dry_run:
+        if self.dry_run:  # reported as the real run would send it (once per address, as there)
             if self.plan is not None:
                 self.plan.add(UNSUBSCRIBE, email, hubspot_id, detail=reason)
+            self.summary.add("would_send")
+            self._sent[email] = hubspot_id
             return
         if try_now:  # (only stored: said when it is tried)
             log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import hubspot_schema as hs
 from .errors import AbortRun
@@ -201,11 +201,19 @@ class Engagement:
         stamp = _hubspot_now(self._now_ms)
         inputs = [{"id": hubspot_id, "properties": dict(json.loads(key), **{hs.ENGAGEMENT_UPDATED_PROPERTY: stamp})}
                   for hubspot_id, key in rows]
-        failed = self.hubspot.update_contacts(inputs)
+        gone: Set[str] = set()
+        failed = self.hubspot.update_contacts(inputs, gone)
         written = [row for row in rows if row[0] not in failed]
-        refused = [row for row in rows if row[0] in failed]
+        refused = [row for row in rows if row[0] in failed and row[0] not in gone]
+        # A contact HubSpot says does not exist (deleted, merged away) never takes its figures: they
+        # are dropped, not retried every run. Should it exist after all, the next pass finds them changed.
+        self.state.forget_engagement(gone)
         self.state.record_engagement(written, refused)
         self.summary.add("engagement_updated", len(written))
+        if gone:
+            log.warning("%d HubSpot contact(s) no longer exist, so their MailerLite engagement was dropped "
+                        "(not retried)", len(gone))
+        failed = {hubspot_id: reason for hubspot_id, reason in failed.items() if hubspot_id not in gone}
         for hubspot_id, reason in sorted(failed.items())[:SHOWN_FAILURES]:
             log.warning("HubSpot did not take the MailerLite engagement of contact %s (%s); retried next run",
                         hubspot_id, reason)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
+from . import engagement as engagement_pass
+from . import write_back as write_back_pass
 from .accounts import check_same_accounts, prove_credentials
 from .adoption import (
     INACTIVE,
@@ -27,7 +29,8 @@ from .adoption import (
 )
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
-from .consent_sweep import ConsentSweep
+from .clock_skew import clamp_future_times
+from .consent_sweep import SWEEP_DUE_KEY, ConsentSweep
 from .departures import ConsentWriter, Departures
 from .dry_run_report import PlanReport, plan_upsert
 from .engagement import Engagement
@@ -128,6 +131,7 @@ class Engine:
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
+        self._addresses: Dict[str, str] = {}  # HubSpot id -> its address as read in this run
         self._dry_seen: Set[str] = set()  # what a dry full pass read (a real one marks it in the state)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
         # MailerLite's listing, when this run compares contacts with it (adoption.py); None otherwise.
@@ -152,6 +156,7 @@ class Engine:
             # Both tokens proven and the state's accounts checked before anything else, idle runs too.
             check_same_accounts(self.state, prove_credentials(self.hubspot, self.mailerlite),
                                 record=not self.options.dry_run)
+            self._clamp_future_times(start_ms)
             write_back = self._prepare_write_back(start_ms)
             engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
             if full or self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
@@ -216,6 +221,19 @@ class Engine:
             summary.mailerlite_requests = self.mailerlite.requests
             self.state.finish_run(self._run_id, summary.counts, summary.exit_code, summary.message)
         return summary
+
+    def _clamp_future_times(self, start_ms: int) -> None:
+        """Times an earlier run stored with its clock ahead are set back (clock_skew.py), so periodic
+        work is not put off until that future comes. A dry run changes nothing in the state."""
+        if self.options.dry_run:
+            return
+        hour_ms = 3_600_000
+        clamp_future_times(self.state, start_ms, {
+            ARCHIVED_KEY: 0,  # when the archived listing was last read
+            SWEEP_DUE_KEY: int(self.options.consent_sweep_hours * hour_ms),  # when each is next due
+            engagement_pass.DUE_KEY: int(self.options.engagement_hours * hour_ms),
+            write_back_pass.DUE_KEY: int(self.options.write_back_hours * hour_ms),
+        }, self.tunables.consent_retry_max_ms)
 
     def _count_consent_pending(self) -> int:
         pending = self.state.count_pending_actions()
@@ -297,7 +315,7 @@ class Engine:
         leaving += [k.email for c in page for k in [known.get(c["id"])] if k and k.email]
         held = set(emails)
         let_go = [e for e in leaving if e not in held]
-        if let_go and not self.options.dry_run:
+        if let_go:  # a read: a dry run does it too, as the real run would
             self.address_consent.opted_out(let_go)
 
     def _process_page(self, page: List[Contact], full: bool) -> None:
@@ -306,7 +324,7 @@ class Engine:
         ids = [c["id"] for c in page]
         known = self.state.records(ids)
         emails = [normalise_email(c["properties"].get("email")) for c in page]
-        self._owners = self.state.owners(emails)
+        self._owners = self._free_moved_addresses(self.state.owners(emails), page, emails)
         self.departures.new_page(emails)
         self._read_leaving_consent(page, known, emails)
         for contact in page:
@@ -318,6 +336,23 @@ class Engine:
             self._dry_seen.update(ids)
         if self.on_progress:
             self.on_progress(self.summary.counts, self.total)
+
+    def _free_moved_addresses(self, owners: Dict[str, str], page: List[Contact], emails: List[str]) -> Dict[str, str]:
+        """The state's owners of this page's addresses, without those whose owner HubSpot now shows
+        with another address: that address is free, so two contacts that swapped addresses are
+        resolved in one run, not reported as duplicates for ever. An owner this run has not read
+        is read by id (only when another contact of the page claims its address); one HubSpot
+        does not answer as itself keeps its address (no evidence that it let it go)."""
+        for contact, email in zip(page, emails):
+            self._addresses[contact["id"]] = email
+        claims = dict(zip(emails, (c["id"] for c in page)))
+        unread = sorted({owner for email, owner in owners.items()
+                         if claims.get(email) != owner and owner not in self._addresses}, key=int)
+        if unread:
+            for contact in self.hubspot.read_by_ids(unread, ["email"]):
+                if contact["id"] in unread:
+                    self._addresses[contact["id"]] = normalise_email(contact["properties"].get("email"))
+        return {email: owner for email, owner in owners.items() if self._addresses.get(owner, email) == email}
 
     def _unseen(self) -> List[str]:
         """Synced contacts this full pass has not read (so far)."""
@@ -626,8 +661,8 @@ class Engine:
                     pass
             self.departures.gone(gone, "no longer in HubSpot or the synced lists", frozenset(opted_out))
             return True
-        if self.options.dry_run:
-            return False
+        # A dry run reads the archived contacts when a real run would, and so meets the mass-leave
+        # guard and counts the departures as it would (it records nothing: the check stays due).
         last = self.state.get_json(ARCHIVED_KEY)
         if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
             return False

@@ -24,7 +24,17 @@ from .casting import property_options, to_epoch_ms
 from .endpoints import endpoint_label, network_failure
 from .errors import AbortRun, AuthError, ConfigError
 from .http_limits import bound_api_client, decode
-from .hubspot_answers import AUTH, DAILY_LIMIT, MISSING_SCOPES, OK, RATE_LIMITED, RETRY, Verdict, classify
+from .hubspot_answers import (
+    AUTH,
+    DAILY_LIMIT,
+    MISSING_SCOPES,
+    NOT_FOUND_WORDS,
+    OK,
+    RATE_LIMITED,
+    RETRY,
+    Verdict,
+    classify,
+)
 from .hubspot_paging import SearchKey, is_record_id, next_cursor, next_search_key, paginate, results_of, search_filters
 from .mapping import normalise_email
 from .retrying import RetryPolicy, Transient
@@ -516,10 +526,12 @@ class HubSpotWriter(HubSpotReader):
                     found[email] = contact["id"]
         return found
 
-    def update_contacts(self, inputs: List[Dict[str, Any]]) -> Dict[str, str]:
+    def update_contacts(self, inputs: List[Dict[str, Any]], gone: Optional[Set[str]] = None) -> Dict[str, str]:
         """Batch updates; returns {id: HubSpot's reason} for each contact not updated. An id is never
-        sent twice in one batch (HubSpot refuses the whole batch for that)."""
+        sent twice in one batch (HubSpot refuses the whole batch for that). `gone`, when given,
+        collects the refused ids HubSpot said do not exist (deleted, archived, merged away)."""
         failed: Dict[str, str] = {}
+        found_missing: Set[str] = set() if gone is None else gone
         rounds: List[List[Dict[str, Any]]] = []
         for item in inputs:
             target = next((r for r in rounds if all(i["id"] != item["id"] for i in r)
@@ -529,10 +541,10 @@ class HubSpotWriter(HubSpotReader):
                 rounds.append(target)
             target.append(item)
         for batch in rounds:
-            self._update(batch, failed)
+            self._update(batch, failed, found_missing)
         return failed
 
-    def _update(self, inputs: List[Dict[str, Any]], failed: Dict[str, str]) -> None:
+    def _update(self, inputs: List[Dict[str, Any]], failed: Dict[str, str], gone: Set[str]) -> None:
         try:
             page = self._call("contact batch update", "POST", self._path(hs.BATCH_UPDATE_PATH),
                               body={"inputs": inputs})
@@ -541,10 +553,12 @@ class HubSpotWriter(HubSpotReader):
             # rule): halve until the refused ones stand alone, each with HubSpot's reason.
             if len(inputs) == 1:
                 failed[str(inputs[0]["id"])] = exc.reason
+                if exc.status == 404 or NOT_FOUND_WORDS.search(exc.reason):
+                    gone.add(str(inputs[0]["id"]))  # refused alone, for not existing
                 return
             half = len(inputs) // 2
-            self._update(inputs[:half], failed)
-            self._update(inputs[half:], failed)
+            self._update(inputs[:half], failed, gone)
+            self._update(inputs[half:], failed, gone)
             return
         errors = page.get("errors")
         for error in errors if isinstance(errors, list) else []:
@@ -553,8 +567,11 @@ class HubSpotWriter(HubSpotReader):
                 raise _exception_for(verdict, "contact batch update", self._interval_s)
             context = error.get("context") if isinstance(error, dict) else None
             ids = context.get("ids") if isinstance(context, dict) else None
+            missing = isinstance(error, dict) and str(error.get("category") or "").upper() == "OBJECT_NOT_FOUND"
             for cid in ids if isinstance(ids, list) else []:
                 failed[str(cid)] = verdict.reason
+                if missing:
+                    gone.add(str(cid))
         results = page.get("results")
         done = {str(r.get("id")) for r in results if isinstance(r, dict)} if isinstance(results, list) else set()
         for item in inputs:

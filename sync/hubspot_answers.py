@@ -9,6 +9,7 @@ that request or that one record. Every field of HubSpot's error shape is optiona
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -26,6 +27,9 @@ REFUSED = "refused"  # this request (or this record) was refused; retrying it wo
 _RATE_CATEGORIES = ("RATE_LIMIT", "RATE_LIMITS")
 _LOCKED_STATUSES = (423, 477)
 _REASON_MAX = 300
+# A record refused for not existing (deleted, archived, merged away), in the words of a refusal
+# that names it alone: "Object not found", "resource not found", "... does not exist".
+NOT_FOUND_WORDS = re.compile(r"not found|does not exist", re.I)
 
 
 @dataclass(frozen=True)

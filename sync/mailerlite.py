@@ -157,7 +157,9 @@ class MailerLiteClient:
         return ItemResult(status, data)
 
     def upsert_batch(self, payloads: List[Dict[str, Any]]) -> List[ItemResult]:
-        """POST /batch of upserts: the answers in request order. Raises BatchNotUnderstood when
+        """POST /batch of upserts: the answers in request order, as documented (the writer still takes
+        each only for the address it names: a server that jumbles them must not swap two contacts'
+        subscribers). Raises BatchNotUnderstood when
         the answer is not one response per request (the caller sends the items on their own),
         ImportLimited untouched, Transient when the batch kept failing."""
         if not 0 < len(payloads) <= BATCH_LIMIT:

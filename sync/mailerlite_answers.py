@@ -32,6 +32,7 @@ ACCOUNT_WORDS = re.compile(r"\b(plan|upgrade|suspended|billing|payment|quota|sub
 # address's and status's errors and the message, never in a field's error.
 REACTIVATION_WORDS = re.compile(r"unsubscribed|bounced|junk|spam|reactivat|resubscrib|cannot be imported", re.I)
 GENERIC_MESSAGE = "the given data was invalid."
+ANOTHER_ADDRESS = "an answer about another address than the one sent"
 
 
 @dataclass(frozen=True)
@@ -103,21 +104,44 @@ def transport_verdict(code: int, body: Any, garbled: bool = False) -> Optional[s
     return None
 
 
-def classify_upsert(code: int, body: Any, batch_item: bool = False) -> Answer:
+def _canonical_address(email: str) -> str:
+    """An address compared across spellings MailerLite may answer with: case, and an international
+    domain in Unicode or in its ASCII (punycode) form."""
+    local, _, domain = email.strip().lower().rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass  # not a domain IDNA can spell: compared as it is
+    return f"{local}@{domain}"
+
+
+def named_address(body: Any) -> Optional[str]:
+    """The address a success answer's subscriber carries, canonical; None when it names none."""
+    data = body.get("data") if isinstance(body, dict) else None
+    email = data.get("email") if isinstance(data, dict) else None
+    return _canonical_address(email) if isinstance(email, str) and email.strip() else None
+
+
+def classify_upsert(code: int, body: Any, batch_item: bool = False, email: Optional[str] = None) -> Answer:
     """What one upsert's answer (a single request's, or one item of a batch) says about the contact.
 
     A batch item whose code is missing or unknown, or a success that names no subscriber, is
     NOT_UNDERSTOOD (the import-path answers are undocumented); the same from a single request is
-    garbled, so RETRY."""
+    garbled, so RETRY. With `email` (the address sent), a success must be about that address: one
+    naming another is someone else's subscriber, never recorded as this contact's (a batch item
+    must name it; a single answer that names no address is taken, its request being the only one)."""
     verdict = transport_verdict(code, body)
     if verdict is not None:
         return Answer(verdict, code, describe_error(body))
     if code in (200, 201):
         data = body.get("data") if isinstance(body, dict) else None
         sid = data.get("id") if isinstance(data, dict) else None
-        if isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid).strip():
-            return Answer(WRITTEN, code, subscriber=data)
-        return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, "a success that names no subscriber")
+        if not (isinstance(sid, (str, int)) and not isinstance(sid, bool) and str(sid).strip()):
+            return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, "a success that names no subscriber")
+        named = named_address(body)
+        if email is not None and named != _canonical_address(email) and (named is not None or batch_item):
+            return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, ANOTHER_ADDRESS)
+        return Answer(WRITTEN, code, subscriber=data)
     if not 400 <= code < 500:
         return Answer(NOT_UNDERSTOOD if batch_item else RETRY, code, f"an answer with code {code or 'missing'}")
     reason = describe_error(body)

@@ -297,6 +297,11 @@ class State:
             if full_pass_done:
                 self.conn.execute("DELETE FROM meta WHERE key='full_pass_pending'")
 
+    def set_bookmark(self, ms: int) -> None:
+        """Put the bookmark back (a bookmark in the future would skip the changes until then)."""
+        with self.transaction():
+            self._set_meta("bookmark_ms", str(int(ms)))
+
     def full_pass_pending(self) -> bool:
         """A full pass began and has not finished (killed, aborted): the next run finishes it."""
         return self._get_meta("full_pass_pending") == "1"
@@ -452,6 +457,12 @@ class State:
                               "first_failed=COALESCE(first_failed, ?), last_failed=? WHERE hubspot_id=? AND email=?",
                               (redact(error)[:500], next_try, now, now, int(action.hubspot_id), action.email))
 
+    def clamp_action_tries(self, latest_ms: int) -> int:
+        """Back-offs that end after `latest_ms` end then instead; returns how many were moved."""
+        with self.transaction():
+            return self.conn.execute("UPDATE pending_actions SET next_try=? WHERE next_try > ?",
+                                     (latest_ms, latest_ms)).rowcount
+
     def action_attempts(self, action: PendingAction) -> int:
         row = self.conn.execute("SELECT attempts FROM pending_actions WHERE hubspot_id=? AND email=?",
                                 (int(action.hubspot_id), action.email)).fetchone()
@@ -573,6 +584,11 @@ class State:
             self.conn.executemany(
                 "INSERT INTO engagement(hubspot_id, pending) VALUES (?,?) "
                 "ON CONFLICT(hubspot_id) DO UPDATE SET pending=excluded.pending", [(int(h), f) for h, f in refused])
+
+    def forget_engagement(self, hubspot_ids: Iterable[str]) -> None:
+        """Contacts HubSpot says do not exist: nothing of their figures is kept, written or pending."""
+        with self.transaction():
+            self.conn.executemany("DELETE FROM engagement WHERE hubspot_id=?", [(int(h),) for h in hubspot_ids])
 
     def engagement_pending(self, after: int = -1, limit: int = 100) -> List[Tuple[str, str]]:
         """(hubspot id, figures) HubSpot refused before, by id after `after`, a page at a time."""

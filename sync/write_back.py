@@ -79,8 +79,6 @@ class WriteBack:
         changed = [row for row in seen if known.get(row[0]) != (row[1], row[2])]
         if not changed:
             return
-        if self.dry_run:
-            return
         emails = [e for e, _, _ in changed]
         ids = self.state.owners(emails)  # the contacts this sync created know their HubSpot id
         missing = [e for e in emails if e not in ids]
@@ -100,6 +98,10 @@ class WriteBack:
                 props[CHANGED_PROPERTY] = when
             inputs.append({"id": hubspot_id, "properties": props})
             done.append((email, status, changed_at, hubspot_id))
+        if self.dry_run:  # read and counted as the real run would; nothing written, nothing recorded
+            if inputs:
+                log.info("dry run: the MailerLite status of %d HubSpot contact(s) would be written back", len(inputs))
+            return
         failed = self.hubspot.update_contacts(inputs) if inputs else {}
         if failed:
             self._had_failures = True

@@ -216,11 +216,18 @@ class SubscriberWriter:
         again: List[Pending] = []
         not_understood: List[Pending] = []
         account: Optional[Answer] = None
-        verdicts = [classify_upsert(raw.code, raw.body, batch_item=batch) for raw in results]
+        verdicts = [classify_upsert(raw.code, raw.body, batch_item=batch, email=item.email)
+                    for item, raw in zip(items, results)]
         if batch and len(items) > 1 and all(v.kind == answers.REFUSED for v in verdicts):
             # Every item refused alike, and not for its data: the batch is the problem (its path,
             # its shape), not these contacts. They go on their own, and are judged one by one.
             verdicts = [Answer(answers.NOT_UNDERSTOOD, v.code, v.reason) for v in verdicts]
+        if batch and any(v.reason == answers.ANOTHER_ADDRESS for v in verdicts):
+            # An answer about another address: the batch's order cannot be trusted, so no answer
+            # that does not name its own address (a refusal, say) is taken as its item's either.
+            verdicts = [v if v.kind in (answers.WRITTEN, answers.AUTH, answers.ACCOUNT)
+                        else Answer(answers.NOT_UNDERSTOOD, v.code, v.reason or answers.ANOTHER_ADDRESS)
+                        for v in verdicts]
         for item, payload, raw, answer in zip(items, sent, results, verdicts):
             if answer.kind in (answers.AUTH, answers.ACCOUNT):
                 account = account or answer  # every contact would be refused alike: the run stops below

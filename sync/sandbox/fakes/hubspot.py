@@ -576,7 +576,8 @@ class FakeHubSpot(FakeAPI):
     def _item_problem(self, item: Dict[str, Any]) -> Optional[str]:
         """Why one batch-update input cannot be applied (None if it can)."""
         cid = str(item.get("id", ""))
-        if not cid.isdigit() or int(cid) not in self.contacts or cid in self.failing_update_ids:
+        if (not cid.isdigit() or int(cid) not in self.contacts or self.contacts[int(cid)].get("archived")
+                or cid in self.failing_update_ids):  # an archived (deleted) contact is not found, as in HubSpot
             return "Object not found"
         if cid in self.validation_rules:  # enforced on CRM writes from 2026-09 on
             return self.validation_rules[cid]

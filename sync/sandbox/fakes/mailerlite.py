@@ -100,6 +100,10 @@ class FakeMailerLite(FakeAPI):
         self.reactivation_attempts: List[Dict[str, Any]] = []
         self.item_faults: Deque[Optional[int]] = deque()  # per batch item: an HTTP code to fail it with
         self.failing_emails: Dict[str, int] = {}  # email -> how many more of its upserts get a 503
+        # Fault knob, one entry per coming batch: "reversed" answers its items in the wrong order,
+        # "foreign" answers its first item with another address's subscriber (a server bug the
+        # client must catch: an answer is matched to its request by address, never by position).
+        self.batch_disorder: Deque[str] = deque()
         self.refused_group_removals: Set[str] = set()  # emails whose group removals get a 422
         self.upsert_count = 0  # every upsert attempted that passed validation
         # Switches for what mailerlite.md leaves unconfirmed; the defaults are the documented reading.
@@ -546,6 +550,15 @@ class FakeMailerLite(FakeAPI):
             return 404, {"message": f"The route {path.lstrip('/')} could not be found."}
         return handlers[endpoint](args)
 
+    def _disorder(self, responses: List[Dict[str, Any]]) -> None:
+        """The batch_disorder knob: the answers of a batch whose items were all done, jumbled."""
+        fault = self.batch_disorder.popleft() if self.batch_disorder else None
+        if fault == "reversed":
+            responses.reverse()
+        elif fault == "foreign" and responses:
+            stranger = self._new_subscriber("stranger@elsewhere.example", "active")
+            responses[0] = {"code": 200, "body": {"data": self._render(stranger)}}
+
     def on_batch(self, request: Request) -> Response:
         body = self.json_body(request)
         items = body.get("requests") if isinstance(body, dict) else None
@@ -571,6 +584,7 @@ class FakeMailerLite(FakeAPI):
                 out = None  # the import path's answer: done, but which subscriber is not said
             responses.append({"code": code, "body": out})
             codes.append(code)
+        self._disorder(responses)
         ok = sum(1 for c in codes if 200 <= c < 300)
         summary = {"total": len(responses), "successful": ok, "failed": len(responses) - ok}
         if self.batch_item_shape == "summary":
