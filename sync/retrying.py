@@ -131,7 +131,7 @@ class RetryPolicy:
             with run_ends_at(None if self.deadline is None else self.deadline - self._clock()):
                 try:
                     return func()
-                except Exception:
+                except Transient:  # what a cut exchange becomes in either client
                     self.check_deadline(what)
                     raise
 
