@@ -38,10 +38,11 @@ class TrickleServer:
     the client gets something, so no socket timeout ever fires. Each connection stops by itself after
     `limit` bytes, or when the client goes away."""
 
-    def __init__(self, part: str, interval: float = 0.25, limit: int = 200) -> None:
+    def __init__(self, part: str, interval: float = 0.25, limit: int = 400) -> None:
         head = b"HTTP/1.1 200 " if part == "status" else b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Slow: "
         self.first, self.drip = head[:5], head[5:] + b"a" * limit
         self.interval = interval
+        assert interval * limit > HANG_GUARD_S  # so that only a cut, never the server, ends the exchange in time
         self.connections = 0
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
@@ -73,15 +74,18 @@ class TrickleServer:
         try:
             conn.settimeout(5)
             conn.recv(65536)  # the request (what it asks does not matter)
-            conn.sendall(self.first)
-            for i in range(len(self.drip)):
-                if self._stop.wait(self.interval):
-                    break
-                conn.sendall(self.drip[i:i + 1])
+            self._trickle(conn)
         except OSError:
             pass  # the client gave up and closed the connection: what the sync must do
         finally:
             conn.close()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        conn.sendall(self.first)
+        for i in range(len(self.drip)):
+            if self._stop.wait(self.interval):
+                break
+            conn.sendall(self.drip[i:i + 1])
 
     def stop(self) -> None:
         self._stop.set()
@@ -140,6 +144,62 @@ def test_the_run_ends_at_its_time_limit_inside_a_trickled_request(run, hubspot_f
     point_at(run, monkeypatch, api, hubspot_fake.url if api == "hubspot" else mailerlite_fake.base_url)
     monkeypatch.delenv("SYNC_MAX_RUNTIME")
     assert run().code == 0 and len(mailerlite_fake.subscribers) == 3
+
+
+class KeepAliveThenTrickle(TrickleServer):
+    """Answers a connection's first request at once and keeps the connection open; the next request on
+    it gets its status line trickled. So the second exchange runs on a connection from the pool."""
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5)
+            self._read_request(conn)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            self._read_request(conn)
+            self._trickle(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:  # GETs without a body; bounded by the 5 s timeout
+            piece = conn.recv(4096)
+            if not piece:
+                raise OSError("closed")
+            data += piece
+
+
+def test_a_pooled_connection_is_cut_at_the_deadline_too():
+    """Both clients' transports: the second request reuses the first one's connection (joins the
+    exchange when it is sent, not only when it connects)."""
+    import types
+
+    import requests
+    import urllib3
+
+    from sync.http_limits import AnswerTooSlow, RequestsTooSlow, bound_api_client, requests_exchange
+    transports = []
+    with requests.Session() as session:
+        transports.append((lambda url: requests_exchange(session, "GET", url, None, (1.0, 1.0)), RequestsTooSlow))
+        api_client = types.SimpleNamespace(rest_client=types.SimpleNamespace(pool_manager=urllib3.PoolManager()))
+        bound_api_client(api_client)
+        pool = api_client.rest_client.pool_manager
+        transports.append((lambda url: pool.request("GET", url, timeout=urllib3.Timeout(connect=1.0, read=1.0),
+                                                    retries=False), AnswerTooSlow))
+        for send, too_slow in transports:
+            server = KeepAliveThenTrickle("status").start()
+            try:
+                started = time.monotonic()
+                send(server.url + "/first")
+                with pytest.raises(too_slow):
+                    send(server.url + "/second")
+                assert time.monotonic() - started < HANG_GUARD_S
+                assert server.connections == 1  # the second request went on the pooled connection
+            finally:
+                server.stop()
 
 
 # -- (b) a damaged state file --------------------------------------------------------------------------
