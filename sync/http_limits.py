@@ -1,11 +1,12 @@
-"""Bounded HTTP answers for both API clients: the whole exchange within SYNC_HTTP_TIMEOUT, the
-body within a size cap (tunables.max_body_bytes).
+"""Bounded HTTP answers for both API clients: the whole exchange within SYNC_HTTP_TIMEOUT (and
+within the run's SYNC_MAX_RUNTIME), the body within a size cap (tunables.max_body_bytes).
 
 A socket timeout applies to each read, so a server trickling one byte a second would keep a
-run (and its lock) alive for ever, and a runaway answer would fill the memory. Bodies are read
-in pieces with the deadline checked between them; the text is decoded with `surrogateescape`
-so one contact's invalid UTF-8 cannot make a whole page unreadable (mapping rejects that
-contact instead).
+run (and its lock) alive for ever, and a runaway answer would fill the memory. The exchange as
+a whole, from connecting to the last byte, is ended at its deadline by exchange_deadline.py
+(which shuts its socket down); bodies are read in pieces with the deadline checked between
+them, and the size counted. The text is decoded with `surrogateescape` so one contact's
+invalid UTF-8 cannot make a whole page unreadable (mapping rejects that contact instead).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import requests
 import urllib3
 
 from .errors import AbortRun
+from .exchange_deadline import Exchange, exchange, watch_pools, watch_session
 from .tunables import DEFAULTS
 
 READ_PIECE = 64 * 1024
@@ -75,12 +77,22 @@ class _BoundedPool:
         return getattr(self._pool, name)
 
     def request(self, method: str, url: str, *args: Any, timeout: Any = None, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + _total_seconds(timeout)
         kwargs["preload_content"] = False
-        response = self._pool.request(method, url, *args, timeout=timeout, **kwargs)
-        body = read_body(response, deadline, self._max_bytes)
+        with exchange(_total_seconds(timeout)) as current:
+            try:
+                response = self._pool.request(method, url, *args, timeout=timeout, **kwargs)
+                body = read_body(response, current.deadline, self._max_bytes)
+            except (urllib3.exceptions.HTTPError, OSError):
+                _raise_if_expired(current)
+                raise
+            _raise_if_expired(current)  # a body cut by the deadline can look complete
         return urllib3.HTTPResponse(body=body, headers=response.headers, status=response.status,
                                     reason=response.reason, preload_content=True, decode_content=False)
+
+
+def _raise_if_expired(current: Exchange) -> None:
+    if current.expired:
+        raise AnswerTooSlow("the answer took longer than SYNC_HTTP_TIMEOUT") from None
 
 
 def _total_seconds(timeout: Any) -> float:
@@ -96,6 +108,7 @@ def bound_api_client(api_client: Any, max_bytes: int = DEFAULTS.max_body_bytes) 
     own). No capability check: were a client version to lack either attribute, construction fails loudly
     (and the tests with it) rather than the run going on unbounded."""
     rest = api_client.rest_client
+    watch_pools(rest.pool_manager)
     rest.pool_manager = _BoundedPool(rest.pool_manager, max_bytes)
 
 
@@ -103,16 +116,20 @@ def requests_exchange(session: requests.Session, method: str, url: str, body: An
                         timeout: Tuple[float, float], max_bytes: int = DEFAULTS.max_body_bytes) -> requests.Response:
     """session.request, streamed, so that the whole answer is read within the total time
     (MailerLite's client and the healthcheck ping)."""
-    deadline = time.monotonic() + timeout[1]
-    resp = session.request(method, url, json=body, timeout=timeout, stream=True)
-    try:
-        content = read_body(resp.raw, deadline, max_bytes)
-    except AnswerTooSlow as exc:
-        raise RequestsTooSlow(str(exc)) from None
-    except urllib3.exceptions.HTTPError as exc:
-        raise requests.exceptions.ConnectionError(exc.__class__.__name__) from None
-    except OSError as exc:
-        raise requests.exceptions.ConnectionError(exc.__class__.__name__) from None
+    watch_session(session)
+    with exchange(timeout[1]) as current:
+        try:
+            resp = session.request(method, url, json=body, timeout=timeout, stream=True)
+            content = read_body(resp.raw, current.deadline, max_bytes)
+            _raise_if_expired(current)  # a body cut by the deadline can look complete
+        except AnswerTooSlow as exc:
+            raise RequestsTooSlow(str(exc)) from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if current.expired:
+                raise RequestsTooSlow("the answer took longer than SYNC_HTTP_TIMEOUT") from None
+            if isinstance(exc, requests.RequestException):
+                raise
+            raise requests.exceptions.ConnectionError(exc.__class__.__name__) from None
     resp._content = content  # what requests' .content/.json() read from
     resp._content_consumed = True
     return resp

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .hubspot_schema import LOCKED_WAIT_S
+from .redaction import clip
 from .retrying import parse_retry_after
 
 OK = "ok"
@@ -81,7 +82,7 @@ def classify(status: int, body: Any, headers: Optional[Mapping[str, str]] = None
     headers = headers or {}
     status = status or _item_status(data)
     category = str(data.get("category") or data.get("errorType") or "").upper()
-    message = str(data.get("message") or "").strip()[:_REASON_MAX]
+    message = clip(str(data.get("message") or "").strip(), _REASON_MAX)
     if 200 <= status < 300 and not category:
         return Verdict(OK, status=status)
     retry_after = parse_retry_after(headers.get("Retry-After"))

@@ -24,6 +24,7 @@ from . import hubspot_schema as hs
 from .errors import AuthError
 from .hubspot import HubSpotReader, HubSpotRefused
 from .mapping import OPTOUT_PROPERTY, normalise_email
+from .redaction import clip
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class AddressConsent:
                 raise
             if len(batch) == 1:
                 log.warning("HubSpot refused to read the consent of %s (%s); taken as not opted out", batch[0],
-                            exc.reason[:200])
+                            clip(exc.reason, 200))
                 return set()
             half = len(batch) // 2
             return (self._statuses(what, path, batch[:half], key, counts)

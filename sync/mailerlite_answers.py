@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional
 
+from .redaction import clip
+
 # Verdicts, in the words the writer records.
 WRITTEN = "written"  # created or updated: the answer names the subscriber
 NOT_REACTIVATED = "not_reactivated"  # MailerLite keeps an unsubscribed/bounced/junk subscriber as it is
@@ -67,8 +69,8 @@ def describe_error(data: Any) -> str:
     """MailerLite's reason in one line: the field errors if any, else the message."""
     errors = _errors(data)
     if errors:
-        return " | ".join(f"{key}: {'; '.join(_texts(reasons))}" for key, reasons in errors.items())[:500]
-    return (_message(data) or "no reason given")[:500]
+        return clip(" | ".join(f"{key}: {'; '.join(_texts(reasons))}" for key, reasons in errors.items()), 500)
+    return clip(_message(data) or "no reason given", 500)
 
 
 def _is_account_refusal(code: int, body: Any) -> bool:

@@ -43,6 +43,12 @@ def redact(text: str) -> str:
     return text
 
 
+def clip(text: object, limit: int) -> str:
+    """`text` redacted, then cut to `limit` characters: in that order, because a token cut in two
+    is no longer recognised, and its first part would go out as it is."""
+    return redact(str(text))[:limit]
+
+
 def _escape(match: re.Match) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code <= 0xff else f"\\u{code:04x}"

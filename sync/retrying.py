@@ -16,6 +16,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
 from .errors import AbortRun
+from .exchange_deadline import run_ends_at
 from .tunables import DEFAULTS, Tunables
 
 T = TypeVar("T")
@@ -125,7 +126,14 @@ class RetryPolicy:
 
         def attempt() -> T:
             self.check_deadline(what)  # before each request
-            return func()
+            # ...and during it: an exchange still going at the run's end is cut (exchange_deadline.py),
+            # and the run stops rather than trying it again.
+            with run_ends_at(None if self.deadline is None else self.deadline - self._clock()):
+                try:
+                    return func()
+                except Transient:  # what a cut exchange becomes in either client
+                    self.check_deadline(what)
+                    raise
 
         def stop(state: RetryCallState) -> bool:
             exc = state.outcome.exception() if state.outcome else None

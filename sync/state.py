@@ -4,16 +4,17 @@ MailerLite, contacts with problems, and a row per run. Never holds a secret.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, warn_if_shared
-from .redaction import redact
+from .redaction import clip
 
 SCHEMA_VERSION = 8
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
@@ -212,6 +213,42 @@ def _now() -> int:
     return int(time.time())
 
 
+C = TypeVar("C", bound=type)
+
+
+def _damaged_message(path: Path, what: str) -> str:
+    return f"the state database {path} is damaged ({what}); move it aside and run again"
+
+
+def _stored_values_checked(cls: C) -> C:
+    """Every public method of the class: a stored value it cannot read (a number that is not one,
+    JSON cut short, a page SQLite finds malformed) is a damaged state file, said as such, not a bug."""
+    def guard(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def guarded(self: State, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except ValueError as exc:  # not TypeError: that is far likelier a bug than a damaged file
+                raise StateError(_damaged_message(self.path, f"a stored value cannot be read: "
+                                                             f"{exc.__class__.__name__}")) from None
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc):
+                    raise
+                raise StateError(self._explain(exc)) from None
+        return guarded
+
+    for name, member in list(vars(cls).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(cls, name, guard(member))
+    return cls
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    text = str(exc).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text
+
+
+@_stored_values_checked
 class State:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -227,14 +264,16 @@ class State:
             self._prepare()
         except (sqlite3.DatabaseError, StateWriteError) as exc:
             raise StateError(self._explain(exc) if isinstance(exc, sqlite3.DatabaseError) else str(exc)) from None
+        except ValueError as exc:  # the schema version is not a number
+            raise StateError(_damaged_message(path, f"a stored value cannot be read: {exc.__class__.__name__}")) \
+                from None
         except OSError as exc:
             raise StateError(f"cannot open the state database {path}: {exc.strerror or exc}") from None
 
     def _explain(self, exc: sqlite3.DatabaseError) -> str:
         text = str(exc).lower()
-        if "not a database" in text or "malformed" in text or "corrupt" in text:
-            return (f"the state database {self.path} is damaged; move it aside and the next run "
-                    f"will be a full pass (nothing in MailerLite is lost)")
+        if _is_damage(exc):
+            return _damaged_message(self.path, f"SQLite: {exc}")
         if "locked" in text or "busy" in text:
             return f"the state database {self.path} is locked by another program; close it and run again"
         if "readonly" in text or "read-only" in text:
@@ -361,7 +400,7 @@ class State:
                         "last_seen) VALUES (?,?,?,?,?,1,?,?) ON CONFLICT(hubspot_id) DO UPDATE SET "
                         "email=excluded.email, kind=excluded.kind, reason=excluded.reason, "
                         "fingerprint=excluded.fingerprint, attempts=problems.attempts+1, last_seen=excluded.last_seen",
-                        (hid, r.email, r.kind, redact(r.reason)[:1000], r.fingerprint, now, now))
+                        (hid, r.email, r.kind, clip(r.reason, 1000), r.fingerprint, now, now))
 
     def owners(self, emails: Sequence[str]) -> Dict[str, str]:
         """email -> the HubSpot contact whose subscriber has that address (one query per page)."""
@@ -448,14 +487,14 @@ class State:
                 "groups_set=excluded.groups_set, forget=MAX(excluded.forget, pending_actions.forget), "
                 "reason=excluded.reason",
                 (int(action.hubspot_id), action.email, action.subscriber_id, int(action.unsubscribe),
-                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), redact(action.reason)[:500]))
+                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), clip(action.reason, 500)))
 
     def action_failed(self, action: PendingAction, error: str, next_try: int = 0) -> None:
         now = _now()
         with self.transaction():
             self.conn.execute("UPDATE pending_actions SET attempts=attempts+1, last_error=?, next_try=?, "
                               "first_failed=COALESCE(first_failed, ?), last_failed=? WHERE hubspot_id=? AND email=?",
-                              (redact(error)[:500], next_try, now, now, int(action.hubspot_id), action.email))
+                              (clip(error, 500), next_try, now, now, int(action.hubspot_id), action.email))
 
     def clamp_action_tries(self, latest_ms: int) -> int:
         """Back-offs that end after `latest_ms` end then instead; returns how many were moved."""
@@ -536,10 +575,9 @@ class State:
 
     def get_json(self, key: str) -> Optional[object]:
         value = self._get_meta(key)
-        try:
-            return json.loads(value) if value else None
-        except ValueError:
-            return None
+        # JSON that does not read is damage, never "not set": a lost accounts record would let a
+        # state file meant for one account drive another.
+        return json.loads(value) if value else None
 
     def set_json(self, key: str, value: object) -> None:
         with self.transaction():
@@ -627,7 +665,7 @@ class State:
         sets = ", ".join(f"{k}=?" for k in RUN_COUNTS)
         with self.transaction():
             self.conn.execute(f"UPDATE runs SET finished_at=?, {sets}, exit_code=?, message=? WHERE id=?",
-                              (_now(), *[int(counts.get(k, 0)) for k in RUN_COUNTS], exit_code, redact(message)[:500],
+                              (_now(), *[int(counts.get(k, 0)) for k in RUN_COUNTS], exit_code, clip(message, 500),
                                run_id))
 
     def runs(self, limit: int = 20) -> List[Dict[str, object]]:

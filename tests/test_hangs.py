@@ -96,7 +96,10 @@ def test_the_run_deadline_stops_cleanly_with_progress_kept(run, hubspot_fake, ma
     monkeypatch.delenv("SYNC_MAX_RUNTIME")
     second = run()
     assert second.code == 0, second.err
-    assert first.summary.get("created", 0) + second.summary["created"] == 500  # nothing lost, nothing sent twice
+    # Nothing lost. Only the request in flight when the time ran out (cut there: issue 22 item 9) may have
+    # been made by MailerLite unseen; the next run sends it again, answered as updates: one batch at most.
+    assert first.summary.get("created", 0) + second.summary["created"] + second.summary["updated"] == 500
+    assert second.summary["updated"] <= 50
     assert len(mailerlite_fake.subscribers) == 500
 
 
