@@ -1,0 +1,49 @@
+"""An operations review of the merged setup (issues 23 and 24), as a new user and an administrator of
+several clients would meet it: each test drives main.py against the fakes."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from sync.invocation import COMMAND
+from tests.conftest import HS_TOKEN, ML_TOKEN, seed_contacts
+from tests.test_cli_subprocess import run_main
+
+
+def client_env_file(folder: Path, hubspot, mailerlite, name: str = "clientB.env") -> Path:
+    """A client's own settings file, with no SYNC_STATE_DB: its state follows the file."""
+    folder.mkdir(exist_ok=True)
+    env_file = folder / name
+    env_file.write_text(f"HUBSPOT_ACCESS_TOKEN={HS_TOKEN}\nMAILERLITE_API_KEY={ML_TOKEN}\n"
+                        f"HUBSPOT_BASE_URL={hubspot.url}\nMAILERLITE_BASE_URL={mailerlite.base_url}\n")
+    env_file.chmod(0o600)
+    return env_file
+
+
+# -- a hint printed for one client must not run another client's command --------------------------------------
+
+def test_hints_after_an_env_file_run_name_that_env_file(hubspot_fake, mailerlite_fake, tmp_path):
+    # Client B lives in its own --env-file, so its state is clientB.state.db beside it. The hints its runs
+    # print go into cron mail and get pasted as they are: without --env-file they would show (or sync)
+    # the default .env's client instead.
+    env_file = client_env_file(tmp_path / "clients", hubspot_fake, mailerlite_fake)
+    again = f"{COMMAND} --env-file {shlex.quote(str(env_file))}"
+    nothing_yet = run_main(["--history", "--env-file", str(env_file)], {}, tmp_path)
+    assert nothing_yet.returncode == 2
+    assert f"run {again} first" in nothing_yet.stderr, nothing_yet.stderr
+
+    seed_contacts(hubspot_fake, 5)
+    hubspot_fake.add_contact({"email": "not-an-email"}, modified_ms=1)
+    done = run_main(["--env-file", str(env_file)], {"SYNC_FULL_INTERVL": "1"}, tmp_path)
+    assert done.returncode == 1
+    assert f"(which and why: {again} --rejected)" in done.stderr, done.stderr
+    assert f"{again} --check repeats it" in done.stderr, done.stderr  # the misspelt setting's advisory
+    shown = run_main(["--rejected", "--env-file", str(env_file)], {}, tmp_path)
+    assert shown.returncode == 0 and "not-an-email" in shown.stdout
+
+    # Without --env-file the hints stay as they were.
+    default = run_main([], {"HUBSPOT_ACCESS_TOKEN": HS_TOKEN, "MAILERLITE_API_KEY": ML_TOKEN,
+                            "HUBSPOT_BASE_URL": hubspot_fake.url, "MAILERLITE_BASE_URL": mailerlite_fake.base_url,
+                            "SYNC_STATE_DB": str(tmp_path / "a.db")}, tmp_path)
+    assert f"(which and why: {COMMAND} --rejected)" in default.stderr, default.stderr
