@@ -77,3 +77,39 @@ def test_a_typo_in_an_edited_mapping_stops_the_next_idle_run(hubspot_fake, maile
     mailerlite_fake.log.clear()
     assert run_main([], env, tmp_path).returncode == 0
     assert (len(hubspot_fake.log), len(mailerlite_fake.log)) == (2, 1)
+
+
+# -- --check within 80 columns, whatever the property names ---------------------------------------------------
+
+LONG_PROPERTY = "hs_analytics_first_touch_converting_campaign"  # a real HubSpot name: 44 characters
+
+
+def test_check_fits_80_columns_with_hubspots_long_property_names(hubspot_fake, mailerlite_fake, tmp_path):
+    # HubSpot's own property names run to 40-50 characters; beside a MailerLite field named after them,
+    # --check's one-row-per-rule table was 117-128 columns in cron mail and a pipe.
+    hubspot_fake.add_property(LONG_PROPERTY, "string", "First touch converting campaign")
+    seed_contacts(hubspot_fake, 3, **{LONG_PROPERTY: "Spring webinar 2026"})
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(f'create_missing_fields = true\n[fields]\n{LONG_PROPERTY} = "first_touch_converting_campaign"\n')
+    done = run_main(["--check", "--mapping", str(mapping)], fake_env(hubspot_fake, mailerlite_fake, tmp_path),
+                    tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 79, "\n".join(line for line in lines if len(line) > 79)
+    # Nothing the wide table said is lost: each rule's names, types and a sample value.
+    text = done.stdout
+    for shown in (LONG_PROPERTY, "first_touch_converting_campaign", "Spring webinar", "firstname", "last_name",
+                  "First0", "string", "text"):
+        assert shown in text, shown
+
+
+def test_check_keeps_the_one_row_table_when_it_fits(hubspot_fake, mailerlite_fake, tmp_path):
+    seed_contacts(hubspot_fake, 3)
+    done = run_main(["--check"], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = done.stdout.splitlines()
+    header = next(line for line in rows if "HubSpot property" in line)
+    assert header.split() == ["HubSpot", "property", "HubSpot", "type", "MailerLite", "field", "type", "sample",
+                              "values"]
+    assert any(line.split()[:4] == ["firstname", "string", "name", "text"] for line in rows)
+    assert max(len(line) for line in rows) <= 79
