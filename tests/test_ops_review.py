@@ -3,6 +3,7 @@ several clients would meet it: each test drives main.py against the fakes."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -113,3 +114,26 @@ def test_check_keeps_the_one_row_table_when_it_fits(hubspot_fake, mailerlite_fak
                               "values"]
     assert any(line.split()[:4] == ["firstname", "string", "name", "text"] for line in rows)
     assert max(len(line) for line in rows) <= 79
+
+
+# -- --history wraps between counts, never inside one ---------------------------------------------------------
+
+COUNT_ITEM = re.compile(r"[a-z]+(?: [a-z]+)* \d+")
+
+
+def test_history_wraps_between_counts_never_between_a_name_and_its_number(hubspot_fake, mailerlite_fake, tmp_path):
+    # In 80 columns a busy run's counts take two lines; "failed" at the end of one line and its "0" alone
+    # on the next read as a different figure.
+    seed_contacts(hubspot_fake, 150)
+    hubspot_fake.add_contact({"email": "not-an-email"}, modified_ms=1)
+    mailerlite_fake.add_subscriber("person7@example.com", status="unsubscribed")
+    env = fake_env(hubspot_fake, mailerlite_fake, tmp_path)
+    assert run_main([], env, tmp_path).returncode == 1
+    shown = run_main(["--history"], {**env, "COLUMNS": "80"}, tmp_path)
+    assert shown.returncode == 0
+    counts = [line.strip() for line in shown.stdout.splitlines() if line.startswith("  ")]
+    assert len(counts) >= 2, shown.stdout  # the test means something only when the counts wrap
+    for line in counts:
+        assert len(line) + 2 <= 79
+        items = [item.strip() for item in line.rstrip(",").split(",")]
+        assert all(COUNT_ITEM.fullmatch(item) for item in items), line
