@@ -26,6 +26,7 @@ from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
 from .config import (
     DEFAULT_HUBSPOT_BASE_URL,
     DEFAULT_MAILERLITE_BASE_URL,
+    SETTINGS_FILE_KEY,
     Settings,
     env_file_path,
     load_settings,
@@ -322,8 +323,12 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
         try:
             Advisories(state).settle(advice)
             reader, client = clients(settings, progress, started, tunables)
-            return Engine(reader, client, state, mapping, options, on_progress=progress.update,
-                          tunables=tunables).run()
+            summary = Engine(reader, client, state, mapping, options, on_progress=progress.update,
+                             tunables=tunables).run()
+            if settings.settings_file is not None and not options.dry_run and summary.exit_code != EXIT_CONFIG:
+                # Whose state this is, for a later --env-file that finds it beside main.py (config.py).
+                state.set_json(SETTINGS_FILE_KEY, str(settings.settings_file))
+            return summary
         finally:
             progress.close()
             state.close()
