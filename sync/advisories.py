@@ -10,12 +10,11 @@ from __future__ import annotations
 import logging
 from typing import List, Sequence, Tuple
 
-from .invocation import COMMAND
+from . import invocation
 from .state import State
 
 log = logging.getLogger("sync")
 SHOWN_KEY = "advisories_shown"
-AGAIN = f"(said once; {COMMAND} --check repeats it)"
 
 ENV_FILE_SHARED = "env-file-shared:"  # + the file's path
 UNKNOWN_SETTING = "unknown-setting:"  # + the name
@@ -40,7 +39,7 @@ class Advisories:
         if key in shown:
             log.debug("%s", message)
             return
-        log.warning("%s %s", message, AGAIN)
+        log.warning("%s (said once; %s --check repeats it)", message, invocation.command())
         self.state.set_json(SHOWN_KEY, sorted(shown + [key]))
 
     def gone(self, key: str) -> None:

@@ -20,12 +20,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
 import filelock
 
-from . import __version__
+from . import __version__, invocation
 from .accounts import state_problem
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
 from .config import (
     DEFAULT_HUBSPOT_BASE_URL,
     DEFAULT_MAILERLITE_BASE_URL,
+    SETTINGS_FILE_KEY,
     Settings,
     env_file_path,
     load_settings,
@@ -53,7 +54,6 @@ from .errors import (
 )
 from .healthcheck import ping
 from .hubspot import HubSpotWriter
-from .invocation import COMMAND
 from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
@@ -323,8 +323,12 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
         try:
             Advisories(state).settle(advice)
             reader, client = clients(settings, progress, started, tunables)
-            return Engine(reader, client, state, mapping, options, on_progress=progress.update,
-                          tunables=tunables).run()
+            summary = Engine(reader, client, state, mapping, options, on_progress=progress.update,
+                             tunables=tunables).run()
+            if settings.settings_file is not None and not options.dry_run and summary.exit_code != EXIT_CONFIG:
+                # Whose state this is, for a later --env-file that finds it beside main.py (config.py).
+                state.set_json(SETTINGS_FILE_KEY, str(settings.settings_file))
+            return summary
         finally:
             progress.close()
             state.close()
@@ -339,13 +343,13 @@ def describe(summary: Summary) -> str:
     return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"
 
 
-def report(summary: Summary, as_json: bool, command: str = COMMAND) -> None:
+def report(summary: Summary, as_json: bool, command: Optional[str] = None) -> None:
     """The one line a run ends with (stderr, and the log file); the JSON summary on stdout if asked."""
     if as_json:
         print(redact(json.dumps(summary.as_dict(), sort_keys=True)))
     details = ""
     if summary.counts["rejected"] or summary.counts["failed"] or summary.counts["consent_pending"]:
-        details = f" (which and why: {command} --rejected)"
+        details = f" (which and why: {command or invocation.command()} --rejected)"
     if summary.exit_code == EXIT_OK:
         summary_log.info("%s", describe(summary))
     elif summary.exit_code == EXIT_PARTIAL:
@@ -371,8 +375,9 @@ def advice_for(env_file: Path, environ: Optional[Dict[str, str]] = None) -> List
     return found
 
 
-def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: str = COMMAND) -> int:
+def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: Optional[str] = None) -> int:
     """--history and --rejected: read the state, need no token."""
+    command = command or invocation.command()
     if not path.exists():
         raise ConfigError(f"no state database at {path} yet: run {command} first{_sandbox_hint(args, command)}")
     state = State(path)
@@ -461,7 +466,7 @@ def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]
 def _sandbox_hint(args: argparse.Namespace, command: str) -> str:
     from . import sandbox  # the command line may know the sandbox; the sandbox never knows it
 
-    if command == COMMAND and sandbox.sandbox_state().exists():
+    if command != sandbox.COMMAND and sandbox.sandbox_state().exists():
         flag = "--history" if args.history else "--rejected"
         return f" (the sandbox keeps its own: {sandbox.COMMAND} {flag})"
     return ""
@@ -530,6 +535,7 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     started = time.monotonic()
     args = parse_args(argv)
     configure_logging(args.quiet, args.verbose)
+    invocation.use_env_file(args.env_file)  # every hint this run prints repeats its --env-file
     if args.force and not args.full:
         log.error("--force only makes sense with --full")
         return EXIT_CONFIG

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
+import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ DEFAULT_HUBSPOT_BASE_URL = "https://api.hubapi.com"
 DEFAULT_MAILERLITE_BASE_URL = "https://connect.mailerlite.com/api"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 ENV_FILE_MAX_BYTES = 256 * 1024  # a settings file is a few lines; anything this big is the wrong file
+SETTINGS_FILE_KEY = "settings_file"  # state meta: the settings file (.env) its last finished run read
 DEFAULT_MAX_RUNTIME = 3000.0  # 50 minutes: an hourly run ends before the next one starts
 
 
@@ -57,6 +60,7 @@ class Settings:
     consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses' consent is read
     hubspot_token_origin: str = ""  # "HUBSPOT_ACCESS_TOKEN, read from <file>" (or "from the environment")
     mailerlite_key_origin: str = ""  # "MAILERLITE_API_KEY, read from <file>" (or "from the environment")
+    settings_file: Optional[Path] = None  # the .env read (--env-file, or .env beside main.py), even if absent
 
     def __repr__(self) -> str:  # never show the tokens, even in a debugger or a traceback
         return (f"Settings(hubspot_base_url={self.hubspot_base_url!r}, "
@@ -258,6 +262,7 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         hubspot_base_url=_base_url(values, "HUBSPOT_BASE_URL", DEFAULT_HUBSPOT_BASE_URL),
         mailerlite_base_url=_base_url(values, "MAILERLITE_BASE_URL", DEFAULT_MAILERLITE_BASE_URL),
         state_db=state_db,
+        settings_file=env_file_path(env_file),
         http_timeout=_positive_number(values, "SYNC_HTTP_TIMEOUT", 60.0),
         mapping_file=_project_path(values.get("SYNC_MAPPING_FILE") or ""),
         groups=env_group_names(values.get("MAILERLITE_GROUPS")),
@@ -354,11 +359,31 @@ def default_state_path(env_file: Optional[Path]) -> Path:
     return path.parent / (f"{name}.state.db" if name else "sync_state.db")
 
 
+def recorded_settings_file(state_db: Path) -> Optional[str]:
+    """The settings file the state's last finished run read (SETTINGS_FILE_KEY), or None when the
+    state has no such record (written by an older version) or cannot be read."""
+    try:
+        connection = sqlite3.connect(state_db.as_uri() + "?mode=ro", uri=True, timeout=5)
+        try:
+            row = connection.execute("SELECT value FROM meta WHERE key = ?", (SETTINGS_FILE_KEY,)).fetchone()
+        finally:
+            connection.close()
+        value = json.loads(row[0]) if row else None
+    except (sqlite3.Error, ValueError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _no_silent_state_move(env_file: Optional[Path], state_db: Path) -> None:
     """An install that ran --env-file with the shared state before this version: which client that
-    state belongs to cannot be told here, so the run stops and says what to do (nothing is written)."""
+    state belongs to cannot be told here, so the run stops and says what to do (nothing is written).
+    Unless the shared state records that its runs came from another settings file (the default .env
+    of the install's first client, typically): then it is not this one's, and this one starts its own."""
     shared = PROJECT_DIR / "sync_state.db"
     if state_db == shared or state_db.exists() or not shared.exists():
+        return
+    recorded = recorded_settings_file(shared)
+    if recorded is not None and recorded != str(env_file_path(env_file)):
         return
     raise ConfigError(f"settings from {env_file_path(env_file)} now keep their own state at {state_db}, which does "
                       f"not exist yet, while the shared state {shared} does. If that state is this client's, move it "

@@ -97,6 +97,7 @@ def _pages(items: Iterator[Contact], size: int) -> Iterator[List[Contact]]:
         yield page
 
 
+NAMES_CHECKED_KEY = "mapping_names_checked"  # state meta: the properties last found in HubSpot
 ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
 
 
@@ -159,9 +160,12 @@ class Engine:
             self._clamp_future_times(start_ms)
             write_back = self._prepare_write_back(start_ms)
             engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
-            if full or self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES:
+            if (full or self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES
+                    or self.state.get_json(NAMES_CHECKED_KEY) != self.mapping.properties()):
                 # Every property the mapping names exists, before any write (an incremental run checks
-                # at its first changed contact, so an idle one spends no request on it).
+                # at its first changed contact, so an idle one spends no request on it, unless the
+                # mapping changed since its names were last checked: the run after an edit is usually
+                # idle, and a typo must not wait, healthcheck green, for some contact to change).
                 self._property_info()
             self.departures.retry_pending()  # what earlier runs could not apply comes first
             if full and not self.options.dry_run:
@@ -404,6 +408,8 @@ class Engine:
                 # Read as empty, a misspelt property would clear its field for every subscriber.
                 raise ConfigError(unknown_names_message("HubSpot has no contact property", missing, defs,
                                                         "fix the mapping file; nothing was written"))
+            if defs and not self.options.dry_run:
+                self.state.set_json(NAMES_CHECKED_KEY, self.mapping.properties())
         return self._info
 
     def _check_names_returned(self, page: List[Contact]) -> None:

@@ -7,7 +7,7 @@ import os
 import textwrap
 from functools import partial
 from itertools import islice
-from typing import Callable, Dict, List, Optional, TextIO, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple, TypeVar
 
 from .advisories import SCHEMA_SCOPE_MESSAGE
 from .casting import PropertyInfo, property_infos
@@ -28,7 +28,7 @@ from .suggest import did_you_mean
 
 SAMPLE_CONTACTS = 3
 PROBE_ADDRESS = "consent-check@example.invalid"  # asked about when no sample contact has an address
-SAMPLE_COLUMN_MIN = 12  # long property names push the table past the terminal rather than hide the samples
+SAMPLE_COLUMN_MIN = 12  # narrower: the table goes two lines a rule rather than hide the samples
 SCHEMA_READ_SCOPE = "crm.schemas.contacts.read"
 T = TypeVar("T")
 
@@ -212,11 +212,14 @@ class Preflight:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         width = terminal_columns(self.out) - 1  # 79 in cron mail and pipes
         # The sample values get what the other columns leave of the line.
-        widths[-1] = max(SAMPLE_COLUMN_MIN, width - 2 - sum(w + 2 for w in widths[:-1]))
-        print("Mapping:", file=self.out)
-        for row in rows:
-            cells = [*row[:-1], cut(row[-1], widths[-1])]
-            print("  " + "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip(), file=self.out)
+        widths[-1] = width - 2 - sum(w + 2 for w in widths[:-1])
+        if widths[-1] < SAMPLE_COLUMN_MIN:
+            _print_stacked(self.out, rows[1:], width)  # HubSpot's long names: a row would not fit
+        else:
+            print("Mapping:", file=self.out)
+            for row in rows:
+                cells = [*row[:-1], cut(row[-1], widths[-1])]
+                print("  " + "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip(), file=self.out)
         groups = list(self.mapping.static_groups) + [f"{g} (list {lid})" for lid, g in self.mapping.list_groups]
         groups += [f"{r.template} (from {r.prop})" for r in self.mapping.property_groups]
         say = partial(_say, self.out, width)
@@ -236,6 +239,19 @@ class Preflight:
                 say(f"  - {problem}", indent="    ")
         elif not self.down:
             say("All checks passed.")
+
+
+def _print_stacked(out: TextIO, rows: Sequence[Tuple[str, ...]], width: int) -> None:
+    """The mapping as two lines a rule, for names too long for one row within `width` columns
+    (HubSpot's own properties run to 40-50 characters): the names and types, then the samples."""
+    print("Mapping: HubSpot property (type) -> MailerLite field (type), sample values:", file=out)
+    for prop, prop_type, field, field_type, samples in rows:
+        source, target = f"{prop} ({prop_type})", f"-> {field} ({field_type})"
+        if len(source) + len(target) + 3 <= width:
+            print(f"  {source} {target}", file=out)
+        else:
+            print(f"  {source}\n    {target}", file=out)
+        print("      " + cut(samples, width - 6), file=out)
 
 
 def _say(out: TextIO, width: int, text: str, indent: str = "  ") -> None:

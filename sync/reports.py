@@ -15,6 +15,7 @@ from .state import RUN_COUNTS, State
 REJECTED_COLUMNS = ("email", "hubspot_id", "kind", "reason", "attempts", "first_seen", "last_seen")
 # --history's counts: the stored ones (state.RUN_COUNTS, the summary's keys); these always, the rest when not zero.
 HISTORY_ALWAYS = RUN_COUNTS[:RUN_COUNTS.index("failed") + 1]
+NO_BREAK = "\u00a0"  # not a space to textwrap
 HISTORY_WIDTH = 80  # at most: a cron mail or a narrow terminal; --json has every field
 
 
@@ -35,12 +36,15 @@ def history_lines(runs: List[Dict[str, object]], width: int = HISTORY_WIDTH) -> 
         mode = f"{run['mode']}{' dry run' if run.get('dry_run') else ''}"
         code = run.get("exit_code")
         lines.append(f"{_when(started)}  {mode}, exit {'-' if code is None else code}, {duration}")
-        counts = ", ".join(f"{k.replace('_', ' ')} {run.get(k) or 0}" for k in RUN_COUNTS
+        # A count's name and number are glued (a no-break space), so that wrapping never leaves
+        # "failed" at the end of one line and its number alone on the next.
+        counts = ", ".join(f"{k.replace('_', NO_BREAK)}{NO_BREAK}{run.get(k) or 0}" for k in RUN_COUNTS
                            if k in HISTORY_ALWAYS or run.get(k))
         message = run.get("message")
         text = counts + (f"; {message}" if message else "")
-        lines += textwrap.wrap(text, max(40, width - 1), initial_indent="  ", subsequent_indent="  ",
-                               break_on_hyphens=False)
+        lines += [line.replace(NO_BREAK, " ") for line in
+                  textwrap.wrap(text, max(40, width - 1), initial_indent="  ", subsequent_indent="  ",
+                                break_on_hyphens=False)]
     return lines
 
 

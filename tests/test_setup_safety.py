@@ -203,6 +203,17 @@ def test_accounts_nobody_names_never_stop_a_run(run, hubspot_fake, mailerlite_fa
     assert run().code == 0
 
 
+def project_of_env_files(tmp_path, monkeypatch):
+    """main.py's folder, empty, and no setting in the environment: each client's come from its own file."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.setattr(config, "PROJECT_DIR", project)
+    for key in ("HUBSPOT_ACCESS_TOKEN", "MAILERLITE_API_KEY", "HUBSPOT_BASE_URL", "MAILERLITE_BASE_URL",
+                "SYNC_STATE_DB"):
+        monkeypatch.delenv(key)
+    return project
+
+
 def _client_env(tmp_path, name, hs, ml):
     path = tmp_path / f"{name}.env"
     path.write_text(f"HUBSPOT_ACCESS_TOKEN={HS_TOKEN}\nMAILERLITE_API_KEY={ML_TOKEN}\nHUBSPOT_BASE_URL={hs.url}\n"
@@ -214,12 +225,7 @@ def _client_env(tmp_path, name, hs, ml):
 def test_each_env_file_gets_its_own_state_beside_it(run, tmp_path, hubspot_fake, mailerlite_fake, monkeypatch,
                                                     client_b):
     hs_b, ml_b = client_b
-    project = tmp_path / "project"
-    project.mkdir()
-    monkeypatch.setattr(config, "PROJECT_DIR", project)
-    for key in ("HUBSPOT_ACCESS_TOKEN", "MAILERLITE_API_KEY", "HUBSPOT_BASE_URL", "MAILERLITE_BASE_URL",
-                "SYNC_STATE_DB"):
-        monkeypatch.delenv(key)
+    project = project_of_env_files(tmp_path, monkeypatch)
     seed_contacts(hubspot_fake, 4)
     seed_contacts(hs_b, 6, start=100)
     env_a = _client_env(tmp_path, "clientA", hubspot_fake, mailerlite_fake)
