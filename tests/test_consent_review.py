@@ -1,0 +1,67 @@
+"""Review of the merged consent and adoption code (issues 22 and 24): each test drives main.py
+against the fakes and failed on the merged code before its fix."""
+
+from __future__ import annotations
+
+from tests.conftest import seed_contacts
+
+
+def _upserted(ml, since: int = 0):
+    """(email, status sent) of every upsert (single or batch item) since log position `since`."""
+    sent = []
+    for r in ml.log[since:]:
+        if r.method == "POST" and r.path == "/api/subscribers":
+            sent.append((r.body["email"], r.body.get("status")))
+        elif r.method == "POST" and r.path == "/api/batch":
+            sent += [(i["body"]["email"], i["body"].get("status")) for i in r.body["requests"]
+                     if str(i.get("path", "")).strip("/") == "api/subscribers"]
+    return sent
+
+
+def _full_keeps_it_inactive(run, ml, email: str) -> None:
+    """A --full run after `email`'s subscriber was deleted in MailerLite: nothing makes it active."""
+    mark = len(ml.log)
+    full = run("--full")
+    assert full.code in (0, 1), full.err
+    back = ml.subscriber(email)
+    assert back is None or back["status"] != "active", "an unsubscribed person was made active again"
+    assert (email, None) not in _upserted(ml, mark)
+
+
+def test_full_never_recreates_as_active_a_subscriber_who_unsubscribed_in_mailerlite_then_was_deleted(
+        run, hubspot_fake, mailerlite_fake):
+    """Adopted as unsubscribed (not_reactivated), then deleted in MailerLite's app: drift repair
+    must not bring the address back as an active subscriber."""
+    seed_contacts(hubspot_fake, 5)
+    for i in range(5):
+        mailerlite_fake.add_subscriber(f"person{i}@example.com", status="unsubscribed" if i == 2 else "active",
+                                       fields={"name": f"First{i}", "last_name": f"Last{i}",
+                                               "company": f"Company {i % 7}", "city": "Ljubljana",
+                                               "z_i_p": f"{1000 + i % 50}"})
+    first = run()
+    assert first.code == 0, first.err
+    assert first.summary["not_reactivated"] == 1
+    mailerlite_fake.delete_subscriber("person2@example.com")
+    _full_keeps_it_inactive(run, mailerlite_fake, "person2@example.com")
+
+
+def test_full_never_recreates_as_active_one_whose_unsubscribe_was_written_back_then_deleted(
+        run, hubspot_fake, mailerlite_fake, monkeypatch):
+    """Unsubscribed in MailerLite (written back to HubSpot's own mailerlite_status, not its opt-out),
+    then deleted there: the written-back status is the evidence that keeps it from coming back active."""
+    import sqlite3
+
+    from sync import write_back as module
+    from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE
+    hubspot_fake.tokens["hs-test-token"] |= {WRITE_SCOPE, SCHEMA_WRITE_SCOPE}
+    monkeypatch.setenv("SYNC_WRITE_BACK", "true")
+    seed_contacts(hubspot_fake, 4)
+    assert run().summary["created"] == 4
+    mailerlite_fake.subscriber("person1@example.com")["status"] = "unsubscribed"
+    db = sqlite3.connect(run.state_db)
+    db.execute("DELETE FROM meta WHERE key=?", (module.DUE_KEY,))  # write-back due now
+    db.commit()
+    db.close()
+    assert run().summary["written_back"] == 1
+    mailerlite_fake.delete_subscriber("person1@example.com")
+    _full_keeps_it_inactive(run, mailerlite_fake, "person1@example.com")
