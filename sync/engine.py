@@ -356,7 +356,8 @@ class Engine:
 
     def _unseen(self) -> List[str]:
         """Synced contacts this full pass has not read (so far)."""
-        return [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
+        return [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen
+                and i not in self.departures.dry_left]
 
     def _missed_by_listing(self) -> Iterator[Contact]:
         """The synced contacts the pass did not read, read by id: those HubSpot answers as themselves
@@ -433,9 +434,14 @@ class Engine:
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
         email = normalise_email(props.get("email"))
-        if self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY), self.mapping.opted_out(props)):
+        taken = self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY),
+                                            self.mapping.opted_out(props))
+        if taken is not None:
             self._owners[email] = hubspot_id
-            known = self.state.records([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
+            # The merged-away record's, taken over (a dry run took nothing over: it reads the old row).
+            known = self.state.records([hubspot_id]).get(hubspot_id) or self.state.records([taken]).get(taken)
+            if self.options.dry_run:
+                self._dry_seen.add(taken)  # a real run no longer lists it: not a departure
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")

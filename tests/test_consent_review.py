@@ -3,6 +3,8 @@ against the fakes and failed on the merged code before its fix."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import seed_contacts
 
 
@@ -65,3 +67,20 @@ def test_full_never_recreates_as_active_one_whose_unsubscribe_was_written_back_t
     assert run().summary["written_back"] == 1
     mailerlite_fake.delete_subscriber("person1@example.com")
     _full_keeps_it_inactive(run, mailerlite_fake, "person1@example.com")
+
+
+@pytest.mark.parametrize("mode", [(), ("--full",)], ids=["hourly", "full"])
+def test_a_dry_run_forecasts_a_merge_take_over_as_the_real_run_does(run, hubspot_fake, mailerlite_fake, mode):
+    """A merge into a new record: the real run hands the merged-away record's subscriber to it; the
+    dry run must not report that record as a duplicate of its own merged-away self (rejected, exit 1)
+    nor, in a full pass, as a departure."""
+    a, b = seed_contacts(hubspot_fake, 2)
+    assert run().code == 0
+    hubspot_fake.merge_contacts(a, b, new_id=True)
+    dry = run("--dry-run", *mode)
+    real = run(*mode)
+    assert real.code == 0 and real.summary["rejected"] == 0, real.err
+    assert dry.code == real.code, dry.err
+    assert dry.summary["rejected"] == real.summary["rejected"]
+    assert dry.summary["left_scope"] == real.summary["left_scope"]
+    assert dry.summary["would_send"] == real.summary["created"] + real.summary["updated"] + real.summary["unsubscribed"]
