@@ -390,10 +390,10 @@ class Engine:
                     raise AuthError(f"HubSpot rejected the access token: missing scope {SCHEMA_READ_SCOPE}, needed "
                                     f"to verify the names in [consent] optout_properties; add the scope to the "
                                     f"private app (python main.py --check)") from None
-                Advisories(self.state).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
+                Advisories(self.state, record=not self.options.dry_run).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
                 defs = {}
             else:
-                Advisories(self.state).gone(SCHEMA_SCOPE_ADVICE)
+                Advisories(self.state, record=not self.options.dry_run).gone(SCHEMA_SCOPE_ADVICE)
             self._info = property_infos(defs)
             unknown_optouts = [p for p in self.mapping.optout_properties if defs and p not in self._info]
             if unknown_optouts:
@@ -695,9 +695,9 @@ class Engine:
     def _say_consent_scope(self) -> None:
         """A token without the consent scope falls back to the records' opt-outs: said once, not hourly."""
         if self.address_consent.available is False:
-            Advisories(self.state).once(CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE)
+            Advisories(self.state, record=not self.options.dry_run).once(CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE)
         elif self.address_consent.available:
-            Advisories(self.state).gone(CONSENT_SCOPE_ADVICE)
+            Advisories(self.state, record=not self.options.dry_run).gone(CONSENT_SCOPE_ADVICE)
 
     def _prepare_write_back(self, start_ms: int) -> Optional[WriteBack]:
         """Write-back, when on and due, runs after the forward sync, so the bookmark that sync moved

@@ -84,3 +84,42 @@ def test_a_dry_run_forecasts_a_merge_take_over_as_the_real_run_does(run, hubspot
     assert dry.summary["rejected"] == real.summary["rejected"]
     assert dry.summary["left_scope"] == real.summary["left_scope"]
     assert dry.summary["would_send"] == real.summary["created"] + real.summary["updated"] + real.summary["unsubscribed"]
+
+
+def _state_dump(run):
+    """Everything a run may change in the state file, except the run history (dry runs are listed there)."""
+    import sqlite3
+
+    db = sqlite3.connect(run.state_db)
+    try:
+        names = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        tables = [t for (t,) in names if t not in ("runs", "sqlite_sequence")]
+        return {t: sorted(map(repr, db.execute(f"SELECT * FROM {t}"))) for t in sorted(tables)}
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("mode", [(), ("--full",)], ids=["hourly", "full"])
+def test_a_dry_run_leaves_the_state_file_as_it_was(run, hubspot_fake, mailerlite_fake, mode):
+    """Opt-outs, a merge, a deletion, an address change, a tombstone due for its sweep and a token
+    without the consent scope: a dry run reads as the real run would and writes nothing."""
+    from sync.sandbox.fakes.hubspot import CONSENT_READ_SCOPE
+    from tests.conftest import HS_TOKEN
+    ids = seed_contacts(hubspot_fake, 8)
+    assert run().code == 0
+    hubspot_fake.archive_contact(ids[7])
+    assert run("--full").code == 0  # person7's address is now a tombstone
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    hubspot_fake.merge_contacts(ids[1], ids[2], new_id=True)
+    hubspot_fake.archive_contact(ids[3])
+    hubspot_fake.update_contact(ids[4], {"email": "renamed@example.com"})
+    mailerlite_fake.delete_subscriber("person5@example.com")
+    hubspot_fake.tokens[HS_TOKEN] = hubspot_fake.tokens[HS_TOKEN] - {CONSENT_READ_SCOPE}
+    before = _state_dump(run)
+    writes = len([r for r in mailerlite_fake.log if r.method in ("POST", "PUT", "DELETE")])
+    dry = run("--dry-run", *mode)
+    assert dry.code in (0, 1), dry.err
+    assert _state_dump(run) == before
+    assert len([r for r in mailerlite_fake.log if r.method in ("POST", "PUT", "DELETE")]) == writes
+    assert CONSENT_READ_SCOPE in dry.err  # said, as the real run will say it (once: remembered by that one)
+    assert CONSENT_READ_SCOPE in run(*mode).err
