@@ -390,7 +390,7 @@ class Departures:
         that may find another live contact holding the address: then groups only)."""
         if self.plan is None or not self.dry_run:
             return
-        action = leave_action(leaving, self.mapping, address_held=False)
+        action = leave_action(self._address_consent(leaving), self.mapping, address_held=False)
         kind = UNSUBSCRIBE if action.unsubscribe else LEAVE_GROUPS if action.groups else LEAVE
         self.plan.add(kind, action.email, action.hubspot_id, left=action.groups,
                       detail="; ".join(part for part in (leaving.reason, held) if part))
@@ -407,13 +407,18 @@ class Departures:
             return set()
         return self.optouts_by_address(emails) or set()
 
-    def _apply_leave(self, leaving: Leaving) -> None:
+    def _address_consent(self, leaving: Leaving) -> Leaving:
+        """Consent belongs to the address: read before it is let go (deleted, merged away, changed,
+        out of scope), and an opted-out address is unsubscribed whoever else holds it. A dry run's
+        plan reads it too, so it lists the unsubscribe the real run makes."""
         if not (leaving.opted_out and leaving.holds_address) and \
                 leaving.synced.email in self._opted_out_addresses([leaving.synced.email]):
-            # Consent belongs to the address: read before it is let go (deleted, merged away, changed,
-            # out of scope), and an opted-out address is unsubscribed whoever else holds it.
-            leaving = replace(leaving, opted_out=True, holds_address=True,
-                              reason=f"{leaving.reason}; the address is opted out in HubSpot")
+            return replace(leaving, opted_out=True, holds_address=True,
+                           reason=f"{leaving.reason}; the address is opted out in HubSpot")
+        return leaving
+
+    def _apply_leave(self, leaving: Leaving) -> None:
+        leaving = self._address_consent(leaving)
         held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
         action = leave_action(leaving, self.mapping, held)
         self.summary.add("left_scope")

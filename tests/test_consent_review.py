@@ -123,3 +123,24 @@ def test_a_dry_run_leaves_the_state_file_as_it_was(run, hubspot_fake, mailerlite
     assert len([r for r in mailerlite_fake.log if r.method in ("POST", "PUT", "DELETE")]) == writes
     assert CONSENT_READ_SCOPE in dry.err  # said, as the real run will say it (once: remembered by that one)
     assert CONSENT_READ_SCOPE in run(*mode).err
+
+
+def test_a_dry_run_plan_lists_the_unsubscribes_that_consent_by_address_makes(run, hubspot_fake, mailerlite_fake):
+    """Addresses let go of (an address change, a merge) whose HubSpot consent by address is opted out:
+    the real run unsubscribes them; the dry run's plan must say so, not "would leave"."""
+    ids = seed_contacts(hubspot_fake, 4)
+    assert run().code == 0
+    hubspot_fake.update_contact(ids[0], {"email": "renamed@example.com"})
+    hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)  # the old address
+    hubspot_fake.merge_contacts(ids[1], ids[2], new_id=True)
+    hubspot_fake.set_address_consent("person2@example.com", unsubscribed_all=True)  # the merged-away one
+    dry = run("--dry-run", "--verbose")
+    planned = {line.split("would unsubscribe ")[1].split()[0] for line in dry.err.splitlines()
+               if "dry run: would unsubscribe " in line}
+    before = {e: s["status"] for e, s in ((e, mailerlite_fake.subscriber(e)) for e in mailerlite_fake.by_email)}
+    real = run()
+    assert real.code == 0, real.err
+    unsubscribed = {e for e, was in before.items()
+                    if was == "active" and mailerlite_fake.subscriber(e)["status"] == "unsubscribed"}
+    assert unsubscribed == {"person0@example.com", "person2@example.com"}
+    assert planned == unsubscribed
