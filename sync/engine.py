@@ -596,13 +596,14 @@ class Engine:
         """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
         if reject.opted_out:
             self.departures.refused(hubspot_id, reject.email, reject.reason)
-            if known and known.email and known.email != reject.email:
-                # The refused data hides an address change: the old address gets the opt-out too
-                # (unless another live contact holds it), as with an accepted new address.
-                self.departures.email_changed(_synced(hubspot_id, known), opted_out=True)
-                known = None
         else:
             self.departures.not_opted_out(hubspot_id, reject.email)
+        if known and known.email and known.email != reject.email:
+            # The refused data hides an address change: the old address is let go as with an accepted
+            # new address (its consent read, then kept as a tombstone), and gets the opt-out too
+            # (unless another live contact holds it).
+            self.departures.email_changed(_synced(hubspot_id, known), opted_out=reject.opted_out)
+            known = None
         fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
             self.summary.add("unchanged")  # rejected before with the same data: nothing new to say

@@ -144,3 +144,19 @@ def test_a_dry_run_plan_lists_the_unsubscribes_that_consent_by_address_makes(run
                     if was == "active" and mailerlite_fake.subscriber(e)["status"] == "unsubscribed"}
     assert unsubscribed == {"person0@example.com", "person2@example.com"}
     assert planned == unsubscribed
+
+
+def test_an_address_left_for_one_hubspot_refuses_is_followed_by_address(run, hubspot_fake, mailerlite_fake):
+    """A contact changes its address to one that cannot be sent (rejected): HubSpot no longer holds the
+    old address on any record, so the old address is let go as on any address change (read, then kept
+    as a tombstone), and its later opt-out by address reaches MailerLite."""
+    ids = seed_contacts(hubspot_fake, 3)
+    assert run().code == 0
+    hubspot_fake.update_contact(ids[0], {"email": "new address@example.com"})
+    changed = run()
+    assert changed.code == 1 and changed.summary["rejected"] == 1, changed.err
+    hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)  # later, by address
+    swept = run("--full")  # the consent sweep runs with every --full
+    assert swept.code in (0, 1), swept.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+    assert mailerlite_fake.subscriber("person1@example.com")["status"] == "active"
