@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
@@ -97,6 +97,8 @@ def _pages(items: Iterator[Contact], size: int) -> Iterator[List[Contact]]:
         yield page
 
 
+# Why an address MailerLite created again is unsubscribed at once (engine._kept_unsubscribed).
+RECREATED = "created again by MailerLite after it had it as unsubscribed, bounced or junk"
 ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
 
 
@@ -637,6 +639,7 @@ class Engine:
         written: List[Written] = self.writer.take_finished()
         if not written:
             return
+        written = [(item, self._kept_unsubscribed(item, result)) for item, result in written]
         # The consent actions these answers imply are stored before the answers are recorded: a run
         # killed in between leaves an action to apply (harmless to repeat), never a recorded answer
         # whose action is lost (a rejected opt-out or a group to leave would then read "unchanged").
@@ -644,6 +647,8 @@ class Engine:
         for item, result in written:
             self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
                                     item.removals, item.opts_out, result.reason, try_now=False)
+            if result.kind == "not_reactivated" and result.reason == RECREATED:
+                self.departures.optout(item.hubspot_id, item.email, RECREATED, try_now=False)
         self._record([result for _, result in written])
         for item, result in written:
             if item.hubspot_id in self._repairing and result.kind in ("created", "updated"):
@@ -652,6 +657,18 @@ class Engine:
             for item, result in written:
                 self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
                                         item.removals, item.opts_out, result.reason)
+                if result.kind == "not_reactivated" and result.reason == RECREATED:
+                    self.departures.optout(item.hubspot_id, item.email, RECREATED)
+
+    def _kept_unsubscribed(self, item: Pending, result: Result) -> Result:
+        """MailerLite created (active) an address the state knows it had as unsubscribed, bounced or
+        junk: deleted there since, and an hourly run cannot see that before it sends. The answer is
+        the evidence; the address is unsubscribed again at once and stays known as not reactivated."""
+        if result.kind != "created" or item.opts_out or not self.state.known_inactive(item.email):
+            return result
+        log.warning("contact %s: MailerLite created %s again although it had it as unsubscribed, bounced or junk "
+                    "(deleted there since); unsubscribing it again", item.hubspot_id, item.email)
+        return replace(result, kind="not_reactivated", reason=RECREATED)
 
     # -- leaving -----------------------------------------------------------------------------------
     def _held_in_hubspot(self, synced: Synced) -> bool:

@@ -20,6 +20,14 @@ def _upserted(ml, since: int = 0):
     return sent
 
 
+def _matching_subscribers(ml, n: int, unsubscribed: int) -> None:
+    """What MailerLite already holds for seed_contacts' first n contacts; one of them unsubscribed."""
+    for i in range(n):
+        ml.add_subscriber(f"person{i}@example.com", status="unsubscribed" if i == unsubscribed else "active",
+                          fields={"name": f"First{i}", "last_name": f"Last{i}", "company": f"Company {i % 7}",
+                                  "city": "Ljubljana", "z_i_p": f"{1000 + i % 50}"})
+
+
 def _full_keeps_it_inactive(run, ml, email: str) -> None:
     """A --full run after `email`'s subscriber was deleted in MailerLite: nothing makes it active."""
     mark = len(ml.log)
@@ -35,11 +43,7 @@ def test_full_never_recreates_as_active_a_subscriber_who_unsubscribed_in_mailerl
     """Adopted as unsubscribed (not_reactivated), then deleted in MailerLite's app: drift repair
     must not bring the address back as an active subscriber."""
     seed_contacts(hubspot_fake, 5)
-    for i in range(5):
-        mailerlite_fake.add_subscriber(f"person{i}@example.com", status="unsubscribed" if i == 2 else "active",
-                                       fields={"name": f"First{i}", "last_name": f"Last{i}",
-                                               "company": f"Company {i % 7}", "city": "Ljubljana",
-                                               "z_i_p": f"{1000 + i % 50}"})
+    _matching_subscribers(mailerlite_fake, 5, unsubscribed=2)
     first = run()
     assert first.code == 0, first.err
     assert first.summary["not_reactivated"] == 1
@@ -160,3 +164,20 @@ def test_an_address_left_for_one_hubspot_refuses_is_followed_by_address(run, hub
     assert swept.code in (0, 1), swept.err
     assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
     assert mailerlite_fake.subscriber("person1@example.com")["status"] == "active"
+
+
+def test_an_hourly_run_that_recreates_a_deleted_unsubscribed_subscriber_unsubscribes_it_again(
+        run, hubspot_fake, mailerlite_fake):
+    """An hourly run does not read the listing, so a changed contact whose unsubscribed subscriber was
+    deleted in MailerLite is sent and MailerLite creates it (active). That answer, for an address the
+    state knows as unsubscribed, is evidence: the address is unsubscribed again at once, and stays known."""
+    ids = seed_contacts(hubspot_fake, 3)
+    _matching_subscribers(mailerlite_fake, 3, unsubscribed=1)
+    assert run().summary["not_reactivated"] == 1
+    mailerlite_fake.delete_subscriber("person1@example.com")
+    hubspot_fake.update_contact(ids[1], {"city": "Maribor"})
+    hourly = run()
+    assert hourly.code == 0, hourly.err
+    assert mailerlite_fake.subscriber("person1@example.com")["status"] == "unsubscribed"
+    assert hourly.summary["not_reactivated"] == 1 and hourly.summary["created"] == 0
+    _full_keeps_it_inactive(run, mailerlite_fake, "person1@example.com")  # and it is still known as such
