@@ -26,8 +26,13 @@ SCHEMA_SCOPE_MESSAGE = ("the HubSpot token lacks the scope crm.schemas.contacts.
 
 
 class Advisories:
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, record: bool = True) -> None:
         self.state = state
+        self.record = record  # False in a dry run: it says what the real run would, and remembers nothing
+
+    def _remember(self, shown: List[str]) -> None:
+        if self.record:
+            self.state.set_json(SHOWN_KEY, shown)
 
     def _shown(self) -> List[str]:
         value = self.state.get_json(SHOWN_KEY)
@@ -40,13 +45,13 @@ class Advisories:
             log.debug("%s", message)
             return
         log.warning("%s (said once; %s --check repeats it)", message, invocation.command())
-        self.state.set_json(SHOWN_KEY, sorted(shown + [key]))
+        self._remember(sorted(shown + [key]))
 
     def gone(self, key: str) -> None:
         """The condition is over: say it again should it come back."""
         shown = self._shown()
         if key in shown:
-            self.state.set_json(SHOWN_KEY, [k for k in shown if k != key])
+            self._remember([k for k in shown if k != key])
 
     def settle(self, found: Sequence[Tuple[str, str]], families: Sequence[str] = SETTINGS_ADVICE) -> None:
         """Say each (key, message) found once; forget the keys of these families no longer found."""

@@ -321,7 +321,7 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
     with run_lock(settings.state_db, settings.max_runtime):
         state = State(settings.state_db)
         try:
-            Advisories(state).settle(advice)
+            Advisories(state, record=not options.dry_run).settle(advice)
             reader, client = clients(settings, progress, started, tunables)
             summary = Engine(reader, client, state, mapping, options, on_progress=progress.update,
                              tunables=tunables).run()

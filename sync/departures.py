@@ -254,6 +254,9 @@ class Departures:
         self._leaving: List[Leaving] = []
         self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
         self.plan: Optional[PlanReport] = None  # a dry run's listing, when asked for (the engine sets it)
+        # Contacts a dry run counted as leaving at once (a merge, say): the real run forgets them then, so
+        # the end of a dry full pass must not count them again as unseen.
+        self.dry_left: Set[str] = set()
 
     def retry_pending(self) -> None:
         if not self.dry_run:
@@ -298,23 +301,26 @@ class Departures:
     def email_changed(self, synced: Synced, opted_out: bool = False) -> None:
         self.leave(Leaving(synced, "the email address changed", opted_out, guarded=False, holds_address=False))
 
-    def apply_merge(self, hubspot_id: str, email: str, merged_ids: Optional[str], opted_out: bool = False) -> bool:
-        """A merge: the merged-away records leave, or one is taken over by this record (True then). When
-        the merged record is opted out, the other addresses that leave get the opt-out too (the same person)."""
+    def apply_merge(self, hubspot_id: str, email: str, merged_ids: Optional[str],
+                    opted_out: bool = False) -> Optional[str]:
+        """A merge: the merged-away records leave, or one is taken over by this record (its id returned;
+        a dry run changes nothing but returns it too, so it forecasts the take-over). When the merged
+        record is opted out, the other addresses that leave get the opt-out too (the same person)."""
         ids = [i.strip() for i in str(merged_ids or "").split(";")]
         old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
         if not old:
-            return False
+            return None
         taken, leaving = merge_plan(hubspot_id, email, old)
         for synced in leaving:
             self.leave(Leaving(synced, f"merged into contact {hubspot_id}", opted_out, guarded=False,
                                holds_address=False))
-        if taken is None or self.dry_run:
-            return False
+        if taken is None:
+            return None
         log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,
                  email, taken.hubspot_id)
-        self.state.take_over(taken.hubspot_id, hubspot_id)
-        return True
+        if not self.dry_run:
+            self.state.take_over(taken.hubspot_id, hubspot_id)
+        return taken.hubspot_id
 
     def written(self, hubspot_id: str, email: str, kind: str, subscriber_id: Optional[str],
                 removals: FrozenSet[str], opted_out: bool, reason: str, try_now: bool = True) -> None:
@@ -354,6 +360,7 @@ class Departures:
         elif self.dry_run:
             self.summary.add("left_scope")
             self._plan_leave(leaving)
+            self.dry_left.add(leaving.synced.hubspot_id)
         else:
             self._apply_leave(leaving)
 
@@ -383,7 +390,7 @@ class Departures:
         that may find another live contact holding the address: then groups only)."""
         if self.plan is None or not self.dry_run:
             return
-        action = leave_action(leaving, self.mapping, address_held=False)
+        action = leave_action(self._address_consent(leaving), self.mapping, address_held=False)
         kind = UNSUBSCRIBE if action.unsubscribe else LEAVE_GROUPS if action.groups else LEAVE
         self.plan.add(kind, action.email, action.hubspot_id, left=action.groups,
                       detail="; ".join(part for part in (leaving.reason, held) if part))
@@ -400,13 +407,18 @@ class Departures:
             return set()
         return self.optouts_by_address(emails) or set()
 
-    def _apply_leave(self, leaving: Leaving) -> None:
+    def _address_consent(self, leaving: Leaving) -> Leaving:
+        """Consent belongs to the address: read before it is let go (deleted, merged away, changed,
+        out of scope), and an opted-out address is unsubscribed whoever else holds it. A dry run's
+        plan reads it too, so it lists the unsubscribe the real run makes."""
         if not (leaving.opted_out and leaving.holds_address) and \
                 leaving.synced.email in self._opted_out_addresses([leaving.synced.email]):
-            # Consent belongs to the address: read before it is let go (deleted, merged away, changed,
-            # out of scope), and an opted-out address is unsubscribed whoever else holds it.
-            leaving = replace(leaving, opted_out=True, holds_address=True,
-                              reason=f"{leaving.reason}; the address is opted out in HubSpot")
+            return replace(leaving, opted_out=True, holds_address=True,
+                           reason=f"{leaving.reason}; the address is opted out in HubSpot")
+        return leaving
+
+    def _apply_leave(self, leaving: Leaving) -> None:
+        leaving = self._address_consent(leaving)
         held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
         action = leave_action(leaving, self.mapping, held)
         self.summary.add("left_scope")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
@@ -98,6 +98,8 @@ def _pages(items: Iterator[Contact], size: int) -> Iterator[List[Contact]]:
 
 
 NAMES_CHECKED_KEY = "mapping_names_checked"  # state meta: the properties last found in HubSpot
+# Why an address MailerLite created again is unsubscribed at once (engine._kept_unsubscribed).
+RECREATED = "created again by MailerLite after it had it as unsubscribed, bounced or junk"
 ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
 
 
@@ -360,7 +362,8 @@ class Engine:
 
     def _unseen(self) -> List[str]:
         """Synced contacts this full pass has not read (so far)."""
-        return [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen]
+        return [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen
+                and i not in self.departures.dry_left]
 
     def _missed_by_listing(self) -> Iterator[Contact]:
         """The synced contacts the pass did not read, read by id: those HubSpot answers as themselves
@@ -393,10 +396,10 @@ class Engine:
                     raise AuthError(f"HubSpot rejected the access token: missing scope {SCHEMA_READ_SCOPE}, needed "
                                     f"to verify the names in [consent] optout_properties; add the scope to the "
                                     f"private app (python main.py --check)") from None
-                Advisories(self.state).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
+                Advisories(self.state, record=not self.options.dry_run).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
                 defs = {}
             else:
-                Advisories(self.state).gone(SCHEMA_SCOPE_ADVICE)
+                Advisories(self.state, record=not self.options.dry_run).gone(SCHEMA_SCOPE_ADVICE)
             self._info = property_infos(defs)
             unknown_optouts = [p for p in self.mapping.optout_properties if defs and p not in self._info]
             if unknown_optouts:
@@ -439,9 +442,14 @@ class Engine:
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
         email = normalise_email(props.get("email"))
-        if self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY), self.mapping.opted_out(props)):
+        taken = self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY),
+                                            self.mapping.opted_out(props))
+        if taken is not None:
             self._owners[email] = hubspot_id
-            known = self.state.records([hubspot_id]).get(hubspot_id)  # the merged-away record's, taken over
+            # The merged-away record's, taken over (a dry run took nothing over: it reads the old row).
+            known = self.state.records([hubspot_id]).get(hubspot_id) or self.state.records([taken]).get(taken)
+            if self.options.dry_run:
+                self._dry_seen.add(taken)  # a real run no longer lists it: not a departure
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
@@ -488,6 +496,14 @@ class Engine:
             return
         if held is not None and held.same:
             self._adopt(hubspot_id, planned, fingerprint, held)
+            return
+        if (held is not None and held.held is None and planned.status is None
+                and self.state.known_inactive(planned.email)):
+            # Deleted in MailerLite after it unsubscribed (or bounced): creating it again would make it
+            # active. The unsubscribe stands; nothing is written.
+            log.info("contact %s: MailerLite no longer holds %s, which it had as unsubscribed, bounced or junk; "
+                     "not created again", hubspot_id, planned.email)
+            self.summary.add("not_reactivated")
             return
         if in_step:
             self._repairing.add(hubspot_id)  # edited, moved or deleted in MailerLite: HubSpot's data goes back
@@ -588,13 +604,14 @@ class Engine:
         """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
         if reject.opted_out:
             self.departures.refused(hubspot_id, reject.email, reject.reason)
-            if known and known.email and known.email != reject.email:
-                # The refused data hides an address change: the old address gets the opt-out too
-                # (unless another live contact holds it), as with an accepted new address.
-                self.departures.email_changed(_synced(hubspot_id, known), opted_out=True)
-                known = None
         else:
             self.departures.not_opted_out(hubspot_id, reject.email)
+        if known and known.email and known.email != reject.email:
+            # The refused data hides an address change: the old address is let go as with an accepted
+            # new address (its consent read, then kept as a tombstone), and gets the opt-out too
+            # (unless another live contact holds it).
+            self.departures.email_changed(_synced(hubspot_id, known), opted_out=reject.opted_out)
+            known = None
         fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
             self.summary.add("unchanged")  # rejected before with the same data: nothing new to say
@@ -628,6 +645,7 @@ class Engine:
         written: List[Written] = self.writer.take_finished()
         if not written:
             return
+        written = [(item, self._kept_unsubscribed(item, result)) for item, result in written]
         # The consent actions these answers imply are stored before the answers are recorded: a run
         # killed in between leaves an action to apply (harmless to repeat), never a recorded answer
         # whose action is lost (a rejected opt-out or a group to leave would then read "unchanged").
@@ -635,6 +653,8 @@ class Engine:
         for item, result in written:
             self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
                                     item.removals, item.opts_out, result.reason, try_now=False)
+            if result.kind == "not_reactivated" and result.reason == RECREATED:
+                self.departures.optout(item.hubspot_id, item.email, RECREATED, try_now=False)
         self._record([result for _, result in written])
         for item, result in written:
             if item.hubspot_id in self._repairing and result.kind in ("created", "updated"):
@@ -643,6 +663,18 @@ class Engine:
             for item, result in written:
                 self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
                                         item.removals, item.opts_out, result.reason)
+                if result.kind == "not_reactivated" and result.reason == RECREATED:
+                    self.departures.optout(item.hubspot_id, item.email, RECREATED)
+
+    def _kept_unsubscribed(self, item: Pending, result: Result) -> Result:
+        """MailerLite created (active) an address the state knows it had as unsubscribed, bounced or
+        junk: deleted there since, and an hourly run cannot see that before it sends. The answer is
+        the evidence; the address is unsubscribed again at once and stays known as not reactivated."""
+        if result.kind != "created" or item.opts_out or not self.state.known_inactive(item.email):
+            return result
+        log.warning("contact %s: MailerLite created %s again although it had it as unsubscribed, bounced or junk "
+                    "(deleted there since); unsubscribing it again", item.hubspot_id, item.email)
+        return replace(result, kind="not_reactivated", reason=RECREATED)
 
     # -- leaving -----------------------------------------------------------------------------------
     def _held_in_hubspot(self, synced: Synced) -> bool:
@@ -687,9 +719,9 @@ class Engine:
     def _say_consent_scope(self) -> None:
         """A token without the consent scope falls back to the records' opt-outs: said once, not hourly."""
         if self.address_consent.available is False:
-            Advisories(self.state).once(CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE)
+            Advisories(self.state, record=not self.options.dry_run).once(CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE)
         elif self.address_consent.available:
-            Advisories(self.state).gone(CONSENT_SCOPE_ADVICE)
+            Advisories(self.state, record=not self.options.dry_run).gone(CONSENT_SCOPE_ADVICE)
 
     def _prepare_write_back(self, start_ms: int) -> Optional[WriteBack]:
         """Write-back, when on and due, runs after the forward sync, so the bookmark that sync moved

@@ -592,6 +592,15 @@ class State:
                                  f"({','.join('?' * len(wanted))})", wanted)
         return {email: (status, changed) for email, status, changed in rows}
 
+    def known_inactive(self, email: str) -> bool:
+        """Whether the state has seen this address unsubscribed, bounced or junk in MailerLite (kept as
+        not_reactivated, or written back to HubSpot): evidence that outlives the subscriber's deletion."""
+        row = self.conn.execute(
+            "SELECT 1 FROM contacts WHERE email=? AND outcome='not_reactivated' UNION ALL "
+            "SELECT 1 FROM write_back WHERE email=? AND status IN ('unsubscribed', 'bounced', 'junk') LIMIT 1",
+            (email, email)).fetchone()
+        return row is not None
+
     def record_written_back(self, rows: Iterable[Tuple[str, str, Optional[str], Optional[str]]]) -> None:
         """(email, status, changed_at, hubspot id or None) for each status dealt with."""
         now = _now()
