@@ -184,7 +184,7 @@ class Engine:
                     self.state.set_json(ARCHIVED_KEY, start_ms)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
             sweep = ConsentSweep(self.address_consent, self.state, self.consent, summary,
-                                 self.options.consent_sweep_hours, self.options.dry_run)
+                                 self.options.consent_sweep_hours, self.options.dry_run, self.options.plan)
             if sweep.due(start_ms, full):
                 sweep.run(start_ms)
             self._say_consent_scope()
