@@ -557,6 +557,8 @@ class Engine:
         An unsubscribed, bounced or junk subscriber keeps its status (today's not_reactivated)."""
         assert held.held is not None
         kind = "not_reactivated" if held.held.status in INACTIVE and planned.status is None else "adopted"
+        # It owns the address now, as a sent contact does: another contact with it is a duplicate.
+        self._owners.setdefault(planned.email, hubspot_id)
         if not self.options.dry_run:
             self.state.record([Result(hubspot_id, planned.email, kind, fingerprint, frozenset(planned.fields),
                                       held.held.subscriber_id, groups_set=frozenset(planned.groups))])

@@ -197,3 +197,16 @@ def test_a_dry_run_plan_lists_the_consent_sweeps_unsubscribes(run, hubspot_fake,
     real = run("--full")
     assert real.summary["unsubscribed"] == 1
     assert mailerlite_fake.subscriber("person2@example.com")["status"] == "unsubscribed"
+
+
+def test_adoption_keeps_one_owner_per_address(run, hubspot_fake, mailerlite_fake):
+    """Two HubSpot contacts with one address: a first run that sends reports the second as a duplicate
+    (--rejected); a first run that adopts must do the same, never record both as owning the address
+    (they would then fight over it, and a departure of one would be blocked by the other)."""
+    seed_contacts(hubspot_fake, 3)
+    seed_contacts(hubspot_fake, 1, start=1)  # a second contact with person1's address
+    _matching_subscribers(mailerlite_fake, 3, unsubscribed=-1)
+    first = run()
+    s = first.summary
+    assert (s["adopted"], s["rejected"]) == (3, 1), first.err
+    assert first.code == 1
