@@ -14,8 +14,10 @@ request unless someone opted out.
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from .departures import ConsentWriter
+from .dry_run_report import UNSUBSCRIBE, PlanReport
 from .hubspot_consent import AddressConsent
 from .hubspot_schema import CONSENT_BATCH_SIZE
 from .state import PendingAction, State
@@ -30,7 +32,8 @@ REASON = "opted out in HubSpot after the sync let the address go (consent sweep)
 
 class ConsentSweep:
     def __init__(self, reader: AddressConsent, state: State, consent: ConsentWriter, summary: Summary,
-                 hours: float, dry_run: bool = False) -> None:
+                 hours: float, dry_run: bool = False, plan: Optional[PlanReport] = None) -> None:
+        self.plan = plan  # a dry run's listing of planned actions, when asked for
         self.reader = reader
         self.state = state
         self.consent = consent
@@ -65,6 +68,8 @@ class ConsentSweep:
                     continue
                 if self.dry_run:
                     self.summary.add("would_send")
+                    if self.plan is not None:
+                        self.plan.add(UNSUBSCRIBE, email, hubspot_id, detail=REASON)
                     continue
                 log.info("%s opted out in HubSpot after the sync let it go; unsubscribed", email)
                 self.consent.apply(PendingAction(hubspot_id, email, None, True, frozenset(), False, REASON))

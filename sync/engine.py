@@ -188,7 +188,7 @@ class Engine:
                     self.state.set_json(ARCHIVED_KEY, start_ms)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
             sweep = ConsentSweep(self.address_consent, self.state, self.consent, summary,
-                                 self.options.consent_sweep_hours, self.options.dry_run)
+                                 self.options.consent_sweep_hours, self.options.dry_run, self.options.plan)
             if sweep.due(start_ms, full):
                 sweep.run(start_ms)
             self._say_consent_scope()
@@ -563,6 +563,8 @@ class Engine:
         An unsubscribed, bounced or junk subscriber keeps its status (today's not_reactivated)."""
         assert held.held is not None
         kind = "not_reactivated" if held.held.status in INACTIVE and planned.status is None else "adopted"
+        # It owns the address now, as a sent contact does: another contact with it is a duplicate.
+        self._owners.setdefault(planned.email, hubspot_id)
         if not self.options.dry_run:
             self.state.record([Result(hubspot_id, planned.email, kind, fingerprint, frozenset(planned.fields),
                                       held.held.subscriber_id, groups_set=frozenset(planned.groups))])

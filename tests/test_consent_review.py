@@ -181,3 +181,32 @@ def test_an_hourly_run_that_recreates_a_deleted_unsubscribed_subscriber_unsubscr
     assert mailerlite_fake.subscriber("person1@example.com")["status"] == "unsubscribed"
     assert hourly.summary["not_reactivated"] == 1 and hourly.summary["created"] == 0
     _full_keeps_it_inactive(run, mailerlite_fake, "person1@example.com")  # and it is still known as such
+
+
+def test_a_dry_run_plan_lists_the_consent_sweeps_unsubscribes(run, hubspot_fake, mailerlite_fake):
+    """A tombstone (an address the sync let go of) opted out later: the sweep of a --full run
+    unsubscribes it; the dry run's plan lists that unsubscribe too, not only counts it."""
+    ids = seed_contacts(hubspot_fake, 3)
+    assert run().code == 0
+    hubspot_fake.archive_contact(ids[2])
+    assert run("--full").code == 0  # person2's address is let go of: a tombstone
+    hubspot_fake.set_address_consent("person2@example.com", unsubscribed_all=True)
+    dry = run("--dry-run", "--full", "--verbose")
+    assert dry.summary["would_send"] == 1
+    assert any("dry run: would unsubscribe person2@example.com" in line for line in dry.err.splitlines()), dry.err
+    real = run("--full")
+    assert real.summary["unsubscribed"] == 1
+    assert mailerlite_fake.subscriber("person2@example.com")["status"] == "unsubscribed"
+
+
+def test_adoption_keeps_one_owner_per_address(run, hubspot_fake, mailerlite_fake):
+    """Two HubSpot contacts with one address: a first run that sends reports the second as a duplicate
+    (--rejected); a first run that adopts must do the same, never record both as owning the address
+    (they would then fight over it, and a departure of one would be blocked by the other)."""
+    seed_contacts(hubspot_fake, 3)
+    seed_contacts(hubspot_fake, 1, start=1)  # a second contact with person1's address
+    _matching_subscribers(mailerlite_fake, 3, unsubscribed=-1)
+    first = run()
+    s = first.summary
+    assert (s["adopted"], s["rejected"]) == (3, 1), first.err
+    assert first.code == 1
