@@ -28,14 +28,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_engagement import run_sync  # noqa: E402  (main.py in its own process: summary, peak RSS, time)
+from bench_sync import fakes, sync_env  # noqa: E402  (the benchmarks share their fakes and settings)
 
 from sync.consent_sweep import SWEEP_DUE_KEY  # noqa: E402
 from sync.engine import ARCHIVED_KEY  # noqa: E402
-from sync.sandbox.fakes.hubspot import FakeHubSpot  # noqa: E402
-from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
 from sync.state import State  # noqa: E402
 
-HS_TOKEN, ML_TOKEN = "hs-test-token", "ml-test-token"
 OPTED_OUT_EVERY = 1000
 CONSENT_PATH = "/communication-preferences/"
 
@@ -54,27 +52,15 @@ def seed_state(path: Path, n: int) -> None:
 
 
 def bench(n: int) -> Tuple[int, int, int, int, int, float, float]:
-    hs = FakeHubSpot(time_scale=1.0).start()
-    ml = FakeMailerLite(time_scale=1.0).start()
-    ml.limits_enabled = False
-    hs.general_limit.limit = 10**9
-    hs.search_limit.limit = 10**9
-    for i in range(0, n, OPTED_OUT_EVERY):
-        hs.address_consent[f"gone{i:07d}@example.com"] = {"all": "UNSUBSCRIBED"}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            state_path = Path(tmp) / "state.db"
-            seed_state(state_path, n)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
-            env.update(HUBSPOT_ACCESS_TOKEN=HS_TOKEN, MAILERLITE_API_KEY=ML_TOKEN, HUBSPOT_BASE_URL=hs.url,
-                       MAILERLITE_BASE_URL=ml.base_url, SYNC_STATE_DB=str(state_path))
-            summary, peak_kib, seconds = run_sync(env)
-            consent = sum(1 for r in hs.log if r.path.startswith(CONSENT_PATH))
-            return (n, int(str(summary["consent_checked"])), consent, int(str(summary["hubspot_requests"])),
-                    int(str(summary["mailerlite_requests"])), peak_kib / 1024, seconds)
-    finally:
-        hs.stop()
-        ml.stop()
+    with fakes(60.0, limits=False) as (hs, ml), tempfile.TemporaryDirectory() as tmp:
+        for i in range(0, n, OPTED_OUT_EVERY):
+            hs.address_consent[f"gone{i:07d}@example.com"] = {"all": "UNSUBSCRIBED"}
+        env = sync_env(hs, ml, Path(tmp))
+        seed_state(Path(env["SYNC_STATE_DB"]), n)
+        summary, peak_kib, seconds = run_sync(env)
+        consent = sum(1 for r in hs.log if r.path.startswith(CONSENT_PATH))
+        return (n, int(str(summary["consent_checked"])), consent, int(str(summary["hubspot_requests"])),
+                int(str(summary["mailerlite_requests"])), peak_kib / 1024, seconds)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -30,13 +30,12 @@ from typing import Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_sync import _high_water_kib  # noqa: E402  (the benchmarks share one way to read peak memory)
+from bench_sync import HS_TOKEN, _high_water_kib, fakes, sync_env  # noqa: E402  (one way to read peak memory, the fakes, the settings)
 
 from sync.engagement import DUE_KEY  # noqa: E402
 from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE, FakeHubSpot  # noqa: E402
 from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
 
-HS_TOKEN, ML_TOKEN = "hs-test-token", "ml-test-token"
 UPDATE_PATH = "/crm/objects/2026-09/contacts/batch/update"
 
 
@@ -70,46 +69,35 @@ def run_sync(env: Dict[str, str]) -> Tuple[Dict[str, object], int, float]:
 
 
 def bench(n: int, page_max: int) -> List[Tuple[str, int, int, int, int, int, int, float, float]]:
-    hs = FakeHubSpot(time_scale=1.0).start()
-    ml = FakeMailerLite(time_scale=1.0).start()
-    ml.limits_enabled = False
-    hs.general_limit.limit = 10**9
-    hs.search_limit.limit = 10**9
-    hs.tokens[HS_TOKEN] |= {WRITE_SCOPE, SCHEMA_WRITE_SCOPE}
-    if page_max < 1000:
-        ml.subscriber_list_max, ml.limit_too_big = page_max, "422"
     rows = []
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            state_path = Path(tmp) / "state.db"
-            seed(n, hs)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
-            env.update(HUBSPOT_ACCESS_TOKEN=HS_TOKEN, MAILERLITE_API_KEY=ML_TOKEN, HUBSPOT_BASE_URL=hs.url,
-                       MAILERLITE_BASE_URL=ml.base_url, SYNC_STATE_DB=str(state_path))
-            run_sync(env)  # the forward sync creates the subscribers; engagement off
-            campaigns(ml, n)
-            env["SYNC_ENGAGEMENT"] = "true"
-            # The run after a first pass is not due: its forward sync reads again the contacts the
-            # pass wrote (their modification date moved) and sends nothing; then a pass where 1% changed.
-            for label in ("first pass", "next run", "1% changed"):
-                if label == "1% changed":
-                    campaigns(ml, n, every=100, sent=40)
-                    db = sqlite3.connect(state_path)
-                    db.execute("UPDATE meta SET value='0' WHERE key=?", (DUE_KEY,))  # the interval has passed
-                    db.commit()
-                    db.close()
-                ml_mark = len(ml.requests_to("GET", "/api/subscribers"))
-                update_mark = len(hs.requests_to("POST", UPDATE_PATH))
-                summary, peak_kib, seconds = run_sync(env)
-                pages = len(ml.requests_to("GET", "/api/subscribers")) - ml_mark
-                updates = len(hs.requests_to("POST", UPDATE_PATH)) - update_mark
-                total = int(str(summary["engagement_requests"]))
-                rows.append((label, pages, total - pages, updates, int(str(summary["engagement_updated"])),
-                             int(str(summary["hubspot_requests"])), int(str(summary["mailerlite_requests"])),
-                             peak_kib / 1024, seconds))
-    finally:
-        hs.stop()
-        ml.stop()
+    with fakes(60.0, limits=False) as (hs, ml), tempfile.TemporaryDirectory() as tmp:
+        hs.tokens[HS_TOKEN] |= {WRITE_SCOPE, SCHEMA_WRITE_SCOPE}
+        if page_max < 1000:
+            ml.subscriber_list_max, ml.limit_too_big = page_max, "422"
+        env = sync_env(hs, ml, Path(tmp))
+        state_path = Path(env["SYNC_STATE_DB"])
+        seed(n, hs)
+        run_sync(env)  # the forward sync creates the subscribers; engagement off
+        campaigns(ml, n)
+        env["SYNC_ENGAGEMENT"] = "true"
+        # The run after a first pass is not due: its forward sync reads again the contacts the
+        # pass wrote (their modification date moved) and sends nothing; then a pass where 1% changed.
+        for label in ("first pass", "next run", "1% changed"):
+            if label == "1% changed":
+                campaigns(ml, n, every=100, sent=40)
+                db = sqlite3.connect(state_path)
+                db.execute("UPDATE meta SET value='0' WHERE key=?", (DUE_KEY,))  # the interval has passed
+                db.commit()
+                db.close()
+            ml_mark = len(ml.requests_to("GET", "/api/subscribers"))
+            update_mark = len(hs.requests_to("POST", UPDATE_PATH))
+            summary, peak_kib, seconds = run_sync(env)
+            pages = len(ml.requests_to("GET", "/api/subscribers")) - ml_mark
+            updates = len(hs.requests_to("POST", UPDATE_PATH)) - update_mark
+            total = int(str(summary["engagement_requests"]))
+            rows.append((label, pages, total - pages, updates, int(str(summary["engagement_updated"])),
+                         int(str(summary["hubspot_requests"])), int(str(summary["mailerlite_requests"])),
+                         peak_kib / 1024, seconds))
     return rows
 
 
