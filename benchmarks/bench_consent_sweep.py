@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_engagement import run_sync  # noqa: E402  (main.py in its own process: summary, peak RSS, time)
 from bench_sync import fakes, sync_env  # noqa: E402  (the benchmarks share their fakes and settings)
 
-from sync.consent_sweep import SWEEP_DUE_KEY  # noqa: E402
-from sync.engine import ARCHIVED_KEY  # noqa: E402
+from sync.consent import ARCHIVED_KEY  # noqa: E402
+from sync.consent.sweep import SWEEP_DUE_KEY  # noqa: E402
 from sync.state import State  # noqa: E402
 
 OPTED_OUT_EVERY = 1000

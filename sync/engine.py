@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
 
@@ -30,14 +30,13 @@ from .adoption import (
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
 from .casting import PropertyInfo, property_infos
 from .clock_skew import clamp_future_times
-from .consent_sweep import SWEEP_DUE_KEY, ConsentSweep
-from .departures import ConsentWriter, Departures
+from .consent import ARCHIVED_KEY, Consent
+from .consent.sweep import SWEEP_DUE_KEY
 from .dry_run_report import PlanReport, plan_upsert
 from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
-from .evidence import read_list_members
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
-from .hubspot_consent import CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE, AddressConsent
+from .hubspot_schema import MERGED_PROPERTY
 from .mailerlite import MailerLiteClient
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import (
@@ -64,7 +63,6 @@ __all__ = ["Engine", "RunOptions", "Summary"]
 
 log = logging.getLogger(__name__)
 
-MERGED_PROPERTY = "hs_merged_object_ids"
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
 
 
@@ -83,8 +81,10 @@ class RunOptions:
     plan: Optional[PlanReport] = None  # a dry run's planned actions, listed (--verbose, --output); dry_run_report.py
 
 
-def _synced(hubspot_id: str, known: ContactRecord) -> Synced:
-    assert known.email is not None
+def _previous(hubspot_id: str, known: Optional[ContactRecord]) -> Optional[Synced]:
+    """What MailerLite has of this contact, as the state remembers it (None: never synced)."""
+    if known is None or known.email is None:
+        return None
     return Synced(hubspot_id, known.email, known.subscriber_id, known.groups_set)
 
 
@@ -98,13 +98,10 @@ def _pages(items: Iterator[Contact], size: int) -> Iterator[List[Contact]]:
 
 
 NAMES_CHECKED_KEY = "mapping_names_checked"  # state meta: the properties last found in HubSpot
-# Why an address MailerLite created again is unsubscribed at once (engine._kept_unsubscribed).
-RECREATED = "created again by MailerLite after it had it as unsubscribed, bounced or junk"
-ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
 
 
 class Engine:
-    """Orchestrates one run: read, map, decide (departures.py), write, record."""
+    """Orchestrates one run: read, map, write, record; consent is decided by its owner (consent/)."""
 
     def __init__(self, hubspot: HubSpotWriter, mailerlite: MailerLiteClient, state: State, mapping: Mapping,
                  options: RunOptions, on_progress: Optional[Callable[[Counter, Optional[int]], None]] = None,
@@ -119,11 +116,10 @@ class Engine:
         self.summary = Summary("incremental", options.dry_run)
         self.writer = SubscriberWriter(mailerlite, tunables=tunables)
         self.schema = MailerLiteSchema(mailerlite, mapping)
-        self.consent = ConsentWriter(mailerlite, state, self.schema, self.summary, tunables)
-        self.address_consent = AddressConsent(hubspot, mapping.optout_properties)  # consent by address
-        self.departures = Departures(state, mapping, self.consent, self.summary, self._held_in_hubspot,
-                                     options.dry_run, options.allow_mass_leave, self.address_consent.opted_out)
-        self.departures.plan = options.plan
+        # The one owner of consent by address (consent/owner.py), called at its named points below.
+        self.consent = Consent(hubspot, mailerlite, state, mapping, self.schema, self.summary, self._in_scope,
+                               dry_run=options.dry_run, allow_mass_leave=options.allow_mass_leave,
+                               sweep_hours=options.consent_sweep_hours, plan=options.plan, tunables=tunables)
         self._max_modified: Optional[int] = None
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
         seen_types = state.get_json(FIELD_TYPES_KEY)
@@ -169,7 +165,7 @@ class Engine:
                 # mapping changed since its names were last checked: the run after an edit is usually
                 # idle, and a typo must not wait, healthcheck green, for some contact to change).
                 self._property_info()
-            self.departures.retry_pending()  # what earlier runs could not apply comes first
+            self.consent.before_pass()  # what earlier runs could not apply comes first
             if full and not self.options.dry_run:
                 self.state.set_full_pass_pending(True)
             changed_members = self._load_memberships()
@@ -178,32 +174,24 @@ class Engine:
             self._copy_wanted = full and not self.options.force
             self._sync(full, bookmark, changed_members)
             self._warn_if_state_mismatch()
-            archived_checked = self._leave_departed(full, start_ms)
-            held_back = self.departures.apply_held_departures(synced_before)
+            held_back = self.consent.after_pass(full, start_ms, synced_before, self._unseen)
             if not self.options.dry_run and held_back is None:
                 # After a held-back pass nothing moves on: the next run sees the same departures.
                 if self._members:
                     self.state.save_list_members(self._members)
-                if archived_checked:
-                    self.state.set_json(ARCHIVED_KEY, start_ms)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
-            sweep = ConsentSweep(self.address_consent, self.state, self.consent, summary,
-                                 self.options.consent_sweep_hours, self.options.dry_run, self.options.plan)
-            if sweep.due(start_ms, full):
-                sweep.run(start_ms)
-            self._say_consent_scope()
+            self.consent.sweep(start_ms, full)
             if write_back is not None:
                 before = self.hubspot.requests + self.mailerlite.requests
                 write_back.run(start_ms)
                 summary.add("write_back_requests", self.hubspot.requests + self.mailerlite.requests - before)
             if engagement is not None:
                 engagement.run(start_ms)  # an outage there is a warning: the forward result stands
-            pending = self._count_consent_pending()
+            pending, pending_line = self.consent.pending()
             problems = summary["rejected"] + summary["failed"] + summary["write_back_failed"] + pending
             summary.exit_code = EXIT_PARTIAL if problems else EXIT_OK
             if pending:  # said every run, also when their back-off skipped them, so cron keeps reporting it
-                summary.message = (f"{pending} consent action(s) (unsubscribe or group removal) still pending: "
-                                   f"MailerLite has not taken them yet")
+                summary.message = pending_line
             if held_back is not None:
                 summary.exit_code, summary.message = EXIT_ABORTED, held_back
         except SyncError as exc:
@@ -219,7 +207,7 @@ class Engine:
             raise
         finally:
             if "consent_pending" not in summary.counts:  # stopped early: --json still tells how many wait
-                self._count_consent_pending()
+                self.consent.pending()
             if self.copy is not None:
                 self.copy.close()
             summary.duration_seconds = time.monotonic() - started
@@ -241,23 +229,14 @@ class Engine:
             write_back_pass.DUE_KEY: int(self.options.write_back_hours * hour_ms),
         }, self.tunables.consent_retry_max_ms)
 
-    def _count_consent_pending(self) -> int:
-        pending = self.state.count_pending_actions()
-        self.summary.add("consent_pending", pending)
-        return pending
-
     # -- reading ---------------------------------------------------------------------------------
     def _load_memberships(self) -> Set[str]:
         """Members of the lists the mapping uses; returns ids whose membership changed."""
         changed: Set[str] = set()
-        self._members = read_list_members(self.hubspot, self.mapping.list_ids(), self.state.list_members,
-                                          self._synced_ids, self.tunables.list_reads)
+        self._members = self.consent.list_members(self.mapping.list_ids())
         for list_id, members in self._members.items():
             changed.update(str(i) for i in members ^ self.state.list_members(list_id))
         return changed
-
-    def _synced_ids(self, ids: Set[int]) -> Set[int]:
-        return {int(s.hubspot_id) for s in self.state.synced(str(i) for i in sorted(ids))}
 
     def _lists_of(self, hubspot_id: str) -> FrozenSet[str]:
         if not self._members or not hubspot_id.isdigit():
@@ -313,17 +292,6 @@ class Engine:
             # it implies are stored, not tried (the next run applies them).
             self._settle_written(try_now=False)
 
-    def _read_leaving_consent(self, page: List[Contact], known: Dict[str, ContactRecord], emails: List[str]) -> None:
-        """The addresses this page lets go of (a new address, a merge) read by address in one batch,
-        a hundred per request, rather than one request each as they leave."""
-        merged = [i.strip() for c in page for i in str(c["properties"].get(MERGED_PROPERTY) or "").split(";")]
-        leaving = [s.email for s in self.state.synced(merged)]
-        leaving += [k.email for c in page for k in [known.get(c["id"])] if k and k.email]
-        held = set(emails)
-        let_go = [e for e in leaving if e not in held]
-        if let_go:  # a read: a dry run does it too, as the real run would
-            self.address_consent.opted_out(let_go)
-
     def _process_page(self, page: List[Contact], full: bool) -> None:
         if not self._names_checked:
             self._check_names_returned(page)
@@ -331,8 +299,7 @@ class Engine:
         known = self.state.records(ids)
         emails = [normalise_email(c["properties"].get("email")) for c in page]
         self._owners = self._free_moved_addresses(self.state.owners(emails), page, emails)
-        self.departures.new_page(emails)
-        self._read_leaving_consent(page, known, emails)
+        self.consent.page(page, known, emails)
         for contact in page:
             self._process(contact, known.get(contact["id"]))
         self._settle_written()
@@ -363,12 +330,12 @@ class Engine:
     def _unseen(self) -> List[str]:
         """Synced contacts this full pass has not read (so far)."""
         return [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen
-                and i not in self.departures.dry_left]
+                and i not in self.consent.dry_left]
 
     def _missed_by_listing(self) -> Iterator[Contact]:
         """The synced contacts the pass did not read, read by id: those HubSpot answers as themselves
         are live (a listing that ended early missed them); the rest are archived, deleted or merged
-        away, which `_leave_departed` then acts on."""
+        away, which the consent owner's after_pass then acts on."""
         if self.mapping.scope_lists:
             return  # a list-scoped full pass read every synced contact by id already (`_contacts`)
         candidates = self._unseen()
@@ -442,8 +409,7 @@ class Engine:
         if modified is not None and (self._max_modified is None or modified > self._max_modified):
             self._max_modified = modified
         email = normalise_email(props.get("email"))
-        taken = self.departures.apply_merge(hubspot_id, email, props.get(MERGED_PROPERTY),
-                                            self.mapping.opted_out(props))
+        taken = self.consent.merged(hubspot_id, email, props.get(MERGED_PROPERTY), self.mapping.opted_out(props))
         if taken is not None:
             self._owners[email] = hubspot_id
             # The merged-away record's, taken over (a dry run took nothing over: it reads the old row).
@@ -453,14 +419,12 @@ class Engine:
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
-            synced = _synced(hubspot_id, known) if known and known.email else None
-            self.departures.out_of_scope(hubspot_id, outcome, synced, self._address_synced(email),
-                                         isinstance(outcome, Skip) and self.mapping.opted_out(props))
+            self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known), self._address_synced(email),
+                              isinstance(outcome, Skip) and self.mapping.opted_out(props))
             return
         if isinstance(outcome, Reject):
             self._reject(hubspot_id, outcome, known)
             return
-        self.departures.in_scope(hubspot_id, outcome.email, outcome.status == "unsubscribed")
         owner = self.writer.pending_owner(outcome.email) or self._owners.get(outcome.email)
         if owner is not None and owner != hubspot_id:
             # Two HubSpot contacts, one address: the first one synced keeps it; this one is
@@ -469,10 +433,8 @@ class Engine:
             self._reject(hubspot_id, Reject(f"email {outcome.email} is already synced from HubSpot contact {owner}",
                                             outcome.email, outcome.status == "unsubscribed"), known)
             return
-        if known and known.email and known.email != outcome.email:
-            # A new address: the old one has left scope; the new one is a new subscriber.
-            self.departures.email_changed(_synced(hubspot_id, known), outcome.status == "unsubscribed")
-            known = None
+        if self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known)):
+            known = None  # a new address: the old one has left the sync; the new one is a new subscriber
         self._plan(contact, outcome, known)
 
     def _plan(self, contact: Contact, planned: Planned, known: Optional[ContactRecord]) -> None:
@@ -483,7 +445,7 @@ class Engine:
             if planned.status == "unsubscribed" and not self.options.dry_run:
                 # The refusal is recorded before the opt-out it implies is stored: a run killed
                 # in between must not leave it undelivered. Sent once per address (optouts_sent).
-                self.departures.refused(hubspot_id, planned.email, "by MailerLite, in an earlier run")
+                self.consent.refused_before(hubspot_id, planned.email)
             self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
             return
         in_step = (known is not None and not self.options.force and known.fingerprint == fingerprint
@@ -603,16 +565,11 @@ class Engine:
                         "departures", self._known_compared - self._known_missing, self._known_compared)
 
     def _reject(self, hubspot_id: str, reject: Reject, known: Optional[ContactRecord]) -> None:
-        """Data that cannot be sent. An opt-out it carries is delivered on its own first."""
-        if reject.opted_out:
-            self.departures.refused(hubspot_id, reject.email, reject.reason)
-        else:
-            self.departures.not_opted_out(hubspot_id, reject.email)
-        if known and known.email and known.email != reject.email:
+        """Data that cannot be sent. An opt-out it carries is delivered on its own first (consent.read)."""
+        if self.consent.read(hubspot_id, reject, _previous(hubspot_id, known)):
             # The refused data hides an address change: the old address is let go as with an accepted
             # new address (its consent read, then kept as a tombstone), and gets the opt-out too
             # (unless another live contact holds it).
-            self.departures.email_changed(_synced(hubspot_id, known), opted_out=reject.opted_out)
             known = None
         fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
@@ -643,87 +600,19 @@ class Engine:
         return bool(email) and bool(self._owners.get(email) or self.writer.pending_owner(email))
 
     def _settle_written(self, try_now: bool = True) -> None:
-        """Record what MailerLite answered, then the consent actions that follow from it."""
+        """Record what MailerLite answered; the consent owner stores the actions the answers imply
+        first, and tries them after (unless the run is stopping)."""
         written: List[Written] = self.writer.take_finished()
         if not written:
             return
-        written = [(item, self._kept_unsubscribed(item, result)) for item, result in written]
-        # The consent actions these answers imply are stored before the answers are recorded: a run
-        # killed in between leaves an action to apply (harmless to repeat), never a recorded answer
-        # whose action is lost (a rejected opt-out or a group to leave would then read "unchanged").
-        # Stopped while they are tried (an outage, a refused account, SIGTERM), the rest stay stored.
-        for item, result in written:
-            self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
-                                    item.removals, item.opts_out, result.reason, try_now=False)
-            if result.kind == "not_reactivated" and result.reason == RECREATED:
-                self.departures.optout(item.hubspot_id, item.email, RECREATED, try_now=False)
-        self._record([result for _, result in written])
-        for item, result in written:
+        results = self.consent.answered(written, self._record, try_now)
+        for (item, _), result in zip(written, results):
             if item.hubspot_id in self._repairing and result.kind in ("created", "updated"):
                 self.summary.add("repaired")
-        if try_now:
-            for item, result in written:
-                self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id,
-                                        item.removals, item.opts_out, result.reason)
-                if result.kind == "not_reactivated" and result.reason == RECREATED:
-                    self.departures.optout(item.hubspot_id, item.email, RECREATED)
 
-    def _kept_unsubscribed(self, item: Pending, result: Result) -> Result:
-        """MailerLite created (active) an address the state knows it had as unsubscribed, bounced or
-        junk: deleted there since, and an hourly run cannot see that before it sends. The answer is
-        the evidence; the address is unsubscribed again at once and stays known as not reactivated."""
-        if result.kind != "created" or item.opts_out or not self.state.known_inactive(item.email):
-            return result
-        log.warning("contact %s: MailerLite created %s again although it had it as unsubscribed, bounced or junk "
-                    "(deleted there since); unsubscribing it again", item.hubspot_id, item.email)
-        return replace(result, kind="not_reactivated", reason=RECREATED)
-
-    # -- leaving -----------------------------------------------------------------------------------
-    def _held_in_hubspot(self, synced: Synced) -> bool:
-        """One HubSpot search: another live contact with the address that the mapping keeps in scope."""
-        for contact in self.hubspot.contacts_with_email(synced.email, self.mapping.properties()):
-            if contact["id"] != synced.hubspot_id and isinstance(self._map(contact), (Planned, Reject)):
-                return True
-        return False
-
-    def _leave_departed(self, full: bool, start_ms: int) -> bool:
-        """Contacts gone from HubSpot (archived, merged away) or from the synced lists are found and
-        handed to departures.gone (which makes them leave). Returns whether the archived ones were looked for.
-        The archived records' opt-outs are read with them: an opt-out then a delete between two runs
-        (without the consent scope, the only way to know it)."""
-        opted_out: Set[str] = set()
-        if full:
-            # A dry run counts these too, and meets the mass-leave guard as the real run would.
-            # Read by id a moment ago and not answered as themselves: archived, deleted or merged away.
-            gone = self.state.synced(self._unseen())
-            if gone:
-                for _ in self._archived_ids(opted_out, {s.hubspot_id for s in gone}):
-                    pass
-            self.departures.gone(gone, "no longer in HubSpot or the synced lists", frozenset(opted_out))
-            return True
-        # A dry run reads the archived contacts when a real run would, and so meets the mass-leave
-        # guard and counts the departures as it would (it records nothing: the check stays due).
-        last = self.state.get_json(ARCHIVED_KEY)
-        if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
-            return False
-        gone = self.state.synced(self._archived_ids(opted_out))
-        self.departures.gone(gone, "archived in HubSpot", frozenset(opted_out))
-        return True
-
-    def _archived_ids(self, opted_out: Set[str], among: Optional[Set[str]] = None) -> Iterator[str]:
-        """Archived contacts' ids, a page at a time; those opted out (of `among`, when given) are
-        added to `opted_out`."""
-        for contact in self.hubspot.iter_contacts(["email", *self.mapping.optout_properties], archived=True):
-            if (among is None or contact["id"] in among) and self.mapping.opted_out(contact["properties"]):
-                opted_out.add(contact["id"])
-            yield contact["id"]
-
-    def _say_consent_scope(self) -> None:
-        """A token without the consent scope falls back to the records' opt-outs: said once, not hourly."""
-        if self.address_consent.available is False:
-            Advisories(self.state, record=not self.options.dry_run).once(CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE)
-        elif self.address_consent.available:
-            Advisories(self.state, record=not self.options.dry_run).gone(CONSENT_SCOPE_ADVICE)
+    def _in_scope(self, contact: Contact) -> bool:
+        """Whether the mapping keeps this contact in the sync's scope (sent, or reported as refused)."""
+        return isinstance(self._map(contact), (Planned, Reject))
 
     def _prepare_write_back(self, start_ms: int) -> Optional[WriteBack]:
         """Write-back, when on and due, runs after the forward sync, so the bookmark that sync moved

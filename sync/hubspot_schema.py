@@ -23,6 +23,8 @@ LIST_MEMBERSHIPS_PATH = "/crm/lists/{v}/{list_id}/memberships"
 LIST_PATH = "/crm/lists/{v}/{list_id}"  # the list itself: its size and processingStatus
 RECORD_MEMBERSHIPS_PATH = "/crm/lists/{v}/records/memberships/batch/read"  # the lists each record is in
 CONTACT_OBJECT_TYPE = "0-1"
+# A merged record lists the ids merged into it here ("1;2"); the merged-away ids answer with it.
+MERGED_PROPERTY = "hs_merged_object_ids"
 LIST_PROCESSED = "COMPLETE"  # processingStatus of a list whose size is settled
 # The documented way to learn a private-app token's scopes (not versioned; whether service keys
 # answer there is unconfirmed: a refusal means "unknown", never "missing").

@@ -11,6 +11,7 @@ from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple, Type
 
 from .advisories import SCHEMA_SCOPE_MESSAGE
 from .casting import PropertyInfo, property_infos
+from .consent.by_address import CONSENT_SCOPE_MESSAGE, AddressConsent
 from .errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, AuthError, SyncError
 from .hubspot import (
     HubSpotReader,
@@ -19,7 +20,6 @@ from .hubspot import (
     missing_status_options,
     status_property_problem,
 )
-from .hubspot_consent import CONSENT_SCOPE_MESSAGE, AddressConsent
 from .hubspot_schema import ENGAGEMENT_PROPERTIES, STATUS_PROPERTY, WRITE_BACK_SCOPES
 from .mailerlite import MailerLiteClient
 from .mapping import DEFAULT_OPTOUT_PROPERTIES, Mapping, Planned, map_contact, normalise_email

@@ -475,7 +475,7 @@ def test_sigterm_stops_the_run_cleanly(hubspot_fake, mailerlite_fake, tmp_path):
 
 # -- pure rules: tables ------------------------------------------------------------------------------------------
 
-from sync import departures  # noqa: E402
+from sync.consent import rules  # noqa: E402
 from sync.mapping import Mapping, OutOfScope, Planned, Reject, map_contact  # noqa: E402
 from sync.mapping_file import ConfigError, load_mapping  # noqa: E402
 from sync.state import MIGRATIONS, SCHEMA_VERSION, State, Synced  # noqa: E402
@@ -494,7 +494,7 @@ from sync.state import MIGRATIONS, SCHEMA_VERSION, State, Synced  # noqa: E402
 ])
 def test_mass_leave_guard_table(leaving, synced, percent, minimum, allowed, held):
     mapping = Mapping.default(mass_leave_percent=percent, mass_leave_min=minimum)
-    problem = departures.mass_leave_problem(leaving, synced, mapping, allowed)
+    problem = rules.mass_leave_problem(leaving, synced, mapping, allowed)
     assert (problem is not None) == held
     if held:
         assert f"{leaving} of {synced}" in problem and "--allow-mass-leave" in problem and "\n" not in problem
@@ -514,16 +514,16 @@ SYNCED = Synced("7", "x@example.com", "sub-1", frozenset({"Synced", "Hand-made"}
 ])
 def test_leave_action_table(on_leave, opted_out, held, unsubscribe, groups):
     mapping = Mapping.default(static_groups=("Synced",), on_leave=on_leave)
-    action = departures.leave_action(departures.Leaving(SYNCED, "why", opted_out), mapping, held)
+    action = rules.leave_action(rules.Leaving(SYNCED, "why", opted_out), mapping, held)
     assert (action.unsubscribe, set(action.groups), action.forget) == (unsubscribe, groups, True)
 
 
 def test_merge_plan_takes_over_the_same_address_only():
     a = Synced("1", "a@example.com", "s1", frozenset())
     b = Synced("2", "b@example.com", "s2", frozenset())
-    assert departures.merge_plan("9", "a@example.com", [a, b]) == (a, [b])
-    assert departures.merge_plan("9", "c@example.com", [a, b]) == (None, [a, b])
-    assert departures.merge_plan("1", "a@example.com", [a, b]) == (None, [b])  # the survivor kept its id
+    assert rules.merge_plan("9", "a@example.com", [a, b]) == (a, [b])
+    assert rules.merge_plan("9", "c@example.com", [a, b]) == (None, [a, b])
+    assert rules.merge_plan("1", "a@example.com", [a, b]) == (None, [b])  # the survivor kept its id
 
 
 @pytest.mark.parametrize("props, expected", [

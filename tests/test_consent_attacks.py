@@ -16,7 +16,7 @@ from typing import Dict, Set
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from sync import departures
+from sync.consent import actions
 from tests.conftest import seed_contacts
 from tests.test_consent import consent_only, groups_of, mapping_file, state_rows, upserts
 from tests.test_hubspot_paging import _set_bookmark
@@ -179,7 +179,7 @@ def test_sigterm_while_the_optouts_of_one_answer_are_applied_keeps_them_all(run,
         hubspot_fake.update_contact(cid, {"hs_email_optout": "true", "firstname": "Changed"})
     mailerlite_fake.faults.only_paths = ("/api/subscribers", "/api/batch")
     mailerlite_fake.faults.script.extend([_ConsentFaults(emails)] * 2000)
-    original = departures.ConsentWriter._unsubscribe
+    original = actions.ConsentWriter._unsubscribe
     calls = []
 
     def terminated_once(self, email):
@@ -188,10 +188,10 @@ def test_sigterm_while_the_optouts_of_one_answer_are_applied_keeps_them_all(run,
             os.kill(os.getpid(), signal.SIGTERM)  # the handler raises as soon as this returns
         return original(self, email)
 
-    monkeypatch.setattr(departures.ConsentWriter, "_unsubscribe", terminated_once)
+    monkeypatch.setattr(actions.ConsentWriter, "_unsubscribe", terminated_once)
     stopped = run()
     assert stopped.code == 143 and calls, stopped.err
-    monkeypatch.setattr(departures.ConsentWriter, "_unsubscribe", original)
+    monkeypatch.setattr(actions.ConsentWriter, "_unsubscribe", original)
     run()
     assert {e: mailerlite_fake.subscriber(e)["status"] for e in sorted(emails)} == \
         {e: "unsubscribed" for e in sorted(emails)}
@@ -541,7 +541,7 @@ def test_the_time_limit_reached_during_pending_actions_stops_the_run_with_its_ow
         raise (RunDeadline("the run reached its time limit (SYNC_MAX_RUNTIME) at a test; stopped")
                if stop == "deadline" else WaitTooLong("asked to wait 60 minutes; stopped"))
 
-    monkeypatch.setattr(departures.ConsentWriter, "_unsubscribe", out_of_time)
+    monkeypatch.setattr(actions.ConsentWriter, "_unsubscribe", out_of_time)
     stopped = run()
     assert stopped.code == 3 and stopped.summary["failed"] == 0, stopped.err
     assert ("SYNC_MAX_RUNTIME" if stop == "deadline" else "60 minutes") in stopped.summary["message"]

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 import requests
 
-from sync.hubspot_consent import unsubscribed_addresses
+from sync.consent.by_address import unsubscribed_addresses
 from sync.sandbox.fakes.hubspot import CONSENT_READ_SCOPE
 from tests.conftest import FAST, HS_TOKEN, seed_contacts
 from tests.test_consent import consent_only, mapping_file, state_rows

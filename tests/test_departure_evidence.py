@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import requests
 
-from sync.departures import next_try_ms
+from sync.consent.rules import next_try_ms
 from tests.conftest import FAST, HS_TOKEN, seed_contacts
 from tests.test_consent import _DropPagingOnce, consent_only, mapping_file, state_rows
 

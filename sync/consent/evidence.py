@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Dict, Iterable, Optional, Set
 
-from .errors import AbortRun
-from .hubspot import HubSpotReader
+from ..errors import AbortRun
+from ..hubspot import HubSpotReader
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from .departures import ConsentWriter
-from .dry_run_report import UNSUBSCRIBE, PlanReport
-from .hubspot_consent import AddressConsent
-from .hubspot_schema import CONSENT_BATCH_SIZE
-from .state import PendingAction, State
-from .summary import Summary
+from ..dry_run_report import UNSUBSCRIBE, PlanReport
+from ..hubspot_schema import CONSENT_BATCH_SIZE
+from ..state import PendingAction, State
+from ..summary import Summary
+from .actions import ConsentWriter
+from .by_address import AddressConsent
 
 log = logging.getLogger(__name__)
 

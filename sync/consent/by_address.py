@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set
 
-from . import hubspot_schema as hs
-from .errors import AuthError
-from .hubspot import HubSpotReader, HubSpotRefused
-from .mapping import OPTOUT_PROPERTY, normalise_email
-from .redaction import clip
+from .. import hubspot_schema as hs
+from ..errors import AuthError
+from ..hubspot import HubSpotReader, HubSpotRefused
+from ..mapping import OPTOUT_PROPERTY, normalise_email
+from ..redaction import clip
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,126 @@
+"""Acting on consent: every unsubscribe or group removal is stored before it is tried and kept
+until MailerLite takes it, with its own back-off when it keeps failing (rules.next_try_ms), so
+one address MailerLite keeps refusing never blocks the run for everyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .. import mailerlite_answers as answers
+from ..errors import AbortRun
+from ..mailerlite import AccountRefused, MailerLiteClient
+from ..mailerlite_schema import MailerLiteSchema
+from ..retrying import RunDeadline, Transient, WaitTooLong
+from ..state import PendingAction, State
+from ..summary import Summary
+from ..tunables import DEFAULTS, Tunables
+from .rules import next_try_ms
+
+log = logging.getLogger(__name__)
+
+
+class _Refused(Exception):
+    pass
+
+
+class ConsentWriter:
+    """Applies consent actions: stored first, tried, forgotten only once MailerLite took them."""
+
+    def __init__(self, mailerlite: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary,
+                 tunables: Tunables = DEFAULTS) -> None:
+        self.tunables = tunables  # the back-off of actions that keep failing, and the wall clock
+        self.mailerlite = mailerlite
+        self.state = state
+        self.schema = schema
+        self.summary = summary
+        self._consecutive_failures = 0
+
+    def _now_ms(self) -> int:
+        return int(self.tunables.wall_clock() * 1000)
+
+    def _paused(self) -> bool:
+        """Failing in a row this run (an outage, not one address): the rest stay stored for the next
+        run instead of each spending its retries now. The run itself goes on; only account-level
+        failures (a refused key or account, the run's time limit) stop it."""
+        return self._consecutive_failures >= self.tunables.max_consecutive_failures
+
+    def apply(self, action: PendingAction) -> bool:
+        """True when MailerLite took the action; otherwise it stays pending (counted failed when tried).
+        One still in its back-off from earlier runs is only stored."""
+        self.state.save_action(action)
+        if self._paused() or self.state.action_next_try(action) > self._now_ms():
+            return False
+        return self._try(action)
+
+    def retry_pending(self) -> None:
+        """Actions earlier runs could not apply and whose back-off is over, before anything else happens."""
+        now = self._now_ms()
+        for action in self.state.pending_actions():
+            if not action.forget and action.groups:
+                # A group the contact joined again since (a rule matches again) is not left.
+                current = self.state.synced([action.hubspot_id])
+                if current and current[0].email == action.email:
+                    action = PendingAction(action.hubspot_id, action.email, action.subscriber_id or
+                                           current[0].subscriber_id, action.unsubscribe,
+                                           action.groups - current[0].groups_set, False, action.reason,
+                                           action.attempts, action.next_try)
+            void = not action.unsubscribe and not action.groups  # nothing left to tell MailerLite: done now
+            if not void and (action.next_try > now or self._paused()):
+                continue  # still pending: counted at the end of the run (consent_pending)
+            self._try(action)
+
+    def _try(self, action: PendingAction) -> bool:
+        try:
+            if action.unsubscribe:
+                self._unsubscribe(action.email)
+            self._leave_groups(action)
+        except (AccountRefused, RunDeadline, WaitTooLong):
+            # Every action would be refused alike, or the run must stop now (its time limit, a wait
+            # too long): the action stays saved for the next run, and the run ends with that line.
+            raise
+        except (_Refused, AbortRun, Transient) as exc:
+            # One address failing (refused, or answered 503 for ever) never stops the run: the action
+            # stays pending with its own back-off, is listed by --rejected, and every run says how
+            # many are outstanding (exit 1) until MailerLite takes it.
+            reason = str(exc) if not isinstance(exc, Transient) else f"MailerLite: {exc.reason}"
+            attempts = self.state.action_attempts(action) + 1
+            retry_at = next_try_ms(attempts, self._now_ms(), self.tunables.consent_retry_first_ms,
+                                   self.tunables.consent_retry_max_ms)
+            self.state.action_failed(action, reason, retry_at)
+            self.summary.add("failed")
+            log.warning("contact %s (%s): %s not applied (attempt %d), tried again %s: %s", action.hubspot_id,
+                        action.email, "unsubscribe" if action.unsubscribe else "leaving groups", attempts,
+                        "next run" if not retry_at else f"in {(retry_at - self._now_ms()) // 60_000} minutes", reason)
+            if not isinstance(exc, _Refused):
+                # Not an answer about this address (an outage?): after a few in a row the rest wait.
+                self._consecutive_failures += 1
+                if self._paused():
+                    log.warning("MailerLite failed %d consent actions in a row; the others are kept for the next run",
+                                self._consecutive_failures)
+            return False
+        self._consecutive_failures = 0
+        self.state.action_done(action)
+        if action.unsubscribe and not action.forget:
+            self.state.record_optout_sent(action.email, action.hubspot_id)
+        if action.unsubscribe:
+            self.summary.add("unsubscribed")
+        return True
+
+    def _unsubscribe(self, email: str) -> None:
+        """The consent-only upsert, judged by the one classifier of MailerLite answers."""
+        raw = self.mailerlite.upsert({"email": email, "status": "unsubscribed"})
+        answer = answers.classify_upsert(raw.code, raw.body)
+        if answer.kind in (answers.WRITTEN, answers.NOT_REACTIVATED):
+            return  # NOT_REACTIVATED: bounced or junk already, MailerLite sends it nothing either way
+        if answer.kind == answers.RETRY:
+            raise Transient(f"answered {answer.code}")
+        raise _Refused(f"MailerLite refused the unsubscribe (HTTP {answer.code}): {answer.reason}")
+
+    def _leave_groups(self, action: PendingAction) -> None:
+        if not action.subscriber_id:
+            return
+        for name in sorted(action.groups):
+            gid = self.schema.group_id(name, create=False)
+            if gid:
+                self.mailerlite.unassign(action.subscriber_id, gid)

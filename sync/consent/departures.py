@@ -1,0 +1,232 @@
+"""One run's departures and opt-outs, decided by the rules (rules.py) and applied by the consent
+writer (actions.py): what MailerLite must be told about each contact the engine read, and when.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Union
+
+from ..dry_run_report import LEAVE, LEAVE_GROUPS, UNSUBSCRIBE, PlanReport
+from ..mapping import Mapping, OutOfScope, Skip, email_problem
+from ..state import PendingAction, State, Synced
+from ..summary import Summary
+from .actions import ConsentWriter
+from .rules import (
+    Leaving,
+    group_removal,
+    leave_action,
+    mass_leave_problem,
+    merge_plan,
+    needs_address_check,
+    optout_action,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Departures:
+    """One run's consent and departures, decided by the rules above and applied by ConsentWriter.
+
+    The engine reports what it reads (a contact in scope, out of scope, refused, merged, gone);
+    this decides what MailerLite must be told and when. Departures read from absence or scope
+    wait for the end of the pass (`settle`), where the mass-leave guard may hold them all.
+    """
+
+    def __init__(self, state: State, mapping: Mapping, consent: ConsentWriter, summary: Summary,
+                 held_in_hubspot: Callable[[Synced], bool], dry_run: bool = False,
+                 allow_mass_leave: bool = False,
+                 optouts_by_address: Optional[Callable[[Iterable[str]], Optional[Set[str]]]] = None) -> None:
+        self.state = state
+        self.mapping = mapping
+        self.consent = consent
+        self.summary = summary
+        self.held_in_hubspot = held_in_hubspot  # one HubSpot search: another live in-scope contact has it
+        self.dry_run = dry_run
+        self.allow_mass_leave = allow_mass_leave
+        # HubSpot's consent by address (hubspot_consent.AddressConsent.opted_out): None, or an answer
+        # of None (no scope), falls back to the records' opt-out properties.
+        self.optouts_by_address = optouts_by_address
+        self._leaving: List[Leaving] = []
+        self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
+        self.plan: Optional[PlanReport] = None  # a dry run's listing, when asked for (the engine sets it)
+        # Contacts a dry run counted as leaving at once (a merge, say): the real run forgets them then, so
+        # the end of a dry full pass must not count them again as unseen.
+        self.dry_left: Set[str] = set()
+
+    def retry_pending(self) -> None:
+        if not self.dry_run:
+            self.consent.retry_pending()
+
+    def new_page(self, emails: List[str]) -> None:
+        self._sent = self.state.optouts_sent(emails)
+
+    # -- what the engine read ---------------------------------------------------------------------
+    def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
+        if not opted_out:
+            self.not_opted_out(hubspot_id, email)
+
+    def not_opted_out(self, hubspot_id: str, email: str) -> None:
+        """Read without an opt-out (in scope, refused or out of scope): one it had delivered on its
+        own before is over, so a later opt-out is delivered anew."""
+        if self._sent.get(email) == hubspot_id and not self.dry_run:
+            self.state.clear_optout_sent(email)
+            del self._sent[email]
+
+    def refused(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
+        """The full upsert of an opted-out contact cannot be sent or was refused."""
+        self.optout(hubspot_id, email, f"opted out; the data was refused ({reason})", try_now)
+
+    def out_of_scope(self, hubspot_id: str, outcome: Union[Skip, OutOfScope], synced: Optional[Synced],
+                     address_synced: bool, skipped_opted_out: bool = False) -> None:
+        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it;
+        `skipped_opted_out`: a contact without an address (Skip) opted out."""
+        opted_out = outcome.opted_out if isinstance(outcome, OutOfScope) else skipped_opted_out
+        if synced is not None:  # it was synced before: it has left the sync's scope
+            # An opt-out is applied whatever the scope, at once (never held by the guard).
+            self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out,
+                               holds_address=isinstance(outcome, OutOfScope)))
+        elif isinstance(outcome, OutOfScope) and opted_out and address_synced:
+            # Never synced itself, but another contact brought its address in: the opt-out wins.
+            self.optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
+        elif isinstance(outcome, OutOfScope) and not opted_out:
+            self.not_opted_out(hubspot_id, outcome.email)
+        # Otherwise nothing: nobody outside the sync's scope is created in MailerLite, not even as
+        # unsubscribed. If the address is in MailerLite from elsewhere, that source owns its consent.
+
+    def email_changed(self, synced: Synced, opted_out: bool = False) -> None:
+        self.leave(Leaving(synced, "the email address changed", opted_out, guarded=False, holds_address=False))
+
+    def apply_merge(self, hubspot_id: str, email: str, merged_ids: Optional[str],
+                    opted_out: bool = False) -> Optional[str]:
+        """A merge: the merged-away records leave, or one is taken over by this record (its id returned;
+        a dry run changes nothing but returns it too, so it forecasts the take-over). When the merged
+        record is opted out, the other addresses that leave get the opt-out too (the same person)."""
+        ids = [i.strip() for i in str(merged_ids or "").split(";")]
+        old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
+        if not old:
+            return None
+        taken, leaving = merge_plan(hubspot_id, email, old)
+        for synced in leaving:
+            self.leave(Leaving(synced, f"merged into contact {hubspot_id}", opted_out, guarded=False,
+                               holds_address=False))
+        if taken is None:
+            return None
+        log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,
+                 email, taken.hubspot_id)
+        if not self.dry_run:
+            self.state.take_over(taken.hubspot_id, hubspot_id)
+        return taken.hubspot_id
+
+    def written(self, hubspot_id: str, email: str, kind: str, subscriber_id: Optional[str],
+                removals: FrozenSet[str], opted_out: bool, reason: str, try_now: bool = True) -> None:
+        """After MailerLite answered an upsert: groups to leave, or an opt-out its refusal left behind."""
+        if kind in ("created", "updated") and removals:
+            self._act(group_removal(hubspot_id, email, subscriber_id, removals), try_now)
+        elif kind in ("rejected", "failed") and opted_out:
+            # Failed (tried again next run, up to a bound) or rejected: the opt-out does not wait for it.
+            self.optout(hubspot_id, email, f"opted out; MailerLite did not take the data ({reason})", try_now)
+
+    def gone(self, synced: List[Synced], reason: str, opted_out: FrozenSet[str] = frozenset()) -> None:
+        """Synced contacts found missing: not listed by a full pass, or archived (`opted_out`: ids
+        whose archived record carries an opt-out; applied at once, never held by the guard)."""
+        for one in synced:
+            optout = one.hubspot_id in opted_out
+            self.leave(Leaving(one, reason, optout, guarded=not optout))
+
+    # -- deciding and applying --------------------------------------------------------------------
+    def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
+        """The unsubscribe on its own (email and status), once per address."""
+        if email in self._sent or email_problem(email):
+            return  # already delivered, or an address MailerLite could never take
+        if self.dry_run:  # reported as the real run would send it (once per address, as there)
+            if self.plan is not None:
+                self.plan.add(UNSUBSCRIBE, email, hubspot_id, detail=reason)
+            self.summary.add("would_send")
+            self._sent[email] = hubspot_id
+            return
+        if try_now:  # (only stored: said when it is tried)
+            log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
+        if self._act(optout_action(hubspot_id, email, reason), try_now):
+            self._sent[email] = hubspot_id
+
+    def leave(self, leaving: Leaving) -> None:
+        if leaving.guarded:
+            self._leaving.append(leaving)  # a dry run too: it must meet the guard the real run meets
+        elif self.dry_run:
+            self.summary.add("left_scope")
+            self._plan_leave(leaving)
+            self.dry_left.add(leaving.synced.hubspot_id)
+        else:
+            self._apply_leave(leaving)
+
+    def apply_held_departures(self, synced_before: int) -> Optional[str]:
+        """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
+        leaving, self._leaving = self._leaving, []
+        by_address = self._opted_out_addresses(one.synced.email for one in leaving)  # a hundred per request
+        problem = mass_leave_problem(len(leaving), synced_before, self.mapping, self.allow_mass_leave)
+        if problem is not None:
+            self.summary.add("mass_leave_held", len(leaving))
+            for one in leaving:  # an opt-out is evidence about that address: it goes though the leaving waits
+                if one.synced.email in by_address:
+                    self.optout(one.synced.hubspot_id, one.synced.email, "opted out in HubSpot (address)")
+                else:
+                    self._plan_leave(one, "held back by the mass-leave guard")
+            return problem
+        for one in leaving:
+            if self.dry_run:
+                self.summary.add("left_scope")
+                self._plan_leave(one)
+            else:
+                self._apply_leave(one)
+        return None
+
+    def _plan_leave(self, leaving: Leaving, held: str = "") -> None:
+        """A departure a dry run would apply, as on_leave makes it (before the one HubSpot search
+        that may find another live contact holding the address: then groups only)."""
+        if self.plan is None or not self.dry_run:
+            return
+        action = leave_action(self._address_consent(leaving), self.mapping, address_held=False)
+        kind = UNSUBSCRIBE if action.unsubscribe else LEAVE_GROUPS if action.groups else LEAVE
+        self.plan.add(kind, action.email, action.hubspot_id, left=action.groups,
+                      detail="; ".join(part for part in (leaving.reason, held) if part))
+
+    def _act(self, action: PendingAction, try_now: bool) -> bool:
+        if try_now:
+            return self.consent.apply(action)
+        self.state.save_action(action)  # stopping: kept for the next run, not tried now
+        return False
+
+    def _opted_out_addresses(self, emails: Iterable[str]) -> Set[str]:
+        """Of these addresses, those HubSpot's consent by address says are opted out (empty without it)."""
+        if self.optouts_by_address is None:
+            return set()
+        return self.optouts_by_address(emails) or set()
+
+    def _address_consent(self, leaving: Leaving) -> Leaving:
+        """Consent belongs to the address: read before it is let go (deleted, merged away, changed,
+        out of scope), and an opted-out address is unsubscribed whoever else holds it. A dry run's
+        plan reads it too, so it lists the unsubscribe the real run makes."""
+        if not (leaving.opted_out and leaving.holds_address) and \
+                leaving.synced.email in self._opted_out_addresses([leaving.synced.email]):
+            return replace(leaving, opted_out=True, holds_address=True,
+                           reason=f"{leaving.reason}; the address is opted out in HubSpot")
+        return leaving
+
+    def _apply_leave(self, leaving: Leaving) -> None:
+        leaving = self._address_consent(leaving)
+        held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
+        action = leave_action(leaving, self.mapping, held)
+        self.summary.add("left_scope")
+        log.info("contact %s (%s) left the sync: %s; %s%s", action.hubspot_id, action.email, leaving.reason,
+                 "unsubscribed" if action.unsubscribe else self.mapping.on_leave,
+                 " (another live contact holds the address: groups only)" if held else "")
+        self.consent.apply(action)
+
+    def _address_held(self, synced: Synced) -> bool:
+        """Another live, in-scope contact holds the address: the state's (every contact read this run is
+        recorded before departures are applied, so nothing is kept in memory per contact), then HubSpot's."""
+        if self.state.others_holding(synced.email, synced.hubspot_id):
+            return True
+        return self.held_in_hubspot(synced)

@@ -1,0 +1,260 @@
+"""The one owner of consent by address, called by the engine at a few named points.
+
+HubSpot keeps an opt-out with the address, and a destructive action (an unsubscribe, a group
+removal, "left the sync") needs positive evidence about that record. Everything that follows from
+those two principles happens behind this class: reading consent by address (by_address.py),
+deciding (rules.py, departures.py), acting (actions.py: stored before tried, each action with its
+own back-off), the evidence for departures (evidence.py) and the tombstones' sweep (sweep.py).
+The engine reads, maps, writes and records; at each point below it hands over what it saw:
+
+  before_pass()             stored actions whose back-off is over are tried first
+  list_members(list_ids)    the lists' members, complete by their size, candidates confirmed
+  page(page, known, emails) a page read: its addresses' opt-outs already sent; the addresses it lets
+                            go of (a new address, a merge) read by address in one batch
+  merged(...)               a merge: the merged-away records leave, or one is taken over
+  read(...)                 one contact read and mapped: the opt-out it carries, the scope it left,
+                            the address it let go of
+  refused_before(...)       an opted-out contact whose very data MailerLite refused in a run before
+  answered(...)             MailerLite's answers: the actions they imply stored before the answers
+                            are recorded, tried after
+  after_pass(...)           archived and unseen contacts leave (with evidence); the mass-leave guard
+  sweep(...)                when due, the tombstones read by address, the opted-out unsubscribed
+  pending()                 how many actions still wait (--json consent_pending)
+
+The state (state.py) only stores: contacts, pending actions and their back-off, optouts_sent and
+the tombstones (which its triggers keep in step with the contacts table; see there).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
+
+from ..advisories import Advisories
+from ..dry_run_report import PlanReport
+from ..hubspot import Contact, HubSpotReader
+from ..hubspot_schema import MERGED_PROPERTY
+from ..mailerlite import MailerLiteClient
+from ..mailerlite_schema import MailerLiteSchema
+from ..mapping import Mapping, OutOfScope, Planned, Reject, Skip
+from ..state import ContactRecord, Result, State, Synced
+from ..summary import Summary
+from ..tunables import DEFAULTS, Tunables
+from ..writer import Pending, Written
+from .actions import ConsentWriter
+from .by_address import CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE, AddressConsent
+from .departures import Departures
+from .evidence import read_list_members
+from .sweep import ConsentSweep
+
+log = logging.getLogger(__name__)
+
+ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
+# Why an address MailerLite created again is unsubscribed at once (Consent._kept_unsubscribed).
+RECREATED = "created again by MailerLite after it had it as unsubscribed, bounced or junk"
+
+
+class Consent:
+    """One run's consent by address. `in_scope(contact)`: whether the mapping keeps a contact read
+    from HubSpot in the sync's scope (the engine maps it), for "another live contact holds it"."""
+
+    def __init__(self, hubspot: HubSpotReader, mailerlite: MailerLiteClient, state: State, mapping: Mapping,
+                 schema: MailerLiteSchema, summary: Summary, in_scope: Callable[[Contact], bool], *,
+                 dry_run: bool = False, allow_mass_leave: bool = False, sweep_hours: float = 24.0,
+                 plan: Optional[PlanReport] = None, tunables: Tunables = DEFAULTS) -> None:
+        self.hubspot = hubspot
+        self.state = state
+        self.mapping = mapping
+        self.summary = summary
+        self.in_scope = in_scope
+        self.dry_run = dry_run
+        self.sweep_hours = sweep_hours
+        self.plan = plan
+        self.tunables = tunables
+        self.writer = ConsentWriter(mailerlite, state, schema, summary, tunables)
+        self.by_address = AddressConsent(hubspot, mapping.optout_properties)
+        self.departures = Departures(state, mapping, self.writer, summary, self._held_in_hubspot, dry_run,
+                                     allow_mass_leave, self.by_address.opted_out)
+        self.departures.plan = plan
+
+    @property
+    def dry_left(self) -> Set[str]:
+        """Contacts a dry run counted as leaving at once (a merge, say): a dry full pass's end must
+        not count them again as unseen."""
+        return self.departures.dry_left
+
+    # -- before the pass -------------------------------------------------------------------------
+    def before_pass(self) -> None:
+        """What earlier runs could not apply comes first (a dry run tries nothing)."""
+        self.departures.retry_pending()
+
+    def list_members(self, list_ids: Iterable[str]) -> Dict[str, Set[int]]:
+        """Each list's members, complete by its size, with every synced contact the listing missed
+        kept unless HubSpot confirms for that record that it left (evidence.py)."""
+        return read_list_members(self.hubspot, list_ids, self.state.list_members, self._synced_ids,
+                                 self.tunables.list_reads)
+
+    def _synced_ids(self, ids: Set[int]) -> Set[int]:
+        return {int(s.hubspot_id) for s in self.state.synced(str(i) for i in sorted(ids))}
+
+    # -- a page, a contact -----------------------------------------------------------------------
+    def page(self, page: List[Contact], known: Dict[str, ContactRecord], emails: List[str]) -> None:
+        """A page read. The addresses it lets go of (a new address, a merge) are read by address in one
+        batch, a hundred per request, rather than one request each as they leave; a dry run reads
+        them too, as the real run would."""
+        self.departures.new_page(emails)
+        merged = [i.strip() for c in page for i in str(c["properties"].get(MERGED_PROPERTY) or "").split(";")]
+        leaving = [s.email for s in self.state.synced(merged)]
+        leaving += [k.email for c in page for k in [known.get(c["id"])] if k and k.email]
+        held = set(emails)
+        let_go = [e for e in leaving if e not in held]
+        if let_go:
+            self.by_address.opted_out(let_go)
+
+    def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str], opted_out: bool) -> Optional[str]:
+        """A merge: the merged-away records leave, or the one with this address is taken over (its id
+        returned; a dry run takes nothing over but returns it too, so it forecasts the take-over)."""
+        return self.departures.apply_merge(hubspot_id, email, merged_ids, opted_out)
+
+    def read(self, hubspot_id: str, outcome: Union[Planned, Reject, Skip, OutOfScope], previous: Optional[Synced],
+             address_synced: bool = False, skipped_opted_out: bool = False) -> bool:
+        """One contact read and mapped (a duplicate of an address another contact holds comes as its
+        Reject). `previous`: what MailerLite has of it; `address_synced`: another contact brought its
+        address in; `skipped_opted_out`: a contact without an address (Skip) opted out. Returns whether
+        the contact let go of its previous address (its old address has then left the sync, its
+        consent read by address and kept as a tombstone; the new one is a new subscriber)."""
+        if isinstance(outcome, (Skip, OutOfScope)):
+            self.departures.out_of_scope(hubspot_id, outcome, previous, address_synced, skipped_opted_out)
+            return False
+        if isinstance(outcome, Reject):
+            # Data that cannot be sent: an opt-out it carries is delivered on its own first.
+            opted_out = outcome.opted_out
+            if opted_out:
+                self.departures.refused(hubspot_id, outcome.email, outcome.reason)
+            else:
+                self.departures.not_opted_out(hubspot_id, outcome.email)
+        else:
+            opted_out = outcome.status == "unsubscribed"
+            self.departures.in_scope(hubspot_id, outcome.email, opted_out)
+        if previous is not None and previous.email != outcome.email:
+            # A new address (or refused data hiding one): the old address leaves the sync, with the
+            # opt-out too when the contact opted out (unless another live contact holds it).
+            self.departures.email_changed(previous, opted_out)
+            return True
+        return False
+
+    def refused_before(self, hubspot_id: str, email: str) -> None:
+        """An opted-out contact whose very data MailerLite refused in an earlier run: the unsubscribe
+        goes on its own (once per address). The refusal was recorded before, so a run killed in
+        between cannot leave it undelivered."""
+        self.departures.refused(hubspot_id, email, "by MailerLite, in an earlier run")
+
+    # -- MailerLite's answers --------------------------------------------------------------------
+    def answered(self, written: List[Written], record: Callable[[List[Result]], None],
+                 try_now: bool = True) -> List[Result]:
+        """MailerLite's answers, recorded by `record`, and the consent actions they imply. Those are
+        stored BEFORE the answers are recorded: a run killed in between leaves an action to apply
+        (harmless to repeat), never a recorded answer whose action is lost (a rejected opt-out or a
+        group to leave would then read "unchanged"). They are tried after, unless the run is stopping
+        (an outage, a refused account, SIGTERM): then they stay stored for the next run."""
+        settled = [(item, self._kept_unsubscribed(item, result)) for item, result in written]
+        for item, result in settled:
+            self._implied(item, result, try_now=False)
+        record([result for _, result in settled])
+        if try_now:
+            for item, result in settled:
+                self._implied(item, result, try_now=True)
+        return [result for _, result in settled]
+
+    def _implied(self, item: Pending, result: Result, try_now: bool) -> None:
+        self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id, item.removals,
+                                item.opts_out, result.reason, try_now=try_now)
+        if result.kind == "not_reactivated" and result.reason == RECREATED:
+            self.departures.optout(item.hubspot_id, item.email, RECREATED, try_now=try_now)
+
+    def _kept_unsubscribed(self, item: Pending, result: Result) -> Result:
+        """MailerLite created (active) an address the state knows it had as unsubscribed, bounced or
+        junk: deleted there since, and an hourly run cannot see that before it sends. The answer is
+        the evidence; the address is unsubscribed again at once and stays known as not reactivated."""
+        if result.kind != "created" or item.opts_out or not self.state.known_inactive(item.email):
+            return result
+        log.warning("contact %s: MailerLite created %s again although it had it as unsubscribed, bounced or junk "
+                    "(deleted there since); unsubscribing it again", item.hubspot_id, item.email)
+        return replace(result, kind="not_reactivated", reason=RECREATED)
+
+    # -- after the pass --------------------------------------------------------------------------
+    def after_pass(self, full: bool, start_ms: int, synced_before: int,
+                   unseen: Callable[[], List[str]]) -> Optional[str]:
+        """Contacts gone from HubSpot (archived, merged away) or from the synced lists leave, then the
+        departures held until now are applied, unless the mass-leave guard stops them: its line is
+        returned, and nothing moves on (the next run sees the same departures). `unseen`: the synced
+        contacts this full pass has not read."""
+        archived_checked = self._leave_departed(full, start_ms, unseen)
+        held_back = self.departures.apply_held_departures(synced_before)
+        if archived_checked and held_back is None and not self.dry_run:
+            self.state.set_json(ARCHIVED_KEY, start_ms)
+        return held_back
+
+    def _leave_departed(self, full: bool, start_ms: int, unseen: Callable[[], List[str]]) -> bool:
+        """Contacts gone from HubSpot (archived, merged away) or from the synced lists are found and
+        handed to departures.gone (which makes them leave). Returns whether the archived ones were looked for.
+        The archived records' opt-outs are read with them: an opt-out then a delete between two runs
+        (without the consent scope, the only way to know it)."""
+        opted_out: Set[str] = set()
+        if full:
+            # A dry run counts these too, and meets the mass-leave guard as the real run would.
+            # Read by id a moment ago and not answered as themselves: archived, deleted or merged away.
+            gone = self.state.synced(unseen())
+            if gone:
+                for _ in self._archived_ids(opted_out, {s.hubspot_id for s in gone}):
+                    pass
+            self.departures.gone(gone, "no longer in HubSpot or the synced lists", frozenset(opted_out))
+            return True
+        # A dry run reads the archived contacts when a real run would, and so meets the mass-leave
+        # guard and counts the departures as it would (it records nothing: the check stays due).
+        last = self.state.get_json(ARCHIVED_KEY)
+        if isinstance(last, int) and start_ms - last < self.tunables.archived_check_ms:
+            return False
+        gone = self.state.synced(self._archived_ids(opted_out))
+        self.departures.gone(gone, "archived in HubSpot", frozenset(opted_out))
+        return True
+
+    def _archived_ids(self, opted_out: Set[str], among: Optional[Set[str]] = None) -> Iterator[str]:
+        """Archived contacts' ids, a page at a time; those opted out (of `among`, when given) are
+        added to `opted_out`."""
+        for contact in self.hubspot.iter_contacts(["email", *self.mapping.optout_properties], archived=True):
+            if (among is None or contact["id"] in among) and self.mapping.opted_out(contact["properties"]):
+                opted_out.add(contact["id"])
+            yield contact["id"]
+
+    def _held_in_hubspot(self, synced: Synced) -> bool:
+        """One HubSpot search: another live contact with the address that the mapping keeps in scope."""
+        for contact in self.hubspot.contacts_with_email(synced.email, self.mapping.properties()):
+            if contact["id"] != synced.hubspot_id and self.in_scope(contact):
+                return True
+        return False
+
+    # -- the sweep, and what still waits -----------------------------------------------------------
+    def sweep(self, start_ms: int, full: bool) -> None:
+        """When due (every `sweep_hours`, and on every --full), the tombstones read by address and the
+        opted-out ones unsubscribed. A token without the consent scope falls back to the records'
+        opt-outs: said once, not hourly."""
+        sweep = ConsentSweep(self.by_address, self.state, self.writer, self.summary, self.sweep_hours,
+                             self.dry_run, self.plan)
+        if sweep.due(start_ms, full):
+            sweep.run(start_ms)
+        advisories = Advisories(self.state, record=not self.dry_run)
+        if self.by_address.available is False:
+            advisories.once(CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE)
+        elif self.by_address.available:
+            advisories.gone(CONSENT_SCOPE_ADVICE)
+
+    def pending(self) -> Tuple[int, str]:
+        """How many consent actions still wait (counted as consent_pending), with the line a run says
+        about them every time, also when their back-off skipped them, so cron keeps reporting it."""
+        pending = self.state.count_pending_actions()
+        self.summary.add("consent_pending", pending)
+        line = (f"{pending} consent action(s) (unsubscribe or group removal) still pending: MailerLite has not "
+                f"taken them yet") if pending else ""
+        return pending, line

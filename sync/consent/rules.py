@@ -1,0 +1,114 @@
+"""The rules of consent and departures, as pure functions: who is unsubscribed, who leaves which
+groups, who is forgotten.
+
+The rules (the README's "Consent" section says the same to users):
+- An opt-out (any of the mapping's opt-out properties true) always reaches MailerLite. When the
+  full upsert cannot carry it (its data is refused, locally or by MailerLite, or the upsert
+  failed; the contact is a duplicate of another holding the address; it leaves the sync's
+  scope), the unsubscribe goes on its own: {"email", "status": "unsubscribed"}, nothing else.
+- An opt-out made together with a new address (accepted or refused), no address, or a merge
+  into the opted-out record also reaches the address that leaves, unless another live,
+  in-scope contact still holds it (that contact's consent is its own).
+- Nobody outside the sync's scope is created in MailerLite: an out-of-scope contact that opts
+  out is only unsubscribed when its address is synced (by it or another contact).
+- A contact leaving the sync gets the on_leave policy; "unsubscribe" is never applied to an
+  address another live, in-scope contact still holds (only the managed groups are removed).
+- A merge's new record takes over the subscriber of the merged-away record with its address.
+- Every action is stored before it is tried and kept until MailerLite takes it; the contact is
+  forgotten only then.
+- The mass-leave guard: one pass making too many synced contacts leave stops the leaving (a
+  dry run forecasts the same).
+
+`departures.Departures` follows one run by these rules; `actions.ConsentWriter` applies what they
+decide. Nothing here reads or writes anything.
+"""
+
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import FrozenSet, List, Optional, Tuple
+
+from ..mapping import Mapping
+from ..state import PendingAction, Synced
+
+ALLOW_FLAG = "--allow-mass-leave"
+
+
+@dataclass(frozen=True)
+class Leaving:
+    """A synced contact that leaves the sync, and why."""
+
+    synced: Synced
+    reason: str
+    opted_out: bool = False
+    # Departures read from absence or scope (unseen in a full pass, archived, out of scope, no
+    # email) count toward the mass-leave guard; those seen directly (a new address, a merge) do not.
+    guarded: bool = True
+    # Whether the contact still holds the synced address (False: its address changed or was emptied).
+    # An opt-out then reaches the old address only when no other live contact holds it.
+    holds_address: bool = True
+
+
+def managed_groups(synced: Synced, mapping: Mapping) -> FrozenSet[str]:
+    return frozenset(g for g in synced.groups_set if mapping.manages_group(g))
+
+
+def leave_action(leaving: Leaving, mapping: Mapping, address_held: bool) -> PendingAction:
+    """What leaving means in MailerLite. An opt-out unsubscribes whatever on_leave says;
+    on_leave = "unsubscribe" does not when another live contact holds the address."""
+    synced = leaving.synced
+    policy = mapping.on_leave
+    consent = leaving.opted_out and (leaving.holds_address or not address_held)
+    unsubscribe = consent or (policy == "unsubscribe" and not address_held)
+    groups = managed_groups(synced, mapping) if policy in ("remove_from_groups", "unsubscribe") else frozenset()
+    return PendingAction(synced.hubspot_id, synced.email, synced.subscriber_id, unsubscribe, groups, True,
+                         leaving.reason)
+
+
+def optout_action(hubspot_id: str, email: str, reason: str) -> PendingAction:
+    """An unsubscribe on its own (email and status only), for a contact that stays known."""
+    return PendingAction(hubspot_id, email, None, True, frozenset(), False, reason)
+
+
+def group_removal(hubspot_id: str, email: str, subscriber_id: Optional[str], groups: FrozenSet[str]) -> PendingAction:
+    """Groups a synced subscriber leaves because a rule stopped matching."""
+    return PendingAction(hubspot_id, email, subscriber_id, False, groups, False, "a group rule stopped matching")
+
+
+def needs_address_check(leaving: Leaving, mapping: Mapping) -> bool:
+    """An unsubscribe caused by on_leave, or by an opt-out of a contact that no longer holds the
+    address, needs to know whether another live contact still holds it."""
+    if leaving.opted_out:
+        return not leaving.holds_address
+    return mapping.on_leave == "unsubscribe"
+
+
+def merge_plan(new_id: str, email: str, merged: List[Synced]) -> Tuple[Optional[Synced], List[Synced]]:
+    """Of the merged-away records: the one with the merged record's address is taken over (no
+    leave, no duplicate, no group churn); the others leave as any contact does."""
+    taken = next((s for s in merged if email and s.email == email and s.hubspot_id != new_id), None)
+    return taken, [s for s in merged if s is not taken and s.hubspot_id != new_id]
+
+
+def mass_leave_problem(leaving: int, synced: int, mapping: Mapping, allowed: bool) -> Optional[str]:
+    """The one line stopping a pass that would make too many synced contacts leave, or None.
+
+    Departures are read from absence (a contact not listed is gone): a truncated listing, a list
+    read empty or a scope typed wrong would make everyone leave. More than mass_leave_percent of
+    the synced contacts AND more than mass_leave_min of them need a person's confirmation."""
+    if allowed or leaving <= mapping.mass_leave_min or leaving * 100 <= mapping.mass_leave_percent * synced:
+        return None
+    return (f"{leaving} of {synced} synced contacts would leave the sync in this run (more than "
+            f"{mapping.mass_leave_percent:g}% and more than {mapping.mass_leave_min}); nobody left. If that is "
+            f"right, run once with {ALLOW_FLAG}; never for another client's settings sharing this state (each "
+            f"client needs its own: its own --env-file or SYNC_STATE_DB)")
+
+
+def next_try_ms(attempts: int, now_ms: int, first_ms: int, max_ms: int) -> int:
+    """When a consent action that failed `attempts` times is tried again: the next run after the
+    first failure, then after first_ms, doubling up to max_ms (a day): one address MailerLite keeps
+    refusing costs a request now and then, never every run's budget."""
+    if attempts <= 1:
+        return 0
+    return now_ms + min(max_ms, first_ms * 2 ** min(attempts - 2, 32))
