@@ -280,7 +280,7 @@ class Engine:
             for page in _pages(self._contacts(full, bookmark, changed_members), self.tunables.state_page):
                 self._process_page(page, full)
             if full:
-                # Absence from the listing only makes a candidate (evidence.py): each synced contact
+                # Absence from the listing only makes a candidate (consent/evidence.py): each synced contact
                 # the pass did not see is read by id; the live ones are processed like any other.
                 for page in _pages(self._missed_by_listing(), self.tunables.state_page):
                     self._process_page(page, full)

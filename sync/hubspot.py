@@ -339,7 +339,7 @@ class HubSpotReader:
             raise
 
     def consent_batch(self, what: str, template: str, emails: List[str]) -> List[Any]:
-        """One Communication Preferences batch read (sync/hubspot_consent.py reads its answer)."""
+        """One Communication Preferences batch read (sync/consent/by_address.py reads its answer)."""
         return self._call(what, "POST", self._path(template), [("channel", "EMAIL")], body={"inputs": emails},
                           check=results_of)
     def list_size(self, list_id: str) -> Tuple[Optional[int], bool]:

@@ -1,5 +1,13 @@
 """Durable sync state in one SQLite file: bookmark, what each contact last looked like in
 MailerLite, contacts with problems, and a row per run. Never holds a secret.
+
+It stores and answers queries; it decides nothing. Consent (pending actions and their back-off,
+optouts_sent, tombstones) is decided by the consent owner (sync/consent/), which tells this module
+what to keep and what to drop. One rule lives here as storage, on purpose: the tombstones table is
+kept in step with the contacts table by triggers (migration 7). A tombstone is, by definition, an
+address the contacts table lost without an unsubscribe; every path that changes or deletes a
+contact row (a departure applied, a merge taken over, an address changed, a full pass) then makes
+one without having to remember to, so no future path can forget an address someone may opt out of.
 """
 
 from __future__ import annotations
@@ -111,7 +119,7 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
     7: (
         # Consent follows the address: every address the sync wrote to MailerLite that no tracked
         # contact holds any more, and that was not unsubscribed on the way out, is kept here so the
-        # consent sweep (sync/consent_sweep.py) can follow a later opt-out of it. Kept by triggers,
+        # consent sweep (sync/consent/sweep.py) can follow a later opt-out of it. Kept by triggers,
         # so no path that lets an address go (forgotten, merged away, changed) can miss one.
         "CREATE TABLE tombstones (email TEXT PRIMARY KEY, hubspot_id INTEGER NOT NULL, since INTEGER NOT NULL)",
         """CREATE TRIGGER tombstone_on_forget AFTER DELETE ON contacts
@@ -507,17 +515,19 @@ class State:
                                 (int(action.hubspot_id), action.email)).fetchone()
         return int(row[0]) if row else 0
 
-    def action_done(self, action: PendingAction) -> None:
-        """MailerLite took the action: drop it, and forget the contact if it left the sync."""
+    def action_done(self, action: PendingAction, forget_contact: bool, drop_tombstone: bool) -> None:
+        """A stored action MailerLite took is dropped, in one transaction with what the consent owner
+        says follows from it: the contact's row of this address forgotten, the address's tombstone
+        dropped."""
         hid = int(action.hubspot_id)
         with self.transaction():
             self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=?", (hid, action.email))
-            if action.forget:
+            if forget_contact:
                 # Only the row of this address: after an email change the contact's new one stays.
                 self.conn.execute("DELETE FROM contacts WHERE hubspot_id=? AND email=?", (hid, action.email))
                 if not self.conn.execute("SELECT 1 FROM contacts WHERE hubspot_id=?", (hid,)).fetchone():
                     self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (hid,))
-            if action.unsubscribe:  # unsubscribed: no later opt-out of the address to follow
+            if drop_tombstone:  # after the row: forgetting it made the tombstone (trigger) just dropped
                 self.conn.execute("DELETE FROM tombstones WHERE email=?", (action.email,))
 
     def tombstones(self, after: str = "", limit: int = 100) -> List[Tuple[str, str]]:

@@ -100,7 +100,9 @@ class ConsentWriter:
                                 self._consecutive_failures)
             return False
         self._consecutive_failures = 0
-        self.state.action_done(action)
+        # Taken: a contact that left the sync is forgotten now, and an address unsubscribed has no
+        # later opt-out to follow (no tombstone).
+        self.state.action_done(action, forget_contact=action.forget, drop_tombstone=action.unsubscribe)
         if action.unsubscribe and not action.forget:
             self.state.record_optout_sent(action.email, action.hubspot_id)
         if action.unsubscribe:

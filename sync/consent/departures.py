@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class Departures:
-    """One run's consent and departures, decided by the rules above and applied by ConsentWriter.
+    """One run's consent and departures, decided by the rules (rules.py) and applied by ConsentWriter.
 
-    The engine reports what it reads (a contact in scope, out of scope, refused, merged, gone);
-    this decides what MailerLite must be told and when. Departures read from absence or scope
-    wait for the end of the pass (`settle`), where the mass-leave guard may hold them all.
+    The consent owner (owner.py) hands over what the engine read (a contact in scope, out of scope,
+    refused, merged, gone); this decides what MailerLite must be told and when. Departures read from
+    absence or scope wait for the end of the pass (`apply_held_departures`), where the mass-leave
+    guard may hold them all.
     """
 
     def __init__(self, state: State, mapping: Mapping, consent: ConsentWriter, summary: Summary,
@@ -45,12 +46,12 @@ class Departures:
         self.held_in_hubspot = held_in_hubspot  # one HubSpot search: another live in-scope contact has it
         self.dry_run = dry_run
         self.allow_mass_leave = allow_mass_leave
-        # HubSpot's consent by address (hubspot_consent.AddressConsent.opted_out): None, or an answer
+        # HubSpot's consent by address (by_address.AddressConsent.opted_out): None, or an answer
         # of None (no scope), falls back to the records' opt-out properties.
         self.optouts_by_address = optouts_by_address
         self._leaving: List[Leaving] = []
         self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
-        self.plan: Optional[PlanReport] = None  # a dry run's listing, when asked for (the engine sets it)
+        self.plan: Optional[PlanReport] = None  # a dry run's listing, when asked for (the owner sets it)
         # Contacts a dry run counted as leaving at once (a merge, say): the real run forgets them then, so
         # the end of a dry full pass must not count them again as unseen.
         self.dry_left: Set[str] = set()
@@ -62,7 +63,7 @@ class Departures:
     def new_page(self, emails: List[str]) -> None:
         self._sent = self.state.optouts_sent(emails)
 
-    # -- what the engine read ---------------------------------------------------------------------
+    # -- what the engine read (handed over by the owner) ---------------------------------------
     def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
         if not opted_out:
             self.not_opted_out(hubspot_id, email)

@@ -8,7 +8,7 @@ A departure unsubscribes or removes groups for good, so it needs evidence about 
 - a synced contact missing from a full pass's listing is read by id (engine): archived or not
   found is evidence it is gone; a live answer is processed like any contact read.
 
-The engine calls `read_list_members`; the rules are here, the requests in hubspot.py.
+The consent owner calls `read_list_members`; the rules are here, the requests in hubspot.py.
 """
 
 from __future__ import annotations
