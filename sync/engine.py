@@ -64,6 +64,10 @@ __all__ = ["Engine", "RunOptions", "Summary"]
 log = logging.getLogger(__name__)
 
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
+# The reason a second contact with an address another one syncs is rejected, and its SQL LIKE
+# pattern, to find those whose owner has let the address go since (state.unheld_problems).
+DUPLICATE = "email {email} is already synced from HubSpot contact {owner}"
+DUPLICATE_LIKE = DUPLICATE.format(email="%", owner="%")
 
 
 @dataclass(frozen=True)
@@ -265,13 +269,15 @@ class Engine:
             yield from self.hubspot.iter_contacts(props)
             return
         assert bookmark is not None
-        extra = set(self.state.failed_ids()) | changed_members
+        # A duplicate whose owner let the address go since (it left, changed address) changed nothing
+        # itself: it is read again, and now holds the address.
+        extra = set(self.state.failed_ids()) | changed_members | set(self.state.unheld_problems(DUPLICATE_LIKE))
         for contact in self.hubspot.search_modified_since(bookmark, props):
             if self.total is None and self.hubspot.search_total is not None:
                 self.total = self.hubspot.search_total + len(extra)
             extra.discard(contact["id"])
             yield contact
-        # Failed last time, or joined/left a list (which does not change the contact itself).
+        # Failed last time, joined/left a list, or a duplicate now free (none changes the contact itself).
         if extra:
             yield from self.hubspot.read_by_ids(sorted(extra, key=int), props)
 
@@ -430,7 +436,7 @@ class Engine:
             # Two HubSpot contacts, one address: the first one synced keeps it; this one is
             # reported (--rejected), not silently dropped, until the first one lets it go. Its
             # opt-out still wins.
-            self._reject(hubspot_id, Reject(f"email {outcome.email} is already synced from HubSpot contact {owner}",
+            self._reject(hubspot_id, Reject(DUPLICATE.format(email=outcome.email, owner=owner),
                                             outcome.email, outcome.status == "unsubscribed"), known)
             return
         if self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known)):
@@ -605,9 +611,14 @@ class Engine:
         written: List[Written] = self.writer.take_finished()
         if not written:
             return
-        results = self.consent.answered(written, self._record, try_now)
-        for (item, _), result in zip(written, results):
-            if item.hubspot_id in self._repairing and result.kind in ("created", "updated"):
+        self.consent.answered(written, self._record_answers, try_now)
+
+    def _record_answers(self, results: List[Result]) -> None:
+        """MailerLite's answers recorded, and the repairs among them counted at once: a run stopped
+        while the consent actions they imply are tried has still made them."""
+        self._record(results)
+        for result in results:
+            if result.hubspot_id in self._repairing and result.kind in ("created", "updated"):
                 self.summary.add("repaired")
 
     def _in_scope(self, contact: Contact) -> bool:

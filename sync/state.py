@@ -658,6 +658,14 @@ class State:
         return [str(r[0]) for r in self.conn.execute(
             "SELECT hubspot_id FROM problems WHERE kind='failed' ORDER BY hubspot_id")]
 
+    def unheld_problems(self, reason_like: str) -> List[str]:
+        """Contacts recorded with a problem whose reason matches `reason_like` (SQL LIKE) and whose
+        address no synced contact holds any more."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT hubspot_id FROM problems p WHERE reason LIKE ? AND email IS NOT NULL AND email != '' "
+            "AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email = p.email) ORDER BY hubspot_id",
+            (reason_like,))]
+
     def problems(self) -> List[Dict[str, object]]:
         cur = self.conn.execute("SELECT hubspot_id, email, kind, reason, attempts, first_seen, last_seen "
                                 "FROM problems ORDER BY kind, hubspot_id")

@@ -1,0 +1,87 @@
+"""Review of the consent refactor (issue 22: sync/consent/ owns consent by address) and attacks on
+consent by address, through main.py against the fakes. A test whose docstring names a defect failed
+before its fix; the others are attacks that found none, kept as guards."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from werkzeug.wrappers import Response
+
+from tests.conftest import FAST, seed_contacts
+from tests.test_consent import groups_of, mapping_file
+
+GROUPS = '[groups]\nall = ["Synced"]\nproperty = { lifecyclestage = "Stage: {value}" }\n'
+
+
+def _refuse_the_key_on_group_removals(ml) -> None:
+    """Every group removal answered 401 (the key revoked mid-run): the run must stop there."""
+    ml.faults.only_paths = ("/api/subscribers/",)
+    refuse = [lambda request: Response(json.dumps({"message": "Unauthenticated."}), status=401,
+                                       content_type="application/json") if request.method == "DELETE" else None]
+    ml.faults.script.extend(refuse * 20)
+
+
+def test_a_repair_is_counted_even_when_the_run_stops_at_the_group_removal_it_implies(run, hubspot_fake,
+                                                                                  mailerlite_fake):
+    """Before the refactor "repaired" was counted as soon as MailerLite's answer was recorded; after
+    it, only once the consent actions that answer implies had been tried: a run stopped there (a key
+    refused, SIGTERM, the time limit) reported the repair it had written as not made."""
+    seed_contacts(hubspot_fake, 3, lifecyclestage="lead")
+    path = mapping_file(run, GROUPS)
+    assert run("--mapping", path).summary["created"] == 3
+    customer = mailerlite_fake.add_group("Stage: customer")["id"]  # managed by the mapping's pattern
+    mailerlite_fake.subscriber("person1@example.com")["groups"].append(customer)  # drift made in MailerLite
+    _refuse_the_key_on_group_removals(mailerlite_fake)
+    stopped = run("--mapping", path, "--full")
+    assert stopped.code == 2, stopped.err
+    assert stopped.summary["updated"] == 1  # the repair was written and recorded...
+    assert stopped.summary["repaired"] == 1  # ...and is counted as one
+
+
+# -- attacks ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", [100, 1])
+@pytest.mark.parametrize("swap", [True, False])
+def test_an_address_taken_by_another_contact_keeps_its_groups(run, hubspot_fake, mailerlite_fake, page, swap):
+    ids = seed_contacts(hubspot_fake, 4, lifecyclestage="lead")
+    path = mapping_file(run, GROUPS)
+    assert run("--mapping", path).code == 0
+    a, b = ids[0], ids[3]
+    hubspot_fake.update_contact(a, {"email": "person3@example.com" if swap else "new0@example.com"})
+    hubspot_fake.update_contact(b, {"email": "person0@example.com"})
+    moved = run("--mapping", path, tunables=replace(FAST, state_page=page))
+    assert moved.code == 0, moved.err
+    for email in ("person0@example.com", "person3@example.com") if swap else ("person0@example.com",):
+        assert groups_of(mailerlite_fake, email) == ["Stage: lead", "Synced"], email
+
+
+@pytest.mark.parametrize("how", ["leaves the list", "changes address"])
+def test_a_duplicate_is_synced_once_the_owner_lets_the_address_go(run, hubspot_fake, mailerlite_fake, how):
+    """A second contact with an address another one syncs is reported as a duplicate "until the first
+    one lets it go"; when the owner then left (its groups removed from the address) the duplicate,
+    unchanged itself, was never read again: an in-scope person kept a subscriber without its groups
+    and with the owner's data until someone edited the contact or ran --full."""
+    ids = seed_contacts(hubspot_fake, 3)
+    dup = hubspot_fake.add_contact({"email": "person0@example.com", "firstname": "Dup"}, modified_ms=1)
+    hubspot_fake.lists["55"] = [int(i) for i in ids] + [int(dup)]
+    path = mapping_file(run, '[groups]\nall = ["Synced"]\n[scope]\nlists = ["55"]\n')
+    first = run("--mapping", path)
+    assert first.code == 1 and first.summary["rejected"] == 1
+    if how == "leaves the list":
+        hubspot_fake.lists["55"] = [int(i) for i in ids[1:]] + [int(dup)]
+    else:
+        hubspot_fake.update_contact(ids[0], {"email": "moved0@example.com"})
+    let_go = run("--mapping", path)
+    assert let_go.code == 0 and let_go.summary["left_scope"] == 1, let_go.err
+    after = run("--mapping", path)
+    assert after.code == 0 and after.summary["rejected"] == 0, after.err
+    assert groups_of(mailerlite_fake, "person0@example.com") == ["Synced"]
+    assert mailerlite_fake.subscriber("person0@example.com")["fields"]["name"] == "Dup"
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "active"
+    mark = len(hubspot_fake.log)
+    quiet = run("--mapping", path)  # now synced: read again only when it changes
+    assert quiet.code == 0 and quiet.summary["read"] == quiet.summary["unchanged"]
+    assert not [r for r in hubspot_fake.log[mark:] if r.path.endswith("/contacts/batch/read")]
