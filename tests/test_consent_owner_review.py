@@ -85,3 +85,28 @@ def test_a_duplicate_is_synced_once_the_owner_lets_the_address_go(run, hubspot_f
     quiet = run("--mapping", path)  # now synced: read again only when it changes
     assert quiet.code == 0 and quiet.summary["read"] == quiet.summary["unchanged"]
     assert not [r for r in hubspot_fake.log[mark:] if r.path.endswith("/contacts/batch/read")]
+
+
+def test_a_dry_run_plan_lists_the_stored_actions_the_real_run_tries_first(run, hubspot_fake, mailerlite_fake):
+    """An unsubscribe and a group removal MailerLite did not take are stored; the next real run tries
+    them before anything else. A dry run's plan left them out, while saying "consent pending"."""
+    ids = seed_contacts(hubspot_fake, 3, lifecyclestage="lead")
+    path = mapping_file(run, GROUPS)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    hubspot_fake.archive_contact(ids[1])
+    mailerlite_fake.failing_emails["person0@example.com"] = 1000
+    mailerlite_fake.faults.only_paths = ("/api/subscribers/",)
+    mailerlite_fake.faults.script.extend(["503"] * 40)  # the group removal's DELETEs
+    failed = run("--mapping", path, "--full")
+    assert failed.code == 1 and failed.summary["consent_pending"] == 2, failed.err
+    mailerlite_fake.failing_emails.clear()
+    mailerlite_fake.faults.script.clear()
+    dry = run("--mapping", path, "--dry-run", "--verbose")
+    planned = [line.split("dry run: ")[1] for line in dry.err.splitlines() if "dry run: would" in line]
+    real = run("--mapping", path)
+    assert real.code == 0 and real.summary["consent_pending"] == 0, real.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+    assert groups_of(mailerlite_fake, "person1@example.com") == []
+    assert any(p.startswith("would unsubscribe person0@example.com") for p in planned), planned
+    assert any(p.startswith("would leave groups person1@example.com") for p in planned), planned

@@ -6,6 +6,7 @@ one address MailerLite keeps refusing never blocks the run for everyone else.
 from __future__ import annotations
 
 import logging
+from typing import Iterator
 
 from .. import mailerlite_answers as answers
 from ..errors import AbortRun
@@ -55,6 +56,11 @@ class ConsentWriter:
 
     def retry_pending(self) -> None:
         """Actions earlier runs could not apply and whose back-off is over, before anything else happens."""
+        for action in self.due():
+            self._try(action)
+
+    def due(self) -> Iterator[PendingAction]:
+        """The stored actions whose back-off is over, as they are tried now (a dry run lists them)."""
         now = self._now_ms()
         for action in self.state.pending_actions():
             if not action.forget and action.groups:
@@ -68,7 +74,7 @@ class ConsentWriter:
             void = not action.unsubscribe and not action.groups  # nothing left to tell MailerLite: done now
             if not void and (action.next_try > now or self._paused()):
                 continue  # still pending: counted at the end of the run (consent_pending)
-            self._try(action)
+            yield action
 
     def _try(self, action: PendingAction) -> bool:
         try:

@@ -25,6 +25,8 @@ from .rules import (
 
 log = logging.getLogger(__name__)
 
+RETRIED = "stored by an earlier run, tried first"  # a dry run's plan: an action MailerLite has not taken yet
+
 
 class Departures:
     """One run's consent and departures, decided by the rules (rules.py) and applied by ConsentWriter.
@@ -57,8 +59,12 @@ class Departures:
         self.dry_left: Set[str] = set()
 
     def retry_pending(self) -> None:
+        """What earlier runs stored and could not apply is tried first; a dry run's plan lists it."""
         if not self.dry_run:
             self.consent.retry_pending()
+        elif self.plan is not None:
+            for action in self.consent.due():
+                self._plan_action(action, f"{action.reason}; {RETRIED}")
 
     def new_page(self, emails: List[str]) -> None:
         self._sent = self.state.optouts_sent(emails)
@@ -189,9 +195,12 @@ class Departures:
         if self.plan is None or not self.dry_run:
             return
         action = leave_action(self._address_consent(leaving), self.mapping, address_held=False)
+        self._plan_action(action, "; ".join(part for part in (leaving.reason, held) if part))
+
+    def _plan_action(self, action: PendingAction, detail: str) -> None:
+        assert self.plan is not None
         kind = UNSUBSCRIBE if action.unsubscribe else LEAVE_GROUPS if action.groups else LEAVE
-        self.plan.add(kind, action.email, action.hubspot_id, left=action.groups,
-                      detail="; ".join(part for part in (leaving.reason, held) if part))
+        self.plan.add(kind, action.email, action.hubspot_id, left=action.groups, detail=detail)
 
     def _act(self, action: PendingAction, try_now: bool) -> bool:
         if try_now:
