@@ -62,7 +62,9 @@ class ConsentWriter:
     def due(self) -> Iterator[PendingAction]:
         """The stored actions whose back-off is over, as they are tried now (a dry run lists them)."""
         now = self._now_ms()
-        for action in self.state.pending_actions():
+        # Those that never failed first: a few addresses MailerLite keeps failing (which pause the run
+        # after max_consecutive_failures in a row) must not hold back the actions stored behind them.
+        for action in sorted(self.state.pending_actions(), key=lambda a: a.attempts):
             if not action.forget and action.groups:
                 # A group the contact joined again since (a rule matches again) is not left.
                 current = self.state.synced([action.hubspot_id])
