@@ -671,5 +671,7 @@ class Engine:
         ceiling = min(start_ms, server_ms) - self.tunables.search_lag_ms
         if full:
             return ceiling
-        newest = self._max_modified if self._max_modified is not None else old
+        # Never back: contacts read by id (a list joined or left, a failed one retried) carry their own,
+        # older lastmodifieddate, and the search covered everything up to the old bookmark anyway.
+        newest = max((ms for ms in (self._max_modified, old) if ms is not None), default=None)
         return min(newest if newest is not None else ceiling, ceiling)

@@ -110,3 +110,41 @@ def test_a_dry_run_plan_lists_the_stored_actions_the_real_run_tries_first(run, h
     assert groups_of(mailerlite_fake, "person1@example.com") == []
     assert any(p.startswith("would unsubscribe person0@example.com") for p in planned), planned
     assert any(p.startswith("would leave groups person1@example.com") for p in planned), planned
+
+
+def test_addresses_answered_503_for_ever_do_not_hold_back_the_actions_stored_behind_them(run, hubspot_fake,
+                                                                                         mailerlite_fake):
+    """Three unsubscribes MailerLite answers 503 for ever pause the rest of that run (an outage, as far
+    as it can tell): the others are stored untried. The next run tried the stored actions in id order,
+    so the same three failed first, paused it again, and the others waited behind them, run after run
+    while those three were due."""
+    ids = seed_contacts(hubspot_fake, 10)
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, 'on_leave = "unsubscribe"\n[scope]\nlists = ["55"]\n')
+    assert run("--mapping", path).code == 0
+    stuck = {f"person{i}@example.com" for i in range(3)}
+    mailerlite_fake.failing_emails.update({e: 10 ** 6 for e in stuck})  # 503 for ever
+    hubspot_fake.lists["55"] = [int(i) for i in ids[5:]]  # five leave: the three stuck ones come first
+    leaving = run("--mapping", path)
+    assert leaving.code == 1 and leaving.summary["consent_pending"] == 5, leaving.err
+    assert [mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in (3, 4)] == ["active"] * 2
+    retried = run("--mapping", path)  # the three stuck ones are due again (their first retry)
+    assert retried.code == 1 and retried.summary["consent_pending"] == 3, retried.err
+    assert [mailerlite_fake.subscriber(f"person{i}@example.com")["status"] for i in (3, 4)] == ["unsubscribed"] * 2
+    assert all(mailerlite_fake.subscriber(e)["status"] == "active" for e in stuck)
+
+
+def test_contacts_read_for_a_list_change_never_move_the_bookmark_back(run, hubspot_fake, mailerlite_fake):
+    """Found while attacking: contacts read by id (a list joined or left, a failed one retried) carry
+    their own, older lastmodifieddate; an incremental run that read only those set the bookmark back
+    to it, so the next hourly run read again every contact modified since (the whole database, for a
+    contact last edited years ago)."""
+    ids = seed_contacts(hubspot_fake, 10, age_ms=400 * 24 * 3_600_000)  # last edited over a year ago
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, '[scope]\nlists = ["55"]\n')
+    assert run("--mapping", path).code == 0
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]  # a membership change: the contact itself is old
+    left = run("--mapping", path)
+    assert left.code == 0 and left.summary["left_scope"] == 1, left.err
+    idle = run("--mapping", path)
+    assert idle.code == 0 and idle.summary["read"] == 0, idle.err
