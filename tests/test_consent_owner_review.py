@@ -148,3 +148,18 @@ def test_contacts_read_for_a_list_change_never_move_the_bookmark_back(run, hubsp
     assert left.code == 0 and left.summary["left_scope"] == 1, left.err
     idle = run("--mapping", path)
     assert idle.code == 0 and idle.summary["read"] == 0, idle.err
+
+
+def test_an_address_taken_over_keeps_its_groups_when_its_old_owner_comes_a_batch_later(run, hubspot_fake,
+                                                                                     mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 70, lifecyclestage="lead")
+    path = mapping_file(run, GROUPS)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(ids[0], {"email": "person69@example.com"})  # takes the address of...
+    for n, cid in enumerate(ids[1:69]):  # a batch or more of other changes in between
+        hubspot_fake.update_contact(cid, {"firstname": f"Edit{n}"})
+    hubspot_fake.update_contact(ids[69], {"email": "new69@example.com"})  # ...the last one, which moves on
+    moved = run("--mapping", path)
+    assert moved.code == 0 and moved.summary["rejected"] == 0, moved.err
+    assert groups_of(mailerlite_fake, "person69@example.com") == ["Stage: lead", "Synced"]
+    assert groups_of(mailerlite_fake, "new69@example.com") == ["Stage: lead", "Synced"]

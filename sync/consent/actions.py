@@ -6,6 +6,7 @@ one address MailerLite keeps refusing never blocks the run for everyone else.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Iterator
 
 from .. import mailerlite_answers as answers
@@ -49,6 +50,7 @@ class ConsentWriter:
     def apply(self, action: PendingAction) -> bool:
         """True when MailerLite took the action; otherwise it stays pending (counted failed when tried).
         One still in its back-off from earlier runs is only stored."""
+        action = self._still_to_leave(action)
         self.state.save_action(action)
         if self._paused() or self.state.action_next_try(action) > self._now_ms():
             return False
@@ -65,18 +67,28 @@ class ConsentWriter:
         # Those that never failed first: a few addresses MailerLite keeps failing (which pause the run
         # after max_consecutive_failures in a row) must not hold back the actions stored behind them.
         for action in sorted(self.state.pending_actions(), key=lambda a: a.attempts):
-            if not action.forget and action.groups:
-                # A group the contact joined again since (a rule matches again) is not left.
-                current = self.state.synced([action.hubspot_id])
-                if current and current[0].email == action.email:
-                    action = PendingAction(action.hubspot_id, action.email, action.subscriber_id or
-                                           current[0].subscriber_id, action.unsubscribe,
-                                           action.groups - current[0].groups_set, False, action.reason,
-                                           action.attempts, action.next_try)
+            action = self._still_to_leave(action)
             void = not action.unsubscribe and not action.groups  # nothing left to tell MailerLite: done now
             if not void and (action.next_try > now or self._paused()):
                 continue  # still pending: counted at the end of the run (consent_pending)
             yield action
+
+    def _still_to_leave(self, action: PendingAction) -> PendingAction:
+        """The groups still to leave: one a contact syncing this address is in is kept, the contact's
+        own (joined again since: a rule matches again), unless it is the one leaving, or another's that
+        now holds the address (an address taken by another contact: its old owner's departure, tried
+        after the new owner's upsert, must not take the new owner's groups away)."""
+        if not action.groups:
+            return action
+        ids = [action.hubspot_id, *self.state.others_holding(action.email, action.hubspot_id)]
+        holders = [s for s in self.state.synced(ids) if s.email == action.email
+                   and (s.hubspot_id != action.hubspot_id or not action.forget)]
+        if not holders:
+            return action
+        kept = frozenset().union(*(s.groups_set for s in holders))
+        own = next((s for s in holders if s.hubspot_id == action.hubspot_id), None)
+        return replace(action, groups=action.groups - kept,
+                       subscriber_id=action.subscriber_id or (own.subscriber_id if own else None))
 
     def _try(self, action: PendingAction) -> bool:
         try:
