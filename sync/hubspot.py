@@ -60,6 +60,15 @@ class MissingScopes(AuthError):
     """HubSpot refused the token for a scope it lacks (the token itself is valid)."""
 
 
+class HubSpotOutage(AbortRun):
+    """HubSpot kept failing on one request past its retries (5xx, dropped connections, garbled
+    answers): the run stops, unless the caller can do without that answer (consent/by_address.py)."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class TLSFailure(AbortRun):
     """The server's certificate could not be verified: retrying cannot help, nor is it safe to go on."""
 
@@ -185,8 +194,8 @@ class HubSpotReader:
         try:
             return self.retry.call(attempt, f"HubSpot {what}", log, self.on_wait)
         except Transient as exc:
-            raise AbortRun(f"HubSpot kept failing on {what} ({exc.reason}); stopped, the next run continues "
-                           f"where this one stopped") from None
+            raise HubSpotOutage(f"HubSpot kept failing on {what} ({exc.reason}); stopped, the next run continues "
+                                f"where this one stopped", exc.reason) from None
 
     def _note_headers(self, headers: Any, search: bool) -> None:
         if self.server_time is None and headers.get("Date"):

@@ -163,3 +163,27 @@ def test_an_address_taken_over_keeps_its_groups_when_its_old_owner_comes_a_batch
     assert moved.code == 0 and moved.summary["rejected"] == 0, moved.err
     assert groups_of(mailerlite_fake, "person69@example.com") == ["Stage: lead", "Synced"]
     assert groups_of(mailerlite_fake, "new69@example.com") == ["Stage: lead", "Synced"]
+
+
+def test_an_outage_of_hubspots_consent_api_stops_nobody_elses_optout(run, hubspot_fake, mailerlite_fake):
+    """HubSpot's Communication Preferences API failing past the retries (its other APIs fine) stopped
+    every run at the first address let go of, before the page's contacts were written: another
+    contact's opt-out waited as long as the outage lasted. Now the run goes on with the records'
+    opt-outs, keeps the address as a tombstone and sweeps it on the next run."""
+    ids = seed_contacts(hubspot_fake, 4)
+    assert run().code == 0
+    hubspot_fake.update_contact(ids[0], {"email": "renamed@example.com"})  # its old address is read by address
+    hubspot_fake.update_contact(ids[2], {"hs_email_optout": "true"})
+    hubspot_fake.faults.only_paths = ("/communication-preferences/",)
+    hubspot_fake.faults.script.extend(["503"] * 200)
+    outage = run()
+    assert outage.code == 0, outage.err
+    assert "HubSpot kept failing on reading consent by address" in outage.err
+    assert mailerlite_fake.subscriber("person2@example.com")["status"] == "unsubscribed"
+    assert mailerlite_fake.subscriber("renamed@example.com")["status"] == "active"
+    hubspot_fake.faults.script.clear()
+    hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)  # the old address opted out
+    after = run()  # an hourly run: the sweep is due again at once
+    assert after.code == 0 and after.summary["consent_checked"] >= 1, after.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+    assert "HubSpot kept failing" not in after.err

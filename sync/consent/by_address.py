@@ -12,7 +12,8 @@ about the address itself:
 Answers are matched by address, never by position; an address HubSpot does not answer for (no
 status, or left out) is not taken as opted out, and an answer naming an address not asked about
 is ignored. A token without the scope gets None ("unknown"): the caller falls back to the records'
-opt-out properties, and the run says once what it then cannot follow.
+opt-out properties, and the run says once what it then cannot follow. So does a run in which HubSpot
+kept failing on a consent read (an outage of that API): it says so, and the sweep is due again.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set
 
 from .. import hubspot_schema as hs
 from ..errors import AuthError
-from ..hubspot import HubSpotReader, HubSpotRefused
+from ..hubspot import HubSpotOutage, HubSpotReader, HubSpotRefused
 from ..mapping import OPTOUT_PROPERTY, normalise_email
 from ..redaction import clip
 
@@ -72,6 +73,9 @@ class AddressConsent:
         self.hubspot = hubspot
         self.subscriptions = subscription_ids(optout_properties)
         self.available: Optional[bool] = None  # False once HubSpot refused the scope
+        # HubSpot kept failing on a consent read in this run: unknown for the rest of it, as without the
+        # scope, so an outage of that one API never stops everyone else's sync (and opt-outs).
+        self.down = False
         self._known: Dict[str, bool] = {}  # address -> opted out, for this run's departures
 
     def opted_out(self, emails: Iterable[str]) -> Optional[Set[str]]:
@@ -92,7 +96,7 @@ class AddressConsent:
     def read_batch(self, batch: List[str]) -> Optional[Set[str]]:
         """One batch (at most CONSENT_BATCH_SIZE addresses, normalised), nothing remembered: the
         sweep streams a million this way. None when the token cannot read consent by address."""
-        if self.available is False:
+        if self.available is False or self.down:
             return None
         try:
             opted = self._statuses("consent (unsubscribed from all) read", hs.CONSENT_WIDE_READ_PATH, batch,
@@ -105,6 +109,12 @@ class AddressConsent:
             # The contact reads worked with this token a moment ago: this one scope is what is missing.
             log.debug("consent by address unavailable: %s", exc)
             self.available = False
+            return None
+        except HubSpotOutage as exc:
+            log.warning("HubSpot kept failing on reading consent by address (%s): this run reads opt-outs from the "
+                        "contact records only; the addresses it lets go of are kept for the consent sweep, due "
+                        "again next run", exc.reason)
+            self.down = True
             return None
         self.available = True
         return opted

@@ -244,6 +244,8 @@ class Consent:
                              self.dry_run, self.plan)
         if sweep.due(start_ms, full):
             sweep.run(start_ms)
+        if self.by_address.down:
+            sweep.due_next_run(start_ms)
         advisories = Advisories(self.state, record=not self.dry_run)
         if self.by_address.available is False:
             advisories.once(CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE)
