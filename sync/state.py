@@ -8,6 +8,9 @@ kept in step with the contacts table by triggers (migration 7). A tombstone is, 
 address the contacts table lost without an unsubscribe; every path that changes or deletes a
 contact row (a departure applied, a merge taken over, an address changed, a full pass) then makes
 one without having to remember to, so no future path can forget an address someone may opt out of.
+A second one, for the same reason: `record` voids a departure still pending for a contact recorded
+as synced again with that address, in the same transaction (a run killed in between must never
+leave a departure that the next run would apply to a contact back in the sync).
 """
 
 from __future__ import annotations

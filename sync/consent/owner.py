@@ -7,7 +7,7 @@ deciding (rules.py, departures.py), acting (actions.py: stored before tried, eac
 own back-off), the evidence for departures (evidence.py) and the tombstones' sweep (sweep.py).
 The engine reads, maps, writes and records; at each point below it hands over what it saw:
 
-  before_pass()             stored actions whose back-off is over are tried first
+  before_pass()             stored actions whose back-off is over are tried first (a dry run lists them)
   list_members(list_ids)    the lists' members, complete by their size, candidates confirmed
   page(page, known, emails) a page read: its addresses' opt-outs already sent; the addresses it lets
                             go of (a new address, a merge) read by address in one batch
@@ -86,7 +86,7 @@ class Consent:
 
     # -- before the pass -------------------------------------------------------------------------
     def before_pass(self) -> None:
-        """What earlier runs could not apply comes first (a dry run tries nothing)."""
+        """What earlier runs could not apply comes first (a dry run tries nothing: its plan lists them)."""
         self.departures.retry_pending()
 
     def list_members(self, list_ids: Iterable[str]) -> Dict[str, Set[int]]:
