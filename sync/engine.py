@@ -465,14 +465,8 @@ class Engine:
         if held is not None and held.same:
             self._adopt(hubspot_id, planned, fingerprint, held)
             return
-        if (held is not None and held.held is None and planned.status is None
-                and self.state.known_inactive(planned.email)):
-            # Deleted in MailerLite after it unsubscribed (or bounced): creating it again would make it
-            # active. The unsubscribe stands; nothing is written.
-            log.info("contact %s: MailerLite no longer holds %s, which it had as unsubscribed, bounced or junk; "
-                     "not created again", hubspot_id, planned.email)
-            self.summary.add("not_reactivated")
-            return
+        if held is not None and held.held is None and self.consent.not_created_again(hubspot_id, planned):
+            return  # MailerLite's listing lacks an address it had as unsubscribed: not made active again
         if in_step:
             self._repairing.add(hubspot_id)  # edited, moved or deleted in MailerLite: HubSpot's data goes back
         if self.options.dry_run:

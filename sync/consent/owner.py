@@ -15,6 +15,7 @@ The engine reads, maps, writes and records; at each point below it hands over wh
   read(...)                 one contact read and mapped: the opt-out it carries, the scope it left,
                             the address it let go of
   refused_before(...)       an opted-out contact whose very data MailerLite refused in a run before
+  not_created_again(...)    an address MailerLite had as unsubscribed, deleted there since: not created
   answered(...)             MailerLite's answers: the actions they imply stored before the answers
                             are recorded, tried after
   after_pass(...)           archived and unseen contacts leave (with evidence); the mass-leave guard
@@ -172,6 +173,18 @@ class Consent:
                                 item.opts_out, result.reason, try_now=try_now)
         if result.kind == "not_reactivated" and result.reason == RECREATED:
             self.departures.optout(item.hubspot_id, item.email, RECREATED, try_now=try_now)
+
+    def not_created_again(self, hubspot_id: str, planned: Planned) -> bool:
+        """MailerLite's listing, read this run, no longer holds an address the state knows it had as
+        unsubscribed, bounced or junk (deleted there since): creating it again would make it active, so
+        nothing is written and the unsubscribe stands. An opted-out contact goes as unsubscribed anyway.
+        (An hourly run, which reads no listing, finds out from the answer: _kept_unsubscribed.)"""
+        if planned.status is not None or not self.state.known_inactive(planned.email):
+            return False
+        log.info("contact %s: MailerLite no longer holds %s, which it had as unsubscribed, bounced or junk; "
+                 "not created again", hubspot_id, planned.email)
+        self.summary.add("not_reactivated")
+        return True
 
     def _kept_unsubscribed(self, item: Pending, result: Result) -> Result:
         """MailerLite created (active) an address the state knows it had as unsubscribed, bounced or
