@@ -11,7 +11,7 @@ import pytest
 from werkzeug.wrappers import Response
 
 from tests.conftest import FAST, seed_contacts
-from tests.test_consent import groups_of, mapping_file
+from tests.test_consent import groups_of, mapping_file, state_rows
 
 GROUPS = '[groups]\nall = ["Synced"]\nproperty = { lifecyclestage = "Stage: {value}" }\n'
 
@@ -187,3 +187,30 @@ def test_an_outage_of_hubspots_consent_api_stops_nobody_elses_optout(run, hubspo
     assert after.code == 0 and after.summary["consent_checked"] >= 1, after.err
     assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
     assert "HubSpot kept failing" not in after.err
+
+
+def test_the_sweep_goes_on_past_addresses_mailerlite_refuses_or_keeps_failing(run, hubspot_fake, mailerlite_fake):
+    """Tombstones opted out later: one address MailerLite now refuses (422), one it answers 503 for
+    ever. The others are unsubscribed in the same sweep; the two stay pending (exit 1), keep their
+    tombstones, and go once MailerLite takes them."""
+    ids = seed_contacts(hubspot_fake, 6)
+    hubspot_fake.update_contact(ids[0], {"email": "person0@refusing.example"})
+    assert run().code == 0
+    for cid in ids[:5]:
+        hubspot_fake.archive_contact(cid)
+    assert run("--full").summary["left_scope"] == 5
+    gone = ["person0@refusing.example"] + [f"person{i}@example.com" for i in range(1, 5)]
+    for email in gone:
+        hubspot_fake.set_address_consent(email, unsubscribed_all=True)
+    mailerlite_fake.undeliverable_domains.add("refusing.example")
+    mailerlite_fake.failing_emails["person1@example.com"] = 10 ** 6
+    swept = run("--full")
+    assert swept.code == 1 and swept.summary["consent_pending"] == 2, swept.err
+    assert [mailerlite_fake.subscriber(e)["status"] for e in gone] == ["active"] * 2 + ["unsubscribed"] * 3
+    tombstones = [e for (e,) in state_rows(run, "SELECT email FROM tombstones ORDER BY email")]
+    assert tombstones == ["person0@refusing.example", "person1@example.com"]
+    mailerlite_fake.undeliverable_domains.clear()
+    mailerlite_fake.failing_emails.clear()
+    done = run()  # the next run retries them first
+    assert done.code == 0 and done.summary["consent_pending"] == 0, done.err
+    assert all(mailerlite_fake.subscriber(e)["status"] == "unsubscribed" for e in gone)
