@@ -427,6 +427,10 @@ class Engine:
             self.summary.add("skipped")
             self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known), self._address_synced(email),
                               isinstance(outcome, Skip) and self.mapping.opted_out(props))
+            if known is not None and known.email is None and not self.options.dry_run:
+                # Only a problem was known (refused, a duplicate, failed), never synced: outside the sync
+                # now, there is nothing to report or to read again every run (failed, a duplicate freed).
+                self.state.forget(hubspot_id)
             return
         if isinstance(outcome, Reject):
             self._reject(hubspot_id, outcome, known)

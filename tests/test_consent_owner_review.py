@@ -214,3 +214,17 @@ def test_the_sweep_goes_on_past_addresses_mailerlite_refuses_or_keeps_failing(ru
     done = run()  # the next run retries them first
     assert done.code == 0 and done.summary["consent_pending"] == 0, done.err
     assert all(mailerlite_fake.subscriber(e)["status"] == "unsubscribed" for e in gone)
+
+
+def test_a_duplicate_that_leaves_the_sync_with_its_owner_is_not_read_every_run(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 3)
+    dup = hubspot_fake.add_contact({"email": "person0@example.com", "firstname": "Dup"}, modified_ms=1)
+    hubspot_fake.lists["55"] = [int(i) for i in ids] + [int(dup)]
+    path = mapping_file(run, '[scope]\nlists = ["55"]\n')
+    assert run("--mapping", path).summary["rejected"] == 1
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]  # both leave
+    assert run("--mapping", path).summary["left_scope"] == 1
+    run("--mapping", path)
+    quiet = run("--mapping", path)
+    assert quiet.code == 0 and quiet.summary["read"] == 0, quiet.summary
+    assert state_rows(run, "SELECT hubspot_id FROM problems") == []
