@@ -228,3 +228,16 @@ def test_a_duplicate_that_leaves_the_sync_with_its_owner_is_not_read_every_run(r
     quiet = run("--mapping", path)
     assert quiet.code == 0 and quiet.summary["read"] == 0, quiet.summary
     assert state_rows(run, "SELECT hubspot_id FROM problems") == []
+
+
+def test_a_failed_contact_that_leaves_the_sync_is_not_retried_every_run(run, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 3)
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, '[scope]\nlists = ["55"]\n')
+    mailerlite_fake.failing_emails["person0@example.com"] = 10 ** 6
+    assert run("--mapping", path).summary["failed"] == 1
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]  # it leaves the list before MailerLite took it
+    run("--mapping", path)
+    quiet = run("--mapping", path)
+    assert quiet.code == 0 and quiet.summary["read"] == 0, quiet.summary
+    assert mailerlite_fake.subscriber("person0@example.com") is None  # never created, nothing to leave
