@@ -10,8 +10,9 @@ from dataclasses import replace
 import pytest
 from werkzeug.wrappers import Response
 
-from tests.conftest import FAST, seed_contacts
+from tests.conftest import FAST, HS_TOKEN, seed_contacts
 from tests.test_consent import groups_of, mapping_file, state_rows
+from tests.test_consent_by_address import a_day_later, without_consent_scope
 
 GROUPS = '[groups]\nall = ["Synced"]\nproperty = { lifecyclestage = "Stage: {value}" }\n'
 
@@ -241,3 +242,21 @@ def test_a_failed_contact_that_leaves_the_sync_is_not_retried_every_run(run, hub
     quiet = run("--mapping", path)
     assert quiet.code == 0 and quiet.summary["read"] == 0, quiet.summary
     assert mailerlite_fake.subscriber("person0@example.com") is None  # never created, nothing to leave
+
+
+def test_addresses_let_go_while_the_consent_scope_was_missing_are_followed_once_it_is_added(run, hubspot_fake,
+                                                                                            mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 3)
+    assert run().code == 0
+    scopes = set(hubspot_fake.tokens[HS_TOKEN])
+    without_consent_scope(hubspot_fake)
+    hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)
+    hubspot_fake.update_contact(ids[0], {"email": "renamed@example.com", "hs_email_optout": "false"})
+    blind = run()  # the old address's opt-out cannot be read: it is kept as a tombstone
+    assert blind.code == 0 and mailerlite_fake.subscriber("person0@example.com")["status"] == "active", blind.err
+    assert state_rows(run, "SELECT email FROM tombstones") == [("person0@example.com",)]
+    hubspot_fake.tokens[HS_TOKEN] = scopes  # the scope is added
+    swept = run(tunables=a_day_later())
+    assert swept.code == 0 and swept.summary["consent_checked"] == 1, swept.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+    assert mailerlite_fake.subscriber("renamed@example.com")["status"] == "active"
