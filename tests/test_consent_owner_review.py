@@ -260,3 +260,20 @@ def test_addresses_let_go_while_the_consent_scope_was_missing_are_followed_once_
     assert swept.code == 0 and swept.summary["consent_checked"] == 1, swept.err
     assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
     assert mailerlite_fake.subscriber("renamed@example.com")["status"] == "active"
+
+
+def test_an_old_owner_that_opts_out_as_it_moves_on_never_unsubscribes_the_new_holder(run, hubspot_fake,
+                                                                                   mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 70, lifecyclestage="lead")
+    path = mapping_file(run, GROUPS)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(ids[0], {"email": "person69@example.com"})  # takes the address of...
+    for n, cid in enumerate(ids[1:69]):
+        hubspot_fake.update_contact(cid, {"firstname": f"Edit{n}"})
+    # ...the last one, which moves on and opts out with its new address (the old one is not opted out)
+    hubspot_fake.update_contact(ids[69], {"email": "new69@example.com", "hs_email_optout": "true"})
+    moved = run("--mapping", path)
+    assert moved.code == 0, moved.err
+    assert mailerlite_fake.subscriber("person69@example.com")["status"] == "active"
+    assert groups_of(mailerlite_fake, "person69@example.com") == ["Stage: lead", "Synced"]
+    assert mailerlite_fake.subscriber("new69@example.com")["status"] == "unsubscribed"
