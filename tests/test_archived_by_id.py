@@ -10,10 +10,12 @@ it was merged into); plus the consent owner's reading of the answers over real H
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import List, Tuple
 
 import pytest
+import requests
 
 from sync.consent.archived import archived_optouts
 from sync.hubspot import HubSpotReader
@@ -110,6 +112,20 @@ def test_the_daily_incremental_check_still_reads_the_archived_listing(run, hubsp
     assert archived_reads(hubspot_fake, before) == (1, 0)
 
 
+def test_a_full_pass_still_counts_as_the_daily_archived_check(run, hubspot_fake, mailerlite_fake):
+    """Every synced contact archived since is among a full pass's unseen ones, read by id: the daily
+    listing is not due again until a day later (a day after, it is)."""
+    ids = seed_contacts(hubspot_fake, 3)
+    assert run().code == 0
+    hubspot_fake.archive_contact(ids[0])
+    assert run("--full").summary["left_scope"] == 1
+    before = len(hubspot_fake.log)
+    assert run().code == 0
+    assert archived_reads(hubspot_fake, before) == (0, 0)
+    later = run(tunables=replace(FAST, wall_clock=lambda: time.time() + 1.01 * 86_400))
+    assert later.code == 0 and archived_reads(hubspot_fake, before) == (1, 0)
+
+
 # -- the consent owner's reading of an archived batch read, over real HTTP ---------------------------
 
 def reader(hs) -> HubSpotReader:
@@ -152,3 +168,27 @@ def test_a_hundred_ids_a_request(hubspot_fake):
     assert all(len(r.body["inputs"]) <= 100 and r.body["propertiesWithHistory"] == []
                and "email" in r.body["properties"] and "hs_email_optout" in r.body["properties"]
                for r in hubspot_fake.log[before:])
+
+
+# -- the fake, as HubSpot's spec describes the archived batch read ----------------------------------
+
+@pytest.mark.parametrize("unknown, code", [("207", 207), ("absent", 200), ("404", 404)])
+def test_the_fake_answers_archived_records_only(hubspot_fake, unknown, code):
+    hubspot_fake.archived_read_unknown = unknown
+    live, archived, purged = seed_contacts(hubspot_fake, 3)
+    hubspot_fake.archive_contact(archived)
+    hubspot_fake.purge_contact(purged)
+    body = {"inputs": [{"id": i} for i in (live, archived, purged)], "properties": ["email"],
+            "propertiesWithHistory": []}
+    answer = requests.post(f"{hubspot_fake.url}{BATCH_READ}", params={"archived": "true"}, json=body,
+                           headers={"Authorization": f"Bearer {HS_TOKEN}"}, timeout=10)
+    assert answer.status_code == code
+    if code == 404:
+        return
+    results = answer.json()["results"]
+    assert [(r["id"], r["archived"], "archivedAt" in r) for r in results] == [(archived, True, True)]
+    errors = answer.json().get("errors", [])
+    assert [e["context"]["ids"] for e in errors] == ([[live, purged]] if unknown == "207" else [])
+    plain = requests.post(f"{hubspot_fake.url}{BATCH_READ}", json=body, timeout=10,
+                          headers={"Authorization": f"Bearer {HS_TOKEN}"})
+    assert [r["id"] for r in plain.json()["results"]] == [live]  # without archived=true: live records only

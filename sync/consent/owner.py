@@ -52,7 +52,9 @@ from .sweep import ConsentSweep
 
 log = logging.getLogger(__name__)
 
-ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
+# State meta: when archived contacts were last looked for (the daily listing, or a full pass, whose
+# unseen contacts include every synced one archived since: read by id, it counts as the daily check).
+ARCHIVED_KEY = "archived_checked_ms"
 # Why an address MailerLite created again is unsubscribed at once (Consent._kept_unsubscribed).
 RECREATED = "created again by MailerLite after it had it as unsubscribed, bounced or junk"
 
