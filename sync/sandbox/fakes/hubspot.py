@@ -183,7 +183,8 @@ class FakeHubSpot(FakeAPI):
         # have been archived"). Unconfirmed: an id it does not answer (live, purged 90 days after its
         # delete, GDPR-deleted) is named in a 207's errors ("207"), silently left out ("absent"), or fails
         # the whole batch with a 404 ("404"); a merged-away id is answered as its own archived record
-        # ("own") or, as the plain batch read does, by the record it was merged into ("merged").
+        # ("own") or by the record it was merged into ("merged"; HubSpot's plain batch read answers an
+        # old id so, ../shared/api/hubspot.md).
         self.archived_read_unknown = "207"
         self.archived_read_merged = "own"
         self.property_groups: List[Dict[str, Any]] = [
