@@ -53,10 +53,10 @@ def campaigns(ml: FakeMailerLite, n: int, every: int = 1, sent: int = 0) -> None
         ml.set_engagement(f"person{i}@example.com", sent=s, opens=s // 2, clicks=s // 5)
 
 
-def run_sync(env: Dict[str, str]) -> Tuple[Dict[str, object], int, float]:
-    """`python main.py --json`: (summary, peak RSS KiB, seconds)."""
+def run_sync(env: Dict[str, str], *flags: str) -> Tuple[Dict[str, object], int, float]:
+    """`python main.py --json` (and `flags`): (summary, peak RSS KiB, seconds)."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--json", "--quiet"], env=env,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--json", "--quiet", *flags], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak = 0
     while proc.poll() is None:

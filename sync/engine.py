@@ -227,7 +227,7 @@ class Engine:
             return
         hour_ms = 3_600_000
         clamp_future_times(self.state, start_ms, {
-            ARCHIVED_KEY: 0,  # when the archived listing was last read
+            ARCHIVED_KEY: 0,  # when archived contacts were last looked for
             SWEEP_DUE_KEY: int(self.options.consent_sweep_hours * hour_ms),  # when each is next due
             engagement_pass.DUE_KEY: int(self.options.engagement_hours * hour_ms),
             write_back_pass.DUE_KEY: int(self.options.write_back_hours * hour_ms),

@@ -12,8 +12,10 @@ yourself and point this script at it.
 It starts the built-in fake HubSpot and MailerLite APIs, puts one Stoplight Prism validating proxy per
 spec (Contacts, Properties, Lists, Communication Preferences) in front of the fake HubSpot, routes the
 sync's HubSpot traffic through them, and runs the sync as a user would (`python main.py ...`): a first
-run, an unchanged run, an incremental run, `--full`, `--check`, write-back, departures read by address,
-the consent sweep, a list-scoped mapping and a member leaving its list. Prism marks every request
+run, an unchanged run, an incremental run, `--full`, `--check`, write-back, departures (the gone contacts'
+archived records read by id with `batch/read?archived=true`, one of them purged so HubSpot cannot answer
+it, and their addresses read by address), the consent sweep, a list-scoped mapping and a member leaving
+its list. Prism marks every request
 (and answer) that breaks the spec; the script prints them and exits 1 when any REQUEST breaks the spec.
 Answers that break it are the fake's drift from the spec and are listed apart (HubSpot's own answers
 break it too: it sends null for empty properties where the spec says string).
@@ -269,7 +271,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             ("--full", common + ["--full"], {}),
             ("--check", common + ["--check"], {}),
             ("write-back", common + ["--full"], {"SYNC_WRITE_BACK": "true"}),
-            ("departures read by address", common + ["--full"], {"archive": "1"}),
+            ("departures by id and address", common + ["--full"], {"archive": "1"}),
             ("consent sweep", common + ["--full"], {}),
             ("list-scoped mapping --check", common + ["--mapping", str(mapping), "--check"], {}),
             ("list-scoped mapping", common + ["--mapping", str(mapping), "--full"],
@@ -286,9 +288,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             if extra.pop("edit", None):
                 for cid in list(hubspot.contacts)[:3]:
                     hubspot.update_contact(str(cid), {"jobtitle": "Edited"})
-            if extra.pop("archive", None):  # their addresses are read by address, then swept
+            if extra.pop("archive", None):  # archived records read by id, addresses by address, then swept
                 for cid in list(hubspot.contacts)[-3:]:
                     hubspot.archive_contact(str(cid))
+                hubspot.purge_contact(str(list(hubspot.contacts)[-1]))  # gone for good: not answered by id
             before = len(router.seen)
             code, last = run_main(cli_args, dict(env, **extra))
             batch = router.seen[before:]

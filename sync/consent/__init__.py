@@ -1,6 +1,7 @@
 """Consent by address: one owner (`Consent`, owner.py) that the engine calls at a few named points.
 
   by_address.py   read: HubSpot's Communication Preferences, per address, matched by address
+  archived.py     read: the archived records of contacts a full pass found gone, by id
   evidence.py     evidence: absence from a listing only makes a departure candidate
   rules.py        decide: the rules, as pure functions
   departures.py   decide: one run's opt-outs and departures, by those rules

@@ -18,7 +18,8 @@ The engine reads, maps, writes and records; at each point below it hands over wh
   not_created_again(...)    an address MailerLite had as unsubscribed, deleted there since: not created
   answered(...)             MailerLite's answers: the actions they imply stored before the answers
                             are recorded, tried after
-  after_pass(...)           archived and unseen contacts leave (with evidence); the mass-leave guard
+  after_pass(...)           archived and unseen contacts leave (with evidence: a full pass reads the
+                            unseen ones' archived records by id); the mass-leave guard
   sweep(...)                when due, the tombstones read by address, the opted-out unsubscribed
   pending()                 how many actions still wait (--json consent_pending)
 
@@ -44,6 +45,7 @@ from ..summary import Summary
 from ..tunables import DEFAULTS, Tunables
 from ..writer import Pending, Written
 from .actions import ConsentWriter
+from .archived import archived_optouts
 from .by_address import CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE, AddressConsent
 from .departures import Departures
 from .evidence import read_list_members
@@ -51,7 +53,9 @@ from .sweep import ConsentSweep
 
 log = logging.getLogger(__name__)
 
-ARCHIVED_KEY = "archived_checked_ms"  # state meta: when the archived listing was last read
+# State meta: when archived contacts were last looked for (the daily listing, or a full pass, whose
+# unseen contacts include every synced one archived since: read by id, it counts as the daily check).
+ARCHIVED_KEY = "archived_checked_ms"
 # Why an address MailerLite created again is unsubscribed at once (Consent._kept_unsubscribed).
 RECREATED = "created again by MailerLite after it had it as unsubscribed, bounced or junk"
 
@@ -217,11 +221,11 @@ class Consent:
         opted_out: Set[str] = set()
         if full:
             # A dry run counts these too, and meets the mass-leave guard as the real run would.
-            # Read by id a moment ago and not answered as themselves: archived, deleted or merged away.
+            # Read by id a moment ago and not answered as themselves: archived, deleted or merged away;
+            # their archived records are read by id, not the whole archived listing (archived.py).
             gone = self.state.synced(unseen())
             if gone:
-                for _ in self._archived_ids(opted_out, {s.hubspot_id for s in gone}):
-                    pass
+                opted_out = archived_optouts(self.hubspot, (s.hubspot_id for s in gone), self.mapping)
             self.departures.gone(gone, "no longer in HubSpot or the synced lists", frozenset(opted_out))
             return True
         # A dry run reads the archived contacts when a real run would, and so meets the mass-leave
@@ -233,11 +237,11 @@ class Consent:
         self.departures.gone(gone, "archived in HubSpot", frozenset(opted_out))
         return True
 
-    def _archived_ids(self, opted_out: Set[str], among: Optional[Set[str]] = None) -> Iterator[str]:
-        """Archived contacts' ids, a page at a time; those opted out (of `among`, when given) are
-        added to `opted_out`."""
+    def _archived_ids(self, opted_out: Set[str]) -> Iterator[str]:
+        """Every archived contact's id (the listing, a page at a time: the daily check knows no
+        candidates); those opted out are added to `opted_out`."""
         for contact in self.hubspot.iter_contacts(["email", *self.mapping.optout_properties], archived=True):
-            if (among is None or contact["id"] in among) and self.mapping.opted_out(contact["properties"]):
+            if self.mapping.opted_out(contact["properties"]):
                 opted_out.add(contact["id"])
             yield contact["id"]
 

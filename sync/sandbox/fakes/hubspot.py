@@ -179,6 +179,14 @@ class FakeHubSpot(FakeAPI):
         # Unconfirmed: a memberships batch read naming a record that does not exist (archived,
         # deleted) either lists it in a 207's errors, or answers it with no memberships. Tests try both.
         self.unknown_record_memberships = "207"  # or "empty"
+        # A batch read with archived=true answers archived records only (the spec: "only results that
+        # have been archived"). Unconfirmed: an id it does not answer (live, purged 90 days after its
+        # delete, GDPR-deleted) is named in a 207's errors ("207"), silently left out ("absent"), or fails
+        # the whole batch with a 404 ("404"); a merged-away id is answered as its own archived record
+        # ("own") or by the record it was merged into ("merged"; HubSpot's plain batch read answers an
+        # old id so, ../shared/api/hubspot.md).
+        self.archived_read_unknown = "207"
+        self.archived_read_merged = "own"
         self.property_groups: List[Dict[str, Any]] = [
             {"name": "contactinformation", "label": "Contact information", "displayOrder": 0, "archived": False}]
         self.failing_update_ids: Set[str] = set()  # batch updates of these ids fail (207 multi-status)
@@ -271,6 +279,16 @@ class FakeHubSpot(FakeAPI):
             record = self.contacts[int(cid)]
             record["archived"] = True
             record["modified"] = self.now_ms()
+
+    def purge_contact(self, cid: str) -> None:
+        """Gone for good: purged 90 days after its delete, or GDPR-deleted. No read answers it any more;
+        the consent of its address stays with the address."""
+        with self.lock:
+            del self.contacts[int(cid)]
+            self._ids.remove(int(cid))
+            for members in self.lists.values():
+                if int(cid) in members:
+                    members.remove(int(cid))
 
     def add_property(self, name: str, type_: str, label: str = "", options: Optional[list] = None,
                      field_type: str = "text") -> None:
@@ -542,6 +560,8 @@ class FakeHubSpot(FakeAPI):
         inputs = body.get("inputs") or []
         if len(inputs) > 100:
             return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
+        if request.args.get("archived", "false").lower() == "true":
+            return self._archived_batch_read(inputs, body.get("properties"))
         results, missing = [], []
         for item in inputs:
             cid = str(item.get("id", ""))
@@ -549,6 +569,36 @@ class FakeHubSpot(FakeAPI):
                 results.append(self._render(int(cid), body.get("properties")))
             else:
                 missing.append(cid)
+        return self._batch_read_answer(results, missing)
+
+    def _archived_batch_read(self, inputs: List[Dict[str, Any]], wanted: Optional[List[str]]) -> Response:
+        """A batch read with archived=true: archived records only, each reading of what is not answered."""
+        results, missing = [], []
+        for item in inputs:
+            cid = str(item.get("id", ""))
+            record = self.contacts.get(int(cid)) if cid.isdigit() else None
+            archived = record is not None and record["archived"]
+            merged_into = self._merged_into(cid) if archived and self.archived_read_merged == "merged" else None
+            if merged_into is not None:
+                results.append(self._render(merged_into, wanted))
+            elif archived:
+                results.append(self._render(int(cid), wanted))
+            else:
+                missing.append(cid)
+        if missing and self.archived_read_unknown == "404":
+            return _error("Could not get some CONTACT objects, they may be deleted or not exist.",
+                          "OBJECT_NOT_FOUND", 404)
+        return self._batch_read_answer(results, missing if self.archived_read_unknown == "207" else [])
+
+    def _merged_into(self, cid: str) -> Optional[int]:
+        """The live record a merged-away id was merged into (its hs_merged_object_ids names the id)."""
+        for other, record in self.contacts.items():
+            merged = str(record["properties"].get("hs_merged_object_ids") or "").split(";")
+            if not record["archived"] and cid in merged and str(other) != cid:
+                return other
+        return None
+
+    def _batch_read_answer(self, results: List[Dict[str, Any]], missing: List[str]) -> Response:
         out: Dict[str, Any] = {"status": "COMPLETE", "results": results,
                                "startedAt": iso_ms(self.now_ms()), "completedAt": iso_ms(self.now_ms())}
         if missing:
