@@ -24,6 +24,7 @@ from .hubspot_schema import DEFAULT_API_VERSION as DEFAULT_HUBSPOT_API_VERSION
 from .mapping_file import env_group_names
 from .redaction import register_secrets
 from .suggest import closest
+from .text_files import hand_written_text
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ def _read_env_text(env_file: Path) -> str:
             data = os.read(fd, ENV_FILE_MAX_BYTES + 1)
         finally:
             os.close(fd)
-        return data.decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        return hand_written_text(data, str(env_file))
+    except OSError as exc:
         raise ConfigError(f"cannot read {env_file}: {exc.__class__.__name__}; check the file") from None
 
 

@@ -33,6 +33,7 @@ from .mapping import (
     PropertyGroupRule,
 )
 from .suggest import did_you_mean
+from .text_files import hand_written_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -216,7 +217,7 @@ def _read_small_file(path: Path) -> str:
             raise ConfigError(f"mapping file {path} is not a regular file; see mapping.example.toml")
         if info.st_size > MAPPING_FILE_MAX_BYTES:
             raise ConfigError(f"mapping file {path} is {info.st_size // 1024} KB; is it the right file?")
-        return os.read(fd, MAPPING_FILE_MAX_BYTES + 1).decode("utf-8")
+        return hand_written_text(os.read(fd, MAPPING_FILE_MAX_BYTES + 1), f"mapping file {path}")
     finally:
         os.close(fd)
 
@@ -229,7 +230,7 @@ def load_mapping(path: Optional[Path], env_groups: Sequence[str] = ()) -> Mappin
         text = _read_small_file(path)
     except FileNotFoundError:
         raise ConfigError(f"mapping file {os.path.abspath(path)} does not exist; see mapping.example.toml") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read mapping file {path} ({exc.__class__.__name__})") from None
     try:
         data = tomllib.loads(text)
