@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 import filelock
 
@@ -64,7 +64,7 @@ from .redaction import redact, safe_text
 from .reports import export_rejected, history_json, print_history
 from .retrying import RetryPolicy
 from .state import State
-from .summary import SUMMARY_COUNTS, Summary
+from .summary import SUMMARY_COUNTS, Summary, attached, failure_dict
 from .tunables import DEFAULTS, Tunables
 
 PROGRAM = "hubspot-mailerlite-sync"
@@ -81,8 +81,19 @@ LINE_ALWAYS = ("read", "created", "updated", "unchanged")
 LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always been; --json has every count
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a command line with --json that it refuses still answers one JSON object on stdout."""
+
+    json_wanted = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_wanted:
+            _print_failure(EXIT_CONFIG, message)
+        super().error(message)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="main.py",
         description="Sync HubSpot contacts into MailerLite subscribers. Settings come from the\n"
                     "environment and a .env file beside main.py (see .env.example).",
@@ -175,6 +186,7 @@ def _count(text: str) -> int:
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     """The flags; combinations that would silently do something else are errors (exit 2)."""
     parser = build_parser()
+    parser.json_wanted = "--json" in (sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.output and not (args.rejected or args.dry_run):
         parser.error("--output goes with --rejected or --dry-run (it names the CSV file); without either "
@@ -449,11 +461,17 @@ def _signals_stop_the_run() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings], quiet: bool = False) -> int:
-    """A run that ended early: one line on stderr, --json honoured, the health check told."""
+def _print_failure(code: int, message: str, summary: Optional[Summary] = None) -> None:
+    print(redact(json.dumps(failure_dict(code, message, summary), sort_keys=True)))
+
+
+def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings], quiet: bool = False,
+            summary: Optional[Summary] = None) -> int:
+    """A run that ended early: one line on stderr, --json honoured (with the counts of a run that had
+    begun), the health check told."""
     log.log(logging.INFO if quiet else logging.ERROR, "%s", message)
     if as_json:
-        print(redact(json.dumps({"exit_code": code, "error": message}, sort_keys=True)))
+        _print_failure(code, message, summary)
     if settings is not None and code != EXIT_LOCKED:
         try:
             ping(settings.healthcheck_url, success=False)
@@ -537,8 +555,7 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     configure_logging(args.quiet, args.verbose)
     invocation.use_env_file(args.env_file)  # every hint this run prints repeats its --env-file
     if args.force and not args.full:
-        log.error("--force only makes sense with --full")
-        return EXIT_CONFIG
+        return _failed(EXIT_CONFIG, "--force only makes sense with --full", args.json, None)
     settings: Optional[Settings] = None
     try:
         if args.sandbox:
@@ -581,11 +598,12 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted above
         code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
         return _failed(code, str(exc) or "interrupted (SIGINT); what was synced so far is kept", args.json,
-                       settings)
+                       settings, summary=attached(exc))
     except Exception as exc:  # a bug: one line (no message: it could hold data), the details with --verbose
         log.debug("unexpected error", exc_info=True)
         return _failed(EXIT_ABORTED, f"unexpected {exc.__class__.__name__}; what was synced so far is kept. Please "
-                                     f"report it, with the output of --verbose", args.json, settings)
+                                     f"report it, with the output of --verbose", args.json, settings,
+                       summary=attached(exc))
     try:
         try:
             report(summary, args.json)

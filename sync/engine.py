@@ -54,7 +54,7 @@ from .preflight import SCHEMA_READ_SCOPE
 from .retrying import Transient
 from .state import ContactRecord, Result, State, Synced
 from .suggest import unknown_names_message
-from .summary import Summary
+from .summary import Summary, attach
 from .tunables import DEFAULTS, Tunables
 from .write_back import WriteBack
 from .writer import Pending, SubscriberWriter, Written
@@ -201,9 +201,11 @@ class Engine:
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: recorded with its own exit code, then on up
             summary.exit_code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
             summary.message = str(exc) or "interrupted (SIGINT)"
+            attach(exc, summary)  # --json still tells what was done
             raise
         except Exception as exc:  # a bug: recorded as aborted (no message: it could hold data), then on up
             summary.exit_code, summary.message = EXIT_ABORTED, f"unexpected {exc.__class__.__name__}"
+            attach(exc, summary)
             raise
         finally:
             if "consent_pending" not in summary.counts:  # stopped early: --json still tells how many wait

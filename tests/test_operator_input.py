@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import HS_TOKEN, ML_TOKEN, seed_contacts
-from tests.test_cli_subprocess import run_main
+from tests.test_cli_subprocess import fake_env, run_main
 
 MAPPING = 'create_missing_fields = true\n[fields]\njobtitle = "job_title"\n'
 
@@ -54,3 +54,70 @@ def test_a_settings_file_not_saved_as_utf8_names_the_line(hubspot_fake, mailerli
     assert done.stderr.count("\n") == 1, done.stderr
     assert f"{env_file} is not UTF-8 text (line 1)" in done.stderr and "save it as UTF-8" in done.stderr
     assert "UnicodeDecodeError" not in done.stderr
+
+
+# -- --json: one JSON object on stdout on every exit path, with the keys the README promises ------------------
+
+def _one_json_object(stdout: str) -> dict:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, stdout
+    return json.loads(lines[0])
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--force"], 2),  # a flag combination the program refuses
+    (["--output", "x.csv"], 2),  # one argparse refuses
+    (["--touch", "0", "--sandbox"], 2),  # a value argparse refuses
+    (["--bogus"], 2),
+], ids=["force-without-full", "output-alone", "touch-zero", "unknown-flag"])
+def test_a_refused_command_line_still_answers_json(hubspot_fake, mailerlite_fake, tmp_path, args, code):
+    # A script runs `main.py --json ...` and reads stdout: it got nothing at all, not even the exit code.
+    done = run_main(["--json", *args], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
+    assert done.returncode == code
+    answer = _one_json_object(done.stdout)
+    assert answer["exit_code"] == code and answer["message"] and answer["message"] in done.stderr
+    assert mailerlite_fake.log == [] and hubspot_fake.log == []
+
+
+@pytest.mark.parametrize("setting, value, said", [
+    ("SYNC_MAX_RUNTIME", "an hour", "SYNC_MAX_RUNTIME must be a number of seconds"),
+    ("SYNC_MAPPING_FILE", "/nowhere/mapping.toml", "mapping file /nowhere/mapping.toml does not exist"),
+])
+def test_a_run_stopped_before_it_began_answers_exit_code_and_message(run, monkeypatch, setting, value, said):
+    # The README's keys include `message` and `exit_code`; a settings problem printed {"error": ...} only,
+    # so `summary["message"]` raised KeyError in the script that reads it.
+    monkeypatch.setenv(setting, value)
+    done = run()
+    assert done.code == 2
+    answer = _one_json_object(done.out)
+    assert answer["exit_code"] == 2 and said in answer["message"], answer
+    assert answer["error"] == answer["message"]  # kept: the key scripts may already read
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGTERM", 143), ("bug", 3)])
+def test_a_run_stopped_half_way_answers_its_counts(run, hubspot_fake, mailerlite_fake, monkeypatch, signal_name,
+                                                    code):
+    # Stopped by SIGTERM (a service manager's timeout) or a bug after some contacts went: the run is recorded
+    # with its counts, but --json said only {"exit_code", "error"}; a script could not tell what was done.
+    from sync import cli
+    from sync.mailerlite import MailerLiteClient
+
+    seed_contacts(hubspot_fake, 120)
+    real = MailerLiteClient.upsert_batch
+    calls = []
+
+    def then_stop(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            if signal_name == "SIGTERM":
+                cli._stop_on_signal(cli.signal.SIGTERM, None)
+            raise RuntimeError("boom")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MailerLiteClient, "upsert_batch", then_stop)
+    done = run()
+    assert done.code == code, done.err
+    answer = _one_json_object(done.out)
+    assert answer["exit_code"] == code and answer["message"] and answer["mode"] == "full"
+    assert 0 < answer["created"] == len(mailerlite_fake.subscribers) < 120
+    assert answer["read"] >= answer["created"]
