@@ -177,11 +177,13 @@ def _missing_env_file(values: Mapping[str, str], env_file: Path) -> None:
 
 
 def read_env(env_file: Optional[Path], environ: Mapping[str, str]) -> dict:
-    """The `.env` file's values overlaid by the real environment (the environment wins)."""
+    """The `.env` file's values overlaid by the real environment (the environment wins). A variable set to
+    nothing (Docker's `X=${X}`, a crontab's `X=`) is not set, as an empty value is everywhere else: it
+    never hides the file's value (the file's token, or its state file and mapping, for the defaults)."""
     values: dict = {}
     if env_file is not None and env_file.exists():
         values.update(_parse_env_file(env_file))
-    values.update(environ)
+    values.update((name, value) for name, value in environ.items() if value.strip() or name not in values)
     return values
 
 
@@ -208,17 +210,17 @@ def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
     return url.rstrip("/")
 
 
-def _required(values: Mapping[str, str], name: str, *aliases: str) -> str:
+def _required(values: Mapping[str, str], settings_file: Path, name: str, *aliases: str) -> str:
     for key in (name, *aliases):
         value = (values.get(key) or "").strip()
         if value:
             return value
-    raise ConfigError(f"{name} is not set: add it to .env (see .env.example) or the environment")
+    raise ConfigError(f"{name} is not set: add it to {settings_file} (see .env.example) or the environment")
 
 
-def _token(values: Mapping[str, str], name: str, *aliases: str) -> str:
+def _token(values: Mapping[str, str], settings_file: Path, name: str, *aliases: str) -> str:
     """A token goes into an HTTP header: printable ASCII only (anything else is a pasting accident)."""
-    token = _required(values, name, *aliases)
+    token = _required(values, settings_file, name, *aliases)
     if not token.isascii() or not token.isprintable() or " " in token:
         # The message never shows the value: it is a secret, however mangled.
         raise ConfigError(f"{name} holds a character that cannot be in a token (a control character, a blank "
@@ -251,8 +253,8 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
     values = _raw_settings(env_file, environ, env_file_given)
     _missing_env_file(values, env_file_path(env_file))
     # HUBSPOT_API_KEY is accepted as an alias: older setups name the private-app token so.
-    hubspot_token = _token(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
-    mailerlite_token = _token(values, "MAILERLITE_API_KEY")
+    hubspot_token = _token(values, env_file_path(env_file), "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
+    mailerlite_token = _token(values, env_file_path(env_file), "MAILERLITE_API_KEY")
     register_secrets((hubspot_token, mailerlite_token))  # from here on, no output can show them
     state_db = _state_path((values.get("SYNC_STATE_DB") or "").strip(), env_file)
     if not (values.get("SYNC_STATE_DB") or "").strip():

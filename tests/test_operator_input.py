@@ -121,3 +121,35 @@ def test_a_run_stopped_half_way_answers_its_counts(run, hubspot_fake, mailerlite
     assert answer["exit_code"] == code and answer["message"] and answer["mode"] == "full"
     assert 0 < answer["created"] == len(mailerlite_fake.subscribers) < 120
     assert answer["read"] >= answer["created"]
+
+
+# -- an empty environment variable does not hide the settings file's value ------------------------------------
+
+def test_an_empty_environment_variable_leaves_the_settings_files_value(hubspot_fake, mailerlite_fake, tmp_path):
+    # Docker's `environment: - X=${X}`, a wrapper script's `export X=` or a crontab line `X=` set a variable to
+    # nothing. Empty means "not set" everywhere else, but it overrode the file: the run said
+    # "HUBSPOT_ACCESS_TOKEN is not set: add it to .env" about a token that was in the file, and an empty
+    # SYNC_STATE_DB or SYNC_MAPPING_FILE silently swapped the file's state or mapping for the defaults.
+    seed_contacts(hubspot_fake, 4, jobtitle="Engineer")
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING)
+    env_file = tmp_path / "client.env"
+    state = tmp_path / "client-state.db"
+    env_file.write_text("\n".join(f"{k}={v}" for k, v in {
+        **fake_env(hubspot_fake, mailerlite_fake, tmp_path), "SYNC_STATE_DB": str(state),
+        "SYNC_MAPPING_FILE": str(mapping)}.items()) + "\n")
+    env_file.chmod(0o600)
+    blank = {"HUBSPOT_ACCESS_TOKEN": "", "MAILERLITE_API_KEY": " ", "SYNC_STATE_DB": "", "SYNC_MAPPING_FILE": ""}
+    done = run_main(["--env-file", str(env_file)], blank, tmp_path)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert state.exists() and not (tmp_path / "client.state.db").exists()
+    assert mailerlite_fake.subscriber("person0@example.com")["fields"]["job_title"] == "Engineer"
+
+
+def test_a_token_set_nowhere_names_the_settings_file_to_put_it_in(hubspot_fake, mailerlite_fake, tmp_path):
+    env_file = tmp_path / "clientB.env"
+    env_file.write_text(f"MAILERLITE_API_KEY={ML_TOKEN}\n")
+    env_file.chmod(0o600)
+    done = run_main(["--env-file", str(env_file)], {}, tmp_path)
+    assert done.returncode == 2
+    assert f"HUBSPOT_ACCESS_TOKEN is not set: add it to {env_file}" in done.stderr, done.stderr
