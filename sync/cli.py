@@ -33,6 +33,7 @@ from .config import (
     load_state_path,
     misspelt_environment,
     misspelt_settings,
+    refuse_misspelt_settings,
     shared_env_file,
 )
 from .dry_run_report import PlanReport
@@ -583,6 +584,7 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
             if shared_state:
                 log.error("%s", shared_state)
             return EXIT_CONFIG if misspelt or shared_state else code
+        refuse_misspelt_settings(env_file_path(args.env_file))
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         with dry_run_plan(args) as plan:
             options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run,
