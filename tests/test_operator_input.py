@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import HS_TOKEN, ML_TOKEN, seed_contacts
 from tests.test_cli_subprocess import fake_env, run_main
+from tests.test_operations import ping_server  # noqa: F401 (a fixture)
 
 MAPPING = 'create_missing_fields = true\n[fields]\njobtitle = "job_title"\n'
 
@@ -181,3 +182,34 @@ def test_a_misspelt_setting_in_the_settings_file_stops_the_run_before_it_writes(
     done = run_main(["--env-file", str(env_file)], {}, tmp_path)
     assert done.returncode == 0 and "the program reads no setting SYNC_SOMETHING_NEW" in done.stderr
     assert len(mailerlite_fake.subscribers) == 3
+
+
+# -- a healthcheck URL with a query string --------------------------------------------------------------------
+
+def test_a_failed_run_pings_fail_also_when_the_url_has_a_query(run, hubspot_fake, monkeypatch,
+                                                                ping_server):  # noqa: F811
+    # healthchecks.io's slug URLs take ?create=1 (and ?rid=...), Uptime Kuma's push URLs ?status=up&msg=OK: the
+    # failure ping appended /fail after the query, so a failed run pinged ".../abc?create=1/fail", which the
+    # service reads as a success ping (a query value ending in /fail), and nobody heard of the failure.
+    url, seen = ping_server
+    monkeypatch.setenv("HEALTHCHECK_URL", url + "?create=1")
+    seed_contacts(hubspot_fake, 3)
+    assert run().code == 0
+    monkeypatch.setenv("MAILERLITE_API_KEY", "revoked")
+    assert run().code == 2
+    assert seen == ["/ping/abc?create=1", "/ping/abc/fail?create=1"]
+
+
+@pytest.mark.parametrize("url, success, target", [
+    ("https://hc-ping.com/abc", True, "https://hc-ping.com/abc"),
+    ("https://hc-ping.com/abc", False, "https://hc-ping.com/abc/fail"),
+    ("https://hc-ping.com/abc/", False, "https://hc-ping.com/abc/fail"),
+    ("https://hc-ping.com/abc/", True, "https://hc-ping.com/abc"),
+    ("https://hc-ping.com/key/backup-job?create=1", False, "https://hc-ping.com/key/backup-job/fail?create=1"),
+    ("https://kuma.example/api/push/T0k?status=up&msg=OK", False, "https://kuma.example/api/push/T0k/fail?status=up&msg=OK"),
+    ("https://hc-ping.com/abc?rid=1#x", True, "https://hc-ping.com/abc?rid=1#x"),
+])
+def test_ping_target(url, success, target):
+    from sync.healthcheck import ping_target
+
+    assert ping_target(url, success) == target
