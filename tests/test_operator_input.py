@@ -213,3 +213,45 @@ def test_ping_target(url, success, target):
     from sync.healthcheck import ping_target
 
     assert ping_target(url, success) == target
+
+
+# -- a top-level setting written below a [section] ------------------------------------------------------------
+
+@pytest.mark.parametrize("text, setting, section", [
+    ('[fields]\njobtitle = "job_title"\ncreate_missing_fields = true\n', "create_missing_fields", "fields"),
+    ('[fields]\njobtitle = "job_title"\non_leave = "leave"\n', "on_leave", "fields"),
+    ('[groups]\nall = ["A"]\n[groups.property]\nlifecyclestage = "Stage: {label}"\nengagement = true\n', "engagement",
+     "groups.property"),
+    ('[scope.where]\nlifecyclestage = ["customer"]\nmass_leave_percent = 20\n', "mass_leave_percent", "scope.where"),
+    ('[consent]\noptout_properties = ["hs_email_optout"]\nwrite_back = true\n', "write_back", "consent"),
+])
+def test_a_setting_below_a_section_is_named_as_misplaced(tmp_path, text, setting, section):
+    # Appending `create_missing_fields = true` at the end of the file puts it in the last [section] (TOML's
+    # rule): the error was "[fields] create_missing_fields: give a field key ...", and `on_leave = "leave"`
+    # under [fields] read as a HubSpot property on_leave, reported as missing from HubSpot.
+    from sync.errors import ConfigError
+    from sync.mapping_file import load_mapping
+
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_mapping(mapping)
+    message = str(raised.value)
+    assert f"{setting} is inside [{section}]" in message and f"move {setting} to the top" in message, message
+
+
+def test_a_setting_below_a_section_stops_the_check_with_one_line(run, hubspot_fake, tmp_path):
+    seed_contacts(hubspot_fake, 2)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[fields]\njobtitle = "job_title"\ncreate_missing_fields = true\n')
+    done = run("--check", "--mapping", str(mapping))
+    assert done.code == 2 and len(done.err.splitlines()) == 1
+    assert "create_missing_fields is inside [fields]" in done.err, done.err
+
+
+def test_a_property_named_like_a_setting_still_maps_when_it_reads_as_a_field(tmp_path):
+    from sync.mapping_file import load_mapping
+
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('[fields]\nengagement = "hs_engagement"\n')  # a custom property named engagement
+    assert any(rule.prop == "engagement" for rule in load_mapping(mapping).rules)
