@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import copy
 import io
 import json
@@ -550,8 +551,25 @@ def main(argv: Optional[List[str]] = None, tunables: Optional[Tunables] = None) 
         return _main(argv, tunables)
 
 
+def _stdout_takes_any_text() -> None:
+    """Reports name people in any alphabet. A stdout that cannot encode them (Windows' `> file` in the ANSI
+    code page, a C locale) gets UTF-8 when it is a file or a pipe (as --output writes), escapes on a terminal."""
+    stdout = sys.stdout
+    try:
+        if codecs.lookup(stdout.encoding or "ascii").name == "utf-8":
+            return
+        reconfigure = stdout.reconfigure  # type: ignore[union-attr]  # TextIOWrapper's, absent from TextIO
+        if stdout.isatty():
+            reconfigure(errors="backslashreplace")
+        else:
+            reconfigure(encoding="utf-8")
+    except (AttributeError, LookupError, ValueError, OSError):  # not a real stream (embedded): leave it
+        pass
+
+
 def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     started = time.monotonic()
+    _stdout_takes_any_text()
     args = parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     invocation.use_env_file(args.env_file)  # every hint this run prints repeats its --env-file

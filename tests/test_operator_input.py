@@ -255,3 +255,20 @@ def test_a_property_named_like_a_setting_still_maps_when_it_reads_as_a_field(tmp
     mapping = tmp_path / "mapping.toml"
     mapping.write_text('[fields]\nengagement = "hs_engagement"\n')  # a custom property named engagement
     assert any(rule.prop == "engagement" for rule in load_mapping(mapping).rules)
+
+
+# -- stdout that is not UTF-8 (Windows' `> file`, a C locale) ------------------------------------------------
+
+def test_reports_reach_a_stdout_that_is_not_utf8(hubspot_fake, mailerlite_fake, tmp_path):
+    # `python main.py --rejected > rejected.csv` on Windows writes in the ANSI code page, as does any stdout of
+    # a C locale with UTF-8 mode off: one contact named in another alphabet made --rejected "unexpected
+    # UnicodeEncodeError ... please report it" (exit 3), and --check the same on a sample value.
+    seed_contacts(hubspot_fake, 3, city="Zürich")
+    hubspot_fake.add_contact({"email": "王@例子", "firstname": "王"}, modified_ms=1)
+    env = {**fake_env(hubspot_fake, mailerlite_fake, tmp_path), "PYTHONIOENCODING": "ascii"}
+    assert run_main([], env, tmp_path).returncode == 1
+    rejected = run_main(["--rejected"], env, tmp_path)
+    assert (rejected.returncode, rejected.stderr) == (0, ""), rejected.stderr
+    assert "王@例子" in rejected.stdout  # UTF-8, as --output writes it
+    check = run_main(["--check"], env, tmp_path)
+    assert check.returncode == 0 and "Zürich" in check.stdout, check.stderr
