@@ -60,7 +60,7 @@ from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
 from .preflight import Preflight
-from .private_files import create_private, open_private
+from .private_files import create_private, foreign_owner, foreign_state_message, open_private
 from .progress import Progress
 from .redaction import redact, safe_text
 from .reports import export_rejected, history_json, print_history
@@ -297,6 +297,9 @@ def run_lock(state_db: Path, max_runtime: float = float("inf")) -> Iterator[None
     except OSError as exc:
         if lock.is_locked:
             lock.release()
+        owner = foreign_owner(lock_path, state_db)
+        if owner:
+            raise StateError(foreign_state_message(state_db, owner)) from None
         raise StateError(f"cannot create the lock file {state_db}.lock ({exc.strerror or exc}); make the "
                          f"folder {state_db.parent} writable or set SYNC_STATE_DB") from None
     try:

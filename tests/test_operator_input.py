@@ -272,3 +272,58 @@ def test_reports_reach_a_stdout_that_is_not_utf8(hubspot_fake, mailerlite_fake, 
     assert "王@例子" in rejected.stdout  # UTF-8, as --output writes it
     check = run_main(["--check"], env, tmp_path)
     assert check.returncode == 0 and "Zürich" in check.stdout, check.stderr
+
+
+# -- a state left by a run as another user (sudo once, then cron) ---------------------------------------------
+
+def _as_nobody_possible() -> bool:
+    import os
+    import shutil
+
+    return hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv") is not None
+
+
+@pytest.mark.skipif(not _as_nobody_possible(), reason="needs root and setpriv to run as another user")
+def test_a_state_made_by_another_user_is_named_as_such(hubspot_fake, mailerlite_fake, tmp_path):
+    # `sudo python main.py` once, then cron as the user: the lock file and the state are root's (0600). The run
+    # said "cannot create the lock file (Permission denied); make the folder writable", about a folder that
+    # is writable, and --history "cannot be used (OperationalError: unable to open database file)".
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from tests.test_cli_subprocess import MAIN
+
+    seed_contacts(hubspot_fake, 3)
+    shared = Path(tempfile.mkdtemp(prefix="sync-two-users-"))  # pytest's tmp_path is root's alone (0700)
+    try:
+        shared.chmod(0o777)  # the folder is writable for both: only the files are root's
+        env = fake_env(hubspot_fake, mailerlite_fake, shared)
+        assert run_main([], env, shared).returncode == 0  # as root
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
+        for args in ([], ["--history"]):
+            done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                                   str(MAIN), *args], env={**clean, **env, "HOME": str(shared)}, cwd=shared,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 2
+            assert len(done.stderr.splitlines()) == 1, done.stderr
+            assert f"{shared / 'state.db'}" in done.stderr and "belongs to root, not to nobody" in done.stderr, \
+                done.stderr
+            assert "sudo chown nobody" in done.stderr and "make the folder" not in done.stderr
+    finally:
+        shutil.rmtree(shared)
+
+
+def test_files_of_another_user_are_told_apart(tmp_path, monkeypatch):
+    import os
+
+    from sync.private_files import foreign_owner
+
+    mine = tmp_path / "state.db"
+    mine.write_text("")
+    assert foreign_owner(tmp_path / "missing.db", mine) is None  # mine, or not there: no one else's
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(mine).st_uid + 1)  # this process as another user
+    assert foreign_owner(tmp_path / "missing.db", mine) not in (None, "")
