@@ -10,6 +10,7 @@ import pytest
 from tests.conftest import HS_TOKEN, ML_TOKEN, seed_contacts
 from tests.test_cli_subprocess import fake_env, run_main
 from tests.test_operations import ping_server  # noqa: F401 (a fixture)
+from tests.test_secrets import secret_run  # noqa: F401 (a fixture)
 
 MAPPING = 'create_missing_fields = true\n[fields]\njobtitle = "job_title"\n'
 
@@ -327,3 +328,35 @@ def test_files_of_another_user_are_told_apart(tmp_path, monkeypatch):
     assert foreign_owner(tmp_path / "missing.db", mine) is None  # mine, or not there: no one else's
     monkeypatch.setattr(os, "geteuid", lambda: os.stat(mine).st_uid + 1)  # this process as another user
     assert foreign_owner(tmp_path / "missing.db", mine) not in (None, "")
+
+
+# -- a server that echoes part of a token ---------------------------------------------------------------------
+
+def _echo_part_of_the_key(fake):
+    """MailerLite's batch answer quoting the first 30 characters of the key in each refused item (as a proxy
+    or an API that shortens what it quotes would), glued to an ellipsis, and the key's last 24."""
+    from tests.test_secrets import ML_SECRET, refusals_saying
+
+    return refusals_saying(fake, lambda request: {"message": f"key {ML_SECRET[:30]}... may not import this",
+                                                  "errors": {"email": [f"refused for key ending {ML_SECRET[-24:]}"]}})
+
+
+def test_part_of_a_token_echoed_by_a_server_is_redacted(secret_run, hubspot_fake, mailerlite_fake,  # noqa: F811
+                                                       tmp_path):
+    # Only the whole token and "Bearer ..." were recognised: a shortened echo went into the state's reason,
+    # --rejected and the log as it was.
+    from tests.test_secrets import ML_SECRET, everything_written
+
+    run = secret_run
+    seed_contacts(hubspot_fake, 3)
+    mailerlite_fake.undeliverable_domains.add("example.org")
+    hubspot_fake.add_contact({"email": "refused@example.org"}, modified_ms=1)
+    mailerlite_fake.faults.rate, mailerlite_fake.faults.kinds = 1.0, (_echo_part_of_the_key(mailerlite_fake),)
+    first = run("--log-file", str(run.log_file), "--verbose")
+    assert first.code == 1 and first.summary["rejected"] == 1, first.err
+    listed = run("--rejected")
+    assert "refused for key ending" in listed.out  # the reason is kept, the key is not
+    written = everything_written(run).decode("utf-8", "replace") + first.err + first.out + listed.out
+    for start in range(len(ML_SECRET) - 16 + 1):
+        fragment = ML_SECRET[start:start + 16]
+        assert fragment not in written, f"part of the key leaked: characters {start}..{start + 16}"
