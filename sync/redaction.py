@@ -32,9 +32,11 @@ def register_secrets(secrets: Iterable[str]) -> None:
 
 
 # A server may quote part of a token (shortened, or its end): any run of token characters that shares this
-# many characters in a row with a token goes too. Shorter shared runs are what any two texts may share.
+# many characters in a row with a token goes too. Shorter shared runs are what any two texts may share, and
+# so are pieces without a digit: words a made-up token (the sandbox's) shares with a path or a command.
 FRAGMENT_MIN = 12
 _TOKEN_RUN_RE = re.compile(rf"[A-Za-z0-9._~+/=-]{{{FRAGMENT_MIN},}}")
+_DIGIT_RE = re.compile("[0-9]")
 
 
 _fragments_of: Tuple[FrozenSet[str], FrozenSet[str]] = (frozenset(), frozenset())  # (secrets, their fragments)
@@ -45,8 +47,9 @@ def _fragments() -> FrozenSet[str]:
     global _fragments_of
     secrets = frozenset(_secrets)
     if _fragments_of[0] != secrets:
-        _fragments_of = (secrets, frozenset(secret[start:start + FRAGMENT_MIN] for secret in secrets
-                                            for start in range(len(secret) - FRAGMENT_MIN + 1)))
+        pieces = (secret[start:start + FRAGMENT_MIN] for secret in secrets
+                  for start in range(len(secret) - FRAGMENT_MIN + 1))
+        _fragments_of = (secrets, frozenset(piece for piece in pieces if _DIGIT_RE.search(piece)))
     return _fragments_of[1]
 
 

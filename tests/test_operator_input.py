@@ -360,3 +360,22 @@ def test_part_of_a_token_echoed_by_a_server_is_redacted(secret_run, hubspot_fake
     for start in range(len(ML_SECRET) - 16 + 1):
         fragment = ML_SECRET[start:start + 16]
         assert fragment not in written, f"part of the key leaked: characters {start}..{start + 16}"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("key eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1... refused", "key [redacted] refused"),
+    ("ending iJ9.SECRETMAILERLITE.sig", "ending [redacted]"),
+    ("pat-na1-7f3a9c2e-0000-4bad", "[redacted]"),
+    # Words a made-up token shares with paths and commands are no part of a secret: the sandbox's tokens
+    # (sandbox-mailerlite-token) beside a checkout named hubspot-mailerlite-sync.
+    ("Mapping: /home/me/hubspot-mailerlite-sync/mapping.example.toml", None),
+    ("python main.py --sandbox --rejected; 0123456789 firstname.lastname@example.com", None),
+])
+def test_fragments_of_tokens(monkeypatch, text, expected):
+    from sync import redaction
+
+    monkeypatch.setattr(redaction, "_secrets", set())
+    redaction.register_secrets(["eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.SECRETMAILERLITE.sig",
+                                "pat-na1-7f3a9c2e-0000-4bad-beef-123456789abc",
+                                "sandbox-hubspot-token", "sandbox-mailerlite-token"])
+    assert redaction.redact(text) == (text if expected is None else expected)
