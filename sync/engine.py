@@ -364,7 +364,7 @@ class Engine:
                     # and those people's opt-outs would be lost without a word (issue 22, item 6).
                     raise AuthError(f"HubSpot rejected the access token: missing scope {SCHEMA_READ_SCOPE}, needed "
                                     f"to verify the names in [consent] optout_properties; add the scope to the "
-                                    f"private app (python main.py --check)") from None
+                                    f"service key or private app (python main.py --check)") from None
                 Advisories(self.state, record=not self.options.dry_run).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
                 defs = {}
             else:
@@ -649,7 +649,7 @@ class Engine:
         missing = self.hubspot.missing_write_scopes()
         if missing:
             raise AuthError(f"HubSpot rejected the access token: missing scope {', '.join(missing)} "
-                            f"(needed by {setting}; turn it off or add the scope to the private app)")
+                            f"(needed by {setting}; turn it off or add the scope to the service key or private app)")
 
     # -- bookmark ------------------------------------------------------------------------------------
     def _new_bookmark(self, full: bool, old: Optional[int], start_ms: int) -> int:

@@ -379,3 +379,15 @@ def test_fragments_of_tokens(monkeypatch, text, expected):
                                 "pat-na1-7f3a9c2e-0000-4bad-beef-123456789abc",
                                 "sandbox-hubspot-token", "sandbox-mailerlite-token"])
     assert redaction.redact(text) == (text if expected is None else expected)
+
+
+# -- a missing scope names where scopes are added today -------------------------------------------------------
+
+def test_a_missing_write_scope_says_to_add_it_to_the_service_key(run, hubspot_fake, monkeypatch):
+    # HubSpot stopped creating private apps in October 2026 (README, Setup): the message sent new users to a
+    # private app they do not have.
+    hubspot_fake.tokens["hs-test-token"] = {s for s in hubspot_fake.tokens["hs-test-token"] if "write" not in s}
+    seed_contacts(hubspot_fake, 2)
+    monkeypatch.setenv("SYNC_WRITE_BACK", "true")
+    done = run()
+    assert done.code == 2 and "add the scope to the service key or private app" in done.err, done.err
