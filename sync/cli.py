@@ -597,14 +597,21 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
             for _, message in advice:
                 log.warning("%s", message)
             hubspot, mailerlite = clients(settings, started=started, tunables=tunables)
-            code = Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
-                             check_write_back=write_back, check_engagement=engagement).run()
-            # A setting the program does not read is a setting that silently does nothing.
-            misspelt = any(key.startswith(UNKNOWN_SETTING) for key, _ in advice)
-            shared_state = state_problem(settings.state_db, hubspot, mailerlite)
+            check = Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
+                              check_write_back=write_back, check_engagement=engagement)
+            # What stops a run without being a check of the accounts is listed with the check's problems, so
+            # the report never ends "All checks passed." above an exit 2. A setting the program does not read
+            # is a setting that silently does nothing.
+            check.problems += [f"the program reads no setting {key[len(UNKNOWN_SETTING):]} (the warning above)"
+                               for key, _ in advice if key.startswith(UNKNOWN_SETTING)]
+            try:
+                shared_state = state_problem(settings.state_db, hubspot, mailerlite)
+            except SyncError as exc:  # a state this user cannot open, or a damaged one
+                shared_state = str(exc)
             if shared_state:
                 log.error("%s", shared_state)
-            return EXIT_CONFIG if misspelt or shared_state else code
+                check.problems.append("the state file cannot be used with these settings (the error above)")
+            return check.run()
         refuse_misspelt_settings(env_file_path(args.env_file))
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         with dry_run_plan(args) as plan:

@@ -391,3 +391,18 @@ def test_a_missing_write_scope_says_to_add_it_to_the_service_key(run, hubspot_fa
     monkeypatch.setenv("SYNC_WRITE_BACK", "true")
     done = run()
     assert done.code == 2 and "add the scope to the service key or private app" in done.err, done.err
+
+
+# -- --check never says "All checks passed." above an exit 2 --------------------------------------------------
+
+def test_check_lists_what_would_stop_a_run_among_its_problems(run, hubspot_fake, mailerlite_fake, tmp_path):
+    # A misspelt setting (or another pair of accounts' state) made --check exit 2, but its report ended
+    # "All checks passed.", which is what a person reads.
+    seed_contacts(hubspot_fake, 2)
+    run.env_file.write_text("SYNC_WRITE_BAK=true\n")
+    check = run("--check")
+    assert check.code == 2
+    assert "All checks passed." not in check.out and "1 problem(s):" in check.out, check.out
+    assert "SYNC_WRITE_BAK" in check.out.split("1 problem(s):")[1]
+    run.env_file.write_text("")
+    assert run("--check").code == 0 and "All checks passed." in run("--check").out
