@@ -225,6 +225,10 @@ def _required(values: Mapping[str, str], settings_file: Path, name: str, *aliase
         value = (values.get(key) or "").strip()
         if value:
             return value
+    other_case = [key for key in values if key.upper() in (name, *aliases) and (values.get(key) or "").strip()]
+    if other_case:  # the environment ignores case on Windows; a settings file never does
+        raise ConfigError(f"{name} is not set: {settings_file} or the environment has {other_case[0]}; write the "
+                          f"name in capitals, {name}")
     raise ConfigError(f"{name} is not set: add it to {settings_file} (see .env.example) or the environment")
 
 

@@ -406,3 +406,15 @@ def test_check_lists_what_would_stop_a_run_among_its_problems(run, hubspot_fake,
     assert "SYNC_WRITE_BAK" in check.out.split("1 problem(s):")[1]
     run.env_file.write_text("")
     assert run("--check").code == 0 and "All checks passed." in run("--check").out
+
+
+def test_a_token_under_a_lower_case_name_is_pointed_at(hubspot_fake, mailerlite_fake, tmp_path):
+    # Windows' environment ignores case, the settings file does not: "HUBSPOT_ACCESS_TOKEN is not set: add it"
+    # about a file that holds it as hubspot_access_token.
+    env_file = tmp_path / "client.env"
+    env_file.write_text(f"hubspot_access_token={HS_TOKEN}\nMAILERLITE_API_KEY={ML_TOKEN}\n")
+    env_file.chmod(0o600)
+    done = run_main(["--env-file", str(env_file)], {}, tmp_path)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
+    assert "HUBSPOT_ACCESS_TOKEN is not set" in done.stderr and "hubspot_access_token" in done.stderr, done.stderr
+    assert "in capitals" in done.stderr and HS_TOKEN not in done.stderr
