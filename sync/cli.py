@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import copy
 import io
 import json
@@ -16,7 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Any, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence, TextIO, Tuple
 
 import filelock
 
@@ -33,6 +34,7 @@ from .config import (
     load_state_path,
     misspelt_environment,
     misspelt_settings,
+    refuse_misspelt_settings,
     shared_env_file,
 )
 from .dry_run_report import PlanReport
@@ -58,13 +60,13 @@ from .mailerlite import MailerLiteClient
 from .mapping import Mapping
 from .mapping_file import load_mapping
 from .preflight import Preflight
-from .private_files import create_private, open_private
+from .private_files import create_private, foreign_owner, foreign_state_message, open_private
 from .progress import Progress
 from .redaction import redact, safe_text
 from .reports import export_rejected, history_json, print_history
 from .retrying import RetryPolicy
 from .state import State
-from .summary import SUMMARY_COUNTS, Summary
+from .summary import SUMMARY_COUNTS, Summary, attached, failure_dict
 from .tunables import DEFAULTS, Tunables
 
 PROGRAM = "hubspot-mailerlite-sync"
@@ -81,8 +83,19 @@ LINE_ALWAYS = ("read", "created", "updated", "unchanged")
 LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always been; --json has every count
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a command line with --json that it refuses still answers one JSON object on stdout."""
+
+    json_wanted = False
+
+    def error(self, message: str) -> NoReturn:
+        if self.json_wanted:
+            _print_failure(EXIT_CONFIG, message)
+        super().error(message)
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="main.py",
         description="Sync HubSpot contacts into MailerLite subscribers. Settings come from the\n"
                     "environment and a .env file beside main.py (see .env.example).",
@@ -175,6 +188,7 @@ def _count(text: str) -> int:
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     """The flags; combinations that would silently do something else are errors (exit 2)."""
     parser = build_parser()
+    parser.json_wanted = "--json" in (sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.output and not (args.rejected or args.dry_run):
         parser.error("--output goes with --rejected or --dry-run (it names the CSV file); without either "
@@ -283,6 +297,9 @@ def run_lock(state_db: Path, max_runtime: float = float("inf")) -> Iterator[None
     except OSError as exc:
         if lock.is_locked:
             lock.release()
+        owner = foreign_owner(lock_path, state_db)
+        if owner:
+            raise StateError(foreign_state_message(state_db, owner)) from None
         raise StateError(f"cannot create the lock file {state_db}.lock ({exc.strerror or exc}); make the "
                          f"folder {state_db.parent} writable or set SYNC_STATE_DB") from None
     try:
@@ -449,11 +466,17 @@ def _signals_stop_the_run() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings], quiet: bool = False) -> int:
-    """A run that ended early: one line on stderr, --json honoured, the health check told."""
+def _print_failure(code: int, message: str, summary: Optional[Summary] = None) -> None:
+    print(redact(json.dumps(failure_dict(code, message, summary), sort_keys=True)))
+
+
+def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings], quiet: bool = False,
+            summary: Optional[Summary] = None) -> int:
+    """A run that ended early: one line on stderr, --json honoured (with the counts of a run that had
+    begun), the health check told."""
     log.log(logging.INFO if quiet else logging.ERROR, "%s", message)
     if as_json:
-        print(redact(json.dumps({"exit_code": code, "error": message}, sort_keys=True)))
+        _print_failure(code, message, summary)
     if settings is not None and code != EXIT_LOCKED:
         try:
             ping(settings.healthcheck_url, success=False)
@@ -531,14 +554,30 @@ def main(argv: Optional[List[str]] = None, tunables: Optional[Tunables] = None) 
         return _main(argv, tunables)
 
 
+def _stdout_takes_any_text() -> None:
+    """Reports name people in any alphabet. A stdout that cannot encode them (Windows' `> file` in the ANSI
+    code page, a C locale) gets UTF-8 when it is a file or a pipe (as --output writes), escapes on a terminal."""
+    stdout = sys.stdout
+    try:
+        if codecs.lookup(stdout.encoding or "ascii").name == "utf-8":
+            return
+        reconfigure = stdout.reconfigure  # type: ignore[union-attr]  # TextIOWrapper's, absent from TextIO
+        if stdout.isatty():
+            reconfigure(errors="backslashreplace")
+        else:
+            reconfigure(encoding="utf-8")
+    except (AttributeError, LookupError, ValueError, OSError):  # not a real stream (embedded): leave it
+        pass
+
+
 def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     started = time.monotonic()
+    _stdout_takes_any_text()
     args = parse_args(argv)
     configure_logging(args.quiet, args.verbose)
     invocation.use_env_file(args.env_file)  # every hint this run prints repeats its --env-file
     if args.force and not args.full:
-        log.error("--force only makes sense with --full")
-        return EXIT_CONFIG
+        return _failed(EXIT_CONFIG, "--force only makes sense with --full", args.json, None)
     settings: Optional[Settings] = None
     try:
         if args.sandbox:
@@ -558,14 +597,22 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
             for _, message in advice:
                 log.warning("%s", message)
             hubspot, mailerlite = clients(settings, started=started, tunables=tunables)
-            code = Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
-                             check_write_back=write_back, check_engagement=engagement).run()
-            # A setting the program does not read is a setting that silently does nothing.
-            misspelt = any(key.startswith(UNKNOWN_SETTING) for key, _ in advice)
-            shared_state = state_problem(settings.state_db, hubspot, mailerlite)
+            check = Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
+                              check_write_back=write_back, check_engagement=engagement)
+            # What stops a run without being a check of the accounts is listed with the check's problems, so
+            # the report never ends "All checks passed." above an exit 2. A setting the program does not read
+            # is a setting that silently does nothing.
+            check.problems += [f"the program reads no setting {key[len(UNKNOWN_SETTING):]} (the warning above)"
+                               for key, _ in advice if key.startswith(UNKNOWN_SETTING)]
+            try:
+                shared_state = state_problem(settings.state_db, hubspot, mailerlite)
+            except SyncError as exc:  # a state this user cannot open, or a damaged one
+                shared_state = str(exc)
             if shared_state:
                 log.error("%s", shared_state)
-            return EXIT_CONFIG if misspelt or shared_state else code
+                check.problems.append("the state file cannot be used with these settings (the error above)")
+            return check.run()
+        refuse_misspelt_settings(env_file_path(args.env_file))
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         with dry_run_plan(args) as plan:
             options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run,
@@ -581,11 +628,12 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted above
         code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
         return _failed(code, str(exc) or "interrupted (SIGINT); what was synced so far is kept", args.json,
-                       settings)
+                       settings, summary=attached(exc))
     except Exception as exc:  # a bug: one line (no message: it could hold data), the details with --verbose
         log.debug("unexpected error", exc_info=True)
         return _failed(EXIT_ABORTED, f"unexpected {exc.__class__.__name__}; what was synced so far is kept. Please "
-                                     f"report it, with the output of --verbose", args.json, settings)
+                                     f"report it, with the output of --verbose", args.json, settings,
+                       summary=attached(exc))
     try:
         try:
             report(summary, args.json)

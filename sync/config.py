@@ -24,6 +24,7 @@ from .hubspot_schema import DEFAULT_API_VERSION as DEFAULT_HUBSPOT_API_VERSION
 from .mapping_file import env_group_names
 from .redaction import register_secrets
 from .suggest import closest
+from .text_files import hand_written_text
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ def _read_env_text(env_file: Path) -> str:
             data = os.read(fd, ENV_FILE_MAX_BYTES + 1)
         finally:
             os.close(fd)
-        return data.decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        return hand_written_text(data, str(env_file))
+    except OSError as exc:
         raise ConfigError(f"cannot read {env_file}: {exc.__class__.__name__}; check the file") from None
 
 
@@ -154,6 +155,16 @@ def misspelt_settings(env_file: Path, known: Sequence[str] = KNOWN_SETTINGS) -> 
     return found
 
 
+def refuse_misspelt_settings(env_file: Path) -> None:
+    """A run stops at a name in the settings file close to one the program reads: with the typo it would
+    run on that setting's default (the default mapping, state or groups) and exit 0. The environment,
+    shared with other programs, and names close to none of ours are only warned about (advisories)."""
+    for name, close in misspelt_settings(env_file):
+        if close:
+            raise ConfigError(f"{env_file}: the program reads no setting {name}; did you mean {close}? Rename "
+                              f"it; this run stopped before writing anything")
+
+
 def misspelt_environment(environ: Mapping[str, str], known: Sequence[str] = KNOWN_SETTINGS) -> List[Tuple[str, str]]:
     """(name, closest known name or "") for each environment variable named like one of ours
     (HUBSPOT_*, MAILERLITE_*, SYNC_*) that the program does not read."""
@@ -176,11 +187,13 @@ def _missing_env_file(values: Mapping[str, str], env_file: Path) -> None:
 
 
 def read_env(env_file: Optional[Path], environ: Mapping[str, str]) -> dict:
-    """The `.env` file's values overlaid by the real environment (the environment wins)."""
+    """The `.env` file's values overlaid by the real environment (the environment wins). A variable set to
+    nothing (Docker's `X=${X}`, a crontab's `X=`) is not set, as an empty value is everywhere else: it
+    never hides the file's value (the file's token, or its state file and mapping, for the defaults)."""
     values: dict = {}
     if env_file is not None and env_file.exists():
         values.update(_parse_env_file(env_file))
-    values.update(environ)
+    values.update((name, value) for name, value in environ.items() if value.strip() or name not in values)
     return values
 
 
@@ -207,17 +220,21 @@ def _base_url(values: Mapping[str, str], name: str, default: str) -> str:
     return url.rstrip("/")
 
 
-def _required(values: Mapping[str, str], name: str, *aliases: str) -> str:
+def _required(values: Mapping[str, str], settings_file: Path, name: str, *aliases: str) -> str:
     for key in (name, *aliases):
         value = (values.get(key) or "").strip()
         if value:
             return value
-    raise ConfigError(f"{name} is not set: add it to .env (see .env.example) or the environment")
+    other_case = [key for key in values if key.upper() in (name, *aliases) and (values.get(key) or "").strip()]
+    if other_case:  # the environment ignores case on Windows; a settings file never does
+        raise ConfigError(f"{name} is not set: {settings_file} or the environment has {other_case[0]}; write the "
+                          f"name in capitals, {name}")
+    raise ConfigError(f"{name} is not set: add it to {settings_file} (see .env.example) or the environment")
 
 
-def _token(values: Mapping[str, str], name: str, *aliases: str) -> str:
+def _token(values: Mapping[str, str], settings_file: Path, name: str, *aliases: str) -> str:
     """A token goes into an HTTP header: printable ASCII only (anything else is a pasting accident)."""
-    token = _required(values, name, *aliases)
+    token = _required(values, settings_file, name, *aliases)
     if not token.isascii() or not token.isprintable() or " " in token:
         # The message never shows the value: it is a secret, however mangled.
         raise ConfigError(f"{name} holds a character that cannot be in a token (a control character, a blank "
@@ -250,8 +267,8 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
     values = _raw_settings(env_file, environ, env_file_given)
     _missing_env_file(values, env_file_path(env_file))
     # HUBSPOT_API_KEY is accepted as an alias: older setups name the private-app token so.
-    hubspot_token = _token(values, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
-    mailerlite_token = _token(values, "MAILERLITE_API_KEY")
+    hubspot_token = _token(values, env_file_path(env_file), "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
+    mailerlite_token = _token(values, env_file_path(env_file), "MAILERLITE_API_KEY")
     register_secrets((hubspot_token, mailerlite_token))  # from here on, no output can show them
     state_db = _state_path((values.get("SYNC_STATE_DB") or "").strip(), env_file)
     if not (values.get("SYNC_STATE_DB") or "").strip():

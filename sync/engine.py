@@ -54,7 +54,7 @@ from .preflight import SCHEMA_READ_SCOPE
 from .retrying import Transient
 from .state import ContactRecord, Result, State, Synced
 from .suggest import unknown_names_message
-from .summary import Summary
+from .summary import Summary, attach
 from .tunables import DEFAULTS, Tunables
 from .write_back import WriteBack
 from .writer import Pending, SubscriberWriter, Written
@@ -205,9 +205,11 @@ class Engine:
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: recorded with its own exit code, then on up
             summary.exit_code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
             summary.message = str(exc) or "interrupted (SIGINT)"
+            attach(exc, summary)  # --json still tells what was done
             raise
         except Exception as exc:  # a bug: recorded as aborted (no message: it could hold data), then on up
             summary.exit_code, summary.message = EXIT_ABORTED, f"unexpected {exc.__class__.__name__}"
+            attach(exc, summary)
             raise
         finally:
             if "consent_pending" not in summary.counts:  # stopped early: --json still tells how many wait
@@ -368,7 +370,7 @@ class Engine:
                     # and those people's opt-outs would be lost without a word (issue 22, item 6).
                     raise AuthError(f"HubSpot rejected the access token: missing scope {SCHEMA_READ_SCOPE}, needed "
                                     f"to verify the names in [consent] optout_properties; add the scope to the "
-                                    f"private app (python main.py --check)") from None
+                                    f"service key or private app (python main.py --check)") from None
                 Advisories(self.state, record=not self.options.dry_run).once(SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE)
                 defs = {}
             else:
@@ -656,7 +658,7 @@ class Engine:
         missing = self.hubspot.missing_write_scopes()
         if missing:
             raise AuthError(f"HubSpot rejected the access token: missing scope {', '.join(missing)} "
-                            f"(needed by {setting}; turn it off or add the scope to the private app)")
+                            f"(needed by {setting}; turn it off or add the scope to the service key or private app)")
 
     # -- bookmark ------------------------------------------------------------------------------------
     def _new_bookmark(self, full: bool, old: Optional[int], start_ms: int) -> int:

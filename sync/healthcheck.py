@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Optional
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
@@ -19,7 +19,7 @@ def ping(url: Optional[str], success: bool, timeout: tuple = PING_TIMEOUT) -> bo
     """GET the URL (or URL/fail). A failing ping is logged, never fatal: the sync itself is what counts."""
     if not url:
         return False
-    target = url.rstrip("/") + ("" if success else "/fail")
+    target = ping_target(url, success)
     try:
         with requests.Session() as session:  # bounded: a trickling ping server must not hold the run
             requests_exchange(session, "GET", target, None, timeout).raise_for_status()
@@ -28,6 +28,13 @@ def ping(url: Optional[str], success: bool, timeout: tuple = PING_TIMEOUT) -> bo
         host = urlsplit(url).hostname or "the healthcheck URL"
         log.warning("healthcheck ping to %s failed (%s); the sync itself is not affected", host, _why(exc))
         return False
+
+
+def ping_target(url: str, success: bool) -> str:
+    """URL, or URL with /fail added to its path: before a query string (healthchecks.io's ?create=1, an
+    Uptime Kuma push URL's ?status=up), which would otherwise turn the failure ping into a success one."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + ("" if success else "/fail")))
 
 
 def _why(exc: Exception) -> str:

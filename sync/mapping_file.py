@@ -33,6 +33,7 @@ from .mapping import (
     PropertyGroupRule,
 )
 from .suggest import did_you_mean
+from .text_files import hand_written_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -176,8 +177,29 @@ def _mass_leave(data: Dict[str, Any]) -> Tuple[float, int]:
     return float(percent), minimum
 
 
+def _top_level_value(name: str, value: Any) -> bool:
+    """Whether `value` is what the top-level setting `name` takes (and so no field key, group or list)."""
+    if name == "on_leave":
+        return value in ON_LEAVE
+    if name in ("mass_leave_percent", "mass_leave_min"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return name in ("create_missing_fields", "write_back", "engagement") and value is True
+
+
+def _misplaced_settings(table: Dict[str, Any], section: str = "") -> None:
+    """A top-level setting written below a [section] (appended at the end of the file) belongs to that
+    section in TOML: say so, rather than an error about a field, a group or a HubSpot property it is not."""
+    for key, value in table.items():
+        if section and _top_level_value(key, value):
+            raise _Problem(f"{key} is inside [{section}]: in TOML every line after a [section] line belongs to "
+                           f"it; move {key} to the top of the file, above the first [section]")
+        if isinstance(value, dict):
+            _misplaced_settings(value, f"{section}.{key}" if section else key)
+
+
 def parse_mapping(data: Dict[str, Any], env_groups: Sequence[str] = ()) -> Mapping:
     """A Mapping from the parsed TOML document; raises _Problem with a one-line reason."""
+    _misplaced_settings(data)
     _no_unknown(data, TOP_LEVEL, "")
     create = data.get("create_missing_fields", False)
     _check(isinstance(create, bool), "create_missing_fields must be true or false")
@@ -216,7 +238,7 @@ def _read_small_file(path: Path) -> str:
             raise ConfigError(f"mapping file {path} is not a regular file; see mapping.example.toml")
         if info.st_size > MAPPING_FILE_MAX_BYTES:
             raise ConfigError(f"mapping file {path} is {info.st_size // 1024} KB; is it the right file?")
-        return os.read(fd, MAPPING_FILE_MAX_BYTES + 1).decode("utf-8")
+        return hand_written_text(os.read(fd, MAPPING_FILE_MAX_BYTES + 1), f"mapping file {path}")
     finally:
         os.close(fd)
 
@@ -229,7 +251,7 @@ def load_mapping(path: Optional[Path], env_groups: Sequence[str] = ()) -> Mappin
         text = _read_small_file(path)
     except FileNotFoundError:
         raise ConfigError(f"mapping file {os.path.abspath(path)} does not exist; see mapping.example.toml") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise ConfigError(f"cannot read mapping file {path} ({exc.__class__.__name__})") from None
     try:
         data = tomllib.loads(text)

@@ -6,7 +6,7 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Set, TextIO, cast
+from typing import Optional, Set, TextIO, cast
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +45,36 @@ def warn_if_shared(path: Path) -> None:
     if stat.S_ISREG(st.st_mode) and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         _warned.add(str(path))
         log.warning("%s holds email addresses and other users can read it; protect it: chmod 600 %s", path, path)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd  # POSIX only
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return f"uid {uid}"
+
+
+def foreign_owner(*paths: Path) -> Optional[str]:
+    """The user owning the first of `paths` that exists and is not this process's user (POSIX): files a
+    run as another user left behind (`sudo` once, root's crontab), which this one cannot open."""
+    if not hasattr(os, "geteuid"):
+        return None
+    me = os.geteuid()
+    for path in paths:
+        try:
+            uid = os.stat(path).st_uid
+        except OSError:
+            continue
+        if uid != me:
+            return _user_name(uid)
+    return None
+
+
+def foreign_state_message(state_db: Path, owner: str) -> str:
+    """What to do about a state file (and its lock, -wal, -shm) another user's run made."""
+    me = _user_name(os.geteuid())
+    return (f"the state database {state_db} belongs to {owner}, not to {me}, who runs this (an earlier run as "
+            f"{owner}, with sudo?): run the sync as {owner} only, or give its files to {me}: "
+            f"sudo chown {me} {state_db}*")

@@ -8,7 +8,7 @@ Authorization header back in an error body must not turn into a leaked token.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Set
+from typing import FrozenSet, Iterable, Set, Tuple
 
 REDACTED = "[redacted]"
 _secrets: Set[str] = set()
@@ -31,8 +31,35 @@ def register_secrets(secrets: Iterable[str]) -> None:
             _secrets.add(secret)
 
 
+# A server may quote part of a token (shortened, or its end): any run of token characters that shares this
+# many characters in a row with a token goes too. Shorter shared runs are what any two texts may share, and
+# so are pieces without a digit: words a made-up token (the sandbox's) shares with a path or a command.
+FRAGMENT_MIN = 12
+_TOKEN_RUN_RE = re.compile(rf"[A-Za-z0-9._~+/=-]{{{FRAGMENT_MIN},}}")
+_DIGIT_RE = re.compile("[0-9]")
+
+
+_fragments_of: Tuple[FrozenSet[str], FrozenSet[str]] = (frozenset(), frozenset())  # (secrets, their fragments)
+
+
+def _fragments() -> FrozenSet[str]:
+    """Every FRAGMENT_MIN-character piece of the registered tokens (a set: one lookup per piece of text)."""
+    global _fragments_of
+    secrets = frozenset(_secrets)
+    if _fragments_of[0] != secrets:
+        pieces = (secret[start:start + FRAGMENT_MIN] for secret in secrets
+                  for start in range(len(secret) - FRAGMENT_MIN + 1))
+        _fragments_of = (secrets, frozenset(piece for piece in pieces if _DIGIT_RE.search(piece)))
+    return _fragments_of[1]
+
+
+def _holds_fragment(run: str, fragments: FrozenSet[str]) -> bool:
+    return any(run[start:start + FRAGMENT_MIN] in fragments for start in range(len(run) - FRAGMENT_MIN + 1))
+
+
 def redact(text: str) -> str:
-    """`text` without the registered tokens and without any `Bearer ...` value."""
+    """`text` without the registered tokens (or any part of one FRAGMENT_MIN characters long) and without
+    any `Bearer ...` value."""
     if not isinstance(text, str):
         text = str(text)
     if "earer" in text or "EARER" in text:
@@ -40,6 +67,9 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
+    fragments = _fragments()
+    if fragments:
+        text = _TOKEN_RUN_RE.sub(lambda m: REDACTED if _holds_fragment(m.group(), fragments) else m.group(), text)
     return text
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .errors import EXIT_ABORTED, StateError, StateWriteError
-from .private_files import create_private, warn_if_shared
+from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
 SCHEMA_VERSION = 8
@@ -283,6 +283,9 @@ class State:
 
     def _explain(self, exc: sqlite3.DatabaseError) -> str:
         text = str(exc).lower()
+        owner = foreign_owner(self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm"))
+        if owner and ("unable to open" in text or "readonly" in text or "read-only" in text):
+            return foreign_state_message(self.path, owner)
         if _is_damage(exc):
             return _damaged_message(self.path, f"SQLite: {exc}")
         if "locked" in text or "busy" in text:

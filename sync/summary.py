@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional
 
 from .errors import EXIT_OK
 
@@ -40,3 +40,21 @@ class Summary:
                    hubspot_requests=self.hubspot_requests, mailerlite_requests=self.mailerlite_requests,
                    message=self.message)
         return out
+
+
+def failure_dict(exit_code: int, message: str, summary: Optional[Summary] = None) -> Dict[str, object]:
+    """--json for a run that ended by an exception: `exit_code` and `message` always (`error` too, the key
+    this object first had), and the run's counts when it had begun (stopped by a signal or a bug)."""
+    out: Dict[str, object] = summary.as_dict() if summary is not None else {}
+    out.update(exit_code=exit_code, message=message, error=message)
+    return out
+
+
+def attach(exc: BaseException, summary: Summary) -> None:
+    """Hand what a run did to whoever catches the signal or bug that stopped it (the exception goes on up)."""
+    exc.run_summary = summary  # type: ignore[attr-defined]
+
+
+def attached(exc: BaseException) -> Optional[Summary]:
+    found = getattr(exc, "run_summary", None)
+    return found if isinstance(found, Summary) else None

@@ -417,7 +417,8 @@ def test_crash_and_interrupt_are_recorded_with_their_exit_code(run, hubspot_fake
         result = run()
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert result.code == code and len(lines) == 1 and "Traceback" not in result.err, result.err
-    assert json.loads(result.out) == {"exit_code": code, "error": lines[0].split(": ", 1)[1]}
+    answer = json.loads(result.out)  # the run's counts too (it had begun), with the line as message and error
+    assert (answer["exit_code"], answer["error"], answer["message"]) == (code, *[lines[0].split(": ", 1)[1]] * 2)
     assert _last_run(run) == (code, 1)
     assert pings == ["/ping/abc/fail"]
     history = run("--history")  # the runner passes --json: the runs as JSON, newest first

@@ -109,7 +109,7 @@ def test_missing_and_undecodable_files(tmp_path):
         load_mapping(tmp_path / "nope.toml")
     bad = tmp_path / "binary.toml"
     bad.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ConfigError, match="cannot read mapping file"):
+    with pytest.raises(ConfigError, match="mapping file .* is not UTF-8 text"):
         load_mapping(bad)
 
 

@@ -129,8 +129,8 @@ def _echo_401(request):
     return Response(json.dumps(body), status=401, content_type="application/json")
 
 
-def _echo_in_422s(fake):
-    """MailerLite's batch answer with every refused item's message quoting the header."""
+def refusals_saying(fake, body_for):
+    """A fault: MailerLite's batch answer with every refused item's body made by body_for(request)."""
     def action(request):
         response = fake._dispatch(request)
         if not request.path.endswith("/batch"):
@@ -138,11 +138,17 @@ def _echo_in_422s(fake):
         data = json.loads(response.get_data())
         for item in data.get("responses", []):
             if item["code"] == 422:
-                item["body"] = {"message": f"token {request.headers.get('Authorization')} rejected this",
-                                "errors": {"email": [f"raw {ML_SECRET} and Bearer {ML_SECRET}"]}}
+                item["body"] = body_for(request)
         response.set_data(json.dumps(data))
         return response
     return action
+
+
+def _echo_in_422s(fake):
+    """MailerLite's batch answer with every refused item's message quoting the header."""
+    return refusals_saying(fake, lambda request: {
+        "message": f"token {request.headers.get('Authorization')} rejected this",
+        "errors": {"email": [f"raw {ML_SECRET} and Bearer {ML_SECRET}"]}})
 
 
 def test_tokens_echoed_by_a_server_are_redacted_everywhere(secret_run, hubspot_fake, mailerlite_fake, tmp_path):
