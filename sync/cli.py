@@ -34,7 +34,6 @@ from .config import (
     load_state_path,
     misspelt_environment,
     misspelt_settings,
-    refuse_misspelt_settings,
     shared_env_file,
 )
 from .dry_run_report import PlanReport
@@ -612,7 +611,6 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
                 log.error("%s", shared_state)
                 check.problems.append("the state file cannot be used with these settings (the error above)")
             return check.run()
-        refuse_misspelt_settings(env_file_path(args.env_file))
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         with dry_run_plan(args) as plan:
             options = RunOptions(full=args.full, force=args.force, dry_run=args.dry_run,

@@ -155,16 +155,6 @@ def misspelt_settings(env_file: Path, known: Sequence[str] = KNOWN_SETTINGS) -> 
     return found
 
 
-def refuse_misspelt_settings(env_file: Path) -> None:
-    """A run stops at a name in the settings file close to one the program reads: with the typo it would
-    run on that setting's default (the default mapping, state or groups) and exit 0. The environment,
-    shared with other programs, and names close to none of ours are only warned about (advisories)."""
-    for name, close in misspelt_settings(env_file):
-        if close:
-            raise ConfigError(f"{env_file}: the program reads no setting {name}; did you mean {close}? Rename "
-                              f"it; this run stopped before writing anything")
-
-
 def misspelt_environment(environ: Mapping[str, str], known: Sequence[str] = KNOWN_SETTINGS) -> List[Tuple[str, str]]:
     """(name, closest known name or "") for each environment variable named like one of ours
     (HUBSPOT_*, MAILERLITE_*, SYNC_*) that the program does not read."""

@@ -281,12 +281,11 @@ def test_reports_before_any_run_say_so(run, monkeypatch, tmp_path):
 
 def test_advisories_are_said_once_under_cron_and_by_every_check(hubspot_fake, mailerlite_fake, tmp_path):
     # A working token without crm.schemas.contacts.read, a .env as cPanel's File Manager makes it
-    # (mode 644) and a setting this version does not read: each is worth one mail, not one every hour. (A name
-    # close to one it reads is a typo, which stops the run: tests/test_operator_input.py.)
+    # (mode 644) and a misspelt setting: each is worth one mail, not one every hour.
     hubspot_fake.tokens["hs-test-token"] = {"crm.objects.contacts.read"}
     seed_contacts(hubspot_fake, 5)
     env_file = tmp_path / "sync.env"
-    settings = dict(fake_env(hubspot_fake, mailerlite_fake, tmp_path), SYNC_COLOUR="blue")
+    settings = dict(fake_env(hubspot_fake, mailerlite_fake, tmp_path), SYNC_MAPING_FILE="mapping.toml")
     env_file.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     env_file.chmod(0o644)
     first = run_main(["--env-file", str(env_file)], {}, tmp_path)
@@ -296,14 +295,14 @@ def test_advisories_are_said_once_under_cron_and_by_every_check(hubspot_fake, ma
     assert "HubSpot rejected the access token" not in first.stderr
     assert any("lacks the scope crm.schemas.contacts.read: contacts still sync" in w for w in warnings)
     assert any(f"{env_file} can be read by other users" in w and "chmod 600" in w for w in warnings)
-    assert any("the program reads no setting SYNC_COLOUR; it is ignored until renamed" in w for w in warnings)
+    assert any("SYNC_MAPING_FILE; did you mean SYNC_MAPPING_FILE?" in w for w in warnings)
     hubspot_fake.add_contact({"email": "new@example.com"})
     second = run_main(["--env-file", str(env_file)], {}, tmp_path)
     assert (second.returncode, second.stderr) == (0, "")  # cron mails nothing
     assert mailerlite_fake.subscriber("new@example.com") is not None
     for _ in range(2):
         check = run_main(["--env-file", str(env_file), "--check"], {}, tmp_path)
-        assert "can be read by other users" in check.stderr and "no setting SYNC_COLOUR" in check.stderr
+        assert "can be read by other users" in check.stderr and "did you mean SYNC_MAPPING_FILE" in check.stderr
     env_file.chmod(0o600)  # fixed, then broken again: said again
     assert run_main(["--env-file", str(env_file)], {}, tmp_path).stderr == ""
     env_file.chmod(0o644)

@@ -157,34 +157,6 @@ def test_a_token_set_nowhere_names_the_settings_file_to_put_it_in(hubspot_fake, 
     assert f"HUBSPOT_ACCESS_TOKEN is not set: add it to {env_file}" in done.stderr, done.stderr
 
 
-# -- a misspelt setting in the settings file stops the run before it writes -----------------------------------
-
-def test_a_misspelt_setting_in_the_settings_file_stops_the_run_before_it_writes(hubspot_fake, mailerlite_fake,
-                                                                                 tmp_path):
-    # SYNC_MAPING_FILE: the run went on with the default mapping (phone sent although the mapping said
-    # `phone = false`, no groups) and exited 0, with a warning said once. A typo must stop the run.
-    seed_contacts(hubspot_fake, 3, phone="+386 1 234 5678")
-    mapping = tmp_path / "mapping.toml"
-    mapping.write_text('[fields]\nphone = false\n[groups]\nall = ["From HubSpot"]\n')
-    env_file = tmp_path / "client.env"
-    env_file.write_text("\n".join(f"{k}={v}" for k, v in fake_env(hubspot_fake, mailerlite_fake, tmp_path).items())
-                        + f"\nSYNC_MAPING_FILE={mapping}\n")
-    env_file.chmod(0o600)
-    for args in ([], ["--dry-run"]):
-        done = run_main(["--env-file", str(env_file), *args], {}, tmp_path)
-        assert done.returncode == 2, done.stderr
-        lines = done.stderr.splitlines()
-        assert len(lines) == 1 and "SYNC_MAPING_FILE; did you mean SYNC_MAPPING_FILE?" in lines[0], done.stderr
-        assert str(env_file) in lines[0] and "Rename it; this run stopped before writing anything" in lines[0]
-    assert [r for r in mailerlite_fake.log if r.method != "GET"] == [] and mailerlite_fake.subscribers == {}
-
-    # A name of ours that is close to none the program reads (a newer version's, say) is still said once only.
-    env_file.write_text(env_file.read_text().replace("SYNC_MAPING_FILE", "SYNC_SOMETHING_NEW"))
-    done = run_main(["--env-file", str(env_file)], {}, tmp_path)
-    assert done.returncode == 0 and "the program reads no setting SYNC_SOMETHING_NEW" in done.stderr
-    assert len(mailerlite_fake.subscribers) == 3
-
-
 # -- a healthcheck URL with a query string --------------------------------------------------------------------
 
 def test_a_failed_run_pings_fail_also_when_the_url_has_a_query(run, hubspot_fake, monkeypatch,
