@@ -46,6 +46,7 @@ def load(hubspot: FakeHubSpot, mailerlite: FakeMailerLite, path: Path) -> bool:
         return False
     for name, value in hs.items():
         setattr(hubspot, name, value)
+    hubspot.reindex()
     for name, value in ml.items():
         setattr(mailerlite, name, value)
     return True

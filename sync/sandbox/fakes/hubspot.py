@@ -166,6 +166,7 @@ class FakeHubSpot(FakeAPI):
         self.refused_addresses: Set[str] = set()  # a batch holding one of these is refused (400)
         self.contacts: Dict[int, Dict[str, Any]] = {}
         self._ids: List[int] = []  # sorted ids, for cursor paging
+        self._merged_index: Dict[str, int] = {}  # merged-away id -> the record it was merged into
         self._next_id = 1001
         self.properties: List[Dict[str, Any]] = [dict(p, groupName="contactinformation", hidden=False,
                                                       calculated=False, hubspotDefined=True, description="",
@@ -223,6 +224,7 @@ class FakeHubSpot(FakeAPI):
             props.update(hs_object_id=str(cid), createdate=iso_ms(ms), lastmodifieddate=iso_ms(ms))
             self.contacts[cid] = {"properties": props, "created": ms, "modified": ms, "archived": False}
             self._ids.append(cid)
+            self._note_merged(cid, props)
             # Creating a record never resubscribes its address: only an opt-out given is kept by address.
             given = {k: v for k, v in properties.items() if _is_optout(k) and str(v).lower() == "true"}
             self._keep_consent(props.get("email"), given)
@@ -234,12 +236,25 @@ class FakeHubSpot(FakeAPI):
         with self.lock:
             record = self.contacts[int(cid)]
             record["properties"].update({k: (None if v is None else str(v)) for k, v in properties.items()})
+            self._note_merged(int(cid), record["properties"])
             given = {k: v for k, v in properties.items() if _is_optout(k)}
             self._keep_consent(record["properties"].get("email"), given)
             if "email" in properties and not given:
                 self._mirror_consent(record["properties"])  # the record now shows its new address's status
             record["modified"] = self.now_ms()
             record["properties"]["lastmodifieddate"] = iso_ms(record["modified"])
+
+    def reindex(self) -> None:
+        """The derived indexes rebuilt, after the records were restored from a snapshot."""
+        self._merged_index = {}
+        for cid, record in self.contacts.items():
+            self._note_merged(cid, record["properties"])
+
+    def _note_merged(self, cid: int, props: Dict[str, Optional[str]]) -> None:
+        """Index the ids a record says were merged into it, so a read of one finds it at once."""
+        for old in str(props.get("hs_merged_object_ids") or "").split(";"):
+            if old.strip().isdigit() and int(old) != cid:
+                self._merged_index[old.strip()] = cid
 
     def _keep_consent(self, email: Optional[str], given: Dict[str, Any]) -> None:
         """Opt-out properties written on a record set the status of its primary address."""
@@ -565,8 +580,13 @@ class FakeHubSpot(FakeAPI):
         results, missing = [], []
         for item in inputs:
             cid = str(item.get("id", ""))
+            merged_into = self._merged_into(cid)
             if cid.isdigit() and int(cid) in self.contacts and not self.contacts[int(cid)]["archived"]:
                 results.append(self._render(int(cid), body.get("properties")))
+            elif merged_into is not None:
+                # HubSpot answers a merged-away id with the record it was merged into, under that
+                # record's id (../shared/api/hubspot.md, "Merges"): asked for 5, it answers 9.
+                results.append(self._render(merged_into, body.get("properties")))
             else:
                 missing.append(cid)
         return self._batch_read_answer(results, missing)
@@ -592,11 +612,13 @@ class FakeHubSpot(FakeAPI):
 
     def _merged_into(self, cid: str) -> Optional[int]:
         """The live record a merged-away id was merged into (its hs_merged_object_ids names the id)."""
-        for other, record in self.contacts.items():
-            merged = str(record["properties"].get("hs_merged_object_ids") or "").split(";")
-            if not record["archived"] and cid in merged and str(other) != cid:
-                return other
-        return None
+        target = self._merged_index.get(cid)
+        record = self.contacts.get(target) if target is not None else None
+        if record is None or record["archived"]:
+            return None
+        if cid not in str(record["properties"].get("hs_merged_object_ids") or "").split(";"):
+            return None  # the property was edited since: no longer a merge of it
+        return target
 
     def _batch_read_answer(self, results: List[Dict[str, Any]], missing: List[str]) -> Response:
         out: Dict[str, Any] = {"status": "COMPLETE", "results": results,
