@@ -220,6 +220,11 @@ def _storable(text: str) -> bool:
     return True
 
 
+def _pending_action(row: Sequence[Any]) -> PendingAction:
+    h, e, s, u, g, f, r, a, n = row
+    return PendingAction(str(h), e, s, bool(u), _split(g, GROUP_SEP), bool(f), r, int(a), int(n))
+
+
 def _now() -> int:
     return int(time.time())
 
@@ -469,8 +474,7 @@ class State:
     def pending_actions(self) -> List[PendingAction]:
         rows = self.conn.execute("SELECT hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, reason, "
                                  "attempts, next_try FROM pending_actions ORDER BY hubspot_id, email")
-        return [PendingAction(str(h), e, s, bool(u), _split(g, GROUP_SEP), bool(f), r, int(a), int(n))
-                for h, e, s, u, g, f, r, a, n in rows]
+        return [_pending_action(row) for row in rows]
 
     def count_pending_actions(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM pending_actions").fetchone()[0])
@@ -490,18 +494,29 @@ class State:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
+    def stored_action(self, hubspot_id: str, email: str) -> Optional[PendingAction]:
+        """The action stored for this contact and address, if any (a new one is merged into it)."""
+        row = self.conn.execute("SELECT hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, reason, "
+                                "attempts, next_try FROM pending_actions WHERE hubspot_id=? AND email=?",
+                                (int(hubspot_id), email)).fetchone()
+        return _pending_action(row) if row else None
+
     def save_action(self, action: PendingAction) -> None:
-        """Remember an action before it is tried: a crash or a refusal never loses it."""
+        """Remember an action before it is tried: a crash or a refusal never loses it. The consent
+        owner merges it with the one stored for the contact and address (consent/rules.merged_action)
+        and passes the whole: its groups and back-off replace the stored ones; its attempts do not
+        (action_failed counts them)."""
         with self.transaction():
             self.conn.execute(
                 "INSERT INTO pending_actions(hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, "
-                "reason) VALUES (?,?,?,?,?,?,?) ON CONFLICT(hubspot_id, email) DO UPDATE SET "
+                "reason, next_try) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(hubspot_id, email) DO UPDATE SET "
                 "subscriber_id=COALESCE(excluded.subscriber_id, pending_actions.subscriber_id), "
                 "unsubscribe=MAX(excluded.unsubscribe, pending_actions.unsubscribe), "
                 "groups_set=excluded.groups_set, forget=MAX(excluded.forget, pending_actions.forget), "
-                "reason=excluded.reason",
+                "reason=excluded.reason, next_try=excluded.next_try",
                 (int(action.hubspot_id), action.email, action.subscriber_id, int(action.unsubscribe),
-                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), clip(action.reason, 500)))
+                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), clip(action.reason, 500),
+                 action.next_try))
 
     def action_failed(self, action: PendingAction, error: str, next_try: int = 0) -> None:
         now = _now()

@@ -205,7 +205,7 @@ class Departures:
     def _act(self, action: PendingAction, try_now: bool) -> bool:
         if try_now:
             return self.consent.apply(action)
-        self.state.save_action(action)  # stopping: kept for the next run, not tried now
+        self.consent.store(action)  # stopping: kept for the next run, not tried now
         return False
 
     def _opted_out_addresses(self, emails: Iterable[str]) -> Set[str]:

@@ -1,0 +1,113 @@
+"""Consent actions stored for one contact and address meet: a later one merges into the stored one
+(state.save_action), through main.py against the fakes. Each test names the defect it found; each
+failed before its fix."""
+
+from __future__ import annotations
+
+import json
+
+from werkzeug.wrappers import Response
+
+from tests.conftest import seed_contacts
+from tests.test_consent import groups_of, mapping_file, state_rows
+from tests.test_consent_by_address import a_day_later
+
+GROUPS = '[groups]\nall = ["Synced"]\nproperty = { lifecyclestage = "Stage: {value}" }\n'
+LISTED = GROUPS + '[scope]\nlists = ["55"]\n'
+
+
+def _fail_group_removals(ml) -> None:
+    """Every group removal (a DELETE of a membership) answered 503; everything else let through."""
+    ml.faults.only_paths = ("/api/subscribers/",)
+    answer = [lambda request: Response(json.dumps({"message": "Service Unavailable"}), status=503,
+                                       content_type="application/json") if request.method == "DELETE" else None]
+    ml.faults.script.extend(answer * 2000)
+
+
+def _stored(run):
+    return state_rows(run, "SELECT hubspot_id, email, unsubscribe, groups_set, attempts, next_try "
+                           "FROM pending_actions ORDER BY hubspot_id")
+
+
+def _group_removal_in_its_back_off(run, hubspot_fake, mailerlite_fake, path):
+    """person0 moved from lead to customer; MailerLite failed the removal from "Stage: lead" twice,
+    so it waits its back-off (an hour, then doubling)."""
+    ids = seed_contacts(hubspot_fake, 3, lifecyclestage="lead")
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(ids[0], {"lifecyclestage": "customer"})
+    _fail_group_removals(mailerlite_fake)
+    first = run("--mapping", path)
+    assert first.code == 1 and first.summary["consent_pending"] == 1, first.err
+    second = run("--mapping", path)  # tried again (the next run after a first failure): fails again
+    assert second.code == 1 and second.summary["consent_pending"] == 1, second.err
+    [(_, _, unsubscribe, _, attempts, next_try)] = _stored(run)
+    assert (unsubscribe, attempts) == (0, 2) and next_try > 0  # in its back-off
+    assert groups_of(mailerlite_fake, "person0@example.com") == ["Stage: customer", "Stage: lead", "Synced"]
+    return ids
+
+
+def test_an_optout_does_not_wait_behind_the_back_off_of_a_group_removal(run, hubspot_fake, mailerlite_fake):
+    """The unsubscribe of a contact that opted out was merged into its stored group removal, whose
+    back-off (up to a day) it then waited: the person kept receiving email meanwhile."""
+    path = mapping_file(run, LISTED)
+    ids = _group_removal_in_its_back_off(run, hubspot_fake, mailerlite_fake, path)
+    mailerlite_fake.faults.script.clear()
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]  # opted out, and taken off the list
+    optout = run("--mapping", path)
+    assert optout.code == 0 and optout.summary["consent_pending"] == 0, optout.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+    assert groups_of(mailerlite_fake, "person0@example.com") == []  # every group it had to leave, too
+    assert _stored(run) == []
+
+
+def test_an_optout_that_fails_goes_on_with_the_back_off(run, hubspot_fake, mailerlite_fake):
+    """Tried at once, and failing: it stays stored, the back-off goes on from the stored attempts."""
+    path = mapping_file(run, LISTED)
+    ids = _group_removal_in_its_back_off(run, hubspot_fake, mailerlite_fake, path)
+    mailerlite_fake.failing_emails["person0@example.com"] = 10 ** 6  # its unsubscribe: 503 for ever
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
+    optout = run("--mapping", path)
+    assert optout.code == 1 and optout.summary["consent_pending"] == 1, optout.err
+    assert sum(1 for r in mailerlite_fake.log if r.method == "POST" and isinstance(r.body, dict)
+               and r.body.get("email") == "person0@example.com" and r.body.get("status") == "unsubscribed") >= 1
+    [(_, _, unsubscribe, _, attempts, next_try)] = _stored(run)
+    assert (unsubscribe, attempts) == (1, 3) and next_try > 0
+    mailerlite_fake.failing_emails.clear()
+    mailerlite_fake.faults.script.clear()
+    waiting = run("--mapping", path)  # in its back-off again: not tried
+    assert waiting.code == 1 and waiting.summary["consent_pending"] == 1, waiting.err
+    later = run("--mapping", path, tunables=a_day_later())
+    assert later.code == 0 and later.summary["consent_pending"] == 0, later.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+    assert groups_of(mailerlite_fake, "person0@example.com") == []
+
+
+def test_a_second_group_removal_keeps_the_groups_the_first_one_still_had_to_leave(run, hubspot_fake,
+                                                                                 mailerlite_fake):
+    """A stored group removal merged with a later one for the same contact and address lost the groups
+    the first still had to leave: the person stayed in a group its rule no longer put it in."""
+    path = mapping_file(run, LISTED)
+    ids = _group_removal_in_its_back_off(run, hubspot_fake, mailerlite_fake, path)
+    hubspot_fake.update_contact(ids[0], {"lifecyclestage": "opportunity"})  # leaves customer too
+    moved = run("--mapping", path)
+    assert moved.code == 1 and moved.summary["consent_pending"] == 1, moved.err
+    mailerlite_fake.faults.script.clear()
+    later = run("--mapping", path, tunables=a_day_later())
+    assert later.code == 0 and later.summary["consent_pending"] == 0, later.err
+    assert groups_of(mailerlite_fake, "person0@example.com") == ["Stage: opportunity", "Synced"]
+
+
+def test_a_group_joined_again_is_not_left_when_removals_merge(run, hubspot_fake, mailerlite_fake):
+    """The union of the groups to leave keeps retry_pending's rule: one the contact holds again stays."""
+    path = mapping_file(run, LISTED)
+    ids = _group_removal_in_its_back_off(run, hubspot_fake, mailerlite_fake, path)
+    hubspot_fake.update_contact(ids[0], {"lifecyclestage": "lead"})  # back to lead: leaves customer
+    back = run("--mapping", path)
+    assert back.code == 1, back.err
+    mailerlite_fake.faults.script.clear()
+    later = run("--mapping", path, tunables=a_day_later())
+    assert later.code == 0 and later.summary["consent_pending"] == 0, later.err
+    assert groups_of(mailerlite_fake, "person0@example.com") == ["Stage: lead", "Synced"]
