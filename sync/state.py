@@ -8,6 +8,8 @@ kept in step with the contacts table by triggers (migration 7). A tombstone is, 
 address the contacts table lost without an unsubscribe; every path that changes or deletes a
 contact row (a departure applied, a merge taken over, an address changed, a full pass) then makes
 one without having to remember to, so no future path can forget an address someone may opt out of.
+Migration 9 extends it to the address of a `failed` problem (an upsert MailerLite may have taken)
+that no contacts row holds once the problem goes, changes address or stops being `failed`.
 A second one, for the same reason: `record` voids a departure still pending for a contact recorded
 as synced again with that address, in the same transaction (a run killed in between must never
 leave a departure that the next run would apply to a contact back in the sync).
@@ -27,7 +29,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -144,6 +146,25 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
         "ALTER TABLE pending_actions ADD COLUMN next_try INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE pending_actions ADD COLUMN first_failed INTEGER",
         "ALTER TABLE pending_actions ADD COLUMN last_failed INTEGER",
+    ),
+    9: (
+        # Migration 7's rule for the addresses the sync tried to write and may have written: an upsert
+        # that failed (a timeout or 5xx after MailerLite may have taken it) leaves a `failed` problem
+        # and no contacts row. When that problem goes (the contact forgotten, deleted, or synced under
+        # another address) or stops being `failed` or changes address, and no contacts row holds its
+        # address, the address is kept as a tombstone, so a later opt-out of it is followed. `rejected`
+        # ones were refused, never written: nothing to follow. A contacts row that takes the address
+        # (the retry succeeded) drops it again (tombstone_held_again).
+        """CREATE TRIGGER tombstone_on_failed_problem_gone AFTER DELETE ON problems
+            WHEN OLD.kind = 'failed' AND OLD.email != ''
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
+                  VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+        """CREATE TRIGGER tombstone_on_failed_problem_change AFTER UPDATE OF email, kind ON problems
+            WHEN OLD.kind = 'failed' AND OLD.email != '' AND (OLD.email != NEW.email OR NEW.kind != 'failed')
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
+                  VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
     ),
 }
 
@@ -435,6 +456,16 @@ class State:
         with self.transaction():
             self.conn.execute("DELETE FROM contacts WHERE hubspot_id=?", (int(hubspot_id),))
             self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (int(hubspot_id),))
+
+    def forget_problems_only(self, hubspot_ids: Sequence[str]) -> None:
+        """Of these contacts, those known only by a problem (never synced) are forgotten: HubSpot no
+        longer has them. A failed one's address is kept as a tombstone (migration 9)."""
+        ids = [int(i) for i in hubspot_ids if str(i).isdigit()]
+        with self.transaction():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                self.conn.execute(f"DELETE FROM problems WHERE hubspot_id IN ({','.join('?' * len(chunk))}) "
+                                  f"AND hubspot_id NOT IN (SELECT hubspot_id FROM contacts)", chunk)
 
     def synced(self, hubspot_ids: Iterable[str]) -> List[Synced]:
         """The synced contacts among these ids."""

@@ -111,3 +111,89 @@ def test_a_group_joined_again_is_not_left_when_removals_merge(run, hubspot_fake,
     later = run("--mapping", path, tunables=a_day_later())
     assert later.code == 0 and later.summary["consent_pending"] == 0, later.err
     assert groups_of(mailerlite_fake, "person0@example.com") == ["Stage: lead", "Synced"]
+
+
+# -- item 3: an address a failed upsert may have written -------------------------------------------
+
+def _tombstones(run):
+    return [r[0] for r in state_rows(run, "SELECT email FROM tombstones ORDER BY email")]
+
+
+def _written_but_failed(run, hubspot_fake, mailerlite_fake, mapping: str = ""):
+    """person0's upsert is written by MailerLite and answered 503 (every retry): recorded as a failed
+    problem, no contacts row, while MailerLite holds the address as active."""
+    ids = seed_contacts(hubspot_fake, 3)
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    args = ("--mapping", mapping_file(run, mapping)) if mapping else ()
+    mailerlite_fake.written_then_failing["person0@example.com"] = 10 ** 6
+    first = run(*args)
+    assert first.code == 1 and first.summary["failed"] == 1, first.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "active"
+    assert state_rows(run, "SELECT kind FROM problems") == [("failed",)]
+    mailerlite_fake.written_then_failing.clear()
+    return ids, args
+
+
+def _later_optout_of_the_address_is_followed(run, hubspot_fake, mailerlite_fake, args):
+    assert _tombstones(run) == ["person0@example.com"]
+    hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)
+    swept = run(*args, tunables=a_day_later())  # the sweep is due (sweep_hours)
+    assert swept.code == 0 and swept.summary["consent_checked"] >= 1, swept.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+    assert _tombstones(run) == []
+
+
+def test_an_address_a_failed_upsert_may_have_written_is_followed_after_the_address_changes(
+        run, hubspot_fake, mailerlite_fake):
+    """A failed upsert (MailerLite may have written it) whose contact then changed address left an
+    address MailerLite holds as active that the state never tombstoned: a later opt-out of it (by
+    address, in HubSpot) was never followed."""
+    ids, args = _written_but_failed(run, hubspot_fake, mailerlite_fake)
+    hubspot_fake.update_contact(ids[0], {"email": "moved0@example.com"})
+    moved = run(*args)
+    assert moved.code == 0 and moved.summary["created"] == 1, moved.err
+    _later_optout_of_the_address_is_followed(run, hubspot_fake, mailerlite_fake, args)
+
+
+def test_an_address_a_failed_upsert_may_have_written_is_followed_after_the_contact_leaves_the_scope(
+        run, hubspot_fake, mailerlite_fake):
+    """The same, for a contact read out of scope (the engine forgets a problem-only contact then)."""
+    ids, args = _written_but_failed(run, hubspot_fake, mailerlite_fake, '[scope]\nlists = ["55"]\n')
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
+    left = run(*args)
+    assert left.code == 0 and state_rows(run, "SELECT * FROM problems") == [], left.err
+    _later_optout_of_the_address_is_followed(run, hubspot_fake, mailerlite_fake, args)
+
+
+def test_a_failed_contact_deleted_in_hubspot_is_not_retried_for_ever_and_its_address_is_followed(
+        run, hubspot_fake, mailerlite_fake):
+    """A failed contact deleted in HubSpot was read by id every run for ever (absent each time, its
+    problem row kept), and its address, which MailerLite may hold, never reached the sweep."""
+    ids, args = _written_but_failed(run, hubspot_fake, mailerlite_fake)
+    hubspot_fake.archive_contact(ids[0])
+    gone = run(*args)
+    assert gone.code == 0 and state_rows(run, "SELECT * FROM problems") == [], gone.err
+    mark = len(hubspot_fake.log)
+    idle = run(*args)
+    assert idle.code == 0 and idle.summary["read"] == 0, idle.err
+    assert not [r for r in hubspot_fake.log[mark:] if r.path.endswith("/contacts/batch/read")]
+    _later_optout_of_the_address_is_followed(run, hubspot_fake, mailerlite_fake, args)
+
+
+def test_a_failed_upsert_retried_with_success_leaves_no_tombstone(run, hubspot_fake, mailerlite_fake):
+    _, args = _written_but_failed(run, hubspot_fake, mailerlite_fake)
+    retried = run(*args)
+    assert retried.code == 0 and retried.summary["updated"] + retried.summary["created"] == 1, retried.err
+    assert state_rows(run, "SELECT * FROM problems") == [] and _tombstones(run) == []
+
+
+def test_a_rejected_contact_that_changes_address_leaves_no_tombstone(run, hubspot_fake, mailerlite_fake):
+    """Rejected (refused, never written): nothing for the sweep to follow."""
+    ids = seed_contacts(hubspot_fake, 3)
+    hubspot_fake.update_contact(ids[0], {"email": "person0@example"})  # no domain: MailerLite refuses it
+    first = run()
+    assert first.code == 1 and first.summary["rejected"] == 1, first.err
+    hubspot_fake.update_contact(ids[0], {"email": "moved0@example.com"})
+    moved = run()
+    assert moved.code == 0 and moved.summary["created"] == 1, moved.err
+    assert _tombstones(run) == []
