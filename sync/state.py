@@ -549,6 +549,23 @@ class State:
                  GROUP_SEP.join(sorted(action.groups)), int(action.forget), clip(action.reason, 500),
                  action.next_try))
 
+    def departing(self, emails: Sequence[str]) -> Dict[Tuple[str, str], bool]:
+        """(hubspot id, email) -> whether it unsubscribes, of the departures still pending for these
+        addresses (one query per page)."""
+        wanted = sorted({e for e in emails if e and _storable(e)})
+        if not wanted:
+            return {}
+        rows = self.conn.execute(f"SELECT hubspot_id, email, unsubscribe FROM pending_actions WHERE forget=1 "
+                                 f"AND email IN ({','.join('?' * len(wanted))})", wanted)
+        return {(str(hid), email): bool(unsubscribe) for hid, email, unsubscribe in rows}
+
+    def void_departure(self, hubspot_id: str, email: str) -> None:
+        """The contact is back in the sync with this address: its pending departure is void (as `record`
+        does for one written again)."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=? AND forget=1",
+                              (int(hubspot_id), email))
+
     def action_failed(self, action: PendingAction, error: str, next_try: int = 0) -> None:
         now = _now()
         with self.transaction():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from werkzeug.wrappers import Response
 
 from tests.conftest import seed_contacts
@@ -197,3 +198,57 @@ def test_a_rejected_contact_that_changes_address_leaves_no_tombstone(run, hubspo
     moved = run()
     assert moved.code == 0 and moved.summary["created"] == 1, moved.err
     assert _tombstones(run) == []
+
+
+@pytest.mark.parametrize("on_leave", ["remove_from_groups", "unsubscribe"])
+def test_a_departure_in_its_back_off_is_void_once_the_contact_is_read_back_in_scope(run, hubspot_fake,
+                                                                                  mailerlite_fake, on_leave):
+    """Found while checking item 2: a contact left the list, MailerLite failed its departure twice (its
+    back-off), and the contact came back unchanged. Only a contact written again voided its departure,
+    so a day later the departure was applied all the same: every group taken away and the contact
+    forgotten, then created again, its groups joined anew (a "joined a group" automation fires again);
+    with on_leave = "unsubscribe", unsubscribed for good while in the list."""
+    ids = seed_contacts(hubspot_fake, 20, lifecyclestage="lead")
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, f'on_leave = "{on_leave}"\n' + LISTED)
+    assert run("--mapping", path).code == 0
+    _fail_group_removals(mailerlite_fake)
+    mailerlite_fake.failing_emails["person0@example.com"] = 10 ** 6  # its unsubscribe too
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
+    left = run("--mapping", path)
+    assert left.code == 1 and left.summary["left_scope"] == 1, left.err
+    assert run("--mapping", path).code == 1  # failed twice: in its back-off
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    back = run("--mapping", path)
+    assert back.code == 0 and back.summary["consent_pending"] == 0, back.err
+    mailerlite_fake.faults.script.clear()
+    mailerlite_fake.failing_emails.clear()
+    mark = len(mailerlite_fake.log)
+    later = run("--mapping", path, tunables=a_day_later())
+    assert later.code == 0 and later.summary["created"] == 0, later.err
+    assert not [r for r in mailerlite_fake.log[mark:] if r.method == "DELETE"]
+    assert groups_of(mailerlite_fake, "person0@example.com") == ["Stage: lead", "Synced"]
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "active"
+    assert state_rows(run, "SELECT COUNT(*) FROM contacts WHERE hubspot_id = 1001") == [(1,)]
+
+
+def test_a_departure_that_unsubscribes_is_kept_for_a_contact_read_back_opted_out(run, hubspot_fake,
+                                                                               mailerlite_fake):
+    """The void keeps an opt-out: a contact that left opted out (its unsubscribe in its back-off) and is
+    read back in scope, unchanged and opted out, is still unsubscribed once MailerLite takes it."""
+    ids = seed_contacts(hubspot_fake, 20, lifecyclestage="lead")
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, LISTED)
+    assert run("--mapping", path).code == 0
+    mailerlite_fake.failing_emails["person0@example.com"] = 10 ** 6
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
+    assert run("--mapping", path).code == 1
+    assert run("--mapping", path).code == 1  # failed twice: in its back-off
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    back = run("--mapping", path)
+    assert back.code == 1 and back.summary["consent_pending"] == 1, back.err
+    mailerlite_fake.failing_emails.clear()
+    later = run("--mapping", path, tunables=a_day_later())
+    assert later.code == 0 and later.summary["consent_pending"] == 0, later.err
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
