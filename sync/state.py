@@ -559,12 +559,16 @@ class State:
                                  f"AND email IN ({','.join('?' * len(wanted))})", wanted)
         return {(str(hid), email): bool(unsubscribe) for hid, email, unsubscribe in rows}
 
-    def void_departure(self, hubspot_id: str, email: str) -> None:
+    def void_departure(self, hubspot_id: str, email: str, still_to_leave: FrozenSet[str] = frozenset()) -> None:
         """The contact is back in the sync with this address: its pending departure is void (as `record`
-        does for one written again)."""
+        does for one written again), but for the groups the consent owner says it must still leave
+        (a group removal merged into it), which stay as a group removal with the same back-off."""
         with self.transaction():
-            self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=? AND forget=1",
-                              (int(hubspot_id), email))
+            self.conn.execute("UPDATE pending_actions SET forget=0, unsubscribe=0, groups_set=? "
+                              "WHERE hubspot_id=? AND email=? AND forget=1",
+                              (GROUP_SEP.join(sorted(still_to_leave)), int(hubspot_id), email))
+            self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=? AND groups_set='' "
+                              "AND forget=0 AND unsubscribe=0", (int(hubspot_id), email))
 
     def action_failed(self, action: PendingAction, error: str, next_try: int = 0) -> None:
         now = _now()

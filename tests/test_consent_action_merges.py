@@ -252,3 +252,30 @@ def test_a_departure_that_unsubscribes_is_kept_for_a_contact_read_back_opted_out
     later = run("--mapping", path, tunables=a_day_later())
     assert later.code == 0 and later.summary["consent_pending"] == 0, later.err
     assert mailerlite_fake.subscriber("person0@example.com")["status"] == "unsubscribed"
+
+
+def test_a_group_removal_merged_into_a_departure_survives_the_contact_coming_back(run, hubspot_fake,
+                                                                                 mailerlite_fake):
+    """A group removal in its back-off (lead to customer), then a departure merged into it (the contact
+    left the list), then the contact back, unchanged: the departure is void, the group it still had
+    to leave is left once MailerLite takes it; the groups it holds stay."""
+    ids = seed_contacts(hubspot_fake, 20, lifecyclestage="lead")
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, LISTED)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(ids[0], {"lifecyclestage": "customer"})
+    _fail_group_removals(mailerlite_fake)
+    assert run("--mapping", path).code == 1
+    assert run("--mapping", path).code == 1  # failed twice: in its back-off
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
+    left = run("--mapping", path)
+    assert left.code == 1 and left.summary["left_scope"] == 1, left.err
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    back = run("--mapping", path)
+    assert back.code == 1 and back.summary["consent_pending"] == 1, back.err
+    assert [(u, g) for _, _, u, g, _, _ in _stored(run)] == [(0, "Stage: lead")]
+    mailerlite_fake.faults.script.clear()
+    later = run("--mapping", path, tunables=a_day_later())
+    assert later.code == 0 and later.summary["consent_pending"] == 0 and later.summary["created"] == 0, later.err
+    assert groups_of(mailerlite_fake, "person0@example.com") == ["Stage: customer", "Synced"]
+    assert mailerlite_fake.subscriber("person0@example.com")["status"] == "active"

@@ -80,6 +80,16 @@ class ConsentWriter:
                 continue  # still pending: counted at the end of the run (consent_pending)
             yield action
 
+    def back_in_sync(self, hubspot_id: str, email: str) -> None:
+        """The contact is read back in the sync with this address before MailerLite took its departure:
+        the departure is void, but for groups a group removal merged into it still had to leave
+        (those the contact holds are kept, as on any retry)."""
+        stored = self.state.stored_action(hubspot_id, email)
+        if stored is None or not stored.forget:
+            return
+        kept = self._still_to_leave(replace(stored, unsubscribe=False, forget=False))
+        self.state.void_departure(hubspot_id, email, kept.groups)
+
     def _still_to_leave(self, action: PendingAction) -> PendingAction:
         """The groups still to leave: one a contact syncing this address is in is kept, the contact's
         own (joined again since: a rule matches again), unless it is the one leaving, or another's that

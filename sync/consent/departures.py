@@ -80,7 +80,7 @@ class Departures:
             # back-off): void now, not only once written again, or an unchanged contact would be
             # taken out of its groups and forgotten later, then created again. One that unsubscribes
             # a contact read opted out is kept: nothing says MailerLite has the opt-out yet.
-            self.state.void_departure(hubspot_id, email)
+            self.consent.back_in_sync(hubspot_id, email)
             del self._departing[(hubspot_id, email)]
         if not opted_out:
             self.not_opted_out(hubspot_id, email)
