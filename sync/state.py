@@ -8,6 +8,8 @@ kept in step with the contacts table by triggers (migration 7). A tombstone is, 
 address the contacts table lost without an unsubscribe; every path that changes or deletes a
 contact row (a departure applied, a merge taken over, an address changed, a full pass) then makes
 one without having to remember to, so no future path can forget an address someone may opt out of.
+Migration 9 extends it to the address of a `failed` problem (an upsert MailerLite may have taken)
+that no contacts row holds once the problem goes, changes address or stops being `failed`.
 A second one, for the same reason: `record` voids a departure still pending for a contact recorded
 as synced again with that address, in the same transaction (a run killed in between must never
 leave a departure that the next run would apply to a contact back in the sync).
@@ -27,7 +29,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -145,6 +147,25 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
         "ALTER TABLE pending_actions ADD COLUMN first_failed INTEGER",
         "ALTER TABLE pending_actions ADD COLUMN last_failed INTEGER",
     ),
+    9: (
+        # Migration 7's rule for the addresses the sync tried to write and may have written: an upsert
+        # that failed (a timeout or 5xx after MailerLite may have taken it) leaves a `failed` problem
+        # and no contacts row. When that problem goes (the contact forgotten, deleted, or synced under
+        # another address) or stops being `failed` or changes address, and no contacts row holds its
+        # address, the address is kept as a tombstone, so a later opt-out of it is followed. `rejected`
+        # ones were refused, never written: nothing to follow. A contacts row that takes the address
+        # (the retry succeeded) drops it again (tombstone_held_again).
+        """CREATE TRIGGER tombstone_on_failed_problem_gone AFTER DELETE ON problems
+            WHEN OLD.kind = 'failed' AND OLD.email != ''
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
+                  VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+        """CREATE TRIGGER tombstone_on_failed_problem_change AFTER UPDATE OF email, kind ON problems
+            WHEN OLD.kind = 'failed' AND OLD.email != '' AND (OLD.email != NEW.email OR NEW.kind != 'failed')
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
+                  VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+    ),
 }
 
 RUN_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
@@ -218,6 +239,11 @@ def _storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _pending_action(row: Sequence[Any]) -> PendingAction:
+    h, e, s, u, g, f, r, a, n = row
+    return PendingAction(str(h), e, s, bool(u), _split(g, GROUP_SEP), bool(f), r, int(a), int(n))
 
 
 def _now() -> int:
@@ -431,6 +457,16 @@ class State:
             self.conn.execute("DELETE FROM contacts WHERE hubspot_id=?", (int(hubspot_id),))
             self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (int(hubspot_id),))
 
+    def forget_problems_only(self, hubspot_ids: Sequence[str]) -> None:
+        """Of these contacts, those known only by a problem (never synced) are forgotten: HubSpot no
+        longer has them. A failed one's address is kept as a tombstone (migration 9)."""
+        ids = [int(i) for i in hubspot_ids if str(i).isdigit()]
+        with self.transaction():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                self.conn.execute(f"DELETE FROM problems WHERE hubspot_id IN ({','.join('?' * len(chunk))}) "
+                                  f"AND hubspot_id NOT IN (SELECT hubspot_id FROM contacts)", chunk)
+
     def synced(self, hubspot_ids: Iterable[str]) -> List[Synced]:
         """The synced contacts among these ids."""
         out: List[Synced] = []
@@ -469,8 +505,7 @@ class State:
     def pending_actions(self) -> List[PendingAction]:
         rows = self.conn.execute("SELECT hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, reason, "
                                  "attempts, next_try FROM pending_actions ORDER BY hubspot_id, email")
-        return [PendingAction(str(h), e, s, bool(u), _split(g, GROUP_SEP), bool(f), r, int(a), int(n))
-                for h, e, s, u, g, f, r, a, n in rows]
+        return [_pending_action(row) for row in rows]
 
     def count_pending_actions(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM pending_actions").fetchone()[0])
@@ -490,18 +525,50 @@ class State:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]
 
+    def stored_action(self, hubspot_id: str, email: str) -> Optional[PendingAction]:
+        """The action stored for this contact and address, if any (a new one is merged into it)."""
+        row = self.conn.execute("SELECT hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, reason, "
+                                "attempts, next_try FROM pending_actions WHERE hubspot_id=? AND email=?",
+                                (int(hubspot_id), email)).fetchone()
+        return _pending_action(row) if row else None
+
     def save_action(self, action: PendingAction) -> None:
-        """Remember an action before it is tried: a crash or a refusal never loses it."""
+        """Remember an action before it is tried: a crash or a refusal never loses it. The consent
+        owner merges it with the one stored for the contact and address (consent/rules.merged_action)
+        and passes the whole: its groups and back-off replace the stored ones; its attempts do not
+        (action_failed counts them)."""
         with self.transaction():
             self.conn.execute(
                 "INSERT INTO pending_actions(hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, "
-                "reason) VALUES (?,?,?,?,?,?,?) ON CONFLICT(hubspot_id, email) DO UPDATE SET "
+                "reason, next_try) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(hubspot_id, email) DO UPDATE SET "
                 "subscriber_id=COALESCE(excluded.subscriber_id, pending_actions.subscriber_id), "
                 "unsubscribe=MAX(excluded.unsubscribe, pending_actions.unsubscribe), "
                 "groups_set=excluded.groups_set, forget=MAX(excluded.forget, pending_actions.forget), "
-                "reason=excluded.reason",
+                "reason=excluded.reason, next_try=excluded.next_try",
                 (int(action.hubspot_id), action.email, action.subscriber_id, int(action.unsubscribe),
-                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), clip(action.reason, 500)))
+                 GROUP_SEP.join(sorted(action.groups)), int(action.forget), clip(action.reason, 500),
+                 action.next_try))
+
+    def departing(self, emails: Sequence[str]) -> Dict[Tuple[str, str], bool]:
+        """(hubspot id, email) -> whether it unsubscribes, of the departures still pending for these
+        addresses (one query per page)."""
+        wanted = sorted({e for e in emails if e and _storable(e)})
+        if not wanted:
+            return {}
+        rows = self.conn.execute(f"SELECT hubspot_id, email, unsubscribe FROM pending_actions WHERE forget=1 "
+                                 f"AND email IN ({','.join('?' * len(wanted))})", wanted)
+        return {(str(hid), email): bool(unsubscribe) for hid, email, unsubscribe in rows}
+
+    def void_departure(self, hubspot_id: str, email: str, still_to_leave: FrozenSet[str] = frozenset()) -> None:
+        """The contact is back in the sync with this address: its pending departure is void (as `record`
+        does for one written again), but for the groups the consent owner says it must still leave
+        (a group removal merged into it), which stay as a group removal with the same back-off."""
+        with self.transaction():
+            self.conn.execute("UPDATE pending_actions SET forget=0, unsubscribe=0, groups_set=? "
+                              "WHERE hubspot_id=? AND email=? AND forget=1",
+                              (GROUP_SEP.join(sorted(still_to_leave)), int(hubspot_id), email))
+            self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=? AND groups_set='' "
+                              "AND forget=0 AND unsubscribe=0", (int(hubspot_id), email))
 
     def action_failed(self, action: PendingAction, error: str, next_try: int = 0) -> None:
         now = _now()

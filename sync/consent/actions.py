@@ -17,7 +17,7 @@ from ..retrying import RunDeadline, Transient, WaitTooLong
 from ..state import PendingAction, State
 from ..summary import Summary
 from ..tunables import DEFAULTS, Tunables
-from .rules import next_try_ms
+from .rules import merged_action, next_try_ms
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,18 @@ class ConsentWriter:
     def apply(self, action: PendingAction) -> bool:
         """True when MailerLite took the action; otherwise it stays pending (counted failed when tried).
         One still in its back-off from earlier runs is only stored."""
-        action = self._still_to_leave(action)
-        self.state.save_action(action)
-        if self._paused() or self.state.action_next_try(action) > self._now_ms():
+        action = self.store(action)
+        if self._paused() or action.next_try > self._now_ms():
             return False
         return self._try(action)
+
+    def store(self, action: PendingAction) -> PendingAction:
+        """Saved, merged with the one stored for the contact and address (rules.merged_action: nothing
+        either still had to do is lost); returned as stored, less the groups held again."""
+        merged = merged_action(self.state.stored_action(action.hubspot_id, action.email), action)
+        merged = self._still_to_leave(merged)
+        self.state.save_action(merged)
+        return merged
 
     def retry_pending(self) -> None:
         """Actions earlier runs could not apply and whose back-off is over, before anything else happens."""
@@ -72,6 +79,16 @@ class ConsentWriter:
             if not void and (action.next_try > now or self._paused()):
                 continue  # still pending: counted at the end of the run (consent_pending)
             yield action
+
+    def back_in_sync(self, hubspot_id: str, email: str) -> None:
+        """The contact is read back in the sync with this address before MailerLite took its departure:
+        the departure is void, but for groups a group removal merged into it still had to leave
+        (those the contact holds are kept, as on any retry)."""
+        stored = self.state.stored_action(hubspot_id, email)
+        if stored is None or not stored.forget:
+            return
+        kept = self._still_to_leave(replace(stored, unsubscribe=False, forget=False))
+        self.state.void_departure(hubspot_id, email, kept.groups)
 
     def _still_to_leave(self, action: PendingAction) -> PendingAction:
         """The groups still to leave: one a contact syncing this address is in is kept, the contact's

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Union
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
 
 from ..dry_run_report import LEAVE, LEAVE_GROUPS, UNSUBSCRIBE, PlanReport
 from ..mapping import Mapping, OutOfScope, Skip, email_problem
@@ -53,6 +53,8 @@ class Departures:
         self.optouts_by_address = optouts_by_address
         self._leaving: List[Leaving] = []
         self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
+        # (contact, email) -> unsubscribes: the departures pending for the current page's addresses
+        self._departing: Dict[Tuple[str, str], bool] = {}
         self.plan: Optional[PlanReport] = None  # a dry run's listing, when asked for (the owner sets it)
         # Contacts a dry run counted as leaving at once (a merge, say): the real run forgets them then, so
         # the end of a dry full pass must not count them again as unseen.
@@ -68,9 +70,18 @@ class Departures:
 
     def new_page(self, emails: List[str]) -> None:
         self._sent = self.state.optouts_sent(emails)
+        self._departing = self.state.departing(emails)
 
     # -- what the engine read (handed over by the owner) ---------------------------------------
     def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
+        unsubscribes = self._departing.get((hubspot_id, email))
+        if unsubscribes is not None and not (unsubscribes and opted_out) and not self.dry_run:
+            # Back in the sync with this address before MailerLite took its departure (one in its
+            # back-off): void now, not only once written again, or an unchanged contact would be
+            # taken out of its groups and forgotten later, then created again. One that unsubscribes
+            # a contact read opted out is kept: nothing says MailerLite has the opt-out yet.
+            self.consent.back_in_sync(hubspot_id, email)
+            del self._departing[(hubspot_id, email)]
         if not opted_out:
             self.not_opted_out(hubspot_id, email)
 
@@ -205,7 +216,7 @@ class Departures:
     def _act(self, action: PendingAction, try_now: bool) -> bool:
         if try_now:
             return self.consent.apply(action)
-        self.state.save_action(action)  # stopping: kept for the next run, not tried now
+        self.consent.store(action)  # stopping: kept for the next run, not tried now
         return False
 
     def _opted_out_addresses(self, emails: Iterable[str]) -> Set[str]:

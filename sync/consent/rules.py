@@ -26,7 +26,7 @@ decide. Nothing here reads or writes anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import FrozenSet, List, Optional, Tuple
 
 from ..mapping import Mapping
@@ -112,3 +112,18 @@ def next_try_ms(attempts: int, now_ms: int, first_ms: int, max_ms: int) -> int:
     if attempts <= 1:
         return 0
     return now_ms + min(max_ms, first_ms * 2 ** min(attempts - 2, 32))
+
+
+def merged_action(stored: Optional[PendingAction], new: PendingAction) -> PendingAction:
+    """A new action for a contact and address that already has one stored: one row, which keeps what
+    both still had to do (the union of the groups to leave, the stronger of unsubscribe and forget).
+    Its back-off is the stored one's, unless the new one adds an unsubscribe the stored one did not
+    have: that is due at once (the back-off belongs to what failed, a person who opted out does not
+    wait behind a group removal MailerLite keeps failing); its attempts go on from the stored ones."""
+    if stored is None:
+        return new
+    adds_unsubscribe = new.unsubscribe and not stored.unsubscribe
+    return replace(new, subscriber_id=new.subscriber_id or stored.subscriber_id,
+                   unsubscribe=new.unsubscribe or stored.unsubscribe, groups=new.groups | stored.groups,
+                   forget=new.forget or stored.forget, attempts=stored.attempts,
+                   next_try=0 if adds_unsubscribe else stored.next_try)

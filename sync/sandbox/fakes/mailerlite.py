@@ -100,6 +100,9 @@ class FakeMailerLite(FakeAPI):
         self.reactivation_attempts: List[Dict[str, Any]] = []
         self.item_faults: Deque[Optional[int]] = deque()  # per batch item: an HTTP code to fail it with
         self.failing_emails: Dict[str, int] = {}  # email -> how many more of its upserts get a 503
+        # email -> how many more of its upserts are written and then answered 503 (a gateway's 5xx or
+        # a timeout after MailerLite took the write): the sync cannot tell it from one never written.
+        self.written_then_failing: Dict[str, int] = {}
         # Fault knob, one entry per coming batch: "reversed" answers its items in the wrong order,
         # "foreign" answers its first item with another address's subscriber (a server bug the
         # client must catch: an answer is matched to its request by address, never by position).
@@ -363,10 +366,11 @@ class FakeMailerLite(FakeAPI):
         existing["updated_at"] = _now()
         return code, {"data": self._render(existing)}
 
-    def _fails(self, body: Any) -> bool:
+    def _fails(self, body: Any, counts: Optional[Dict[str, int]] = None) -> bool:
+        counts = self.failing_emails if counts is None else counts
         email = str(body.get("email", "")).strip().lower() if isinstance(body, dict) else ""
-        if self.failing_emails.get(email):
-            self.failing_emails[email] -= 1
+        if counts.get(email):
+            counts[email] -= 1
             return True
         return False
 
@@ -375,6 +379,9 @@ class FakeMailerLite(FakeAPI):
         if self.account_refusal:
             return self._json_result(ACCOUNT_REFUSALS[self.account_refusal])
         if self._fails(body):
+            return self.ok({"message": "Server Error"}, 503)
+        if self._fails(body, self.written_then_failing):
+            self.upsert(body)
             return self.ok({"message": "Server Error"}, 503)
         return self._json_result(self.upsert(body))
 
@@ -573,7 +580,11 @@ class FakeMailerLite(FakeAPI):
         codes: List[int] = []
         for item in items:
             fault = self.item_faults.popleft() if self.item_faults else None
-            if not fault and self._fails(item.get("body") if isinstance(item, dict) else None):
+            item_body = item.get("body") if isinstance(item, dict) else None
+            if not fault and self._fails(item_body):
+                fault = 503
+            elif not fault and self._fails(item_body, self.written_then_failing):
+                self._batch_item(item)
                 fault = 503
             if fault:
                 responses.append({"code": fault, "body": {"message": "Server Error"}})
