@@ -282,8 +282,10 @@ class Engine:
         # Failed last time, joined/left a list, or a duplicate now free (none changes the contact itself).
         if extra:
             for contact in self.hubspot.read_by_ids(sorted(extra, key=int), props):
-                extra.discard(contact["id"])
-                yield contact
+                if contact["id"] in extra:  # a merged-away id is answered with its merged record: not it
+                    # (that record, changed by the merge, came through the search and is not read twice)
+                    extra.discard(contact["id"])
+                    yield contact
             if extra and not self.options.dry_run:
                 # Not returned: deleted in HubSpot. One only known by its problem (failed, a duplicate) is
                 # forgotten, or it would be read for ever; a failed one's address, which MailerLite may
