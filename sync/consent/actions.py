@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Iterator
+from typing import Iterator, Set, Tuple
 
 from .. import mailerlite_answers as answers
 from ..errors import AbortRun
@@ -37,6 +37,7 @@ class ConsentWriter:
         self.schema = schema
         self.summary = summary
         self._consecutive_failures = 0
+        self._tried: Set[Tuple[str, str]] = set()  # (contact, address) tried this run: once per run is enough
 
     def _now_ms(self) -> int:
         return int(self.tunables.wall_clock() * 1000)
@@ -63,17 +64,21 @@ class ConsentWriter:
         self.state.save_action(merged)
         return merged
 
-    def retry_pending(self) -> None:
-        """Actions earlier runs could not apply and whose back-off is over, before anything else happens."""
-        for action in self.due():
+    def retry_pending(self, departures: bool) -> None:
+        """Actions earlier runs could not apply and whose back-off is over: the departures among them
+        (`departures`) or the others (opt-outs on their own, group removals)."""
+        for action in self.due(departures):
             self._try(action)
 
-    def due(self) -> Iterator[PendingAction]:
-        """The stored actions whose back-off is over, as they are tried now (a dry run lists them)."""
+    def due(self, departures: bool) -> Iterator[PendingAction]:
+        """The stored actions whose back-off is over and that this run has not tried yet, departures or
+        the others, as they are tried now (a dry run lists them)."""
         now = self._now_ms()
         # Those that never failed first: a few addresses MailerLite keeps failing (which pause the run
         # after max_consecutive_failures in a row) must not hold back the actions stored behind them.
         for action in sorted(self.state.pending_actions(), key=lambda a: a.attempts):
+            if action.forget != departures or (action.hubspot_id, action.email) in self._tried:
+                continue
             action = self._still_to_leave(action)
             void = not action.unsubscribe and not action.groups  # nothing left to tell MailerLite: done now
             if not void and (action.next_try > now or self._paused()):
@@ -108,6 +113,7 @@ class ConsentWriter:
                        subscriber_id=action.subscriber_id or (own.subscriber_id if own else None))
 
     def _try(self, action: PendingAction) -> bool:
+        self._tried.add((action.hubspot_id, action.email))
         try:
             if action.unsubscribe:
                 self._unsubscribe(action.email)

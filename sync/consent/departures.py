@@ -25,7 +25,7 @@ from .rules import (
 
 log = logging.getLogger(__name__)
 
-RETRIED = "stored by an earlier run, tried first"  # a dry run's plan: an action MailerLite has not taken yet
+RETRIED = "stored by an earlier run, tried again"  # a dry run's plan: an action MailerLite has not taken yet
 
 
 class Departures:
@@ -59,14 +59,21 @@ class Departures:
         # Contacts a dry run counted as leaving at once (a merge, say): the real run forgets them then, so
         # the end of a dry full pass must not count them again as unseen.
         self.dry_left: Set[str] = set()
+        # Departures a dry run found back in the sync (the real run voids them): not listed as retried.
+        self._dry_back: Set[Tuple[str, str]] = set()
 
-    def retry_pending(self) -> None:
-        """What earlier runs stored and could not apply is tried first; a dry run's plan lists it."""
+    def retry_pending(self, departures: bool) -> None:
+        """What earlier runs stored and could not apply, whose back-off is over, is tried again; a dry
+        run's plan lists it. Opt-outs and group removals go before the pass; departures after it, once
+        the run has read which of those contacts are back in the sync (their departures are then void:
+        a departure acts on what an earlier run read, and nothing is left or unsubscribed on stale
+        evidence)."""
         if not self.dry_run:
-            self.consent.retry_pending()
+            self.consent.retry_pending(departures)
         elif self.plan is not None:
-            for action in self.consent.due():
-                self._plan_action(action, f"{action.reason}; {RETRIED}")
+            for action in self.consent.due(departures):
+                if (action.hubspot_id, action.email) not in self._dry_back:
+                    self._plan_action(action, f"{action.reason}; {RETRIED}")
 
     def new_page(self, emails: List[str]) -> None:
         self._sent = self.state.optouts_sent(emails)
@@ -75,12 +82,15 @@ class Departures:
     # -- what the engine read (handed over by the owner) ---------------------------------------
     def in_scope(self, hubspot_id: str, email: str, opted_out: bool) -> None:
         unsubscribes = self._departing.get((hubspot_id, email))
-        if unsubscribes is not None and not (unsubscribes and opted_out) and not self.dry_run:
-            # Back in the sync with this address before MailerLite took its departure (one in its
-            # back-off): void now, not only once written again, or an unchanged contact would be
-            # taken out of its groups and forgotten later, then created again. One that unsubscribes
+        if unsubscribes is not None and not (unsubscribes and opted_out):
+            # Back in the sync with this address before MailerLite took its departure: void now (it
+            # would be tried after this pass), not only once written again, or an unchanged contact
+            # would be taken out of its groups and forgotten, then created again. One that unsubscribes
             # a contact read opted out is kept: nothing says MailerLite has the opt-out yet.
-            self.consent.back_in_sync(hubspot_id, email)
+            if self.dry_run:
+                self._dry_back.add((hubspot_id, email))
+            else:
+                self.consent.back_in_sync(hubspot_id, email)
             del self._departing[(hubspot_id, email)]
         if not opted_out:
             self.not_opted_out(hubspot_id, email)

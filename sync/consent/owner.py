@@ -7,7 +7,7 @@ deciding (rules.py, departures.py), acting (actions.py: stored before tried, eac
 own back-off), the evidence for departures (evidence.py) and the tombstones' sweep (sweep.py).
 The engine reads, maps, writes and records; at each point below it hands over what it saw:
 
-  before_pass()             stored actions whose back-off is over are tried first (a dry run lists them)
+  before_pass()             stored opt-outs and group removals whose back-off is over are tried first
   list_members(list_ids)    the lists' members, complete by their size, candidates confirmed
   page(page, known, emails) a page read: its addresses' opt-outs already sent; the addresses it lets
                             go of (a new address, a merge) read by address in one batch
@@ -18,8 +18,9 @@ The engine reads, maps, writes and records; at each point below it hands over wh
   not_created_again(...)    an address MailerLite had as unsubscribed, deleted there since: not created
   answered(...)             MailerLite's answers: the actions they imply stored before the answers
                             are recorded, tried after
-  after_pass(...)           archived and unseen contacts leave (with evidence: a full pass reads the
-                            unseen ones' archived records by id); the mass-leave guard
+  after_pass(...)           stored departures of contacts not back in the sync tried again; archived
+                            and unseen contacts leave (with evidence: a full pass reads the unseen
+                            ones' archived records by id); the mass-leave guard
   sweep(...)                when due, the tombstones read by address, the opted-out unsubscribed
   pending()                 how many actions still wait (--json consent_pending)
 
@@ -91,8 +92,9 @@ class Consent:
 
     # -- before the pass -------------------------------------------------------------------------
     def before_pass(self) -> None:
-        """What earlier runs could not apply comes first (a dry run tries nothing: its plan lists them)."""
-        self.departures.retry_pending()
+        """Opt-outs and group removals earlier runs could not apply come first (a dry run tries nothing:
+        its plan lists them). Stored departures wait for after_pass (departures.retry_pending)."""
+        self.departures.retry_pending(departures=False)
 
     def list_members(self, list_ids: Iterable[str]) -> Dict[str, Set[int]]:
         """Each list's members, complete by its size, with every synced contact the listing missed
@@ -207,6 +209,8 @@ class Consent:
         departures held until now are applied, unless the mass-leave guard stops them: its line is
         returned, and nothing moves on (the next run sees the same departures). `unseen`: the synced
         contacts this full pass has not read."""
+        # Departures stored by earlier runs, now that this pass has voided those of contacts back in the sync.
+        self.departures.retry_pending(departures=True)
         archived_checked = self._leave_departed(full, start_ms, unseen)
         held_back = self.departures.apply_held_departures(synced_before)
         if archived_checked and held_back is None and not self.dry_run:
