@@ -158,8 +158,7 @@ class Consent:
         self.departures.refused(hubspot_id, email, "by MailerLite, in an earlier run")
 
     # -- MailerLite's answers --------------------------------------------------------------------
-    def answered(self, written: List[Written], record: Callable[[List[Result]], None],
-                 try_now: bool = True) -> List[Result]:
+    def answered(self, written: List[Written], record: Callable[[List[Result]], None], try_now: bool = True) -> None:
         """MailerLite's answers, recorded by `record`, and the consent actions they imply. Those are
         stored BEFORE the answers are recorded: a run killed in between leaves an action to apply
         (harmless to repeat), never a recorded answer whose action is lost (a rejected opt-out or a
@@ -172,7 +171,6 @@ class Consent:
         if try_now:
             for item, result in settled:
                 self._implied(item, result, try_now=True)
-        return [result for _, result in settled]
 
     def _implied(self, item: Pending, result: Result, try_now: bool) -> None:
         self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id, item.removals,
