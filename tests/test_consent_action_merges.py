@@ -25,6 +25,21 @@ def _fail_group_removals(ml) -> None:
     ml.faults.script.extend(answer * 2000)
 
 
+def leaves_the_list_while_mailerlite_fails(run, hubspot_fake, mailerlite_fake, on_leave):
+    """20 synced contacts in list 55; the first leaves it while MailerLite fails its group removals and
+    its unsubscribe: its departure is stored, failed once (tried again by the next run)."""
+    ids = seed_contacts(hubspot_fake, 20, lifecyclestage="lead")
+    hubspot_fake.lists["55"] = [int(i) for i in ids]
+    path = mapping_file(run, f'on_leave = "{on_leave}"\n' + LISTED)
+    assert run("--mapping", path).code == 0
+    _fail_group_removals(mailerlite_fake)
+    mailerlite_fake.failing_emails["person0@example.com"] = 10 ** 6  # its unsubscribe too
+    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
+    left = run("--mapping", path)
+    assert left.code == 1 and left.summary["left_scope"] == 1, left.err
+    return ids, path
+
+
 def _stored(run):
     return state_rows(run, "SELECT hubspot_id, email, unsubscribe, groups_set, attempts, next_try "
                            "FROM pending_actions ORDER BY hubspot_id")
@@ -208,15 +223,7 @@ def test_a_departure_in_its_back_off_is_void_once_the_contact_is_read_back_in_sc
     so a day later the departure was applied all the same: every group taken away and the contact
     forgotten, then created again, its groups joined anew (a "joined a group" automation fires again);
     with on_leave = "unsubscribe", unsubscribed for good while in the list."""
-    ids = seed_contacts(hubspot_fake, 20, lifecyclestage="lead")
-    hubspot_fake.lists["55"] = [int(i) for i in ids]
-    path = mapping_file(run, f'on_leave = "{on_leave}"\n' + LISTED)
-    assert run("--mapping", path).code == 0
-    _fail_group_removals(mailerlite_fake)
-    mailerlite_fake.failing_emails["person0@example.com"] = 10 ** 6  # its unsubscribe too
-    hubspot_fake.lists["55"] = [int(i) for i in ids[1:]]
-    left = run("--mapping", path)
-    assert left.code == 1 and left.summary["left_scope"] == 1, left.err
+    ids, path = leaves_the_list_while_mailerlite_fails(run, hubspot_fake, mailerlite_fake, on_leave)
     assert run("--mapping", path).code == 1  # failed twice: in its back-off
     hubspot_fake.lists["55"] = [int(i) for i in ids]
     back = run("--mapping", path)

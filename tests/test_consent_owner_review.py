@@ -151,15 +151,22 @@ def test_contacts_read_for_a_list_change_never_move_the_bookmark_back(run, hubsp
     assert idle.code == 0 and idle.summary["read"] == 0, idle.err
 
 
-def test_an_address_taken_over_keeps_its_groups_when_its_old_owner_comes_a_batch_later(run, hubspot_fake,
-                                                                                     mailerlite_fake):
+def _address_taken_by_a_contact_a_batch_before_its_owner_moves_on(run, hubspot_fake, moving_on):
+    """70 synced contacts; the first takes the last one's address, a batch or more of other changes
+    come in between, then the last one moves on to new69@example.com (with `moving_on` too)."""
     ids = seed_contacts(hubspot_fake, 70, lifecyclestage="lead")
     path = mapping_file(run, GROUPS)
     assert run("--mapping", path).code == 0
     hubspot_fake.update_contact(ids[0], {"email": "person69@example.com"})  # takes the address of...
     for n, cid in enumerate(ids[1:69]):  # a batch or more of other changes in between
         hubspot_fake.update_contact(cid, {"firstname": f"Edit{n}"})
-    hubspot_fake.update_contact(ids[69], {"email": "new69@example.com"})  # ...the last one, which moves on
+    hubspot_fake.update_contact(ids[69], {"email": "new69@example.com", **moving_on})  # ...the last one
+    return path
+
+
+def test_an_address_taken_over_keeps_its_groups_when_its_old_owner_comes_a_batch_later(run, hubspot_fake,
+                                                                                     mailerlite_fake):
+    path = _address_taken_by_a_contact_a_batch_before_its_owner_moves_on(run, hubspot_fake, {})
     moved = run("--mapping", path)
     assert moved.code == 0 and moved.summary["rejected"] == 0, moved.err
     assert groups_of(mailerlite_fake, "person69@example.com") == ["Stage: lead", "Synced"]
@@ -264,14 +271,8 @@ def test_addresses_let_go_while_the_consent_scope_was_missing_are_followed_once_
 
 def test_an_old_owner_that_opts_out_as_it_moves_on_never_unsubscribes_the_new_holder(run, hubspot_fake,
                                                                                    mailerlite_fake):
-    ids = seed_contacts(hubspot_fake, 70, lifecyclestage="lead")
-    path = mapping_file(run, GROUPS)
-    assert run("--mapping", path).code == 0
-    hubspot_fake.update_contact(ids[0], {"email": "person69@example.com"})  # takes the address of...
-    for n, cid in enumerate(ids[1:69]):
-        hubspot_fake.update_contact(cid, {"firstname": f"Edit{n}"})
-    # ...the last one, which moves on and opts out with its new address (the old one is not opted out)
-    hubspot_fake.update_contact(ids[69], {"email": "new69@example.com", "hs_email_optout": "true"})
+    # The old owner moves on and opts out with its new address (the old one is not opted out).
+    path = _address_taken_by_a_contact_a_batch_before_its_owner_moves_on(run, hubspot_fake, {"hs_email_optout": "true"})
     moved = run("--mapping", path)
     assert moved.code == 0, moved.err
     assert mailerlite_fake.subscriber("person69@example.com")["status"] == "active"
