@@ -108,7 +108,7 @@ def test_subscribers_without_a_hubspot_contact_are_counted_never_created(engage,
 
 
 def test_a_refused_update_is_retried_next_run_without_reading_mailerlite(engage, hubspot_fake, mailerlite_fake):
-    # (A contact HubSpot says does not exist is dropped instead: tests/test_consent_defects.py.)
+    # (A contact HubSpot says does not exist is dropped instead: tests/test_engagement_of_deleted_contacts.py.)
     ids = seed_contacts(hubspot_fake, 5)
     hubspot_fake.validation_rules[ids[1]] = "Company must be filled in"
     first = engage()
