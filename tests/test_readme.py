@@ -99,6 +99,7 @@ SANDBOX_STORY = [
     ("python main.py --sandbox --rejected", 0, "not-an-email"),
     ("python main.py --sandbox --history", 0, "full"),
     ("python main.py --sandbox --reset", 1, "fresh sample data"),
+    ("python main.py --sandbox", 0, "nothing sent"),  # Development: the program against its fakes
 ]
 
 
@@ -179,3 +180,11 @@ def test_the_json_summary_keys_are_all_listed():
     listed = set(re.findall(r"`(\w+)`", README.read_text(encoding="utf-8").split("The `--json` summary has")[1]
                             .split("\n\n")[0]))
     assert listed == set(Summary("full", False, Counter()).as_dict())
+
+
+def test_ci_runs_the_readmes_test_command():
+    """The Development section's test command is the one CI runs, word for word."""
+    section = README.read_text(encoding="utf-8").split("## Development", 1)[1]
+    test_command = next(c for c in section.splitlines() if "pytest" in c and c.startswith("pip install"))
+    ci = (PROJECT_DIR / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    assert test_command in ci, f".ci/run does not run the README's test command: {test_command}"
