@@ -14,6 +14,20 @@ GROUPS = '[groups]\nall = ["Synced"]\nproperty = { lifecyclestage = "Stage: {val
 HUBSPOT_BATCH_UPDATE = "/crm/objects/2026-09/contacts/batch/update"
 
 
+class ManualClock:
+    """A fake's rate-limit clock that moves only when told (FakeAPI.clock): a test of where a
+    window ends cannot be moved into the next window by a busy machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def matching_subscribers(ml, n: int, unsubscribed: int) -> None:
     """What MailerLite already holds for seed_contacts' first n contacts; one of them unsubscribed."""
     for i in range(n):

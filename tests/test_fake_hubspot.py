@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from types import SimpleNamespace
 from typing import Any, Optional
 
@@ -11,6 +10,7 @@ import pytest
 import requests
 
 from sync.sandbox.fakes.hubspot import READ_SCOPE, FakeHubSpot
+from tests.common import ManualClock
 from tests.conftest import HS_TOKEN, seed_contacts
 
 V = "2026-09"
@@ -204,6 +204,7 @@ def test_bad_token_and_missing_scope(hubspot_fake):
 
 def test_ten_secondly_limit_headers_and_429():
     fake = FakeHubSpot(time_scale=1.0, ten_secondly_limit=3).start()
+    fake.clock = ManualClock()  # four requests inside one ten-second window, however slow the machine
     try:
         api = client(fake)
         raw = api.get_page(limit=1, raw=True)
@@ -222,15 +223,18 @@ def test_ten_secondly_limit_headers_and_429():
 
 
 def test_search_has_its_own_limit_without_headers_and_window_rolls():
-    # A "second" of 1.5 real seconds: three requests fit in it even on a busy machine (with 0.05 s
-    # they did not, and the third was not refused).
+    # A "second" of 1.5 real seconds on a clock that moves only when told: three requests fit in
+    # it however busy the machine is (on the real clock, with 0.05 s, they did not).
     fake = FakeHubSpot(time_scale=1.5, search_per_second=2).start()
+    fake.clock = clock = ManualClock()
     try:
         flt = [{"propertyName": "lastmodifieddate", "operator": "GTE", "value": "0"}]
         answers = [search(fake, _search_body(flt)) for _ in range(3)]
         assert [a.status_code for a in answers] == [200, 200, 429]
         assert not any(h.lower().startswith("x-hubspot-ratelimit") for h in answers[0].headers)
-        time.sleep(1.6)  # one scaled second
+        clock.advance(1.4)
+        assert search(fake, _search_body(flt)).status_code == 429  # still inside that second
+        clock.advance(0.2)  # past one scaled second
         assert search(fake, _search_body(flt)).status_code == 200
         # The general limit is separate: listing still works.
         assert client(fake).get_page(limit=1).results == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 import requests
 
 from sync.sandbox.fakes.mailerlite import FakeMailerLite
+from tests.common import ManualClock
 from tests.conftest import ML_TOKEN
 
 RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "api" / "mailerlite-recordings"
@@ -225,6 +225,7 @@ def test_bad_token():
 
 def test_global_limit_headers_429_and_retry_after():
     with FakeMailerLite(time_scale=0.02, per_minute=3) as fake:
+        fake.clock = clock = ManualClock()
         ml = ML(fake)
         first = ml("GET", "subscribers?limit=0")
         assert first.headers["X-RateLimit-Limit"] == "3"  # read case-insensitively; sent lowercase
@@ -235,7 +236,9 @@ def test_global_limit_headers_429_and_retry_after():
         assert limited.status_code == 429 and limited.json() == {"message": "Too Many Attempts."}
         wait = float(limited.headers["Retry-After"])
         assert 0 < wait <= 1.2 and limited.headers["X-RateLimit-Remaining"] == "0"
-        time.sleep(wait + 0.01)
+        clock.advance(wait / 2)
+        assert ml("GET", "subscribers?limit=0").status_code == 429  # the window has not ended yet
+        clock.advance(wait / 2 + 0.01)
         assert ml("GET", "subscribers?limit=0").status_code == 200
 
 
@@ -246,6 +249,7 @@ def _upserts(n: int, prefix: str = "b") -> dict:
 
 def test_import_limit_applies_to_all_upsert_batches_only():
     with FakeMailerLite(time_scale=0.02) as fake:
+        fake.clock = ManualClock()  # six batches inside one import minute, however slow the machine
         ml = ML(fake)
         codes = [ml("POST", "batch", _upserts(2, f"p{k}-")).status_code for k in range(6)]
         assert codes == [200] * 5 + [429]

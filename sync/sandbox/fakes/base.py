@@ -89,6 +89,10 @@ class FakeAPI:
     def __init__(self, time_scale: float = 1.0) -> None:
         # time_scale < 1 makes rate-limit windows pass faster: 0.01 turns a minute into 0.6 s.
         self.time_scale = time_scale
+        # What the rate-limit windows read (real seconds). A test that checks where a window ends
+        # sets its own clock, so that a busy machine taking long between two requests cannot move
+        # them into the next window.
+        self.clock: Callable[[], float] = time.monotonic
         self.faults = Faults()
         self.log: List[LoggedRequest] = []
         self.lock = threading.RLock()
@@ -254,7 +258,7 @@ class WindowCounter:
         self.used = 0
 
     def _roll(self) -> None:
-        now = time.monotonic()
+        now = self.api.clock()
         if self._start is None or self.api.api_seconds(now - self._start) >= self.window:
             self._start = now
             self.used = 0
@@ -275,7 +279,7 @@ class WindowCounter:
         """API-seconds until the window resets."""
         self._roll()
         assert self._start is not None
-        elapsed = self.api.api_seconds(time.monotonic() - self._start)
+        elapsed = self.api.api_seconds(self.api.clock() - self._start)
         return max(0.0, self.window - elapsed)
 
 
@@ -289,7 +293,7 @@ class RollingCounter:
         self._hits: Deque[float] = deque()
 
     def _trim(self) -> None:
-        horizon = time.monotonic() - self.api.real_seconds(self.window)
+        horizon = self.api.clock() - self.api.real_seconds(self.window)
         while self._hits and self._hits[0] <= horizon:
             self._hits.popleft()
 
@@ -297,7 +301,7 @@ class RollingCounter:
         self._trim()
         if len(self._hits) >= self.limit:
             return False
-        self._hits.append(time.monotonic())
+        self._hits.append(self.api.clock())
         return True
 
     def remaining(self) -> int:
