@@ -169,7 +169,9 @@ def test_a_hung_server_times_out_and_is_retried(run, hubspot_fake, mailerlite_fa
     mailerlite_fake.faults.script.append("slow")
     result = run()
     assert_clean(result)
-    assert result.code == 0 and result.summary["created"] == 120
+    # Every contact written once. On a busy machine an ordinary batch can also outlast the 0.3 s
+    # timeout after MailerLite took it: its retry is answered as updates (this failed under load).
+    assert result.code == 0 and result.summary["created"] + result.summary["updated"] == 120
     assert len(mailerlite_fake.subscribers) == 120
 
 
