@@ -96,13 +96,12 @@ def test_the_run_deadline_stops_cleanly_with_progress_kept(run, hubspot_fake, ma
     monkeypatch.delenv("SYNC_MAX_RUNTIME")
     second = run()
     assert second.code == 0, second.err
-    # Nothing lost. Only the request in flight when the time ran out (cut there: issue 22 item 9) may have
-    # been made by MailerLite unseen; the next run, finishing the full pass, finds those in MailerLite's
-    # listing (adopted: they match) or sends them again (answered as updates): one batch at most.
-    again = second.summary["updated"] + second.summary.get("adopted", 0)
-    assert first.summary.get("created", 0) + second.summary["created"] + again == 500
-    assert again <= 50
+    # Nothing lost, nothing sent twice but the request in flight when the time ran out (cut there: issue
+    # 22 item 9), which MailerLite may have made unseen: one batch at most. Counted in what MailerLite
+    # received, not in the runs' counts: the next run may find that batch in MailerLite's listing
+    # (adopted) or send it again (updated), as the machine's speed decides.
     assert len(mailerlite_fake.subscribers) == 500
+    assert mailerlite_fake.upsert_count <= 500 + 50
 
 
 def padded(fake, request):
