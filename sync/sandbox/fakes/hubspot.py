@@ -22,7 +22,8 @@ import bisect
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Dict, Iterable, List, Optional, Set
+from collections import deque
+from typing import Any, Deque, Dict, Iterable, List, Optional, Set
 
 from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
@@ -164,6 +165,10 @@ class FakeHubSpot(FakeAPI):
         # statuses, "omitted" leaves it out of the results and names it in a 207's errors.
         self.unknown_addresses = "empty"
         self.refused_addresses: Set[str] = set()  # a batch holding one of these is refused (400)
+        # One entry per coming consent read: "plain" answers 403 naming no scope (a permission hiccup,
+        # a portal setting: unconfirmed what else HubSpot means by it), "scope" a 403 naming the consent
+        # scope, as a token without it gets. Empty: answered as the token's scopes say.
+        self.consent_refusals: Deque[str] = deque()
         self.contacts: Dict[int, Dict[str, Any]] = {}
         self._ids: List[int] = []  # sorted ids, for cursor paging
         self._merged_index: Dict[str, int] = {}  # merged-away id -> the record it was merged into
@@ -787,6 +792,14 @@ class FakeHubSpot(FakeAPI):
     # -- Communication Preferences (consent by address) ----------------------------------
     def _consent_batch(self, request: Request, render: Any) -> Response:
         """A batch status read: {"inputs": [addresses]} -> one result per known address."""
+        with self.lock:
+            refusal = self.consent_refusals.popleft() if self.consent_refusals else None
+        if refusal == "plain":
+            return _error("This request is not allowed for this portal.", "FORBIDDEN", 403)
+        if refusal == "scope":
+            return _error("This app hasn't been granted all required scopes to make this call.", "MISSING_SCOPES",
+                          403, errors=[{"message": "One or more of the following scopes are required.",
+                                        "context": {"requiredGranularScopes": [CONSENT_READ_SCOPE]}}])
         if request.args.get("channel") != "EMAIL":
             return _error("channel is required and must be EMAIL", "VALIDATION_ERROR", 400)
         body = self.json_body(request) or {}

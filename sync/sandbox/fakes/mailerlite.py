@@ -167,6 +167,15 @@ class FakeMailerLite(FakeAPI):
             del self.subscribers[sid]
             self._sub_ids.remove(int(sid))
 
+    def resubscribe_by_form(self, email: str) -> Dict[str, Any]:
+        """The person signs up again through a MailerLite form (double opt-in done): the subscriber
+        MailerLite held as unsubscribed, bounced or junk is active again, by the person's own act;
+        an address it does not hold is created active."""
+        with self.lock:
+            sub = self.subscriber(email) or self._new_subscriber(email.lower(), "active")
+            sub.update(status="active", unsubscribed_at=None, source="form", updated_at=_now(), opted_in_at=_now())
+            return sub
+
     def set_engagement(self, email: str, sent: int, opens: int, clicks: int) -> Dict[str, Any]:
         """A subscriber's email figures, as campaigns would leave them."""
         with self.lock:

@@ -1,0 +1,189 @@
+"""Issue 28: consent you can prove. The five defects found against the consent by address, end to
+end through main.py against the fakes, and the per-address consent ledger that fixes their class:
+what MailerLite says about an address is never forgotten, "already sent" never suppresses a send,
+every group removal rests on positive evidence, an account the run cannot confirm is not written
+to, and a consent API failure is not a missing scope."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import seed_contacts
+from tests.test_consent import consent_only, mapping_file, state_rows
+from tests.test_consent_by_address import a_day_later, status
+
+TYPED = 'create_missing_fields = true\n[fields]\nnumemployees = { field = "employees", type = "number" }\n'
+
+
+def contact_id(hs, email: str) -> str:
+    (cid,) = [str(c) for c, r in hs.contacts.items()
+              if not r["archived"] and r["properties"].get("email") == email]
+    return cid
+
+
+# -- defect 1: an opt-out lost after a sweep ---------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="defect 1: optouts_sent under X's id suppresses Z's unsubscribe")
+def test_an_address_unsubscribed_by_the_sweep_then_resubscribed_gets_its_next_optout(run, hubspot_fake,
+                                                                                     mailerlite_fake):
+    """X deleted, its address opts out, the sweep unsubscribes it. The person signs up again (a
+    MailerLite form, and in HubSpot) and comes back as a new contact Z, who later opts out in the
+    same edit that makes its data refused: the unsubscribe goes, though one went to that address
+    before under X's id."""
+    email = "ann@example.com"
+    path = mapping_file(run, TYPED)
+    x = hubspot_fake.add_contact({"email": email, "numemployees": "50"}, modified_ms=1)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.archive_contact(x)
+    assert run("--mapping", path, "--full").code == 0  # X leaves; its address is kept as a tombstone
+    assert status(mailerlite_fake, email) == "active"
+    hubspot_fake.set_address_consent(email, unsubscribed_all=True)
+    swept = run("--mapping", path, "--full")  # a full run always sweeps
+    assert swept.code == 0 and status(mailerlite_fake, email) == "unsubscribed"
+    # The person signs up again: through a MailerLite form, and in HubSpot, as a new contact Z.
+    mailerlite_fake.resubscribe_by_form(email)
+    hubspot_fake.set_address_consent(email, unsubscribed_all=False)
+    z = hubspot_fake.add_contact({"email": email, "numemployees": "60"})
+    back = run("--mapping", path)
+    assert back.code == 0 and status(mailerlite_fake, email) == "active", back.err
+    sent_before = len(consent_only(mailerlite_fake, email))
+    # Z opts out in the same edit that makes its data refused.
+    hubspot_fake.update_contact(z, {"hs_email_optout": "true", "numemployees": "about sixty"})
+    hubspot_fake.set_address_consent(email, unsubscribed_all=True)
+    result = run("--mapping", path)
+    assert result.code == 1 and result.summary["rejected"] == 1, result.err
+    assert status(mailerlite_fake, email) == "unsubscribed"
+    assert len(consent_only(mailerlite_fake, email)) == sent_before + 1
+
+
+# -- defect 2: a re-subscribe after adoption ---------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="defect 2: the upsert answer's status is ignored")
+@pytest.mark.parametrize("held", ["unsubscribed", "bounced", "junk"])
+def test_an_address_adopted_as_inactive_is_not_created_again_after_its_deletion(run, hubspot_fake,
+                                                                               mailerlite_fake, held):
+    """MailerLite holds the address as inactive with data other than HubSpot's: adoption sends the
+    data, MailerLite keeps the status and says so in its answer. Deleted there later (a list
+    clean-up), the address is never created again as active."""
+    mailerlite_fake.add_subscriber("person0@example.com", status=held, fields={"name": "Someone else"})
+    seed_contacts(hubspot_fake, 3)
+    first = run()
+    assert first.code == 0, first.err
+    assert status(mailerlite_fake, "person0@example.com") == held  # MailerLite kept it
+    mailerlite_fake.delete_subscriber("person0@example.com")
+    full = run("--full")
+    assert full.code == 0, full.err
+    sub = mailerlite_fake.subscriber("person0@example.com")
+    assert sub is None or sub["status"] != "active"
+    assert full.summary["not_reactivated"] == 1
+    # It becomes active again only when MailerLite itself shows it active (a form sign-up).
+    mailerlite_fake.resubscribe_by_form("person0@example.com")
+    assert run("--full").code == 0
+    assert status(mailerlite_fake, "person0@example.com") == "active"
+    assert mailerlite_fake.subscriber("person0@example.com")["fields"]["name"] == "First0"
+
+
+@pytest.mark.xfail(strict=True, reason="defect 2: the upsert answer's status is ignored")
+def test_an_hourly_run_unsubscribes_at_once_an_address_an_upsert_answer_showed_inactive(run, hubspot_fake,
+                                                                                         mailerlite_fake):
+    """The same through an hourly run, which reads no listing: the upsert answer showed the address
+    unsubscribed; deleted in MailerLite, the next send creates it (an hourly run cannot know) and the
+    answer is the evidence: unsubscribed again at once."""
+    ids = seed_contacts(hubspot_fake, 2)
+    assert run().code == 0
+    mailerlite_fake.subscriber("person0@example.com")["status"] = "unsubscribed"  # unsubscribed in MailerLite
+    hubspot_fake.update_contact(ids[0], {"city": "Maribor"})
+    assert run().code == 0  # the upsert's answer says unsubscribed
+    mailerlite_fake.delete_subscriber("person0@example.com")
+    hubspot_fake.update_contact(ids[0], {"city": "Celje"})
+    again = run()
+    assert again.code == 0, again.err
+    assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
+
+
+# -- defect 3: group removals on absence -------------------------------------------------------------
+
+LIST_GROUP = '[groups.lists]\n"77" = "Webinar attendees"\n'
+
+
+@pytest.mark.xfail(strict=True, reason="defect 3: adoption removes groups on absence from a short listing")
+@pytest.mark.parametrize("when", ["adoption", "a newly mapped list group"])
+def test_a_short_listing_of_a_list_takes_nobody_out_of_its_group(run, hubspot_fake, mailerlite_fake, when):
+    """300 people already in "Webinar attendees"; HubSpot is still processing the list (its size lags,
+    so a short listing is not caught by it) and the listing stops after 250: nobody leaves the group
+    without their own memberships saying so, and the one who really left does leave it."""
+    group = mailerlite_fake.add_group("Webinar attendees")
+    ids = seed_contacts(hubspot_fake, 300)
+    for i in range(300):
+        mailerlite_fake.add_subscriber(f"person{i}@example.com", fields={"name": f"First{i}"}, groups=[group["id"]])
+    hubspot_fake.lists["77"] = [int(i) for i in ids[:299]]  # the last one really is not in the list
+    path = mapping_file(run, LIST_GROUP)
+    if when == "a newly mapped list group":
+        assert run().code == 0  # synced without the list group
+    hubspot_fake.processing_lists["77"] = 250
+    hubspot_fake.short_membership_reads["77"] = 1  # the next listing stops after its first page
+    result = run("--mapping", path, *(("--full",) if when != "adoption" else ()))
+    assert result.code == 0, result.err
+    in_group = [e for e, sid in mailerlite_fake.by_email.items()
+                if group["id"] in mailerlite_fake.subscribers[sid]["groups"]]
+    assert len(in_group) == 299 and "person299@example.com" not in in_group
+
+
+# -- defect 4: another portal's run ------------------------------------------------------------------
+
+@pytest.mark.parametrize("unconfirmed", ["HubSpot portal", "MailerLite account"])
+@pytest.mark.xfail(strict=True, reason="defect 4: an unknown portal is taken as a match")
+def test_an_account_the_run_cannot_confirm_is_not_written_to(run, hubspot_fake, mailerlite_fake, unconfirmed):
+    """The state records portal 1 and MailerLite account 83510. Settings that reach a portal whose
+    account details are not answered (or a MailerLite answer without its account header) cannot be
+    confirmed as this state's: the run stops before writing, exit 3, one line naming the account."""
+    seed_contacts(hubspot_fake, 10)
+    path = mapping_file(run, 'on_leave = "unsubscribe"\n')
+    assert run("--mapping", path).summary["created"] == 10
+    if unconfirmed == "HubSpot portal":  # another client's portal, its details not answered
+        for record in hubspot_fake.contacts.values():
+            record["archived"] = True
+        seed_contacts(hubspot_fake, 3, start=50)
+        hubspot_fake.portal_id = 2
+        hubspot_fake.account_info_answers = False
+    else:
+        mailerlite_fake.account_id = None
+    writes = len([r for r in mailerlite_fake.log if r.method != "GET"])
+    result = run("--mapping", path, "--full")
+    assert result.code == 3, result.err
+    expected = "HubSpot portal 1" if unconfirmed == "HubSpot portal" else "MailerLite account 83510"
+    assert expected in result.summary["message"] and "could not be confirmed" in result.summary["message"]
+    assert result.err.count("could not be confirmed") == 1
+    assert [s["status"] for s in mailerlite_fake.subscribers.values()] == ["active"] * 10
+    assert len([r for r in mailerlite_fake.log if r.method != "GET"]) == writes  # nothing written
+    assert state_rows(run, "SELECT COUNT(*) FROM contacts") == [(10,)]
+
+
+# -- defect 5: one 403 postpones opt-outs by a day ---------------------------------------------------
+
+SCOPED = 'mass_leave_percent = 100\n[scope.where]\nlifecyclestage = ["customer"]\n'
+
+
+@pytest.mark.parametrize("refusal", [
+    pytest.param("plain", marks=pytest.mark.xfail(strict=True, reason="defect 5: any 403 taken as no scope")),
+    "scope"])
+def test_a_consent_api_403_naming_no_scope_keeps_the_sweep_due(run, hubspot_fake, mailerlite_fake, refusal):
+    """Only a 403 that names the scope means "no scope". Any other failure claims nothing and keeps
+    the sweep due next run, so an opted-out address is not left active for a day."""
+    ids = seed_contacts(hubspot_fake, 3, lifecyclestage="customer")
+    path = mapping_file(run, SCOPED)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_contact(ids[0], {"lifecyclestage": "lead"})  # let go of: kept as a tombstone
+    assert run("--mapping", path).code == 0
+    hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)
+    hubspot_fake.consent_refusals.append(refusal)
+    first = run("--mapping", path, tunables=a_day_later())
+    assert first.code == 0, first.err
+    assert status(mailerlite_fake, "person0@example.com") == "active"  # the sweep's read was refused
+    if refusal == "scope":  # the token lacks the scope: said once, and the sweep waits its day
+        assert "lacks the scope" in first.err
+        return
+    assert "lacks the scope" not in first.err and "consent" in first.err
+    second = run("--mapping", path, tunables=a_day_later(1.02))  # the next hourly run
+    assert second.code == 0, second.err
+    assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
