@@ -21,8 +21,8 @@ from __future__ import annotations
 import bisect
 import time
 import uuid
-from datetime import datetime, timezone
 from collections import deque
+from datetime import datetime, timezone
 from typing import Any, Deque, Dict, Iterable, List, Optional, Set
 
 from werkzeug.routing import BaseConverter, Map, Rule
