@@ -372,6 +372,16 @@ class HubSpotReader:
                 raise ConfigError(f"HubSpot has no list with id {list_id}; check the mapping file") from None
             raise
 
+    def granted_scopes(self) -> Optional[Set[str]]:
+        """The token's scopes from HubSpot's token-information endpoint; None where it does not
+        answer (service keys, perhaps): unknown, never taken for missing."""
+        try:
+            data = self._call("token information", "POST", hs.TOKEN_INFO_PATH, body={"tokenKey": self._token})
+        except (HubSpotRefused, AuthError):
+            return None
+        scopes = data.get("scopes")
+        return {str(s) for s in scopes} if isinstance(scopes, list) else None
+
     def consent_batch(self, what: str, template: str, emails: List[str]) -> List[Any]:
         """One Communication Preferences batch read (sync/consent/by_address.py reads its answer)."""
         return self._call(what, "POST", self._path(template), [("channel", "EMAIL")], body={"inputs": emails},
@@ -447,16 +457,6 @@ class HubSpotWriter(HubSpotReader):
     """What write-back needs on top of reading: properties of its own, and batch updates."""
 
     write_scopes_known: Optional[bool] = None  # set by missing_write_scopes()
-
-    def granted_scopes(self) -> Optional[Set[str]]:
-        """The token's scopes from HubSpot's token-information endpoint; None where it does not
-        answer (service keys, perhaps): unknown, never taken for missing."""
-        try:
-            data = self._call("token information", "POST", hs.TOKEN_INFO_PATH, body={"tokenKey": self._token})
-        except (HubSpotRefused, AuthError):
-            return None
-        scopes = data.get("scopes")
-        return {str(s) for s in scopes} if isinstance(scopes, list) else None
 
     def missing_write_scopes(self) -> List[str]:
         """Write scopes the token is known to lack. Learnt without writing anything; when they cannot

@@ -132,7 +132,6 @@ def test_a_short_listing_of_a_list_takes_nobody_out_of_its_group(run, hubspot_fa
 # -- defect 4: another portal's run ------------------------------------------------------------------
 
 @pytest.mark.parametrize("unconfirmed", ["HubSpot portal", "MailerLite account"])
-@pytest.mark.xfail(strict=True, reason="defect 4: an unknown portal is taken as a match")
 def test_an_account_the_run_cannot_confirm_is_not_written_to(run, hubspot_fake, mailerlite_fake, unconfirmed):
     """The state records portal 1 and MailerLite account 83510. Settings that reach a portal whose
     account details are not answered (or a MailerLite answer without its account header) cannot be
@@ -164,9 +163,7 @@ def test_an_account_the_run_cannot_confirm_is_not_written_to(run, hubspot_fake, 
 SCOPED = 'mass_leave_percent = 100\n[scope.where]\nlifecyclestage = ["customer"]\n'
 
 
-@pytest.mark.parametrize("refusal", [
-    pytest.param("plain", marks=pytest.mark.xfail(strict=True, reason="defect 5: any 403 taken as no scope")),
-    "scope"])
+@pytest.mark.parametrize("refusal", ["plain", "scope"])
 def test_a_consent_api_403_naming_no_scope_keeps_the_sweep_due(run, hubspot_fake, mailerlite_fake, refusal):
     """Only a 403 that names the scope means "no scope". Any other failure claims nothing and keeps
     the sweep due next run, so an opted-out address is not left active for a day."""

@@ -11,9 +11,10 @@ about the address itself:
   one of those subscriptions is opted out.
 Answers are matched by address, never by position; an address HubSpot does not answer for (no
 status, or left out) is not taken as opted out, and an answer naming an address not asked about
-is ignored. A token without the scope gets None ("unknown"): the caller falls back to the records'
-opt-out properties, and the run says once what it then cannot follow. So does a run in which HubSpot
-kept failing on a consent read (an outage of that API): it says so, and the sweep is due again.
+is ignored. A token without the scope (a 403 naming it, or the token's scopes read without it) gets
+None ("unknown"): the caller falls back to the records' opt-out properties, and the run says once
+what it then cannot follow. So does a run in which HubSpot kept failing on a consent read (an outage
+of that API) or refused it without naming a scope: it says so, and the sweep is due again next run.
 """
 
 from __future__ import annotations
@@ -106,9 +107,16 @@ class AddressConsent:
                 opted |= self._statuses("consent (subscriptions) read", hs.CONSENT_READ_PATH, rest, "statuses",
                                         self.subscriptions)
         except AuthError as exc:
-            # The contact reads worked with this token a moment ago: this one scope is what is missing.
-            log.debug("consent by address unavailable: %s", exc)
-            self.available = False
+            if self._lacks_scope(exc):
+                log.debug("consent by address unavailable: %s", exc)
+                self.available = False
+                return None
+            # A refusal that names no scope (a permission hiccup, a portal setting) is no evidence the
+            # token lacks it: nothing is claimed, and the sweep is due again next run, as after an outage.
+            log.warning("HubSpot refused reading consent by address (%s) without naming a missing scope: this run "
+                        "reads opt-outs from the contact records only; the consent sweep is due again next run",
+                        clip(str(exc), 200))
+            self.down = True
             return None
         except HubSpotOutage as exc:
             log.warning("HubSpot kept failing on reading consent by address (%s): this run reads opt-outs from the "
@@ -118,6 +126,14 @@ class AddressConsent:
             return None
         self.available = True
         return opted
+
+    def _lacks_scope(self, refusal: AuthError) -> bool:
+        """Only a refusal naming the consent scope, or the token's own scopes read without it, mean the
+        token lacks the scope; the token-information read answers None where it cannot say."""
+        if hs.CONSENT_READ_SCOPE in str(refusal):
+            return True
+        granted = self.hubspot.granted_scopes()
+        return granted is not None and hs.CONSENT_READ_SCOPE not in granted
 
     def _statuses(self, what: str, path: str, batch: List[str], key: str,
                   counts: Optional[FrozenSet[str]]) -> Set[str]:
