@@ -15,14 +15,15 @@ import math
 import re
 import sqlite3
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 from .mailerlite import MailerLiteClient
+from .mailerlite_answers import INACTIVE
 from .mapping import Mapping, Planned
 
 log = logging.getLogger(__name__)
 
-INACTIVE = frozenset({"unsubscribed", "bounced", "junk"})  # statuses the sync never reactivates
+__all__ = ["INACTIVE", "MailerLiteCopy", "compare"]  # INACTIVE: the one list, mailerlite_answers.py's
 MISSING = "subscriber"  # the difference named when MailerLite does not hold the address at all
 INSERT_CHUNK = 1000  # listing rows written to the temporary table per statement
 # An incremental run reading this many changed contacts or more asks MailerLite how many it holds
@@ -74,8 +75,10 @@ class MailerLiteCopy:
         self.size = 0
 
     @classmethod
-    def read(cls, mailerlite: MailerLiteClient) -> MailerLiteCopy:
-        """The whole listing, through the one paginator (a wrong page stops the run, never ends the listing)."""
+    def read(cls, mailerlite: MailerLiteClient,
+             seen: Optional[Callable[[List[Tuple[str, str]]], None]] = None) -> MailerLiteCopy:
+        """The whole listing, through the one paginator (a wrong page stops the run, never ends the listing).
+        `seen`: handed each chunk's (address, status), for the consent ledger (consent.seen_in_listing)."""
         copy = cls()
         rows: List[Tuple[str, Optional[str], str, str, Optional[str]]] = []
         for subscriber in mailerlite.iter_subscribers(include_groups=True):
@@ -83,14 +86,17 @@ class MailerLiteCopy:
             if row is not None:
                 rows.append(row)
             if len(rows) >= INSERT_CHUNK:
-                copy._insert(rows)
+                copy._insert(rows, seen)
                 rows = []
-        copy._insert(rows)
+        copy._insert(rows, seen)
         log.info("read MailerLite's listing: %d subscribers", copy.size)
         return copy
 
-    def _insert(self, rows: List[Tuple[str, Optional[str], str, str, Optional[str]]]) -> None:
+    def _insert(self, rows: List[Tuple[str, Optional[str], str, str, Optional[str]]],
+                seen: Optional[Callable[[List[Tuple[str, str]]], None]] = None) -> None:
         if rows:
+            if seen is not None:
+                seen([(email, status) for email, _, status, _, _ in rows])
             self.conn.executemany("INSERT OR REPLACE INTO held VALUES (?,?,?,?,?)", rows)
             self.size = self.conn.execute("SELECT COUNT(*) FROM held").fetchone()[0]
 

@@ -11,13 +11,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
-from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set
+from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 from . import engagement as engagement_pass
 from . import write_back as write_back_pass
 from .accounts import check_same_accounts, prove_credentials
 from .adoption import (
-    INACTIVE,
     LISTING_FLOOR,
     MISMATCH_MIN,
     Comparison,
@@ -38,6 +37,7 @@ from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthE
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
 from .hubspot_schema import MERGED_PROPERTY
 from .mailerlite import MailerLiteClient
+from .mailerlite_answers import INACTIVE
 from .mailerlite_schema import MailerLiteSchema
 from .mapping import (
     DEFAULT_OPTOUT_PROPERTIES,
@@ -64,10 +64,9 @@ __all__ = ["Engine", "RunOptions", "Summary"]
 log = logging.getLogger(__name__)
 
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
-# The reason a second contact with an address another one syncs is rejected, and its SQL LIKE
-# pattern, to find those whose owner has let the address go since (state.unheld_problems).
+# The reason a second contact with an address another one syncs is rejected (recorded as a duplicate
+# of that contact: state.unheld_duplicates finds those whose owner has let the address go since).
 DUPLICATE = "email {email} is already synced from HubSpot contact {owner}"
-DUPLICATE_LIKE = DUPLICATE.format(email="%", owner="%")
 
 
 @dataclass(frozen=True)
@@ -273,7 +272,7 @@ class Engine:
         assert bookmark is not None
         # A duplicate whose owner let the address go since (it left, changed address) changed nothing
         # itself: it is read again, and now holds the address.
-        extra = set(self.state.failed_ids()) | changed_members | set(self.state.unheld_problems(DUPLICATE_LIKE))
+        extra = set(self.state.failed_ids()) | changed_members | set(self.state.unheld_duplicates())
         for contact in self.hubspot.search_modified_since(bookmark, props):
             if self.total is None and self.hubspot.search_total is not None:
                 self.total = self.hubspot.search_total + len(extra)
@@ -437,8 +436,7 @@ class Engine:
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
-            self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known), self._address_synced(email),
-                              isinstance(outcome, Skip) and self.mapping.opted_out(props))
+            self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known), self._address_synced(email))
             if known is not None and known.email is None and not self.options.dry_run:
                 # Only a problem was known (refused, a duplicate, failed), never synced: outside the sync
                 # now, there is nothing to report or to read again every run (failed, a duplicate freed).
@@ -453,7 +451,7 @@ class Engine:
             # reported (--rejected), not silently dropped, until the first one lets it go. Its
             # opt-out still wins.
             self._reject(hubspot_id, Reject(DUPLICATE.format(email=outcome.email, owner=owner),
-                                            outcome.email, outcome.status == "unsubscribed"), known)
+                                            outcome.email, outcome.opted_out), known, duplicate_of=owner)
             return
         if self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known)):
             known = None  # a new address: the old one has left the sync; the new one is a new subscriber
@@ -464,9 +462,9 @@ class Engine:
         fingerprint = planned.fingerprint()
         if (known and not self.options.force and known.problem_kind == "rejected"
                 and known.problem_fingerprint == fingerprint):
-            if planned.status == "unsubscribed" and not self.options.dry_run:
+            if planned.opted_out and not self.options.dry_run:
                 # The refusal is recorded before the opt-out it implies is stored: a run killed
-                # in between must not leave it undelivered. Sent once per address (optouts_sent).
+                # in between must not leave it undelivered. Sent when the ledger says it is due.
                 self.consent.refused_before(hubspot_id, planned.email)
             self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
             return
@@ -514,7 +512,7 @@ class Engine:
         earlier_failures = known.problem_attempts if known and known.problem_kind == "failed" else 0
         self.writer.add(Pending(hubspot_id, planned.email, planned.payload(cleared, group_ids), fingerprint,
                                 frozenset(planned.fields), frozenset(planned.groups), removals,
-                                earlier_failures=earlier_failures))
+                                earlier_failures=earlier_failures, opted_out=planned.opted_out))
         self._settle_written()  # recorded as soon as answered: a crash resends only what was in flight
 
     # -- MailerLite's copy (adoption.py) -----------------------------------------------------------
@@ -523,7 +521,7 @@ class Engine:
         """This contact against MailerLite's listing, when this run read it (never under --force)."""
         if self._copy_wanted and self.copy is None:
             self._copy_wanted = False  # read when the first contact needs it: HubSpot answered by then
-            self.copy = MailerLiteCopy.read(self.mailerlite)
+            self.copy = MailerLiteCopy.read(self.mailerlite, self._listing_seen())
         if self.copy is None or self.options.force:
             return None
         previously = known.fields_set if known and known.email == planned.email else frozenset()
@@ -540,13 +538,17 @@ class Engine:
         """MailerLite already holds what the sync would send: recorded as synced, nothing written.
         An unsubscribed, bounced or junk subscriber keeps its status (today's not_reactivated)."""
         assert held.held is not None
-        kind = "not_reactivated" if held.held.status in INACTIVE and planned.status is None else "adopted"
+        kind = "not_reactivated" if held.held.status in INACTIVE and not planned.opted_out else "adopted"
         # It owns the address now, as a sent contact does: another contact with it is a duplicate.
         self._owners.setdefault(planned.email, hubspot_id)
         if not self.options.dry_run:
             self.state.record([Result(hubspot_id, planned.email, kind, fingerprint, frozenset(planned.fields),
                                       held.held.subscriber_id, groups_set=frozenset(planned.groups))])
         self.summary.add(kind)
+
+    def _listing_seen(self) -> Callable[[List[Tuple[str, str]]], None]:
+        """Where the listing's statuses go as it is read: the consent ledger (consent.seen_in_listing)."""
+        return self.consent.seen_in_listing
 
     def _before_first_send(self) -> None:
         """Before an incremental run sends its first contact, once: is the state to be believed?
@@ -572,7 +574,7 @@ class Engine:
                 self.state.set_full_pass_pending(True)
         else:
             return
-        self.copy = MailerLiteCopy.read(self.mailerlite)
+        self.copy = MailerLiteCopy.read(self.mailerlite, self._listing_seen())
 
     def _warn_if_state_mismatch(self) -> None:
         if state_mismatch(self._known_compared, self._known_compared - self._known_missing):
@@ -580,7 +582,8 @@ class Engine:
                         "or another account): they were compared and created again as needed, not counted as "
                         "departures", self._known_compared - self._known_missing, self._known_compared)
 
-    def _reject(self, hubspot_id: str, reject: Reject, known: Optional[ContactRecord]) -> None:
+    def _reject(self, hubspot_id: str, reject: Reject, known: Optional[ContactRecord],
+                duplicate_of: Optional[str] = None) -> None:
         """Data that cannot be sent. An opt-out it carries is delivered on its own first (consent.read)."""
         if self.consent.read(hubspot_id, reject, _previous(hubspot_id, known)):
             # The refused data hides an address change: the old address is let go as with an accepted
@@ -591,7 +594,8 @@ class Engine:
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
             self.summary.add("unchanged")  # rejected before with the same data: nothing new to say
             return
-        self._record([Result(hubspot_id, reject.email, "rejected", fingerprint, reason=reject.reason)])
+        self._record([Result(hubspot_id, reject.email, "rejected", fingerprint, reason=reject.reason,
+                             duplicate_of=duplicate_of)])
 
     def _ensure_fields(self) -> bool:
         """Before the first write: fields exist (or are created) with agreeing types.

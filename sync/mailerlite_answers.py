@@ -25,6 +25,12 @@ ACCOUNT = "account"  # the account may not do this (402, 403, plan or subscriber
 REFUSED = "refused"  # any other refusal of one contact: failed, tried again on later runs
 NOT_UNDERSTOOD = "not_understood"  # a batch item in a shape we do not know: send it on its own
 
+# The statuses MailerLite never lets an upsert reactivate, and the sync never makes active again: the
+# one list (the consent ledger keeps an address seen so; write-back reads these; adoption keeps them).
+INACTIVE_STATUSES = ("unsubscribed", "bounced", "junk")
+INACTIVE = frozenset(INACTIVE_STATUSES)
+_STATUS_WORDS = re.compile(r"\b(unsubscribed|bounced|junk)\b", re.I)
+
 IMPORT_LIMIT_HINT = "import"  # the import limit's 429 says "rate limited on import creation"
 # Account-level wording in a refusal's message (never in field errors: a field may be called "plan").
 ACCOUNT_WORDS = re.compile(r"\b(plan|upgrade|suspended|billing|payment|quota|subscribers? limit|"
@@ -153,6 +159,24 @@ def classify_upsert(code: int, body: Any, batch_item: bool = False, email: Optio
         if _errors(body):
             return Answer(REJECTED, code, reason)
     return Answer(REFUSED, code, reason)
+
+
+def refused_status(reason: str) -> str:
+    """The status a refusal to reactivate names ("This subscriber is bounced and cannot be imported");
+    "unsubscribed" when it names none (it is one of the inactive ones either way)."""
+    found = _STATUS_WORDS.search(reason or "")
+    return found.group(1).lower() if found else "unsubscribed"
+
+
+def answered_status(answer: Answer) -> Optional[str]:
+    """The subscriber's status an upsert's answer tells: a success's subscriber object, or the status a
+    refusal to reactivate names; None when it tells none."""
+    if answer.kind == WRITTEN and answer.subscriber is not None:
+        status = answer.subscriber.get("status")
+        return status.strip().lower() if isinstance(status, str) and status.strip() else None
+    if answer.kind == NOT_REACTIVATED:
+        return refused_status(answer.reason)
+    return None
 
 
 def item_code(item: Any) -> int:

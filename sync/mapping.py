@@ -146,6 +146,11 @@ class Planned:
     groups: Tuple[str, ...] = ()  # group names, sorted
     warnings: Tuple[str, ...] = ()
 
+    @property
+    def opted_out(self) -> bool:
+        """The contact's opt-out, which the payload carries as the status."""
+        return self.status == "unsubscribed"
+
     def fingerprint(self) -> str:
         """Stable hash of the wanted state: equal fingerprints need no write."""
         canonical = json.dumps({"email": self.email, "fields": self.fields, "status": self.status,
@@ -170,7 +175,11 @@ class Planned:
 
 @dataclass(frozen=True)
 class Skip:
+    """Nothing to sync (no address). An opt-out is carried: the address the contact held before
+    gets it (unless another live contact holds it)."""
+
     reason: str
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -276,9 +285,9 @@ def map_contact(contact: Dict[str, Any], mapping: Mapping,
     if not isinstance(props, dict):
         props = {}
     email = normalise_email(props.get(EMAIL_PROPERTY))
-    if not email:
-        return Skip("no email address")
     opted_out = mapping.opted_out(props)
+    if not email:
+        return Skip("no email address", opted_out)
     out_of_scope = _scope_problem(props, mapping, lists)
     if out_of_scope:
         return OutOfScope(out_of_scope, email, opted_out)

@@ -1,8 +1,8 @@
 """Durable sync state in one SQLite file: bookmark, what each contact last looked like in
 MailerLite, contacts with problems, and a row per run. Never holds a secret.
 
-It stores and answers queries; it decides nothing. Consent (pending actions and their back-off,
-optouts_sent, tombstones) is decided by the consent owner (sync/consent/), which tells this module
+It stores and answers queries; it decides nothing. Consent (the consent ledger, pending actions and
+their back-off, tombstones) is decided by the consent owner (sync/consent/), which tells this module
 what to keep and what to drop. One rule lives here as storage, on purpose: the tombstones table is
 kept in step with the contacts table by triggers (migration 7). A tombstone is, by definition, an
 address the contacts table lost without an unsubscribe; every path that changes or deletes a
@@ -29,7 +29,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -166,6 +166,77 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
             BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
                   VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
     ),
+    10: (
+        # The consent ledger: one row per address the sync ever wrote to MailerLite or saw there, with
+        # the evidence every consent decision is made from (sync/consent/rules.py decides, from the row
+        # and the new evidence; this only stores): HubSpot's opt-out as last read (1, 0; NULL never
+        # read), when and from where (record | address | archived); MailerLite's status as last seen,
+        # when and from where (listing | upsert | refusal | write_back | unsubscribe | migrated); what
+        # the sync last sent (upsert | unsubscribe) and when (epoch seconds); the contact syncing it now
+        # (kept by the triggers below; NULL: none). It replaces optouts_sent, whose rows were kept under
+        # a contact id nothing read again once that contact was gone.
+        """CREATE TABLE consent_ledger (
+            email TEXT PRIMARY KEY,
+            hubspot_opted_out INTEGER,
+            hubspot_source TEXT,
+            hubspot_read_at INTEGER,
+            mailerlite_status TEXT,
+            mailerlite_source TEXT,
+            mailerlite_seen_at INTEGER,
+            sent TEXT,
+            sent_at INTEGER,
+            holder INTEGER) WITHOUT ROWID""",
+        # What earlier runs knew, kept: every synced address (what was sent, who holds it; a contact kept
+        # as not_reactivated is one MailerLite held inactive), every status written back, every opt-out
+        # delivered on its own (with its time), every tombstone and every pending action's address.
+        """INSERT INTO consent_ledger(email, holder, sent, sent_at)
+            SELECT email, MIN(hubspot_id), 'upsert', MAX(synced_at) FROM contacts GROUP BY email""",
+        """UPDATE consent_ledger SET mailerlite_status='unsubscribed', mailerlite_source='migrated',
+            mailerlite_seen_at=sent_at
+            WHERE email IN (SELECT email FROM contacts WHERE outcome='not_reactivated')""",
+        """INSERT OR IGNORE INTO consent_ledger(email) SELECT email FROM write_back""",
+        """UPDATE consent_ledger SET
+            mailerlite_status=(SELECT status FROM write_back w WHERE w.email=consent_ledger.email),
+            mailerlite_source='write_back',
+            mailerlite_seen_at=(SELECT written_at FROM write_back w WHERE w.email=consent_ledger.email)
+            WHERE email IN (SELECT email FROM write_back)""",
+        """INSERT OR IGNORE INTO consent_ledger(email) SELECT email FROM optouts_sent""",
+        """UPDATE consent_ledger SET sent='unsubscribe',
+            sent_at=(SELECT sent_at FROM optouts_sent o WHERE o.email=consent_ledger.email),
+            hubspot_opted_out=1, hubspot_source='record',
+            hubspot_read_at=(SELECT sent_at FROM optouts_sent o WHERE o.email=consent_ledger.email),
+            mailerlite_status=CASE WHEN mailerlite_status IN ('bounced', 'junk') THEN mailerlite_status
+                                   ELSE 'unsubscribed' END,
+            mailerlite_source=CASE WHEN mailerlite_status IN ('bounced', 'junk') THEN mailerlite_source
+                                   ELSE 'unsubscribe' END,
+            mailerlite_seen_at=(SELECT sent_at FROM optouts_sent o WHERE o.email=consent_ledger.email)
+            WHERE email IN (SELECT email FROM optouts_sent)""",
+        """INSERT OR IGNORE INTO consent_ledger(email, sent) SELECT email, 'upsert' FROM tombstones""",
+        """INSERT OR IGNORE INTO consent_ledger(email) SELECT DISTINCT email FROM pending_actions""",
+        "DROP TABLE optouts_sent",
+        # The contact holding each address, kept in step with the contacts table (as the tombstones are):
+        # a contact row made, moved to another address or id, or forgotten updates its address's row.
+        """CREATE TRIGGER ledger_holder_on_insert AFTER INSERT ON contacts
+            BEGIN INSERT OR IGNORE INTO consent_ledger(email) VALUES (NEW.email);
+                  UPDATE consent_ledger SET holder=(SELECT MIN(hubspot_id) FROM contacts WHERE email=NEW.email)
+                  WHERE email=NEW.email; END""",
+        """CREATE TRIGGER ledger_holder_on_change AFTER UPDATE OF email, hubspot_id ON contacts
+            WHEN OLD.email != NEW.email OR OLD.hubspot_id != NEW.hubspot_id
+            BEGIN INSERT OR IGNORE INTO consent_ledger(email) VALUES (NEW.email);
+                  UPDATE consent_ledger
+                  SET holder=(SELECT MIN(hubspot_id) FROM contacts WHERE email=consent_ledger.email)
+                  WHERE email IN (OLD.email, NEW.email); END""",
+        """CREATE TRIGGER ledger_holder_on_forget AFTER DELETE ON contacts
+            BEGIN UPDATE consent_ledger SET holder=(SELECT MIN(hubspot_id) FROM contacts WHERE email=OLD.email)
+                  WHERE email=OLD.email; END""",
+        # A duplicate (a second contact with an address another one syncs) is a kind of problem of its
+        # own, named by the contact holding the address, not found by a pattern on its message; it is
+        # still reported as rejected. Those recorded before are recognised by that message once, here.
+        "ALTER TABLE problems ADD COLUMN duplicate_of INTEGER",
+        """UPDATE problems SET duplicate_of=CAST(substr(reason, instr(reason, 'synced from HubSpot contact ') + 28)
+                                                 AS INTEGER)
+            WHERE kind='rejected' AND reason LIKE 'email % is already synced from HubSpot contact %'""",
+    ),
 }
 
 RUN_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
@@ -208,6 +279,9 @@ class Result:
     subscriber_id: Optional[str] = None
     reason: str = ""
     groups_set: FrozenSet[str] = frozenset()
+    # The subscriber's status as MailerLite's answer gave it (for the consent ledger); None: not said.
+    mailerlite_status: Optional[str] = None
+    duplicate_of: Optional[str] = None  # a rejected duplicate: the contact syncing its address
 
 
 @dataclass(frozen=True)
@@ -223,6 +297,33 @@ class PendingAction:
     reason: str
     attempts: int = 0
     next_try: int = 0  # epoch ms before which it is not tried again (its back-off); 0: the next run
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One address's consent evidence, as the ledger stores it (migration 10; consent/rules.py reads
+    and makes them: this module stores them)."""
+
+    email: str
+    hubspot_opted_out: Optional[bool] = None  # HubSpot's opt-out as last read; None: never read
+    hubspot_source: Optional[str] = None  # record | address | archived
+    hubspot_read_at: Optional[int] = None  # epoch seconds
+    mailerlite_status: Optional[str] = None  # MailerLite's status as last seen; None: never seen
+    mailerlite_source: Optional[str] = None  # listing | upsert | refusal | write_back | unsubscribe | migrated
+    mailerlite_seen_at: Optional[int] = None
+    sent: Optional[str] = None  # what the sync last sent: upsert | unsubscribe
+    sent_at: Optional[int] = None
+    holder: Optional[str] = None  # the contact syncing the address now (kept by triggers)
+
+
+LEDGER_COLUMNS = ("email", "hubspot_opted_out", "hubspot_source", "hubspot_read_at", "mailerlite_status",
+                  "mailerlite_source", "mailerlite_seen_at", "sent", "sent_at", "holder")
+
+
+def _ledger_row(row: Sequence[Any]) -> LedgerRow:
+    e, opted, hsrc, hat, status, msrc, mat, sent, sat, holder = row
+    return LedgerRow(e, None if opted is None else bool(opted), hsrc, hat, status, msrc, mat, sent, sat,
+                     None if holder is None else str(holder))
 
 
 def _split(text: Optional[str], sep: str = ",") -> FrozenSet[str]:
@@ -437,10 +538,12 @@ class State:
                 else:
                     self.conn.execute(
                         "INSERT INTO problems(hubspot_id, email, kind, reason, fingerprint, attempts, first_seen, "
-                        "last_seen) VALUES (?,?,?,?,?,1,?,?) ON CONFLICT(hubspot_id) DO UPDATE SET "
+                        "last_seen, duplicate_of) VALUES (?,?,?,?,?,1,?,?,?) ON CONFLICT(hubspot_id) DO UPDATE SET "
                         "email=excluded.email, kind=excluded.kind, reason=excluded.reason, "
-                        "fingerprint=excluded.fingerprint, attempts=problems.attempts+1, last_seen=excluded.last_seen",
-                        (hid, r.email, r.kind, clip(r.reason, 1000), r.fingerprint, now, now))
+                        "fingerprint=excluded.fingerprint, attempts=problems.attempts+1, last_seen=excluded.last_seen, "
+                        "duplicate_of=excluded.duplicate_of",
+                        (hid, r.email, r.kind, clip(r.reason, 1000), r.fingerprint, now, now,
+                         int(r.duplicate_of) if r.duplicate_of and r.duplicate_of.isdigit() else None))
 
     def owners(self, emails: Sequence[str]) -> Dict[str, str]:
         """email -> the HubSpot contact whose subscriber has that address (one query per page)."""
@@ -610,24 +713,35 @@ class State:
                                  (after, limit))
         return [(email, str(hid)) for email, hid in rows]
 
-    def optouts_sent(self, emails: Sequence[str]) -> Dict[str, str]:
-        """email -> the contact whose opt-out was delivered on its own (one query per page)."""
-        wanted = sorted({e for e in emails if e})
-        if not wanted:
-            return {}
-        rows = self.conn.execute(f"SELECT email, hubspot_id FROM optouts_sent WHERE email IN "
-                                 f"({','.join('?' * len(wanted))})", wanted)
-        return {email: str(hid) for email, hid in rows}
+    # -- the consent ledger (migration 10) ---------------------------------------------------------
+    def ledger(self, emails: Sequence[str]) -> Dict[str, LedgerRow]:
+        """email -> its consent ledger row, for those of these addresses it has (one query per page)."""
+        wanted = sorted({e for e in emails if e and _storable(e)})
+        out: Dict[str, LedgerRow] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            rows = self.conn.execute(f"SELECT {', '.join(LEDGER_COLUMNS)} FROM consent_ledger "
+                                     f"WHERE email IN ({','.join('?' * len(chunk))})", chunk)
+            out.update((row[0], _ledger_row(row)) for row in rows)
+        return out
 
-    def record_optout_sent(self, email: str, hubspot_id: str) -> None:
+    def save_ledger(self, rows: Iterable[LedgerRow]) -> None:
+        """Store these rows as the consent owner made them, in one transaction; the holder is not
+        written (the triggers keep it)."""
+        values = [(r.email, None if r.hubspot_opted_out is None else int(r.hubspot_opted_out), r.hubspot_source,
+                   r.hubspot_read_at, r.mailerlite_status, r.mailerlite_source, r.mailerlite_seen_at, r.sent,
+                   r.sent_at) for r in rows if _storable(r.email)]
+        if not values:
+            return
         with self.transaction():
-            self.conn.execute("INSERT OR REPLACE INTO optouts_sent(email, hubspot_id, sent_at) VALUES (?,?,?)",
-                              (email, int(hubspot_id), _now()))
-
-    def clear_optout_sent(self, email: str) -> None:
-        """The address opted back in: a later opt-out must be delivered again."""
-        with self.transaction():
-            self.conn.execute("DELETE FROM optouts_sent WHERE email=?", (email,))
+            self.conn.executemany(
+                "INSERT INTO consent_ledger(email, hubspot_opted_out, hubspot_source, hubspot_read_at, "
+                "mailerlite_status, mailerlite_source, mailerlite_seen_at, sent, sent_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(email) DO UPDATE SET hubspot_opted_out=excluded.hubspot_opted_out, "
+                "hubspot_source=excluded.hubspot_source, hubspot_read_at=excluded.hubspot_read_at, "
+                "mailerlite_status=excluded.mailerlite_status, mailerlite_source=excluded.mailerlite_source, "
+                "mailerlite_seen_at=excluded.mailerlite_seen_at, sent=excluded.sent, sent_at=excluded.sent_at",
+                values)
 
     def mark_seen(self, hubspot_ids: Sequence[str], run_id: int) -> None:
         ids = [int(i) for i in hubspot_ids if str(i).isdigit()]
@@ -674,15 +788,6 @@ class State:
         rows = self.conn.execute(f"SELECT email, status, changed_at FROM write_back WHERE email IN "
                                  f"({','.join('?' * len(wanted))})", wanted)
         return {email: (status, changed) for email, status, changed in rows}
-
-    def known_inactive(self, email: str) -> bool:
-        """Whether the state has seen this address unsubscribed, bounced or junk in MailerLite (kept as
-        not_reactivated, or written back to HubSpot): evidence that outlives the subscriber's deletion."""
-        row = self.conn.execute(
-            "SELECT 1 FROM contacts WHERE email=? AND outcome='not_reactivated' UNION ALL "
-            "SELECT 1 FROM write_back WHERE email=? AND status IN ('unsubscribed', 'bounced', 'junk') LIMIT 1",
-            (email, email)).fetchone()
-        return row is not None
 
     def record_written_back(self, rows: Iterable[Tuple[str, str, Optional[str], Optional[str]]]) -> None:
         """(email, status, changed_at, hubspot id or None) for each status dealt with."""
@@ -731,13 +836,11 @@ class State:
         return [str(r[0]) for r in self.conn.execute(
             "SELECT hubspot_id FROM problems WHERE kind='failed' ORDER BY hubspot_id")]
 
-    def unheld_problems(self, reason_like: str) -> List[str]:
-        """Contacts recorded with a problem whose reason matches `reason_like` (SQL LIKE) and whose
-        address no synced contact holds any more."""
+    def unheld_duplicates(self) -> List[str]:
+        """Contacts recorded as duplicates of an address that no synced contact holds any more."""
         return [str(r[0]) for r in self.conn.execute(
-            "SELECT hubspot_id FROM problems p WHERE reason LIKE ? AND email IS NOT NULL AND email != '' "
-            "AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email = p.email) ORDER BY hubspot_id",
-            (reason_like,))]
+            "SELECT hubspot_id FROM problems p WHERE duplicate_of IS NOT NULL AND email IS NOT NULL AND email != '' "
+            "AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email = p.email) ORDER BY hubspot_id")]
 
     def problems(self) -> List[Dict[str, object]]:
         cur = self.conn.execute("SELECT hubspot_id, email, kind, reason, attempts, first_seen, last_seen "

@@ -11,16 +11,19 @@ import logging
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
+from .consent.ledger import seen_in_mailerlite
+from .consent.rules import WRITE_BACK
 from .hubspot import HubSpotWriter
 from .hubspot_schema import BATCH_UPDATE_SIZE, CHANGED_PROPERTY, DATETIME_FORMAT, STATUS_PROPERTY
 from .mailerlite import MailerLiteClient
+from .mailerlite_answers import INACTIVE_STATUSES
 from .mapping import normalise_email
 from .state import State
 from .summary import Summary
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("unsubscribed", "bounced", "junk")
+STATUSES = INACTIVE_STATUSES  # the one list (mailerlite_answers.py)
 DUE_KEY = "write_back_due_ms"
 
 
@@ -74,7 +77,10 @@ class WriteBack:
             self.state.set_json(DUE_KEY, now_ms if self._had_failures else now_ms + self.interval_ms)
 
     def _handle(self, seen: List[Tuple[str, str, Optional[str]]]) -> None:
-        """Write the changed ones among up to 100 inactive subscribers."""
+        """Write the changed ones among up to 100 inactive subscribers (each kept in the consent ledger,
+        written back or not: MailerLite's protection outlives the subscriber's deletion there)."""
+        if not self.dry_run:
+            seen_in_mailerlite(self.state, ((email, status) for email, status, _ in seen), WRITE_BACK)
         known = self.state.written_back([e for e, _, _ in seen])
         changed = [row for row in seen if known.get(row[0]) != (row[1], row[2])]
         if not changed:

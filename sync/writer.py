@@ -54,10 +54,7 @@ class Pending:
     removals: FrozenSet[str] = frozenset()  # managed groups to leave once MailerLite accepts the upsert
     attempts: int = 0  # answers of this run that said "try again"
     earlier_failures: int = 0  # runs that ended with this contact failed (the state's problem attempts)
-
-    @property
-    def opts_out(self) -> bool:
-        return self.payload.get("status") == "unsubscribed"
+    opted_out: bool = False  # the mapped contact's opt-out (its payload carries it as the status)
 
 
 Written = Tuple[Pending, Result]  # an item and its recorded outcome
@@ -69,10 +66,12 @@ def to_result(item: Pending, answer: Answer, max_refused_runs: int = DEFAULTS.ma
     if answer.kind == answers.WRITTEN:
         assert answer.subscriber is not None
         return Result(item.hubspot_id, item.email, "created" if answer.created else "updated", item.fingerprint,
-                      item.fields_set, str(answer.subscriber["id"]), groups_set=item.groups)
+                      item.fields_set, str(answer.subscriber["id"]), groups_set=item.groups,
+                      mailerlite_status=answers.answered_status(answer))
     if answer.kind == answers.NOT_REACTIVATED:
         # MailerLite protects an unsubscribed/bounced/junk subscriber: expected, not an error.
-        return Result(item.hubspot_id, item.email, "not_reactivated", item.fingerprint, item.fields_set)
+        return Result(item.hubspot_id, item.email, "not_reactivated", item.fingerprint, item.fields_set,
+                      mailerlite_status=answers.answered_status(answer))
     if answer.kind == answers.REJECTED:
         return Result(item.hubspot_id, item.email, "rejected", item.fingerprint, reason=f"MailerLite: {answer.reason}")
     if answer.kind == answers.REFUSED:

@@ -6,8 +6,13 @@ to, and a consent API failure is not a missing scope."""
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import replace
+
 import pytest
 
+from sync.consent import rules
+from sync.state import MIGRATIONS, LedgerRow, State
 from tests.conftest import seed_contacts
 from tests.test_consent import consent_only, mapping_file, state_rows
 from tests.test_consent_by_address import a_day_later, status
@@ -23,7 +28,6 @@ def contact_id(hs, email: str) -> str:
 
 # -- defect 1: an opt-out lost after a sweep ---------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="defect 1: optouts_sent under X's id suppresses Z's unsubscribe")
 def test_an_address_unsubscribed_by_the_sweep_then_resubscribed_gets_its_next_optout(run, hubspot_fake,
                                                                                      mailerlite_fake):
     """X deleted, its address opts out, the sweep unsubscribes it. The person signs up again (a
@@ -58,7 +62,6 @@ def test_an_address_unsubscribed_by_the_sweep_then_resubscribed_gets_its_next_op
 
 # -- defect 2: a re-subscribe after adoption ---------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="defect 2: the upsert answer's status is ignored")
 @pytest.mark.parametrize("held", ["unsubscribed", "bounced", "junk"])
 def test_an_address_adopted_as_inactive_is_not_created_again_after_its_deletion(run, hubspot_fake,
                                                                                mailerlite_fake, held):
@@ -83,7 +86,6 @@ def test_an_address_adopted_as_inactive_is_not_created_again_after_its_deletion(
     assert mailerlite_fake.subscriber("person0@example.com")["fields"]["name"] == "First0"
 
 
-@pytest.mark.xfail(strict=True, reason="defect 2: the upsert answer's status is ignored")
 def test_an_hourly_run_unsubscribes_at_once_an_address_an_upsert_answer_showed_inactive(run, hubspot_fake,
                                                                                          mailerlite_fake):
     """The same through an hourly run, which reads no listing: the upsert answer showed the address
@@ -184,3 +186,96 @@ def test_a_consent_api_403_naming_no_scope_keeps_the_sweep_due(run, hubspot_fake
     second = run("--mapping", path, tunables=a_day_later(1.02))  # the next hourly run
     assert second.code == 0, second.err
     assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
+
+
+# -- the ledger: the migration keeps what earlier runs knew ------------------------------------------
+
+def test_a_state_of_schema_9_keeps_every_tombstone_pending_action_and_delivered_unsubscribe(tmp_path):
+    """A state file as today's code leaves it (schema 9, with every kind of row) migrated to the ledger."""
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for step in range(1, 10):
+        for statement in MIGRATIONS[step]:
+            db.execute(statement)
+    db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '9')")
+    contacts = [(1, "synced@example.com", "created", 100), (2, "kept@example.com", "not_reactivated", 200),
+                (3, "bounced@example.com", "updated", 300)]
+    db.executemany("INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, outcome, synced_at) "
+                   "VALUES (?, ?, 'f', '', ?, ?)", contacts)
+    db.execute("INSERT INTO write_back VALUES ('bounced@example.com', 'bounced', NULL, 3, 310)")
+    db.execute("INSERT INTO optouts_sent VALUES ('refused@example.com', 4, 400)")
+    db.execute("INSERT INTO tombstones VALUES ('gone@example.com', 5, 500)")
+    db.execute("INSERT INTO pending_actions(hubspot_id, email, unsubscribe, forget, reason) "
+               "VALUES (6, 'waiting@example.com', 1, 1, 'left')")
+    db.execute("INSERT INTO problems VALUES (7, 'synced@example.com', 'rejected', "
+               "'email synced@example.com is already synced from HubSpot contact 1', 'f', 1, 1, 1)")
+    db.execute("INSERT INTO problems VALUES (8, 'bad@example.com', 'rejected', 'MailerLite: email: invalid', "
+               "'f', 1, 1, 1)")
+    db.close()
+    state = State(path)
+    try:
+        assert state.tombstones() == [("gone@example.com", "5")]
+        assert [(a.email, a.unsubscribe, a.forget) for a in state.pending_actions()] == [
+            ("waiting@example.com", True, True)]
+        rows = state.ledger(["synced@example.com", "kept@example.com", "bounced@example.com",
+                             "refused@example.com", "gone@example.com", "waiting@example.com"])
+        assert set(rows) == {"synced@example.com", "kept@example.com", "bounced@example.com", "refused@example.com",
+                             "gone@example.com", "waiting@example.com"}
+        assert (rows["synced@example.com"].holder, rows["synced@example.com"].sent) == ("1", "upsert")
+        assert rows["synced@example.com"].mailerlite_status is None
+        assert rows["kept@example.com"].mailerlite_status == "unsubscribed"  # kept as not_reactivated
+        assert rows["bounced@example.com"].mailerlite_status == "bounced"  # written back
+        refused = rows["refused@example.com"]  # an opt-out delivered on its own: per address, with its time
+        assert (refused.sent, refused.sent_at, refused.hubspot_opted_out, refused.mailerlite_status) == (
+            "unsubscribe", 400, True, "unsubscribed")
+        assert rows["gone@example.com"].holder is None
+        assert state.unheld_duplicates() == []  # contact 1 still holds the address
+        with state.transaction():
+            state.conn.execute("DELETE FROM contacts WHERE hubspot_id=1")
+        assert state.unheld_duplicates() == ["7"]  # a duplicate found by its kind, not by its message
+        assert state.ledger(["synced@example.com"])["synced@example.com"].holder is None
+    finally:
+        state.close()
+
+
+# -- the rules on a ledger row, as a table -----------------------------------------------------------
+
+ROW = LedgerRow("a@example.com")
+DELIVERED = LedgerRow("a@example.com", hubspot_opted_out=True, mailerlite_status="unsubscribed", sent="unsubscribe")
+
+
+@pytest.mark.parametrize("row,due", [
+    (None, True),  # never seen: send
+    (ROW, True),
+    (DELIVERED, False),  # this very opt-out delivered, MailerLite holds it unsubscribed
+    (replace(DELIVERED, mailerlite_status="bounced"), False),
+    (replace(DELIVERED, mailerlite_status="active"), True),  # seen active since (a form sign-up)
+    (replace(DELIVERED, hubspot_opted_out=False), True),  # opted in since: a new opt-out
+    (replace(DELIVERED, sent="upsert"), True),  # an upsert went since
+])
+def test_whether_an_unsubscribe_is_due(row, due):
+    assert rules.unsubscribe_due(row) is due
+
+
+@pytest.mark.parametrize("status,source,created,before,after", [
+    ("unsubscribed", rules.LISTING, False, None, "unsubscribed"),
+    ("active", rules.UPSERT, False, "unsubscribed", "active"),  # MailerLite itself shows it active again
+    ("active", rules.UPSERT, True, "unsubscribed", "unsubscribed"),  # created by the sync: no sign of a sign-up
+    ("active", rules.UPSERT, True, None, "active"),
+    ("bounced", rules.REFUSAL, False, "active", "bounced"),
+    ("Junk", rules.WRITE_BACK, False, None, "junk"),
+])
+def test_what_a_sighting_in_mailerlite_does_to_the_row(status, source, created, before, after):
+    row = replace(ROW, mailerlite_status=before) if before else None
+    new = rules.seen_in_mailerlite(row, ROW.email, status, source, 5, created_by_sync=created)
+    assert new.mailerlite_status == after
+    assert rules.never_made_active(new) is (after in ("unsubscribed", "bounced", "junk"))
+
+
+def test_an_unsubscribe_taken_is_kept_per_address_with_its_time():
+    row = rules.unsubscribe_taken(replace(ROW, hubspot_opted_out=False), ROW.email, None, 7)
+    assert (row.sent, row.sent_at, row.hubspot_opted_out, row.mailerlite_status) == ("unsubscribe", 7, True,
+                                                                                   "unsubscribed")
+    assert rules.unsubscribe_taken(None, ROW.email, "bounced", 8).mailerlite_status == "bounced"
+    assert not rules.unsubscribe_due(row)
+    assert rules.unsubscribe_due(rules.read_in_hubspot(row, ROW.email, False, rules.RECORD, 9))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Iterator, Set, Tuple
+from typing import Iterator, Optional, Set, Tuple
 
 from .. import mailerlite_answers as answers
 from ..errors import AbortRun
@@ -17,6 +17,7 @@ from ..retrying import RunDeadline, Transient, WaitTooLong
 from ..state import PendingAction, State
 from ..summary import Summary
 from ..tunables import DEFAULTS, Tunables
+from .ledger import Ledger
 from .rules import merged_action, next_try_ms
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ class ConsentWriter:
     """Applies consent actions: stored first, tried, forgotten only once MailerLite took them."""
 
     def __init__(self, mailerlite: MailerLiteClient, state: State, schema: MailerLiteSchema, summary: Summary,
-                 tunables: Tunables = DEFAULTS) -> None:
+                 ledger: Ledger, tunables: Tunables = DEFAULTS) -> None:
+        self.ledger = ledger  # an unsubscribe MailerLite took is kept there, per address, with its time
         self.tunables = tunables  # the back-off of actions that keep failing, and the wall clock
         self.mailerlite = mailerlite
         self.state = state
@@ -114,9 +116,11 @@ class ConsentWriter:
 
     def _try(self, action: PendingAction) -> bool:
         self._tried.add((action.hubspot_id, action.email))
+        status: Optional[str] = None
         try:
             if action.unsubscribe:
-                self._unsubscribe(action.email)
+                status = self._unsubscribe(action.email)
+                self.ledger.unsubscribed(action.email, status)  # at once: a failing group removal must not hide it
             self._leave_groups(action)
         except (AccountRefused, RunDeadline, WaitTooLong):
             # Every action would be refused alike, or the run must stop now (its time limit, a wait
@@ -146,18 +150,17 @@ class ConsentWriter:
         # Taken: a contact that left the sync is forgotten now, and an address unsubscribed has no
         # later opt-out to follow (no tombstone).
         self.state.action_done(action, forget_contact=action.forget, drop_tombstone=action.unsubscribe)
-        if action.unsubscribe and not action.forget:
-            self.state.record_optout_sent(action.email, action.hubspot_id)
         if action.unsubscribe:
             self.summary.add("unsubscribed")
         return True
 
-    def _unsubscribe(self, email: str) -> None:
-        """The consent-only upsert, judged by the one classifier of MailerLite answers."""
+    def _unsubscribe(self, email: str) -> Optional[str]:
+        """The consent-only upsert, judged by the one classifier of MailerLite answers; returns the
+        status MailerLite's answer gives the subscriber (None: not said)."""
         raw = self.mailerlite.upsert({"email": email, "status": "unsubscribed"})
         answer = answers.classify_upsert(raw.code, raw.body)
         if answer.kind in (answers.WRITTEN, answers.NOT_REACTIVATED):
-            return  # NOT_REACTIVATED: bounced or junk already, MailerLite sends it nothing either way
+            return answers.answered_status(answer)  # NOT_REACTIVATED: bounced or junk already, sent nothing
         if answer.kind == answers.RETRY:
             raise Transient(f"answered {answer.code}")
         raise _Refused(f"MailerLite refused the unsubscribe (HTTP {answer.code}): {answer.reason}")

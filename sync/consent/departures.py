@@ -13,6 +13,7 @@ from ..mapping import Mapping, OutOfScope, Skip, email_problem
 from ..state import PendingAction, State, Synced
 from ..summary import Summary
 from .actions import ConsentWriter
+from .ledger import Ledger
 from .rules import (
     Leaving,
     group_removal,
@@ -38,10 +39,11 @@ class Departures:
     """
 
     def __init__(self, state: State, mapping: Mapping, consent: ConsentWriter, summary: Summary,
-                 held_in_hubspot: Callable[[Synced], bool], dry_run: bool = False,
+                 held_in_hubspot: Callable[[Synced], bool], ledger: Ledger, dry_run: bool = False,
                  allow_mass_leave: bool = False,
                  optouts_by_address: Optional[Callable[[Iterable[str]], Optional[Set[str]]]] = None) -> None:
         self.state = state
+        self.ledger = ledger  # the consent ledger: whether an unsubscribe is due (rules.unsubscribe_due)
         self.mapping = mapping
         self.consent = consent
         self.summary = summary
@@ -52,7 +54,7 @@ class Departures:
         # of None (no scope), falls back to the records' opt-out properties.
         self.optouts_by_address = optouts_by_address
         self._leaving: List[Leaving] = []
-        self._sent: Dict[str, str] = {}  # email -> contact whose opt-out went on its own (current page)
+        self._dry_sent: Set[str] = set()  # addresses a dry run's plan unsubscribed (current page)
         # (contact, email) -> unsubscribes: the departures pending for the current page's addresses
         self._departing: Dict[Tuple[str, str], bool] = {}
         self.plan: Optional[PlanReport] = None  # a dry run's listing, when asked for (the owner sets it)
@@ -76,7 +78,8 @@ class Departures:
                     self._plan_action(action, f"{action.reason}; {RETRIED}")
 
     def new_page(self, emails: List[str]) -> None:
-        self._sent = self.state.optouts_sent(emails)
+        self.ledger.new_page(emails)
+        self._dry_sent = set()
         self._departing = self.state.departing(emails)
 
     # -- what the engine read (handed over by the owner) ---------------------------------------
@@ -92,25 +95,15 @@ class Departures:
             else:
                 self.consent.back_in_sync(hubspot_id, email)
             del self._departing[(hubspot_id, email)]
-        if not opted_out:
-            self.not_opted_out(hubspot_id, email)
-
-    def not_opted_out(self, hubspot_id: str, email: str) -> None:
-        """Read without an opt-out (in scope, refused or out of scope): one it had delivered on its
-        own before is over, so a later opt-out is delivered anew."""
-        if self._sent.get(email) == hubspot_id and not self.dry_run:
-            self.state.clear_optout_sent(email)
-            del self._sent[email]
 
     def refused(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
         """The full upsert of an opted-out contact cannot be sent or was refused."""
         self.optout(hubspot_id, email, f"opted out; the data was refused ({reason})", try_now)
 
     def out_of_scope(self, hubspot_id: str, outcome: Union[Skip, OutOfScope], synced: Optional[Synced],
-                     address_synced: bool, skipped_opted_out: bool = False) -> None:
-        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it;
-        `skipped_opted_out`: a contact without an address (Skip) opted out."""
-        opted_out = outcome.opted_out if isinstance(outcome, OutOfScope) else skipped_opted_out
+                     address_synced: bool) -> None:
+        """Not to be synced (out of scope, or no address). `synced`: what MailerLite has of it."""
+        opted_out = outcome.opted_out
         if synced is not None:  # it was synced before: it has left the sync's scope
             # An opt-out is applied whatever the scope, at once (never held by the guard).
             self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out,
@@ -118,8 +111,6 @@ class Departures:
         elif isinstance(outcome, OutOfScope) and opted_out and address_synced:
             # Never synced itself, but another contact brought its address in: the opt-out wins.
             self.optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
-        elif isinstance(outcome, OutOfScope) and not opted_out:
-            self.not_opted_out(hubspot_id, outcome.email)
         # Otherwise nothing: nobody outside the sync's scope is created in MailerLite, not even as
         # unsubscribed. If the address is in MailerLite from elsewhere, that source owns its consent.
 
@@ -165,19 +156,19 @@ class Departures:
 
     # -- deciding and applying --------------------------------------------------------------------
     def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
-        """The unsubscribe on its own (email and status), once per address."""
-        if email in self._sent or email_problem(email):
-            return  # already delivered, or an address MailerLite could never take
+        """The unsubscribe on its own (email and status), unless the ledger shows this opt-out already
+        delivered (rules.unsubscribe_due: from the address's evidence, never from a contact id)."""
+        if email_problem(email) or email in self._dry_sent or not self.ledger.unsubscribe_due(email):
+            return  # an address MailerLite could never take, or already delivered
         if self.dry_run:  # reported as the real run would send it (once per address, as there)
             if self.plan is not None:
                 self.plan.add(UNSUBSCRIBE, email, hubspot_id, detail=reason)
             self.summary.add("would_send")
-            self._sent[email] = hubspot_id
+            self._dry_sent.add(email)
             return
         if try_now:  # (only stored: said when it is tried)
             log.info("contact %s (%s): %s; unsubscribed on its own", hubspot_id, email, reason)
-        if self._act(optout_action(hubspot_id, email, reason), try_now):
-            self._sent[email] = hubspot_id
+        self._act(optout_action(hubspot_id, email, reason), try_now)  # taken: the ledger says so (actions.py)
 
     def leave(self, leaving: Leaving) -> None:
         if leaving.guarded:

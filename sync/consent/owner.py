@@ -24,8 +24,12 @@ The engine reads, maps, writes and records; at each point below it hands over wh
   sweep(...)                when due, the tombstones read by address, the opted-out unsubscribed
   pending()                 how many actions still wait (--json consent_pending)
 
-The state (state.py) only stores: contacts, pending actions and their back-off, optouts_sent and
-the tombstones (which its triggers keep in step with the contacts table; see there).
+Every piece of evidence about an address (HubSpot's opt-out as read, MailerLite's status as seen in
+a listing, an upsert's answer, a refusal to reactivate, write-back's reads, an unsubscribe taken) is
+kept in the consent ledger (ledger.py), and the decisions that need it (an unsubscribe due, an
+address never made active again) are rules on its row (rules.py). The state (state.py) only
+stores: contacts, the ledger, pending actions and their back-off and the tombstones (which its
+triggers keep in step with the contacts table; see there).
 """
 
 from __future__ import annotations
@@ -45,11 +49,13 @@ from ..state import ContactRecord, Result, State, Synced
 from ..summary import Summary
 from ..tunables import DEFAULTS, Tunables
 from ..writer import Pending, Written
+from . import rules
 from .actions import ConsentWriter
 from .archived import archived_optouts
 from .by_address import CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE, AddressConsent
 from .departures import Departures
 from .evidence import read_list_members
+from .ledger import Ledger
 from .sweep import ConsentSweep
 
 log = logging.getLogger(__name__)
@@ -78,10 +84,11 @@ class Consent:
         self.sweep_hours = sweep_hours
         self.plan = plan
         self.tunables = tunables
-        self.writer = ConsentWriter(mailerlite, state, schema, summary, tunables)
+        self.ledger = Ledger(state, dry_run, tunables.wall_clock)
+        self.writer = ConsentWriter(mailerlite, state, schema, summary, self.ledger, tunables)
         self.by_address = AddressConsent(hubspot, mapping.optout_properties)
-        self.departures = Departures(state, mapping, self.writer, summary, self._held_in_hubspot, dry_run,
-                                     allow_mass_leave, self.by_address.opted_out)
+        self.departures = Departures(state, mapping, self.writer, summary, self._held_in_hubspot, self.ledger,
+                                     dry_run, allow_mass_leave, self.by_address.opted_out)
         self.departures.plan = plan
 
     @property
@@ -125,31 +132,31 @@ class Consent:
         return self.departures.apply_merge(hubspot_id, email, merged_ids, opted_out)
 
     def read(self, hubspot_id: str, outcome: Union[Planned, Reject, Skip, OutOfScope], previous: Optional[Synced],
-             address_synced: bool = False, skipped_opted_out: bool = False) -> bool:
+             address_synced: bool = False) -> bool:
         """One contact read and mapped (a duplicate of an address another contact holds comes as its
-        Reject). `previous`: what MailerLite has of it; `address_synced`: another contact brought its
-        address in; `skipped_opted_out`: a contact without an address (Skip) opted out. Returns whether
-        the contact let go of its previous address (its old address has then left the sync, its
-        consent read by address and kept as a tombstone; the new one is a new subscriber)."""
+        Reject); every outcome carries its opt-out. `previous`: what MailerLite has of it;
+        `address_synced`: another contact brought its address in. Returns whether the contact let go
+        of its previous address (its old address has then left the sync, its consent read by address
+        and kept as a tombstone; the new one is a new subscriber). HubSpot's opt-out as read goes in
+        the ledger after the decisions, which are made on what the ledger held before."""
+        opted_out = outcome.opted_out
+        let_go = False
         if isinstance(outcome, (Skip, OutOfScope)):
-            self.departures.out_of_scope(hubspot_id, outcome, previous, address_synced, skipped_opted_out)
-            return False
-        if isinstance(outcome, Reject):
-            # Data that cannot be sent: an opt-out it carries is delivered on its own first.
-            opted_out = outcome.opted_out
-            if opted_out:
-                self.departures.refused(hubspot_id, outcome.email, outcome.reason)
-            else:
-                self.departures.not_opted_out(hubspot_id, outcome.email)
+            self.departures.out_of_scope(hubspot_id, outcome, previous, address_synced)
         else:
-            opted_out = outcome.status == "unsubscribed"
-            self.departures.in_scope(hubspot_id, outcome.email, opted_out)
-        if previous is not None and previous.email != outcome.email:
-            # A new address (or refused data hiding one): the old address leaves the sync, with the
-            # opt-out too when the contact opted out (unless another live contact holds it).
-            self.departures.email_changed(previous, opted_out)
-            return True
-        return False
+            if isinstance(outcome, Reject):
+                if opted_out:  # data that cannot be sent: the opt-out it carries is delivered on its own first
+                    self.departures.refused(hubspot_id, outcome.email, outcome.reason)
+            else:
+                self.departures.in_scope(hubspot_id, outcome.email, opted_out)
+            if previous is not None and previous.email != outcome.email:
+                # A new address (or refused data hiding one): the old address leaves the sync, with the
+                # opt-out too when the contact opted out (unless another live contact holds it).
+                self.departures.email_changed(previous, opted_out)
+                let_go = True
+        if not isinstance(outcome, Skip):
+            self.ledger.read(outcome.email, opted_out)
+        return let_go
 
     def refused_before(self, hubspot_id: str, email: str) -> None:
         """An opted-out contact whose very data MailerLite refused in an earlier run: the unsubscribe
@@ -168,13 +175,14 @@ class Consent:
         for item, result in settled:
             self._implied(item, result, try_now=False)
         record([result for _, result in settled])
+        self.ledger.answered(result for _, result in settled)  # what was sent, what MailerLite answered it holds
         if try_now:
             for item, result in settled:
                 self._implied(item, result, try_now=True)
 
     def _implied(self, item: Pending, result: Result, try_now: bool) -> None:
         self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id, item.removals,
-                                item.opts_out, result.reason, try_now=try_now)
+                                item.opted_out, result.reason, try_now=try_now)
         if result.kind == "not_reactivated" and result.reason == RECREATED:
             self.departures.optout(item.hubspot_id, item.email, RECREATED, try_now=try_now)
 
@@ -183,7 +191,7 @@ class Consent:
         unsubscribed, bounced or junk (deleted there since): creating it again would make it active, so
         nothing is written and the unsubscribe stands. An opted-out contact goes as unsubscribed anyway.
         (An hourly run, which reads no listing, finds out from the answer: _kept_unsubscribed.)"""
-        if planned.status is not None or not self.state.known_inactive(planned.email):
+        if planned.opted_out or not self.ledger.never_made_active(planned.email):
             return False
         log.info("contact %s: MailerLite no longer holds %s, which it had as unsubscribed, bounced or junk; "
                  "not created again", hubspot_id, planned.email)
@@ -194,11 +202,17 @@ class Consent:
         """MailerLite created (active) an address the state knows it had as unsubscribed, bounced or
         junk: deleted there since, and an hourly run cannot see that before it sends. The answer is
         the evidence; the address is unsubscribed again at once and stays known as not reactivated."""
-        if result.kind != "created" or item.opts_out or not self.state.known_inactive(item.email):
+        if result.kind != "created" or item.opted_out or not self.ledger.never_made_active(item.email):
             return result
         log.warning("contact %s: MailerLite created %s again although it had it as unsubscribed, bounced or junk "
                     "(deleted there since); unsubscribing it again", item.hubspot_id, item.email)
-        return replace(result, kind="not_reactivated", reason=RECREATED)
+        # Its "active" is the sync's own doing, no sign the person signed up again: not kept in the ledger.
+        return replace(result, kind="not_reactivated", reason=RECREATED, mailerlite_status=None)
+
+    def seen_in_listing(self, seen: List[Tuple[str, str]]) -> None:
+        """MailerLite's listing, a chunk at a time: (address, status) of each subscriber it holds, kept
+        in the consent ledger (ledger.seen_in_mailerlite; a dry run keeps nothing)."""
+        self.ledger.seen(seen, rules.LISTING)
 
     # -- after the pass --------------------------------------------------------------------------
     def after_pass(self, full: bool, start_ms: int, synced_before: int,

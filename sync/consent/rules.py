@@ -18,6 +18,12 @@ The rules (the README's "Consent" section says the same to users):
   forgotten only then.
 - The mass-leave guard: one pass making too many synced contacts leave stops the leaving (a
   dry run forecasts the same).
+- The consent ledger (one row per address, state.LedgerRow) is the evidence: what MailerLite says
+  about an address is never forgotten (an address it was seen holding as unsubscribed, bounced or
+  junk is never created or made active by the sync again, also after its deletion there, until
+  MailerLite itself shows it active); whether to send an unsubscribe is decided from what HubSpot
+  says about the address now and what MailerLite was last seen to hold, never from a row under a
+  contact id. The functions below make each new row from the last one and the new evidence.
 
 `departures.Departures` follows one run by these rules; `actions.ConsentWriter` applies what they
 decide. Nothing here reads or writes anything.
@@ -29,8 +35,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import FrozenSet, List, Optional, Tuple
 
+from ..mailerlite_answers import INACTIVE
 from ..mapping import Mapping
-from ..state import PendingAction, Synced
+from ..state import LedgerRow, PendingAction, Synced
 
 ALLOW_FLAG = "--allow-mass-leave"
 
@@ -127,3 +134,63 @@ def merged_action(stored: Optional[PendingAction], new: PendingAction) -> Pendin
                    unsubscribe=new.unsubscribe or stored.unsubscribe, groups=new.groups | stored.groups,
                    forget=new.forget or stored.forget, attempts=stored.attempts,
                    next_try=0 if adds_unsubscribe else stored.next_try)
+
+
+# -- the consent ledger: each new row a pure function of the last one and the new evidence ----------
+# Where MailerLite's status was seen (state.LedgerRow.mailerlite_source).
+LISTING = "listing"  # its subscriber listing (adoption, --full, drift repair)
+UPSERT = "upsert"  # the subscriber object an upsert's answer carries
+REFUSAL = "refusal"  # a 422 "cannot be imported / reactivated" naming the status
+WRITE_BACK = "write_back"  # write-back's reads of its unsubscribed, bounced and junk subscribers
+UNSUBSCRIBE = "unsubscribe"  # the answer to the sync's own unsubscribe
+# Where HubSpot's opt-out was read (state.LedgerRow.hubspot_source).
+RECORD = "record"  # the contact record's opt-out properties
+ADDRESS = "address"  # consent by address (Communication Preferences)
+
+
+def seen_in_mailerlite(row: Optional[LedgerRow], email: str, status: str, source: str, now: int,
+                       created_by_sync: bool = False) -> LedgerRow:
+    """MailerLite was seen holding the address with this status. A subscriber the sync itself just
+    created (an upsert answered 201) is no sign the person signed up again: an address last seen
+    inactive stays so (the sync unsubscribes it again at once). Any other sighting is what MailerLite
+    holds now, active included (the person re-subscribed there: a form, the app)."""
+    row = row or LedgerRow(email)
+    status = status.strip().lower()
+    if created_by_sync and row.mailerlite_status in INACTIVE:
+        return row
+    return replace(row, mailerlite_status=status, mailerlite_source=source, mailerlite_seen_at=now)
+
+
+def read_in_hubspot(row: Optional[LedgerRow], email: str, opted_out: bool, source: str, now: int) -> LedgerRow:
+    """HubSpot's opt-out of the address, as just read."""
+    return replace(row or LedgerRow(email), hubspot_opted_out=opted_out, hubspot_source=source, hubspot_read_at=now)
+
+
+def sent_upsert(row: Optional[LedgerRow], email: str, now: int) -> LedgerRow:
+    return replace(row or LedgerRow(email), sent="upsert", sent_at=now)
+
+
+def unsubscribe_taken(row: Optional[LedgerRow], email: str, status: Optional[str], now: int) -> LedgerRow:
+    """MailerLite took the sync's unsubscribe (sent because HubSpot holds the address opted out):
+    it holds the address as the answer says, unsubscribed when it says nothing."""
+    row = replace(row or LedgerRow(email), sent="unsubscribe", sent_at=now)
+    if row.hubspot_opted_out is not True:
+        row = replace(row, hubspot_opted_out=True, hubspot_read_at=now, hubspot_source=row.hubspot_source or RECORD)
+    return replace(row, mailerlite_status=status if status in INACTIVE else "unsubscribed",
+                   mailerlite_source=UNSUBSCRIBE, mailerlite_seen_at=now)
+
+
+def never_made_active(row: Optional[LedgerRow]) -> bool:
+    """MailerLite was last seen holding the address as unsubscribed, bounced or junk: the sync never
+    creates it or makes it active again (also after its deletion there)."""
+    return row is not None and row.mailerlite_status in INACTIVE
+
+
+def unsubscribe_due(row: Optional[LedgerRow]) -> bool:
+    """An opt-out HubSpot holds now: the unsubscribe on its own is sent, unless the ledger shows it
+    already delivered for this very opt-out: the sync's unsubscribe was the last thing it sent, HubSpot
+    has been read opted out since (no opt-in read in between) and MailerLite was last seen holding the
+    address inactive. Anything newer (an opt-in read, MailerLite seen active: a form sign-up) sends it."""
+    if row is None:
+        return True
+    return not (row.sent == "unsubscribe" and row.hubspot_opted_out is True and row.mailerlite_status in INACTIVE)

@@ -1,0 +1,133 @@
+"""The consent ledger: what is known about each address, kept for good (state.py's consent_ledger).
+
+For every address the sync ever wrote to MailerLite or saw there: HubSpot's opt-out as last read,
+MailerLite's status as last seen (and from where), what the sync last sent, and the contact holding
+it now. Every sighting goes in here, through `seen_in_mailerlite` (the listing, an upsert's answer,
+a 422 refusal to reactivate, write-back's reads) and `Ledger.read` (HubSpot); each new row is made by
+the rules (rules.py) from the stored one and the new evidence; the state only stores it. Rows are
+read a page at a time and written only when they change, so a million addresses cost no memory and
+an unchanged run writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..mailerlite_answers import INACTIVE
+from ..state import LedgerRow, Result, State
+from . import rules
+
+CHUNK = 500  # addresses read and written per statement
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def seen_in_mailerlite(state: State, seen: Iterable[Tuple[str, str]], source: str,
+                       now: Optional[int] = None) -> None:
+    """MailerLite was seen holding each address (lower case) with its status, in `source` (rules.LISTING,
+    rules.WRITE_BACK, ...): the one way a sighting reaches the ledger. An inactive status is kept for any
+    address (MailerLite's protection outlives the subscriber's deletion there, and the contact may come
+    later); another status only updates an address the ledger already has (an outsider's active
+    subscriber is none of the sync's business). Streams: pass a listing page by page."""
+    stamp = _now() if now is None else now
+    chunk: List[Tuple[str, str]] = []
+    for email, status in seen:
+        if email and isinstance(status, str) and status:
+            chunk.append((email, status))
+        if len(chunk) >= CHUNK:
+            _seen_chunk(state, chunk, source, stamp)
+            chunk = []
+    if chunk:
+        _seen_chunk(state, chunk, source, stamp)
+
+
+def _seen_chunk(state: State, chunk: Sequence[Tuple[str, str]], source: str, now: int) -> None:
+    known = state.ledger([email for email, _ in chunk])
+    changed: Dict[str, LedgerRow] = {}
+    for email, status in chunk:
+        row = changed.get(email) or known.get(email)
+        if row is None and status.lower() not in INACTIVE:
+            continue
+        new = rules.seen_in_mailerlite(row, email, status, source, now)
+        if row is None or new.mailerlite_status != row.mailerlite_status:
+            changed[email] = new
+    state.save_ledger(changed.values())
+
+
+class Ledger:
+    """One run's view of the ledger: the current page's rows, read in one query, and every change
+    written at once (a dry run reads and decides the same, and writes nothing)."""
+
+    def __init__(self, state: State, dry_run: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.dry_run = dry_run
+        self.clock = clock
+        self._page: Dict[str, LedgerRow] = {}
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def new_page(self, emails: Sequence[str]) -> None:
+        self._page = self.state.ledger(emails)
+
+    def row(self, email: str) -> Optional[LedgerRow]:
+        if email in self._page:
+            return self._page[email]
+        return self.state.ledger([email]).get(email)
+
+    def _save(self, rows: Iterable[LedgerRow]) -> None:
+        rows = list(rows)
+        for row in rows:
+            if row.email in self._page:
+                self._page[row.email] = row
+        if not self.dry_run:
+            self.state.save_ledger(rows)
+
+    # -- evidence ----------------------------------------------------------------------------------
+    def read(self, email: str, opted_out: bool, source: str = rules.RECORD) -> None:
+        """HubSpot's opt-out of an address, as read now: kept for an address the ledger has (or that is
+        opted out: the unsubscribe it gets makes its row), and only when it changed."""
+        if not email:
+            return
+        row = self.row(email)
+        if row is None or row.hubspot_opted_out == opted_out:
+            return
+        self._save([rules.read_in_hubspot(row, email, opted_out, source, self._now())])
+
+    def seen(self, seen: Iterable[Tuple[str, str]], source: str) -> None:
+        """MailerLite seen holding these addresses so (see seen_in_mailerlite)."""
+        if not self.dry_run:
+            seen_in_mailerlite(self.state, seen, source, self._now())
+            self._page = {e: r for e, r in self.state.ledger(list(self._page)).items()}
+
+    def answered(self, results: Iterable[Result]) -> None:
+        """MailerLite's answers to upserts: what was sent, and the status each answer names (a
+        subscriber the sync just created is no sign the person signed up again: rules.seen_in_mailerlite)."""
+        now = self._now()
+        wanted = [r for r in results if r.kind in ("created", "updated", "not_reactivated")]
+        if not wanted:
+            return
+        known = self.state.ledger([r.email for r in wanted])
+        changed: Dict[str, LedgerRow] = {}
+        for result in wanted:
+            row = rules.sent_upsert(changed.get(result.email) or known.get(result.email), result.email, now)
+            if result.mailerlite_status:
+                source = rules.REFUSAL if result.kind == "not_reactivated" else rules.UPSERT
+                row = rules.seen_in_mailerlite(row, result.email, result.mailerlite_status, source, now,
+                                               created_by_sync=result.kind == "created")
+            changed[result.email] = row
+        self._save(changed.values())
+
+    def unsubscribed(self, email: str, status: Optional[str]) -> None:
+        """MailerLite took the sync's unsubscribe of the address."""
+        self._save([rules.unsubscribe_taken(self.row(email), email, status, self._now())])
+
+    # -- decisions (rules.py, on the row) -----------------------------------------------------------
+    def unsubscribe_due(self, email: str) -> bool:
+        return rules.unsubscribe_due(self.row(email))
+
+    def never_made_active(self, email: str) -> bool:
+        return rules.never_made_active(self.row(email))
