@@ -108,7 +108,6 @@ def test_an_hourly_run_unsubscribes_at_once_an_address_an_upsert_answer_showed_i
 LIST_GROUP = '[groups.lists]\n"77" = "Webinar attendees"\n'
 
 
-@pytest.mark.xfail(strict=True, reason="defect 3: adoption removes groups on absence from a short listing")
 @pytest.mark.parametrize("when", ["adoption", "a newly mapped list group"])
 def test_a_short_listing_of_a_list_takes_nobody_out_of_its_group(run, hubspot_fake, mailerlite_fake, when):
     """300 people already in "Webinar attendees"; HubSpot is still processing the list (its size lags,

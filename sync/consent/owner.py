@@ -54,7 +54,7 @@ from .actions import ConsentWriter
 from .archived import archived_optouts
 from .by_address import CONSENT_SCOPE_ADVICE, CONSENT_SCOPE_MESSAGE, AddressConsent
 from .departures import Departures
-from .evidence import read_list_members
+from .evidence import confirmed_removals, read_list_members
 from .ledger import Ledger
 from .sweep import ConsentSweep
 
@@ -90,6 +90,7 @@ class Consent:
         self.departures = Departures(state, mapping, self.writer, summary, self._held_in_hubspot, self.ledger,
                                      dry_run, allow_mass_leave, self.by_address.opted_out)
         self.departures.plan = plan
+        self._unproven_lists: Set[str] = set()  # lists whose listing this run could not prove complete
 
     @property
     def dry_left(self) -> Set[str]:
@@ -107,7 +108,7 @@ class Consent:
         """Each list's members, complete by its size, with every synced contact the listing missed
         kept unless HubSpot confirms for that record that it left (evidence.py)."""
         return read_list_members(self.hubspot, list_ids, self.state.list_members, self._synced_ids,
-                                 self.tunables.list_reads)
+                                 self.tunables.list_reads, self._unproven_lists)
 
     def _synced_ids(self, ids: Set[int]) -> Set[int]:
         return {int(s.hubspot_id) for s in self.state.synced(str(i) for i in sorted(ids))}
@@ -171,7 +172,7 @@ class Consent:
         (harmless to repeat), never a recorded answer whose action is lost (a rejected opt-out or a
         group to leave would then read "unchanged"). They are tried after, unless the run is stopping
         (an outage, a refused account, SIGTERM): then they stay stored for the next run."""
-        settled = [(item, self._kept_unsubscribed(item, result)) for item, result in written]
+        settled = [(item, self._kept_unsubscribed(item, result)) for item, result in self._evidenced(written)]
         for item, result in settled:
             self._implied(item, result, try_now=False)
         record([result for _, result in settled])
@@ -179,6 +180,22 @@ class Consent:
         if try_now:
             for item, result in settled:
                 self._implied(item, result, try_now=True)
+
+    def _evidenced(self, written: List[Written]) -> List[Written]:
+        """Group removals rest on positive evidence: leaving the group of a list whose listing this run
+        could not prove complete needs the contact's own memberships to say so (evidence.py); one
+        batch read for the answers at hand, before anything they imply is stored."""
+        unproven = {name: frozenset(lid for lid, n in self.mapping.list_groups
+                                    if n == name and lid in self._unproven_lists)
+                    for _, name in self.mapping.list_groups}
+        unproven = {name: lists for name, lists in unproven.items() if lists}
+        wanted = [(item.hubspot_id, item.removals) for item, result in written
+                  if item.removals & unproven.keys() and result.kind in ("created", "updated")]
+        if not wanted:
+            return written
+        kept = confirmed_removals(self.hubspot, wanted, unproven)
+        return [(replace(item, removals=kept[item.hubspot_id]) if item.hubspot_id in kept else item, result)
+                for item, result in written]
 
     def _implied(self, item: Pending, result: Result, try_now: bool) -> None:
         self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id, item.removals,
