@@ -592,8 +592,10 @@ class State:
             "SELECT hubspot_id FROM contacts WHERE email=? AND hubspot_id!=? "
             "UNION SELECT hubspot_id FROM problems WHERE email=? AND hubspot_id!=?", (email, hid, email, hid))]
 
-    def take_over(self, old_id: str, new_id: str) -> None:
-        """A merge: the contact's new record id takes over the old id's subscriber and history."""
+    def take_over(self, old_id: str, new_id: str, actions: Sequence[PendingAction] = ()) -> None:
+        """A merge: the contact's new record id takes over the old id's subscriber and history. Its
+        pending actions are replaced by `actions`, as the consent owner merged them under the new id
+        (rules.merged_action), in the same transaction."""
         old, new = int(old_id), int(new_id)
         with self.transaction():
             has_new = self.conn.execute("SELECT 1 FROM contacts WHERE hubspot_id=?", (new,)).fetchone()
@@ -602,7 +604,21 @@ class State:
             else:
                 self.conn.execute("UPDATE contacts SET hubspot_id=? WHERE hubspot_id=?", (new, old))
             self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (old,))
-            self.conn.execute("UPDATE OR REPLACE pending_actions SET hubspot_id=? WHERE hubspot_id=?", (new, old))
+            for action in actions:
+                self.conn.execute("DELETE FROM pending_actions WHERE hubspot_id=? AND email=?", (new, action.email))
+                self.conn.execute(
+                    "UPDATE pending_actions SET hubspot_id=?, subscriber_id=?, unsubscribe=?, groups_set=?, forget=?, "
+                    "reason=?, attempts=?, next_try=? WHERE hubspot_id=? AND email=?",
+                    (new, action.subscriber_id, int(action.unsubscribe), GROUP_SEP.join(sorted(action.groups)),
+                     int(action.forget), clip(action.reason, 500), action.attempts, action.next_try, old,
+                     action.email))
+
+    def actions_of(self, hubspot_id: str) -> List[PendingAction]:
+        """The actions stored for one contact (a merge moves them to the record that takes it over)."""
+        rows = self.conn.execute("SELECT hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, reason, "
+                                 "attempts, next_try FROM pending_actions WHERE hubspot_id=? ORDER BY email",
+                                 (int(hubspot_id),))
+        return [_pending_action(row) for row in rows]
 
     # -- consent actions -------------------------------------------------------------------------
     def pending_actions(self) -> List[PendingAction]:
@@ -638,15 +654,14 @@ class State:
     def save_action(self, action: PendingAction) -> None:
         """Remember an action before it is tried: a crash or a refusal never loses it. The consent
         owner merges it with the one stored for the contact and address (consent/rules.merged_action)
-        and passes the whole: its groups and back-off replace the stored ones; its attempts do not
-        (action_failed counts them)."""
+        and passes the whole, which replaces the stored one (no rule is repeated here); its attempts
+        do not (action_failed counts them)."""
         with self.transaction():
             self.conn.execute(
                 "INSERT INTO pending_actions(hubspot_id, email, subscriber_id, unsubscribe, groups_set, forget, "
                 "reason, next_try) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(hubspot_id, email) DO UPDATE SET "
-                "subscriber_id=COALESCE(excluded.subscriber_id, pending_actions.subscriber_id), "
-                "unsubscribe=MAX(excluded.unsubscribe, pending_actions.unsubscribe), "
-                "groups_set=excluded.groups_set, forget=MAX(excluded.forget, pending_actions.forget), "
+                "subscriber_id=excluded.subscriber_id, unsubscribe=excluded.unsubscribe, "
+                "groups_set=excluded.groups_set, forget=excluded.forget, "
                 "reason=excluded.reason, next_try=excluded.next_try",
                 (int(action.hubspot_id), action.email, action.subscriber_id, int(action.unsubscribe),
                  GROUP_SEP.join(sorted(action.groups)), int(action.forget), clip(action.reason, 500),

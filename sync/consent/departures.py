@@ -20,6 +20,7 @@ from .rules import (
     leave_action,
     mass_leave_problem,
     merge_plan,
+    merged_action,
     needs_address_check,
     optout_action,
 )
@@ -135,7 +136,11 @@ class Departures:
         log.info("contact %s takes over subscriber %s (%s) of merged contact %s", hubspot_id, taken.subscriber_id,
                  email, taken.hubspot_id)
         if not self.dry_run:
-            self.state.take_over(taken.hubspot_id, hubspot_id)
+            # Its stored actions go to the new record, each merged with one stored there for the address
+            # by the one merge rule (nothing either still had to do is lost).
+            moved = [merged_action(self.state.stored_action(hubspot_id, a.email), replace(a, hubspot_id=hubspot_id))
+                     for a in self.state.actions_of(taken.hubspot_id)]
+            self.state.take_over(taken.hubspot_id, hubspot_id, moved)
         return taken.hubspot_id
 
     def written(self, hubspot_id: str, email: str, kind: str, subscriber_id: Optional[str],
