@@ -12,7 +12,7 @@ an unchanged run writes nothing.
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ..mailerlite_answers import INACTIVE
 from ..state import LedgerRow, Result, State
@@ -66,30 +66,32 @@ class Ledger:
         self.dry_run = dry_run
         self.clock = clock
         self._page: Dict[str, LedgerRow] = {}
+        self._asked: Set[str] = set()  # the page's addresses: one without a row has none (no query each)
 
     def _now(self) -> int:
         return int(self.clock())
 
     def new_page(self, emails: Sequence[str]) -> None:
         self._page = self.state.ledger(emails)
+        self._asked = set(emails)
 
     def row(self, email: str) -> Optional[LedgerRow]:
-        if email in self._page:
-            return self._page[email]
+        if email in self._page or email in self._asked:
+            return self._page.get(email)
         return self.state.ledger([email]).get(email)
 
     def _save(self, rows: Iterable[LedgerRow]) -> None:
         rows = list(rows)
         for row in rows:
-            if row.email in self._page:
+            if row.email in self._asked:
                 self._page[row.email] = row
         if not self.dry_run:
             self.state.save_ledger(rows)
 
     # -- evidence ----------------------------------------------------------------------------------
     def read(self, email: str, opted_out: bool, source: str = rules.RECORD) -> None:
-        """HubSpot's opt-out of an address, as read now: kept for an address the ledger has (or that is
-        opted out: the unsubscribe it gets makes its row), and only when it changed."""
+        """HubSpot's opt-out of an address, as read now: kept for an address the ledger has, and only
+        when it changed (an unsubscribe sent for an address makes its row)."""
         if not email:
             return
         row = self.row(email)
@@ -101,7 +103,7 @@ class Ledger:
         """MailerLite seen holding these addresses so (see seen_in_mailerlite)."""
         if not self.dry_run:
             seen_in_mailerlite(self.state, seen, source, self._now())
-            self._page = {e: r for e, r in self.state.ledger(list(self._page)).items()}
+            self._page = self.state.ledger(sorted(self._asked))
 
     def answered(self, results: Iterable[Result]) -> None:
         """MailerLite's answers to upserts: what was sent, and the status each answer names (a

@@ -9,15 +9,17 @@ The engine reads, maps, writes and records; at each point below it hands over wh
 
   before_pass()             stored opt-outs and group removals whose back-off is over are tried first
   list_members(list_ids)    the lists' members, complete by their size, candidates confirmed
-  page(page, known, emails) a page read: its addresses' opt-outs already sent; the addresses it lets
-                            go of (a new address, a merge) read by address in one batch
+  seen_in_listing(seen)     MailerLite's listing, chunk by chunk as it is read: its statuses kept
+  page(page, known, emails) a page read: its addresses' ledger rows; the addresses it lets go of
+                            (a new address, a merge) read by address in one batch
   merged(...)               a merge: the merged-away records leave, or one is taken over
   read(...)                 one contact read and mapped: the opt-out it carries, the scope it left,
                             the address it let go of
   refused_before(...)       an opted-out contact whose very data MailerLite refused in a run before
   not_created_again(...)    an address MailerLite had as unsubscribed, deleted there since: not created
-  answered(...)             MailerLite's answers: the actions they imply stored before the answers
-                            are recorded, tried after
+  answered(...)             MailerLite's answers: list-group removals confirmed, the actions they
+                            imply stored before the answers are recorded (their statuses kept in
+                            the ledger), tried after
   after_pass(...)           stored departures of contacts not back in the sync tried again; archived
                             and unseen contacts leave (with evidence: a full pass reads the unseen
                             ones' archived records by id); the mass-leave guard
