@@ -479,8 +479,9 @@ class Engine:
         if held is not None and held.same:
             self._adopt(hubspot_id, planned, fingerprint, held)
             return
-        if held is not None and held.held is None and self.consent.not_created_again(hubspot_id, planned):
-            return  # MailerLite's listing lacks an address it had as unsubscribed: not made active again
+        if (held is None or held.held is None) and self.consent.not_created_again(hubspot_id, planned,
+                                                                                  listed=held is not None):
+            return  # MailerLite no longer holds an address it had as unsubscribed: not made active again
         if in_step:
             self._repairing.add(hubspot_id)  # edited, moved or deleted in MailerLite: HubSpot's data goes back
         if self.options.dry_run:

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -243,6 +243,19 @@ class MailerLiteClient:
         total = self._expect(status, data, "subscriber count", ok=(200,))
         value = total.get("total") if isinstance(total, dict) else None
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    def find_subscriber(self, email: str) -> Optional[Dict[str, Any]]:
+        """GET /subscribers/{email}: the subscriber MailerLite holds with this address; None when it
+        answers 404 (it holds none). Transient when it keeps failing; AbortRun for an answer not understood."""
+        what = "subscriber lookup"
+        status, data = self._retrying("GET", f"subscribers/{quote(email, safe='@')}", None, what)
+        if status == 404:
+            return None
+        body = self._expect(status, data, what, ok=(200,))
+        found = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(found, dict):
+            raise AbortRun(f"MailerLite answered the {what} without a subscriber")
+        return found
 
     # -- fields and groups -------------------------------------------------------------------------
     def _numbered_page(self, path: str, extra: str, what: str, page: Optional[int],

@@ -14,7 +14,7 @@ import pytest
 from sync.consent import rules
 from sync.state import MIGRATIONS, LedgerRow, State
 from tests.conftest import seed_contacts
-from tests.test_consent import consent_only, mapping_file, state_rows
+from tests.test_consent import consent_only, mapping_file, state_rows, upserts
 from tests.test_consent_by_address import a_day_later, status
 
 TYPED = 'create_missing_fields = true\n[fields]\nnumemployees = { field = "employees", type = "number" }\n'
@@ -86,21 +86,28 @@ def test_an_address_adopted_as_inactive_is_not_created_again_after_its_deletion(
     assert mailerlite_fake.subscriber("person0@example.com")["fields"]["name"] == "First0"
 
 
-def test_an_hourly_run_unsubscribes_at_once_an_address_an_upsert_answer_showed_inactive(run, hubspot_fake,
-                                                                                         mailerlite_fake):
+def test_an_hourly_run_does_not_create_again_an_address_an_upsert_answer_showed_inactive(run, hubspot_fake,
+                                                                                        mailerlite_fake):
     """The same through an hourly run, which reads no listing: the upsert answer showed the address
-    unsubscribed; deleted in MailerLite, the next send creates it (an hourly run cannot know) and the
-    answer is the evidence: unsubscribed again at once."""
+    unsubscribed. Deleted in MailerLite, the address is looked up before anything is sent (one GET):
+    not held, it is not created again, not even for a moment. Still held, it is sent as usual."""
     ids = seed_contacts(hubspot_fake, 2)
     assert run().code == 0
     mailerlite_fake.subscriber("person0@example.com")["status"] = "unsubscribed"  # unsubscribed in MailerLite
     hubspot_fake.update_contact(ids[0], {"city": "Maribor"})
     assert run().code == 0  # the upsert's answer says unsubscribed
-    mailerlite_fake.delete_subscriber("person0@example.com")
     hubspot_fake.update_contact(ids[0], {"city": "Celje"})
+    held = run()  # still held: sent as usual, its status kept
+    assert held.code == 0 and held.summary["updated"] == 1, held.err
+    assert mailerlite_fake.subscriber("person0@example.com")["fields"]["city"] == "Celje"
+    mailerlite_fake.delete_subscriber("person0@example.com")
+    hubspot_fake.update_contact(ids[0], {"city": "Kranj"})
+    sent = len(upserts(mailerlite_fake, "person0@example.com"))
     again = run()
     assert again.code == 0, again.err
-    assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
+    assert again.summary["not_reactivated"] == 1 and again.summary["created"] == 0
+    assert mailerlite_fake.subscriber("person0@example.com") is None  # never made active, not even for a moment
+    assert len(upserts(mailerlite_fake, "person0@example.com")) == sent
 
 
 # -- defect 3: group removals on absence -------------------------------------------------------------

@@ -67,8 +67,8 @@ def test_full_never_recreates_as_active_one_whose_unsubscribe_was_written_back_t
 def test_an_hourly_run_that_recreates_a_deleted_unsubscribed_subscriber_unsubscribes_it_again(
         run, hubspot_fake, mailerlite_fake):
     """An hourly run does not read the listing, so a changed contact whose unsubscribed subscriber was
-    deleted in MailerLite is sent and MailerLite creates it (active). That answer, for an address the
-    state knows as unsubscribed, is evidence: the address is unsubscribed again at once, and stays known."""
+    deleted in MailerLite would be sent and created (active). The consent ledger knows the address as
+    unsubscribed: it is looked up first (issue 28), not created again, and stays known."""
     ids = seed_contacts(hubspot_fake, 3)
     matching_subscribers(mailerlite_fake, 3, unsubscribed=1)
     assert run().summary["not_reactivated"] == 1
@@ -76,6 +76,6 @@ def test_an_hourly_run_that_recreates_a_deleted_unsubscribed_subscriber_unsubscr
     hubspot_fake.update_contact(ids[1], {"city": "Maribor"})
     hourly = run()
     assert hourly.code == 0, hourly.err
-    assert mailerlite_fake.subscriber("person1@example.com")["status"] == "unsubscribed"
+    assert mailerlite_fake.subscriber("person1@example.com") is None  # not created again, not even for a moment
     assert hourly.summary["not_reactivated"] == 1 and hourly.summary["created"] == 0
     _full_keeps_it_inactive(run, mailerlite_fake, "person1@example.com")  # and it is still known as such

@@ -42,11 +42,13 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tupl
 
 from ..advisories import Advisories
 from ..dry_run_report import PlanReport
+from ..errors import AbortRun
 from ..hubspot import Contact, HubSpotReader
 from ..hubspot_schema import MERGED_PROPERTY
 from ..mailerlite import MailerLiteClient
 from ..mailerlite_schema import MailerLiteSchema
 from ..mapping import Mapping, OutOfScope, Planned, Reject, Skip
+from ..retrying import Transient
 from ..state import ContactRecord, Result, State, Synced
 from ..summary import Summary
 from ..tunables import DEFAULTS, Tunables
@@ -86,6 +88,7 @@ class Consent:
         self.sweep_hours = sweep_hours
         self.plan = plan
         self.tunables = tunables
+        self.mailerlite = mailerlite
         self.ledger = Ledger(state, dry_run, tunables.wall_clock)
         self.writer = ConsentWriter(mailerlite, state, schema, summary, self.ledger, tunables)
         self.by_address = AddressConsent(hubspot, mapping.optout_properties)
@@ -205,13 +208,27 @@ class Consent:
         if result.kind == "not_reactivated" and result.reason == RECREATED:
             self.departures.optout(item.hubspot_id, item.email, RECREATED, try_now=try_now)
 
-    def not_created_again(self, hubspot_id: str, planned: Planned) -> bool:
-        """MailerLite's listing, read this run, no longer holds an address the state knows it had as
-        unsubscribed, bounced or junk (deleted there since): creating it again would make it active, so
-        nothing is written and the unsubscribe stands. An opted-out contact goes as unsubscribed anyway.
-        (An hourly run, which reads no listing, finds out from the answer: _kept_unsubscribed.)"""
+    def not_created_again(self, hubspot_id: str, planned: Planned, listed: bool) -> bool:
+        """An address the ledger last saw inactive (unsubscribed, bounced, junk) that MailerLite no longer
+        holds (deleted there since) is not created again, which would make it active: nothing is written
+        and the unsubscribe stands. `listed`: this run's listing, read, lacks the address; otherwise
+        (an hourly run) MailerLite is asked about that one address (GET by address) before anything is
+        sent: held, its status is kept and the contact is sent as usual (an update keeps an inactive
+        status; an active one means the person signed up again there). An opted-out contact goes as
+        unsubscribed anyway. A lookup that fails sends it: its answer is then the evidence
+        (_kept_unsubscribed)."""
         if planned.opted_out or not self.ledger.never_made_active(planned.email):
             return False
+        if not listed:
+            try:
+                held = self.mailerlite.find_subscriber(planned.email)
+            except (Transient, AbortRun) as exc:
+                log.info("contact %s: MailerLite's subscriber %s could not be looked up (%s); sent as usual",
+                         hubspot_id, planned.email, getattr(exc, "reason", exc))
+                return False
+            if held is not None:
+                self.ledger.seen([(planned.email, str(held.get("status") or ""))], rules.UPSERT)
+                return False
         log.info("contact %s: MailerLite no longer holds %s, which it had as unsubscribed, bounced or junk; "
                  "not created again", hubspot_id, planned.email)
         self.summary.add("not_reactivated")
