@@ -67,20 +67,34 @@ class Ledger:
         self.clock = clock
         self._page: Dict[str, LedgerRow] = {}
         self._asked: Set[str] = set()  # the page's addresses: one without a row has none (no query each)
+        # HubSpot's readings of the page, written together (one transaction a page, not one a contact);
+        # written before anything else is, so no later write starts from a row without them.
+        self._readings: Dict[str, LedgerRow] = {}
 
     def _now(self) -> int:
         return int(self.clock())
 
     def new_page(self, emails: Sequence[str]) -> None:
+        self.flush()
         self._page = self.state.ledger(emails)
         self._asked = set(emails)
 
+    def flush(self) -> None:
+        """Write the readings kept for the page (the owner calls it at the end of the pass). A run stopped
+        half-way loses the last page's: harmless, the next read of those contacts records them."""
+        readings, self._readings = self._readings, {}
+        if readings and not self.dry_run:
+            self.state.save_ledger(readings.values())
+
     def row(self, email: str) -> Optional[LedgerRow]:
+        if email in self._readings:
+            return self._readings[email]
         if email in self._page or email in self._asked:
             return self._page.get(email)
         return self.state.ledger([email]).get(email)
 
     def _save(self, rows: Iterable[LedgerRow]) -> None:
+        self.flush()
         rows = list(rows)
         for row in rows:
             if row.email in self._asked:
@@ -97,10 +111,14 @@ class Ledger:
         row = self.row(email)
         if row is None or row.hubspot_opted_out == opted_out:
             return
-        self._save([rules.read_in_hubspot(row, email, opted_out, source, self._now())])
+        new = rules.read_in_hubspot(row, email, opted_out, source, self._now())
+        self._readings[email] = new
+        if email in self._asked:
+            self._page[email] = new
 
     def seen(self, seen: Iterable[Tuple[str, str]], source: str) -> None:
         """MailerLite seen holding these addresses so (see seen_in_mailerlite)."""
+        self.flush()
         if not self.dry_run:
             seen_in_mailerlite(self.state, seen, source, self._now())
             self._page = self.state.ledger(sorted(self._asked))
@@ -108,6 +126,7 @@ class Ledger:
     def answered(self, results: Iterable[Result]) -> None:
         """MailerLite's answers to upserts: what was sent, and the status each answer names (a
         subscriber the sync just created is no sign the person signed up again: rules.seen_in_mailerlite)."""
+        self.flush()
         now = self._now()
         wanted = [r for r in results if r.kind in ("created", "updated", "not_reactivated")]
         if not wanted:

@@ -257,6 +257,7 @@ class Consent:
         departures held until now are applied, unless the mass-leave guard stops them: its line is
         returned, and nothing moves on (the next run sees the same departures). `unseen`: the synced
         contacts this full pass has not read."""
+        self.ledger.flush()  # the last page's readings
         # Departures stored by earlier runs, now that this pass has voided those of contacts back in the sync.
         self.departures.retry_pending(departures=True)
         archived_checked = self._leave_departed(full, start_ms, unseen)
