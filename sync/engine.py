@@ -177,7 +177,9 @@ class Engine:
             self._copy_wanted = full and not self.options.force
             self._sync(full, bookmark, changed_members)
             self._warn_if_state_mismatch()
-            held_back = self.consent.after_pass(full, start_ms, synced_before, self._unseen)
+            # The synced contacts this pass has not read (a full pass's departure candidates; their list
+            # is the state's query, made now rather than called back).
+            held_back = self.consent.after_pass(full, start_ms, synced_before, self._unseen() if full else [])
             if not self.options.dry_run and held_back is None:
                 # After a held-back pass nothing moves on: the next run sees the same departures.
                 if self._members:
@@ -626,7 +628,10 @@ class Engine:
         written: List[Written] = self.writer.take_finished()
         if not written:
             return
-        self.consent.answered(written, self._record_answers, try_now)
+        settled = self.consent.answered(written)  # the actions they imply stored first
+        self._record_answers([result for _, result in settled])
+        if try_now:
+            self.consent.recorded(settled)
 
     def _record_answers(self, results: List[Result]) -> None:
         """MailerLite's answers recorded, and the repairs among them counted at once: a run stopped

@@ -17,9 +17,9 @@ The engine reads, maps, writes and records; at each point below it hands over wh
                             the address it let go of
   refused_before(...)       an opted-out contact whose very data MailerLite refused in a run before
   not_created_again(...)    an address MailerLite had as unsubscribed, deleted there since: not created
-  answered(...)             MailerLite's answers: list-group removals confirmed, the actions they
-                            imply stored before the answers are recorded (their statuses kept in
-                            the ledger), tried after
+  answered(written)         MailerLite's answers: list-group removals confirmed, the actions they
+                            imply stored (their statuses kept in the ledger), returned to record
+  recorded(settled)         the answers recorded: the actions they imply tried
   after_pass(...)           stored departures of contacts not back in the sync tried again; archived
                             and unseen contacts leave (with evidence: a full pass reads the unseen
                             ones' archived records by id); the mass-leave guard
@@ -171,20 +171,23 @@ class Consent:
         self.departures.refused(hubspot_id, email, "by MailerLite, in an earlier run")
 
     # -- MailerLite's answers --------------------------------------------------------------------
-    def answered(self, written: List[Written], record: Callable[[List[Result]], None], try_now: bool = True) -> None:
-        """MailerLite's answers, recorded by `record`, and the consent actions they imply. Those are
-        stored BEFORE the answers are recorded: a run killed in between leaves an action to apply
-        (harmless to repeat), never a recorded answer whose action is lost (a rejected opt-out or a
-        group to leave would then read "unchanged"). They are tried after, unless the run is stopping
-        (an outage, a refused account, SIGTERM): then they stay stored for the next run."""
+    def answered(self, written: List[Written]) -> List[Written]:
+        """MailerLite's answers: the consent actions they imply are stored, and returned as the engine
+        is to record them (the answers' statuses are kept in the ledger). The actions are stored BEFORE
+        the engine records the answers: a run killed in between leaves an action to apply (harmless to
+        repeat), never a recorded answer whose action is lost (a rejected opt-out or a group to leave
+        would then read "unchanged"). `recorded` tries them after, unless the run is stopping."""
         settled = [(item, self._kept_unsubscribed(item, result)) for item, result in self._evidenced(written)]
         for item, result in settled:
             self._implied(item, result, try_now=False)
-        record([result for _, result in settled])
         self.ledger.answered(result for _, result in settled)  # what was sent, what MailerLite answered it holds
-        if try_now:
-            for item, result in settled:
-                self._implied(item, result, try_now=True)
+        return settled
+
+    def recorded(self, settled: List[Written]) -> None:
+        """The answers are recorded: the actions they imply are tried (not when the run is stopping, an
+        outage, a refused account, SIGTERM: then they stay stored for the next run)."""
+        for item, result in settled:
+            self._implied(item, result, try_now=True)
 
     def _evidenced(self, written: List[Written]) -> List[Written]:
         """Group removals rest on positive evidence: leaving the group of a list whose listing this run
@@ -251,8 +254,7 @@ class Consent:
         self.ledger.seen(seen, rules.LISTING)
 
     # -- after the pass --------------------------------------------------------------------------
-    def after_pass(self, full: bool, start_ms: int, synced_before: int,
-                   unseen: Callable[[], List[str]]) -> Optional[str]:
+    def after_pass(self, full: bool, start_ms: int, synced_before: int, unseen: List[str]) -> Optional[str]:
         """Contacts gone from HubSpot (archived, merged away) or from the synced lists leave, then the
         departures held until now are applied, unless the mass-leave guard stops them: its line is
         returned, and nothing moves on (the next run sees the same departures). `unseen`: the synced
@@ -266,7 +268,7 @@ class Consent:
             self.state.set_json(ARCHIVED_KEY, start_ms)
         return held_back
 
-    def _leave_departed(self, full: bool, start_ms: int, unseen: Callable[[], List[str]]) -> bool:
+    def _leave_departed(self, full: bool, start_ms: int, unseen: List[str]) -> bool:
         """Contacts gone from HubSpot (archived, merged away) or from the synced lists are found and
         handed to departures.gone (which makes them leave). Returns whether the archived ones were looked for.
         The archived records' opt-outs are read with them: an opt-out then a delete between two runs
@@ -276,7 +278,7 @@ class Consent:
             # A dry run counts these too, and meets the mass-leave guard as the real run would.
             # Read by id a moment ago and not answered as themselves: archived, deleted or merged away;
             # their archived records are read by id, not the whole archived listing (archived.py).
-            gone = self.state.synced(unseen())
+            gone = self.state.synced(unseen)
             if gone:
                 opted_out = archived_optouts(self.hubspot, (s.hubspot_id for s in gone), self.mapping)
             self.departures.gone(gone, "no longer in HubSpot or the synced lists", frozenset(opted_out))
