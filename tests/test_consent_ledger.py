@@ -164,6 +164,8 @@ def test_an_account_the_run_cannot_confirm_is_not_written_to(run, hubspot_fake, 
     assert [s["status"] for s in mailerlite_fake.subscribers.values()] == ["active"] * 10
     assert len([r for r in mailerlite_fake.log if r.method != "GET"]) == writes  # nothing written
     assert state_rows(run, "SELECT COUNT(*) FROM contacts") == [(10,)]
+    check = run("--check", "--mapping", path)  # --check says the same, and fails
+    assert check.code == 2 and "could not be confirmed" in check.err
 
 
 # -- defect 5: one 403 postpones opt-outs by a day ---------------------------------------------------
