@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
@@ -489,6 +489,8 @@ class Engine:
         if self.options.dry_run:
             self.summary.add("would_send")
             if self.options.plan is not None:
+                if held is not None and held.extra_groups:  # listed as the real run would leave them
+                    held = replace(held, extra_groups=self.consent.removals_on_evidence(hubspot_id, held.extra_groups))
                 plan_upsert(self.options.plan, hubspot_id, planned, known, self.mapping, held)
             return
         if not self._fields_checked and self._ensure_fields():

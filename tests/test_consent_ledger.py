@@ -130,7 +130,13 @@ def test_a_short_listing_of_a_list_takes_nobody_out_of_its_group(run, hubspot_fa
         assert run().code == 0  # synced without the list group
     hubspot_fake.processing_lists["77"] = 250
     hubspot_fake.short_membership_reads["77"] = 1  # the next listing stops after its first page
-    result = run("--mapping", path, *(("--full",) if when != "adoption" else ()))
+    full = ("--full",) if when != "adoption" else ()
+    dry = run("--mapping", path, *full, "--dry-run", "--verbose")  # the plan forecasts the same
+    assert dry.code == 0, dry.err
+    leaving = [line for line in dry.err.splitlines() if "leaves Webinar attendees" in line]
+    assert len(leaving) == 1 and "person299@example.com" in leaving[0], leaving
+    hubspot_fake.short_membership_reads["77"] = 1  # the real run's listing stops short too
+    result = run("--mapping", path, *full)
     assert result.code == 0, result.err
     in_group = [e for e, sid in mailerlite_fake.by_email.items()
                 if group["id"] in mailerlite_fake.subscribers[sid]["groups"]]

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple, Union
 
 from ..advisories import Advisories
 from ..dry_run_report import PlanReport
@@ -193,10 +193,7 @@ class Consent:
         """Group removals rest on positive evidence: leaving the group of a list whose listing this run
         could not prove complete needs the contact's own memberships to say so (evidence.py); one
         batch read for the answers at hand, before anything they imply is stored."""
-        unproven = {name: frozenset(lid for lid, n in self.mapping.list_groups
-                                    if n == name and lid in self._unproven_lists)
-                    for _, name in self.mapping.list_groups}
-        unproven = {name: lists for name, lists in unproven.items() if lists}
+        unproven = self._unproven_groups()
         wanted = [(item.hubspot_id, item.removals) for item, result in written
                   if item.removals & unproven.keys() and result.kind in ("created", "updated")]
         if not wanted:
@@ -204,6 +201,20 @@ class Consent:
         kept = confirmed_removals(self.hubspot, wanted, unproven)
         return [(replace(item, removals=kept[item.hubspot_id]) if item.hubspot_id in kept else item, result)
                 for item, result in written]
+
+    def _unproven_groups(self) -> Dict[str, FrozenSet[str]]:
+        """Group name -> the lists behind it whose listing this run could not prove complete."""
+        unproven = {name: frozenset(lid for lid, n in self.mapping.list_groups
+                                    if n == name and lid in self._unproven_lists)
+                    for _, name in self.mapping.list_groups}
+        return {name: lists for name, lists in unproven.items() if lists}
+
+    def removals_on_evidence(self, hubspot_id: str, groups: FrozenSet[str]) -> FrozenSet[str]:
+        """The group removals a dry run's plan lists: those the real run would make (_evidenced)."""
+        unproven = self._unproven_groups()
+        if not groups & unproven.keys():
+            return groups
+        return confirmed_removals(self.hubspot, [(hubspot_id, groups)], unproven)[hubspot_id]
 
     def _implied(self, item: Pending, result: Result, try_now: bool) -> None:
         self.departures.written(item.hubspot_id, item.email, result.kind, result.subscriber_id, item.removals,
