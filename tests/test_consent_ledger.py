@@ -44,6 +44,10 @@ def test_an_address_unsubscribed_by_the_sweep_then_resubscribed_gets_its_next_op
     hubspot_fake.set_address_consent(email, unsubscribed_all=True)
     swept = run("--mapping", path, "--full")  # a full run always sweeps
     assert swept.code == 0 and status(mailerlite_fake, email) == "unsubscribed"
+    # The ledger keeps it per address: read opted out by address, an unsubscribe sent, MailerLite's answer.
+    assert state_rows(run, "SELECT hubspot_opted_out, hubspot_source, sent, mailerlite_status, holder "
+                           "FROM consent_ledger WHERE email='ann@example.com'") == [
+        (1, "address", "unsubscribe", "unsubscribed", None)]
     # The person signs up again: through a MailerLite form, and in HubSpot, as a new contact Z.
     mailerlite_fake.resubscribe_by_form(email)
     hubspot_fake.set_address_consent(email, unsubscribed_all=False)

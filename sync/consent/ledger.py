@@ -116,6 +116,15 @@ class Ledger:
         if email in self._asked:
             self._page[email] = new
 
+    def read_batch(self, readings: Dict[str, bool], source: str) -> None:
+        """HubSpot's opt-outs of a batch of addresses (the sweep's, by address), kept as `read` keeps
+        one, in one query and one write."""
+        self.flush()
+        now = self._now()
+        known = self.state.ledger(list(readings))
+        self._save(rules.read_in_hubspot(row, email, readings[email], source, now)
+                   for email, row in known.items() if row.hubspot_opted_out != readings[email])
+
     def seen(self, seen: Iterable[Tuple[str, str]], source: str) -> None:
         """MailerLite seen holding these addresses so (see seen_in_mailerlite)."""
         self.flush()

@@ -22,6 +22,7 @@ from ..state import PendingAction, State
 from ..summary import Summary
 from .actions import ConsentWriter
 from .by_address import AddressConsent
+from .rules import ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class ConsentSweep:
             if opted is None:
                 return False
             self.summary.add(CHECKED, len(page))
+            # Each address's opt-out as read by address goes in the consent ledger (before any unsubscribe).
+            self.consent.ledger.read_batch({email: email in opted for email, _ in page}, ADDRESS)
             for email, hubspot_id in page:
                 if email not in opted:
                     continue
