@@ -24,6 +24,7 @@ import filelock
 from . import __version__, invocation
 from .accounts import state_problem
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
+from .closing_line import describe, for_person
 from .config import (
     DEFAULT_HUBSPOT_BASE_URL,
     DEFAULT_MAILERLITE_BASE_URL,
@@ -65,7 +66,7 @@ from .redaction import redact, safe_text
 from .reports import export_rejected, history_json, print_history
 from .retrying import RetryPolicy
 from .state import State
-from .summary import SUMMARY_COUNTS, Summary, attached, failure_dict
+from .summary import Summary, attached, failure_dict
 from .tunables import DEFAULTS, Tunables
 
 PROGRAM = "hubspot-mailerlite-sync"
@@ -77,9 +78,7 @@ summary_log = logging.getLogger("sync.summary")  # the one line per run that the
 # The waits, retry budgets and clock every run is built with (tunables.py). The one seam for tests:
 # tests/conftest.py replaces it once with faster waits; main() also takes one as an argument.
 TUNABLES: Tunables = DEFAULTS
-# The run's closing line: the summary's counts (summary.SUMMARY_COUNTS), zeros left out but for these.
-LINE_ALWAYS = ("read", "created", "updated", "unchanged")
-LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always been; --json has every count
+PERSON = "person"  # a log record's attribute: its text as stderr shows it, when it differs from the log file's
 
 
 class _Parser(argparse.ArgumentParser):
@@ -157,6 +156,20 @@ class SafeFormatter(logging.Formatter):
         return redact(super().format(record))  # a traceback (--verbose) may quote a token too
 
 
+class PersonFormatter(SafeFormatter):
+    """stderr's: a record's form for a person (the closing line within 80 columns, a command on a line
+    of its own) when it has one; its lines kept apart by safe_text's escaping are joined back."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        person = getattr(record, PERSON, None)
+        if person is None:
+            return super().format(record)
+        lines = str(person).split("\n")
+        record = copy.copy(record)
+        record.msg, record.args = lines[0], None
+        return "\n".join([super().format(record), *(redact(safe_text(line)) for line in lines[1:])])
+
+
 class SafeOutput:
     """stdout for --check, which shows HubSpot sample values: escaped and redacted, never run by
     the terminal (newlines kept)."""
@@ -206,8 +219,8 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     else:
         level = logging.INFO if sys.stderr.isatty() else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s" if verbose
-                                       else "%(levelname)s: %(message)s"))
+    # --verbose says more, in the same form as every other output (the log file has the timestamps).
+    handler.setFormatter(PersonFormatter("%(levelname)s: %(message)s"))
     handler.setLevel(level)
     handler.addFilter(_OwnLinesOrWarnings())
     root = logging.getLogger()
@@ -350,28 +363,23 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
             state.close()
 
 
-def describe(summary: Summary) -> str:
-    d = summary.as_dict()
-    text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in SUMMARY_COUNTS
-                     if k not in LINE_LEFT_OUT and (d[k] or k in LINE_ALWAYS))
-    if summary.dry_run:
-        text += f", would send {d['would_send']}"
-    return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"
-
-
 def report(summary: Summary, as_json: bool, command: Optional[str] = None) -> None:
-    """The one line a run ends with (stderr, and the log file); the JSON summary on stdout if asked."""
+    """The one line a run ends with (stderr, and the log file); the JSON summary on stdout if asked.
+    The log file keeps every count on one line; stderr gets the form that fits 80 columns, with
+    the --rejected hint on its own line (closing_line.py)."""
     if as_json:
         print(redact(json.dumps(summary.as_dict(), sort_keys=True)))
-    details = ""
+    hint = None
     if summary.counts["rejected"] or summary.counts["failed"] or summary.counts["consent_pending"]:
-        details = f" (which and why: {command or invocation.command()} --rejected)"
+        hint = f"{command or invocation.command()} --rejected"
     if summary.exit_code == EXIT_OK:
-        summary_log.info("%s", describe(summary))
+        summary_log.info("%s", describe(summary), extra={PERSON: for_person(summary, "INFO")})
     elif summary.exit_code == EXIT_PARTIAL:
-        summary_log.warning("%s%s", describe(summary), details)
+        details = f" (which and why: {hint})" if hint else ""
+        summary_log.warning("%s%s", describe(summary), details, extra={PERSON: for_person(summary, "WARNING", hint)})
     else:  # one line: why it stopped, then what it did before
-        summary_log.error("%s; done so far: %s", summary.message, describe(summary))
+        summary_log.error("%s; done so far: %s", summary.message, describe(summary),
+                          extra={PERSON: for_person(summary, "ERROR")})
 
 
 def advice_for(env_file: Path, environ: Optional[Dict[str, str]] = None) -> List[Tuple[str, str]]:

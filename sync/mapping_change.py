@@ -50,7 +50,8 @@ def _canonical(value: Any) -> Any:
 def fingerprint(mapping: Mapping) -> str:
     """What of the mapping decides what is sent, hashed."""
     sent = {f.name: getattr(mapping, f.name) for f in dataclasses.fields(mapping) if f.name not in NOT_SENT}
-    nested = {name: [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+    nested = {name: [dataclasses.asdict(v) if dataclasses.is_dataclass(v) and not isinstance(v, type) else v
+                     for v in value]
               if isinstance(value, tuple) else value for name, value in sent.items()}
     text = json.dumps(_canonical(nested), sort_keys=True, ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -122,9 +122,11 @@ def test_problems_reach_stderr_once_and_concisely(hubspot_fake, mailerlite_fake,
     hubspot_fake.add_contact({"email": "broken@"}, modified_ms=1)
     done = run_main([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
     assert done.returncode == 1
+    # One line for the problem within 80 columns, the command that shows it on a line of its own.
     assert done.stderr.splitlines() == [
-        "WARNING: full sync: read 21, created 20, updated 0, unchanged 0, rejected 1 in "
-        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s (which and why: " + COMMAND + " --rejected)"]
+        "WARNING: full sync: read 21, sent 20, rejected 1 in "
+        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s; which and why:", "  " + COMMAND + " --rejected"]
+    assert len(done.stderr.splitlines()[0]) <= 80
 
 
 def test_verbose_without_a_terminal_tells_what_it_does(hubspot_fake, mailerlite_fake, tmp_path):
