@@ -11,6 +11,7 @@ import logging
 from typing import List, Sequence, Tuple
 
 from . import invocation
+from .columns import PERSON, with_command
 from .state import State
 
 log = logging.getLogger("sync")
@@ -44,7 +45,10 @@ class Advisories:
         if key in shown:
             log.debug("%s", message)
             return
-        log.warning("%s (said once; %s --check repeats it)", message, invocation.command())
+        command = f"{invocation.command()} --check"
+        # The log file keeps one line; stderr (cron mail) the words within 80 columns, then the command.
+        log.warning("%s (said once; %s repeats it)", message, command,
+                    extra={PERSON: with_command(f"{message} (said once; this repeats it:)", command, first=9)})
         self._remember(sorted(shown + [key]))
 
     def gone(self, key: str) -> None:

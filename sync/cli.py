@@ -25,6 +25,7 @@ from . import __version__, invocation
 from .accounts import state_problem
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
 from .closing_line import describe, for_person
+from .columns import PERSON
 from .config import (
     DEFAULT_HUBSPOT_BASE_URL,
     DEFAULT_MAILERLITE_BASE_URL,
@@ -78,7 +79,6 @@ summary_log = logging.getLogger("sync.summary")  # the one line per run that the
 # The waits, retry budgets and clock every run is built with (tunables.py). The one seam for tests:
 # tests/conftest.py replaces it once with faster waits; main() also takes one as an argument.
 TUNABLES: Tunables = DEFAULTS
-PERSON = "person"  # a log record's attribute: its text as stderr shows it, when it differs from the log file's
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,6 +90,13 @@ class _Parser(argparse.ArgumentParser):
         if self.json_wanted:
             _print_failure(EXIT_CONFIG, message)
         super().error(message)
+
+    def refuse(self, message: str) -> NoReturn:
+        """A combination of flags that would silently do something else: one line, exit 2 (the usage
+        block argparse adds to a misspelt flag says nothing about it)."""
+        if self.json_wanted:
+            _print_failure(EXIT_CONFIG, message)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> _Parser:
@@ -114,7 +121,7 @@ def build_parser() -> _Parser:
                         help="with --sandbox: edit N sample contacts in the fake HubSpot first, to watch only "
                              "those go")
     parser.add_argument("--reset", action="store_true",
-                        help="with --sandbox: start over from fresh sample data")
+                        help="with --sandbox: start over (only that: the next run uses fresh sample data)")
     parser.add_argument("--dry-run", action="store_true",
                         help="read and plan, write nothing to MailerLite (with --verbose: each planned action)")
     parser.add_argument("--full", action="store_true",
@@ -203,10 +210,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.json_wanted = "--json" in (sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.output and not (args.rejected or args.dry_run):
-        parser.error("--output goes with --rejected or --dry-run (it names the CSV file); without either "
-                     "nothing is written there")
+        parser.refuse("--output goes with --rejected or --dry-run: it names their CSV")
     if (args.touch or args.reset) and not args.sandbox:
-        parser.error("--touch and --reset go with --sandbox")
+        parser.refuse("--touch and --reset go with --sandbox")
+    if args.reset and (args.touch or args.check or args.dry_run or args.full or args.history or args.rejected):
+        parser.refuse("--reset only starts the sandbox over: give the other flags to the next run")
+    if args.sandbox and args.env_file:
+        parser.refuse("--sandbox uses no --env-file: it has its own fake accounts")
     return args
 
 
@@ -399,11 +409,13 @@ def advice_for(env_file: Path, environ: Optional[Dict[str, str]] = None) -> List
     return found
 
 
-def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: Optional[str] = None) -> int:
+def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: Optional[str] = None,
+                   sandbox_dir: Optional[Path] = None) -> int:
     """--history and --rejected: read the state, need no token."""
     command = command or invocation.command()
     if not path.exists():
-        raise ConfigError(f"no state database at {path} yet: run {command} first{_sandbox_hint(args, command)}")
+        hint = _sandbox_hint(args, command, sandbox_dir)
+        raise ConfigError(f"no state database at {path} yet: run {command} first{hint}")
     state = State(path)
     try:
         if args.history:
@@ -493,31 +505,40 @@ def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]
     return code
 
 
-def _sandbox_hint(args: argparse.Namespace, command: str) -> str:
+def _sandbox_hint(args: argparse.Namespace, command: str, sandbox_dir: Optional[Path] = None) -> str:
     from . import sandbox  # the command line may know the sandbox; the sandbox never knows it
 
-    if command != sandbox.COMMAND and sandbox.sandbox_state().exists():
+    if command != sandbox.COMMAND and sandbox.sandbox_state(sandbox_dir or sandbox.SANDBOX_DIR).exists():
         flag = "--history" if args.history else "--rejected"
         return f" (the sandbox keeps its own: {sandbox.COMMAND} {flag})"
     return ""
 
 
-def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = None) -> int:
-    """--sandbox: the same run as for real, with settings pointing at the built-in fakes."""
+def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = None,
+                    folder: Optional[Path] = None) -> int:
+    """--sandbox: the same run as for real, with settings pointing at the built-in fakes, kept in
+    `folder` (sandbox.SANDBOX_DIR unless given)."""
     from . import sandbox
 
-    if args.reset:
-        sandbox.reset()
+    folder = folder or sandbox.SANDBOX_DIR
+    if args.log_file:  # as for real
+        add_log_file(args.log_file, tunables or TUNABLES)
+    if args.reset:  # only that: the next run shows the first run again (a run here would exit 1, unasked)
+        sandbox.reset(folder)
+        print(f"The sandbox starts over: the next {sandbox.COMMAND} runs on fresh sample data.",
+              file=sys.stderr if args.json else sys.stdout)
+        return EXIT_OK
     if args.history or args.rejected:
-        return state_commands(args, sys.stdout, sandbox.sandbox_state(), sandbox.COMMAND)
-    with sandbox.Sandbox(touch_count=args.touch or 0) as box:
+        return state_commands(args, sys.stdout, sandbox.sandbox_state(folder), sandbox.COMMAND)
+    with sandbox.Sandbox(touch_count=args.touch or 0, folder=folder) as box:
         mapping_path = args.mapping or sandbox.default_mapping()
         mapping = load_mapping(mapping_path)
-        box.introduce(mapping_path, sys.stderr if args.json else sys.stdout)
+        box.introduce(mapping_path, sys.stderr if args.json else sys.stdout, checking=args.check)
         if args.check:
             hubspot, mailerlite = clients(box.settings, tunables=tunables)
+            # As for real: a note about engagement only when the mapping turns it on.
             return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
-                             check_engagement=True).run()
+                             check_engagement=mapping.engagement).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         # Engagement as for real: on only when the mapping turns it on (the sandbox then shows the figures).
         with dry_run_plan(args) as plan:
@@ -525,7 +546,8 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
                                  count_total=progress.enabled, engagement=mapping.engagement, plan=plan)
             summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
         report(summary, args.json, sandbox.COMMAND)
-        if not args.json:
+        # An error ends the output: the demo's tour below it would bury the one line that matters.
+        if not args.json and summary.exit_code in (EXIT_OK, EXIT_PARTIAL):
             box.tell(summary, sys.stdout, engagement=options.engagement)
         return summary.exit_code
 
@@ -555,10 +577,12 @@ def _reader_went_away(exit_code: int) -> int:
     return exit_code
 
 
-def main(argv: Optional[List[str]] = None, tunables: Optional[Tunables] = None) -> int:
-    """The program. `tunables` (waits, retry budgets, clock) defaults to the module's TUNABLES."""
+def main(argv: Optional[List[str]] = None, tunables: Optional[Tunables] = None,
+         sandbox_dir: Optional[Path] = None) -> int:
+    """The program. `tunables` (waits, retry budgets, clock) defaults to the module's TUNABLES;
+    `sandbox_dir`, where --sandbox keeps its fake accounts, to sandbox.SANDBOX_DIR."""
     with _signals_stop_the_run():
-        return _main(argv, tunables)
+        return _main(argv, tunables, sandbox_dir)
 
 
 def _stdout_takes_any_text() -> None:
@@ -577,7 +601,7 @@ def _stdout_takes_any_text() -> None:
         pass
 
 
-def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
+def _main(argv: Optional[List[str]], tunables: Optional[Tunables], sandbox_dir: Optional[Path] = None) -> int:
     started = time.monotonic()
     _stdout_takes_any_text()
     args = parse_args(argv)
@@ -588,10 +612,11 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     settings: Optional[Settings] = None
     try:
         if args.sandbox:
-            return sandbox_command(args, tunables)  # the only way the product reaches the fake APIs
+            return sandbox_command(args, tunables, sandbox_dir)  # the only way the product reaches the fake APIs
         if args.history or args.rejected:
             return state_commands(args, sys.stdout, load_state_path(args.env_file,
-                                                                    env_file_given=args.env_file is not None))
+                                                                    env_file_given=args.env_file is not None),
+                                  sandbox_dir=sandbox_dir)
         settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
         log_file = args.log_file or settings.log_file
         if log_file:

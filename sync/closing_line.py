@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
+from .columns import COLUMNS, INDENT
 from .summary import SUMMARY_COUNTS, Summary
 
-COLUMNS = 80  # what cron mail and a default terminal show
-COMMAND_INDENT = "  "
 # Zeros left out but for these; the log file's line and --json have every count.
 LINE_ALWAYS = ("read", "created", "updated", "unchanged")
 LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always been
@@ -64,4 +63,4 @@ def for_person(summary: Summary, level: str, command: Optional[str] = None) -> s
                                f"{message}; done so far: {_short(summary)}"))
     tail = "; which and why:" if command else ""
     line = fitted(prefix, (describe(summary) + tail, _short(summary) + tail, _problems(summary) + tail))
-    return f"{line}\n{COMMAND_INDENT}{command}" if command else line
+    return f"{line}\n{INDENT}{command}" if command else line

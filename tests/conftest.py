@@ -112,10 +112,11 @@ class Runner:
             monkeypatch.setenv(key, value)
         self.monkeypatch = monkeypatch
 
-    def __call__(self, *args: str, tunables: Tunables = FAST) -> RunResult:
-        """One run of `main.py --json ARGS`; `tunables` to change a wait or the clock for this run."""
+    def __call__(self, *args: str, tunables: Tunables = FAST, sandbox_dir: Optional[Path] = None) -> RunResult:
+        """One run of `main.py --json ARGS`; `tunables` to change a wait or the clock for this run,
+        `sandbox_dir` where --sandbox would keep its fakes (looked at by hints)."""
         self.capsys.readouterr()
-        code = cli.main(["--json", "--env-file", str(self.env_file), *args], tunables)
+        code = cli.main(["--json", "--env-file", str(self.env_file), *args], tunables, sandbox_dir=sandbox_dir)
         out, err = self.capsys.readouterr()
         lines = [line for line in out.splitlines() if line.strip()]
         try:

@@ -274,9 +274,7 @@ def test_version_names_the_program(capsys):
 
 
 def test_reports_before_any_run_say_so(run, monkeypatch, tmp_path):
-    from sync import sandbox
-    monkeypatch.setattr(sandbox, "SANDBOX_DIR", tmp_path / "no-sandbox")
-    result = run("--history")
+    result = run("--history", sandbox_dir=tmp_path / "no-sandbox")
     # The runner passes --env-file, and the hint repeats it (test_command_hints: a hint names its client).
     assert result.code == 2 and f"run {COMMAND} --env-file " in result.err and "sandbox" not in result.err
 
