@@ -99,57 +99,70 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
 
 
+EXAMPLES = """examples:
+  python main.py --sandbox            try it on fake accounts, nothing leaves
+  python main.py --check              tokens, scopes, mapping; writes nothing
+  python main.py --dry-run --verbose  what a run would send, a line a contact"""
+# As the README's table says them; `python main.py` alone is the real sync (cron: README, Schedule).
+EXIT_CODES = """exit codes:
+  0    all good
+  1    finished, but some contacts were rejected or failed, or consent actions
+       (an unsubscribe, a group removal) wait for MailerLite (see --rejected)
+  2    configuration or credential problem; fix it, then run again
+  3    stopped early (an outage, HubSpot's daily limit, SYNC_MAX_RUNTIME, the
+       mass-leave guard); what was done is kept and the next run continues
+  75   an earlier run still holds the lock; this one exits (quietly, unless
+       the lock is older than SYNC_MAX_RUNTIME allows)
+  130  interrupted (Ctrl-C, SIGINT); progress kept
+  143  stopped by SIGTERM; progress kept"""
+
+
 def build_parser() -> _Parser:
     parser = _Parser(
         prog="main.py",
         description="Sync HubSpot contacts into MailerLite subscribers. Settings come from the\n"
                     "environment and a .env file beside main.py (see .env.example).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes:\n"
-               "  0    all good\n"
-               "  1    finished, but some contacts were rejected or failed (see --rejected)\n"
-               "  2    configuration or credential error; fix it, then run again\n"
-               "  3    aborted (outage, HubSpot daily limit, SYNC_MAX_RUNTIME); progress kept\n"
-               "  75   an earlier run still holds the lock; this one exits (quietly, unless\n"
-               "       the lock is older than SYNC_MAX_RUNTIME allows)\n"
-               "  130  interrupted (Ctrl-C, SIGINT); progress kept\n"
-               "  143  stopped by SIGTERM; progress kept")
-    parser.add_argument("--sandbox", action="store_true",
-                        help="try it without any account: the real sync against built-in fake HubSpot and "
-                             "MailerLite APIs with sample data, on this machine only; kept between runs")
-    parser.add_argument("--touch", type=_count, metavar="N",
-                        help="with --sandbox: edit N sample contacts in the fake HubSpot first, to watch only "
-                             "those go")
-    parser.add_argument("--reset", action="store_true",
-                        help="with --sandbox: start over (only that: the next run uses fresh sample data)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="read and plan, write nothing to MailerLite (with --verbose: each planned action)")
-    parser.add_argument("--full", action="store_true",
-                        help="re-read every HubSpot contact (after a mapping change, say); "
-                             "only contacts whose mapped data changed are sent")
-    parser.add_argument("--force", action="store_true",
-                        help="with --full: resend every contact even if MailerLite already has it")
-    parser.add_argument("--check", action="store_true",
-                        help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
-                             "sample values; write nothing")
-    parser.add_argument("--history", action="store_true",
-                        help="show the last runs, two lines each (with --json: as JSON)")
-    parser.add_argument("--rejected", action="store_true",
-                        help="export the rejected and failed contacts as CSV (to stdout or --output)")
-    parser.add_argument("--output", type=Path, metavar="FILE",
-                        help="with --rejected: write the CSV here; with --dry-run: each planned action as CSV")
-    parser.add_argument("--allow-mass-leave", action="store_true",
-                        help="for this run only: let more contacts leave the sync than the mass-leave guard "
-                             "allows (mass_leave_percent / mass_leave_min in the mapping file)")
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    verbosity = parser.add_mutually_exclusive_group()
+        epilog=f"{EXAMPLES}\n\n{EXIT_CODES}")
+    run = parser.add_argument_group("run (python main.py alone is the real sync)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="read and plan, write nothing to MailerLite (with --verbose: each planned action)")
+    run.add_argument("--full", action="store_true",
+                     help="re-read every HubSpot contact and compare it with MailerLite (a changed mapping does "
+                          "this by itself); only contacts that differ are sent")
+    run.add_argument("--force", action="store_true",
+                     help="with --full: resend every contact even if MailerLite already has it")
+    run.add_argument("--allow-mass-leave", action="store_true",
+                     help="for this run only: let more contacts leave the sync than the mass-leave guard "
+                          "allows (mass_leave_percent / mass_leave_min in the mapping file)")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    verbosity = run.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", action="store_true", help="only errors on stderr")
     verbosity.add_argument("--verbose", action="store_true", help="detailed progress on stderr")
-    parser.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from this file instead of .env")
-    parser.add_argument("--mapping", type=Path, metavar="PATH",
-                        help="mapping file (TOML) to use instead of SYNC_MAPPING_FILE; see mapping.example.toml")
-    parser.add_argument("--log-file", type=Path, metavar="PATH",
-                        help="append run summaries and warnings to this rotating log file (or SYNC_LOG_FILE)")
+    run.add_argument("--log-file", type=Path, metavar="PATH",
+                     help="append run summaries and warnings to this rotating log file (or SYNC_LOG_FILE)")
+    inspect = parser.add_argument_group("inspect")
+    inspect.add_argument("--check", action="store_true",
+                         help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
+                              "sample values; write nothing")
+    inspect.add_argument("--history", action="store_true",
+                         help="show the last runs, two lines each (with --json: as JSON)")
+    inspect.add_argument("--rejected", action="store_true",
+                         help="export the rejected and failed contacts as CSV (to stdout or --output)")
+    inspect.add_argument("--output", type=Path, metavar="FILE",
+                         help="with --rejected: write the CSV here; with --dry-run: each planned action as CSV")
+    setup = parser.add_argument_group("set up")
+    setup.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from this file instead of .env")
+    setup.add_argument("--mapping", type=Path, metavar="PATH",
+                       help="mapping file (TOML) to use instead of SYNC_MAPPING_FILE; see mapping.example.toml")
+    setup.add_argument("--sandbox", action="store_true",
+                       help="try it without any account: the real sync against fake HubSpot and MailerLite "
+                            "APIs with sample data, on this machine only; kept between runs")
+    setup.add_argument("--touch", type=_count, metavar="N",
+                       help="with --sandbox: edit N sample contacts in the fake HubSpot first, to watch only "
+                            "those go")
+    setup.add_argument("--reset", action="store_true",
+                       help="with --sandbox: start over (only that: the next run uses fresh sample data)")
     parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     return parser
 
@@ -232,7 +245,7 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     # --verbose says more, in the same form as every other output (the log file has the timestamps).
     handler.setFormatter(PersonFormatter("%(levelname)s: %(message)s"))
     handler.setLevel(level)
-    handler.addFilter(_OwnLinesOrWarnings())
+    handler.addFilter(_OwnLines(verbose))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -240,16 +253,34 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class _OwnLinesOrWarnings(logging.Filter):
-    """--verbose tells what the sync does; libraries (filelock, urllib3) only when something is wrong."""
+def _own(record: logging.LogRecord) -> bool:
+    return record.name == log.name or record.name.startswith(log.name + ".")
+
+
+class _OwnLines(logging.Filter):
+    """Only the program's own lines: what goes wrong in a library (urllib3's "Failed to parse headers"
+    and its traceback, twice a request, for a server answering malformed headers) reaches the program
+    as an exception, which it says in its own words. --verbose adds a library's warnings, one line
+    each (no traceback)."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        super().__init__()
+        self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == log.name or record.name.startswith(log.name + ".") or record.levelno >= logging.WARNING
+        if _own(record):
+            return True
+        if not self.verbose or record.levelno < logging.WARNING:
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None  # no other handler takes it
+        return True
 
 
 class _SummaryOrWarning(logging.Filter):
+    """The log file: the program's own warnings and errors, and each run's closing line."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name == summary_log.name
+        return _own(record) and (record.levelno >= logging.WARNING or record.name == summary_log.name)
 
 
 class PrivateLogFile(logging.handlers.RotatingFileHandler):
