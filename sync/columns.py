@@ -27,9 +27,3 @@ def wrap(text: str, width: int = COLUMNS, first: int = 0, indent: str = INDENT) 
     lines = wrapper.wrap(unbreakable(text)) or [""]
     lines[0] = lines[0][first:]
     return "\n".join(lines).replace(KEEP, " ")
-
-
-def with_command(text: str, command: str, width: int = COLUMNS, first: int = 0) -> str:
-    """`text` wrapped, then `command` on a line of its own (it may be longer than `width`: an absolute
-    path cannot be cut, and a command broken in two cannot be pasted)."""
-    return f"{wrap(text, width, first)}\n{INDENT}{command}"

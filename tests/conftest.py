@@ -78,6 +78,18 @@ def seed_contacts(fake: FakeHubSpot, n: int, start: int = 0, age_ms: int = HOUR_
     return ids
 
 
+def messages(stderr: str) -> List[str]:
+    """stderr's messages, each as one line: a message's continuation lines (indented: its words
+    beyond 80 columns, a command on a line of its own) joined to it."""
+    found: List[str] = []
+    for line in stderr.splitlines():
+        if line.startswith("  ") and found:
+            found[-1] += " " + line.strip()
+        elif line.strip():
+            found.append(line)
+    return found
+
+
 @dataclass
 class RunResult:
     code: int

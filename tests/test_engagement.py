@@ -150,7 +150,7 @@ def test_unknown_scopes_the_first_refused_write_stops_with_exit_2(run, hubspot_f
 
 def test_check_says_what_engagement_will_create_and_what_is_in_the_way(engage, hubspot_fake, tmp_path):
     check = engage("--check")
-    assert check.code == 0 and "note: engagement creates 5 HubSpot properties (group MailerLite)" in check.out
+    assert check.code == 0 and "note: engagement creates 6 HubSpot properties (group MailerLite)" in check.out
     hubspot_fake.add_property("mailerlite_opens", "string", "Opens (someone else's)")
     check = engage("--check")
     assert check.code == 2 and "mailerlite_opens exists with type 'string'" in check.out
@@ -283,7 +283,7 @@ def test_the_sandbox_shows_engagement_as_hubspot_holds_it(monkeypatch, tmp_path,
     for sent, opens, clicks, open_rate, click_rate in shown:  # the percentages agree with the counts
         assert float(open_rate) == round(100 * int(opens) / int(sent), 2)
         assert float(click_rate) == round(100 * int(clicks) / int(sent), 2)
-    cli.main(["--sandbox", "--json", "--mapping", str(mapping)])
+    cli.main(["--sandbox", "--json", "--mapping", str(mapping)], FAST, sandbox_dir=tmp_path / "sandbox")
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (again["engagement_updated"], again["engagement_requests"]) == (0, 0)  # not due for a day
 

@@ -22,7 +22,7 @@ import pytest
 
 from sync import cli
 from sync.invocation import COMMAND
-from tests.conftest import FAST, seed_contacts
+from tests.conftest import FAST, messages, seed_contacts
 from tests.test_cli_subprocess import MAIN, fake_env, run_main
 
 
@@ -290,7 +290,8 @@ def test_advisories_are_said_once_under_cron_and_by_every_check(hubspot_fake, ma
     env_file.chmod(0o644)
     first = run_main(["--env-file", str(env_file)], {}, tmp_path)
     assert first.returncode == 0
-    warnings = first.stderr.splitlines()
+    # One line each, and the command that repeats them on a line of its own below each.
+    warnings = messages(first.stderr)
     assert len(warnings) == 3 and all(w.startswith("WARNING: ") for w in warnings), first.stderr
     assert "HubSpot rejected the access token" not in first.stderr
     assert any("lacks the scope crm.schemas.contacts.read: contacts still sync" in w for w in warnings)

@@ -12,7 +12,7 @@ import pytest
 from sync import cli, config
 from sync.sandbox.fakes.hubspot import FakeHubSpot
 from sync.sandbox.fakes.mailerlite import FakeMailerLite
-from tests.conftest import HS_TOKEN, ML_TOKEN, TIME_SCALE, seed_contacts
+from tests.conftest import HS_TOKEN, ML_TOKEN, TIME_SCALE, messages, seed_contacts
 from tests.test_operations import ping_server  # noqa: F401  (a fixture)
 
 
@@ -103,7 +103,7 @@ def test_an_unknown_setting_fails_the_check_and_a_run_warns_in_one_line(run, hub
     assert check.code == 2 and "SYNC_WRITE_BAK; did you mean SYNC_WRITE_BACK?" in check.err
     synced = run()
     assert synced.code == 0
-    said = [line for line in synced.err.splitlines() if "SYNC_WRITE_BAK" in line]
+    said = [message for message in messages(synced.err) if "SYNC_WRITE_BAK" in message]
     assert len(said) == 1 and said[0].startswith("WARNING: ") and "did you mean SYNC_WRITE_BACK?" in said[0]
 
 
