@@ -596,7 +596,9 @@ class Engine:
             known = None
         fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
-            self.summary.add("unchanged")  # rejected before with the same data: nothing new to say
+            # Rejected before with the same data: nothing new to record. A full pass compares every contact,
+            # so it counts the contact as still rejected, as --rejected lists it; an hourly run says it once.
+            self.summary.add("rejected" if self.summary.mode == "full" else "unchanged")
             return
         self._record([Result(hubspot_id, reject.email, "rejected", fingerprint, reason=reject.reason)])
 
