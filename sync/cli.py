@@ -29,6 +29,7 @@ from .columns import PERSON
 from .config import (
     DEFAULT_HUBSPOT_BASE_URL,
     DEFAULT_MAILERLITE_BASE_URL,
+    PROJECT_DIR,
     SETTINGS_FILE_KEY,
     Settings,
     env_file_path,
@@ -389,7 +390,7 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
     """One run: the lock, the state, the clients and the engine. `advice` is (key, message) said once."""
     tunables = tunables or TUNABLES
     with run_lock(settings.state_db, settings.max_runtime):
-        state = State(settings.state_db)
+        state = State(settings.state_db, busy_timeout_s=tunables.state_busy_timeout_s)
         try:
             Advisories(state, record=not options.dry_run).settle(advice)
             reader, client = clients(settings, progress, started, tunables)
@@ -609,11 +610,12 @@ def _reader_went_away(exit_code: int) -> int:
 
 
 def main(argv: Optional[List[str]] = None, tunables: Optional[Tunables] = None,
-         sandbox_dir: Optional[Path] = None) -> int:
+         sandbox_dir: Optional[Path] = None, project_dir: Path = PROJECT_DIR) -> int:
     """The program. `tunables` (waits, retry budgets, clock) defaults to the module's TUNABLES;
-    `sandbox_dir`, where --sandbox keeps its fake accounts, to sandbox.SANDBOX_DIR."""
+    `sandbox_dir`, where --sandbox keeps its fake accounts, to sandbox.SANDBOX_DIR; `project_dir`,
+    where .env, the shared state and relative paths of .env are found, to the folder of main.py."""
     with _signals_stop_the_run():
-        return _main(argv, tunables, sandbox_dir)
+        return _main(argv, tunables, sandbox_dir, project_dir)
 
 
 def _stdout_takes_any_text() -> None:
@@ -632,7 +634,8 @@ def _stdout_takes_any_text() -> None:
         pass
 
 
-def _main(argv: Optional[List[str]], tunables: Optional[Tunables], sandbox_dir: Optional[Path] = None) -> int:
+def _main(argv: Optional[List[str]], tunables: Optional[Tunables], sandbox_dir: Optional[Path] = None,
+          project_dir: Path = PROJECT_DIR) -> int:
     started = time.monotonic()
     _stdout_takes_any_text()
     args = parse_args(argv)
@@ -646,16 +649,17 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables], sandbox_dir: 
             return sandbox_command(args, tunables, sandbox_dir)  # the only way the product reaches the fake APIs
         if args.history or args.rejected:
             return state_commands(args, sys.stdout, load_state_path(args.env_file,
-                                                                    env_file_given=args.env_file is not None),
+                                                                    env_file_given=args.env_file is not None,
+                                                                    project=project_dir),
                                   sandbox_dir=sandbox_dir)
-        settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
+        settings = load_settings(args.env_file, env_file_given=args.env_file is not None, project=project_dir)
         log_file = args.log_file or settings.log_file
         if log_file:
             add_log_file(log_file, tunables or TUNABLES)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
         engagement = settings.engagement or mapping.engagement
-        advice = advice_for(env_file_path(args.env_file))
+        advice = advice_for(env_file_path(args.env_file, project_dir))
         if args.check:
             for _, message in advice:
                 log.warning("%s", message)

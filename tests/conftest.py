@@ -22,15 +22,9 @@ ML_TOKEN = "ml-test-token"
 TIME_SCALE = 0.01  # a MailerLite "minute" lasts 0.6 s, HubSpot's ten seconds 0.1 s
 HOUR_MS = 3_600_000
 # Client-side waits the server does not tell (backoff, search spacing, import probes), shrunk.
-# Passed to whatever a test builds (clients, Engine); cli.main gets it through cli.TUNABLES below.
+# Passed to whatever a test builds (clients, Engine, cli.main: the Runner below passes it).
 FAST = Tunables(backoff_s=0.02, max_backoff_s=0.2, default_rate_wait_s=0.05, search_interval_s=0.002,
                 import_wait_first_s=0.1, import_wait_max_s=0.6)
-
-
-@pytest.fixture(autouse=True)
-def _fast_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one seam: every in-process run of cli.main (and the sandbox) is built with FAST."""
-    monkeypatch.setattr(cli, "TUNABLES", FAST)
 
 
 @pytest.fixture(autouse=True)
