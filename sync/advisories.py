@@ -11,6 +11,7 @@ import logging
 from typing import List, Sequence, Tuple
 
 from . import invocation
+from .columns import INDENT, PERSON, wrap
 from .state import State
 
 log = logging.getLogger("sync")
@@ -44,7 +45,12 @@ class Advisories:
         if key in shown:
             log.debug("%s", message)
             return
-        log.warning("%s (said once; %s --check repeats it)", message, invocation.command())
+        command = f"{invocation.command()} --check"
+        # The log file keeps one line; stderr (cron mail) the words within 80 columns, continued on
+        # indented lines, then the command on a line of its own (long, and pasted from there).
+        log.warning("%s (said once; %s repeats it)", message, command,
+                    extra={PERSON: f"{wrap(message + ' (said once; repeated by:)', first=len('WARNING: '))}\n"
+                                   f"{INDENT}{command}"})
         self._remember(sorted(shown + [key]))
 
     def gone(self, key: str) -> None:

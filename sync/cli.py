@@ -24,9 +24,12 @@ import filelock
 from . import __version__, invocation
 from .accounts import state_problem
 from .advisories import ENV_FILE_SHARED, UNKNOWN_SETTING, Advisories
+from .closing_line import describe, for_person
+from .columns import PERSON
 from .config import (
     DEFAULT_HUBSPOT_BASE_URL,
     DEFAULT_MAILERLITE_BASE_URL,
+    PROJECT_DIR,
     SETTINGS_FILE_KEY,
     Settings,
     env_file_path,
@@ -65,7 +68,7 @@ from .redaction import redact, safe_text
 from .reports import export_rejected, history_json, print_history
 from .retrying import RetryPolicy
 from .state import State
-from .summary import SUMMARY_COUNTS, Summary, attached, failure_dict
+from .summary import Summary, attached, failure_dict
 from .tunables import DEFAULTS, Tunables
 
 PROGRAM = "hubspot-mailerlite-sync"
@@ -77,9 +80,6 @@ summary_log = logging.getLogger("sync.summary")  # the one line per run that the
 # The waits, retry budgets and clock every run is built with (tunables.py). The one seam for tests:
 # tests/conftest.py replaces it once with faster waits; main() also takes one as an argument.
 TUNABLES: Tunables = DEFAULTS
-# The run's closing line: the summary's counts (summary.SUMMARY_COUNTS), zeros left out but for these.
-LINE_ALWAYS = ("read", "created", "updated", "unchanged")
-LINE_LEFT_OUT = ("unsubscribed", "mass_leave_held")  # as the line has always been; --json has every count
 
 
 class _Parser(argparse.ArgumentParser):
@@ -92,6 +92,31 @@ class _Parser(argparse.ArgumentParser):
             _print_failure(EXIT_CONFIG, message)
         super().error(message)
 
+    def refuse(self, message: str) -> NoReturn:
+        """A combination of flags that would silently do something else: one line, exit 2 (the usage
+        block argparse adds to a misspelt flag says nothing about it)."""
+        if self.json_wanted:
+            _print_failure(EXIT_CONFIG, message)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+EXAMPLES = """examples:
+  python main.py --sandbox            try it on fake accounts, nothing leaves
+  python main.py --check              tokens, scopes, mapping; writes nothing
+  python main.py --dry-run --verbose  what a run would send, a line a contact"""
+# As the README's table says them; `python main.py` alone is the real sync (cron: README, Schedule).
+EXIT_CODES = """exit codes:
+  0    all good
+  1    finished, but some contacts were rejected or failed, or consent actions
+       (an unsubscribe, a group removal) wait for MailerLite (see --rejected)
+  2    configuration or credential problem; fix it, then run again
+  3    stopped early (an outage, HubSpot's daily limit, SYNC_MAX_RUNTIME, the
+       mass-leave guard); what was done is kept and the next run continues
+  75   an earlier run still holds the lock; this one exits (quietly, unless
+       the lock is older than SYNC_MAX_RUNTIME allows)
+  130  interrupted (Ctrl-C, SIGINT); progress kept
+  143  stopped by SIGTERM; progress kept"""
+
 
 def build_parser() -> _Parser:
     parser = _Parser(
@@ -99,51 +124,46 @@ def build_parser() -> _Parser:
         description="Sync HubSpot contacts into MailerLite subscribers. Settings come from the\n"
                     "environment and a .env file beside main.py (see .env.example).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes:\n"
-               "  0    all good\n"
-               "  1    finished, but some contacts were rejected or failed (see --rejected)\n"
-               "  2    configuration or credential error; fix it, then run again\n"
-               "  3    aborted (outage, HubSpot daily limit, SYNC_MAX_RUNTIME); progress kept\n"
-               "  75   an earlier run still holds the lock; this one exits (quietly, unless\n"
-               "       the lock is older than SYNC_MAX_RUNTIME allows)\n"
-               "  130  interrupted (Ctrl-C, SIGINT); progress kept\n"
-               "  143  stopped by SIGTERM; progress kept")
-    parser.add_argument("--sandbox", action="store_true",
-                        help="try it without any account: the real sync against built-in fake HubSpot and "
-                             "MailerLite APIs with sample data, on this machine only; kept between runs")
-    parser.add_argument("--touch", type=_count, metavar="N",
-                        help="with --sandbox: edit N sample contacts in the fake HubSpot first, to watch only "
-                             "those go")
-    parser.add_argument("--reset", action="store_true",
-                        help="with --sandbox: start over from fresh sample data")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="read and plan, write nothing to MailerLite (with --verbose: each planned action)")
-    parser.add_argument("--full", action="store_true",
-                        help="re-read every HubSpot contact (after a mapping change, say); "
-                             "only contacts whose mapped data changed are sent")
-    parser.add_argument("--force", action="store_true",
-                        help="with --full: resend every contact even if MailerLite already has it")
-    parser.add_argument("--check", action="store_true",
-                        help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
-                             "sample values; write nothing")
-    parser.add_argument("--history", action="store_true",
-                        help="show the last runs, two lines each (with --json: as JSON)")
-    parser.add_argument("--rejected", action="store_true",
-                        help="export the rejected and failed contacts as CSV (to stdout or --output)")
-    parser.add_argument("--output", type=Path, metavar="FILE",
-                        help="with --rejected: write the CSV here; with --dry-run: each planned action as CSV")
-    parser.add_argument("--allow-mass-leave", action="store_true",
-                        help="for this run only: let more contacts leave the sync than the mass-leave guard "
-                             "allows (mass_leave_percent / mass_leave_min in the mapping file)")
-    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
-    verbosity = parser.add_mutually_exclusive_group()
+        epilog=f"{EXAMPLES}\n\n{EXIT_CODES}")
+    run = parser.add_argument_group("run (python main.py alone is the real sync)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="read and plan, write nothing to MailerLite (with --verbose: each planned action)")
+    run.add_argument("--full", action="store_true",
+                     help="re-read every HubSpot contact and compare it with MailerLite (a changed mapping does "
+                          "this by itself); only contacts that differ are sent")
+    run.add_argument("--force", action="store_true",
+                     help="with --full: resend every contact even if MailerLite already has it")
+    run.add_argument("--allow-mass-leave", action="store_true",
+                     help="for this run only: let more contacts leave the sync than the mass-leave guard "
+                          "allows (mass_leave_percent / mass_leave_min in the mapping file)")
+    run.add_argument("--json", action="store_true", help="print the summary as one JSON object on stdout")
+    verbosity = run.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", action="store_true", help="only errors on stderr")
     verbosity.add_argument("--verbose", action="store_true", help="detailed progress on stderr")
-    parser.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from this file instead of .env")
-    parser.add_argument("--mapping", type=Path, metavar="PATH",
-                        help="mapping file (TOML) to use instead of SYNC_MAPPING_FILE; see mapping.example.toml")
-    parser.add_argument("--log-file", type=Path, metavar="PATH",
-                        help="append run summaries and warnings to this rotating log file (or SYNC_LOG_FILE)")
+    run.add_argument("--log-file", type=Path, metavar="PATH",
+                     help="append run summaries and warnings to this rotating log file (or SYNC_LOG_FILE)")
+    inspect = parser.add_argument_group("inspect")
+    inspect.add_argument("--check", action="store_true",
+                         help="check tokens, scopes, properties, fields, groups and lists; show the mapping with "
+                              "sample values; write nothing")
+    inspect.add_argument("--history", action="store_true",
+                         help="show the last runs, two lines each (with --json: as JSON)")
+    inspect.add_argument("--rejected", action="store_true",
+                         help="export the rejected and failed contacts as CSV (to stdout or --output)")
+    inspect.add_argument("--output", type=Path, metavar="FILE",
+                         help="with --rejected: write the CSV here; with --dry-run: each planned action as CSV")
+    setup = parser.add_argument_group("set up")
+    setup.add_argument("--env-file", type=Path, metavar="PATH", help="read settings from this file instead of .env")
+    setup.add_argument("--mapping", type=Path, metavar="PATH",
+                       help="mapping file (TOML) to use instead of SYNC_MAPPING_FILE; see mapping.example.toml")
+    setup.add_argument("--sandbox", action="store_true",
+                       help="try it without any account: the real sync against fake HubSpot and MailerLite "
+                            "APIs with sample data, on this machine only; kept between runs")
+    setup.add_argument("--touch", type=_count, metavar="N",
+                       help="with --sandbox: edit N sample contacts in the fake HubSpot first, to watch only "
+                            "those go")
+    setup.add_argument("--reset", action="store_true",
+                       help="with --sandbox: start over (only that: the next run uses fresh sample data)")
     parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
     return parser
 
@@ -155,6 +175,20 @@ class SafeFormatter(logging.Formatter):
         record = copy.copy(record)  # other handlers get the record as it was
         record.msg, record.args = safe_text(record.getMessage()), None
         return redact(super().format(record))  # a traceback (--verbose) may quote a token too
+
+
+class PersonFormatter(SafeFormatter):
+    """stderr's: a record's form for a person (the closing line within 80 columns, a command on a line
+    of its own) when it has one; its lines kept apart by safe_text's escaping are joined back."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        person = getattr(record, PERSON, None)
+        if person is None:
+            return super().format(record)
+        lines = str(person).split("\n")
+        record = copy.copy(record)
+        record.msg, record.args = lines[0], None
+        return "\n".join([super().format(record), *(redact(safe_text(line)) for line in lines[1:])])
 
 
 class SafeOutput:
@@ -190,10 +224,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.json_wanted = "--json" in (sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.output and not (args.rejected or args.dry_run):
-        parser.error("--output goes with --rejected or --dry-run (it names the CSV file); without either "
-                     "nothing is written there")
+        parser.refuse("--output goes with --rejected or --dry-run: it names their CSV")
     if (args.touch or args.reset) and not args.sandbox:
-        parser.error("--touch and --reset go with --sandbox")
+        parser.refuse("--touch and --reset go with --sandbox")
+    if args.reset and (args.touch or args.check or args.dry_run or args.full or args.history or args.rejected):
+        parser.refuse("--reset only starts the sandbox over: give the other flags to the next run")
+    if args.sandbox and args.env_file:
+        parser.refuse("--sandbox uses no --env-file: it has its own fake accounts")
     return args
 
 
@@ -206,10 +243,10 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     else:
         level = logging.INFO if sys.stderr.isatty() else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(message)s" if verbose
-                                       else "%(levelname)s: %(message)s"))
+    # --verbose says more, in the same form as every other output (the log file has the timestamps).
+    handler.setFormatter(PersonFormatter("%(levelname)s: %(message)s"))
     handler.setLevel(level)
-    handler.addFilter(_OwnLinesOrWarnings())
+    handler.addFilter(_OwnLines(verbose))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -217,16 +254,34 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class _OwnLinesOrWarnings(logging.Filter):
-    """--verbose tells what the sync does; libraries (filelock, urllib3) only when something is wrong."""
+def _own(record: logging.LogRecord) -> bool:
+    return record.name == log.name or record.name.startswith(log.name + ".")
+
+
+class _OwnLines(logging.Filter):
+    """Only the program's own lines: what goes wrong in a library (urllib3's "Failed to parse headers"
+    and its traceback, twice a request, for a server answering malformed headers) reaches the program
+    as an exception, which it says in its own words. --verbose adds a library's warnings, one line
+    each (no traceback)."""
+
+    def __init__(self, verbose: bool = False) -> None:
+        super().__init__()
+        self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == log.name or record.name.startswith(log.name + ".") or record.levelno >= logging.WARNING
+        if _own(record):
+            return True
+        if not self.verbose or record.levelno < logging.WARNING:
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None  # no other handler takes it
+        return True
 
 
 class _SummaryOrWarning(logging.Filter):
+    """The log file: the program's own warnings and errors, and each run's closing line."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name == summary_log.name
+        return _own(record) and (record.levelno >= logging.WARNING or record.name == summary_log.name)
 
 
 class PrivateLogFile(logging.handlers.RotatingFileHandler):
@@ -335,7 +390,7 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
     """One run: the lock, the state, the clients and the engine. `advice` is (key, message) said once."""
     tunables = tunables or TUNABLES
     with run_lock(settings.state_db, settings.max_runtime):
-        state = State(settings.state_db)
+        state = State(settings.state_db, busy_timeout_s=tunables.state_busy_timeout_s)
         try:
             Advisories(state, record=not options.dry_run).settle(advice)
             reader, client = clients(settings, progress, started, tunables)
@@ -350,28 +405,23 @@ def run_sync(settings: Settings, options: RunOptions, mapping: Mapping, progress
             state.close()
 
 
-def describe(summary: Summary) -> str:
-    d = summary.as_dict()
-    text = ", ".join(f"{k.replace('_', ' ')} {d[k]}" for k in SUMMARY_COUNTS
-                     if k not in LINE_LEFT_OUT and (d[k] or k in LINE_ALWAYS))
-    if summary.dry_run:
-        text += f", would send {d['would_send']}"
-    return f"{summary.mode} sync{' (dry run)' if summary.dry_run else ''}: {text} in {summary.duration_seconds:.1f} s"
-
-
 def report(summary: Summary, as_json: bool, command: Optional[str] = None) -> None:
-    """The one line a run ends with (stderr, and the log file); the JSON summary on stdout if asked."""
+    """The one line a run ends with (stderr, and the log file); the JSON summary on stdout if asked.
+    The log file keeps every count on one line; stderr gets the form that fits 80 columns, with
+    the --rejected hint on its own line (closing_line.py)."""
     if as_json:
         print(redact(json.dumps(summary.as_dict(), sort_keys=True)))
-    details = ""
+    hint = None
     if summary.counts["rejected"] or summary.counts["failed"] or summary.counts["consent_pending"]:
-        details = f" (which and why: {command or invocation.command()} --rejected)"
+        hint = f"{command or invocation.command()} --rejected"
     if summary.exit_code == EXIT_OK:
-        summary_log.info("%s", describe(summary))
+        summary_log.info("%s", describe(summary), extra={PERSON: for_person(summary, "INFO")})
     elif summary.exit_code == EXIT_PARTIAL:
-        summary_log.warning("%s%s", describe(summary), details)
+        details = f" (which and why: {hint})" if hint else ""
+        summary_log.warning("%s%s", describe(summary), details, extra={PERSON: for_person(summary, "WARNING", hint)})
     else:  # one line: why it stopped, then what it did before
-        summary_log.error("%s; done so far: %s", summary.message, describe(summary))
+        summary_log.error("%s; done so far: %s", summary.message, describe(summary),
+                          extra={PERSON: for_person(summary, "ERROR")})
 
 
 def advice_for(env_file: Path, environ: Optional[Dict[str, str]] = None) -> List[Tuple[str, str]]:
@@ -391,11 +441,13 @@ def advice_for(env_file: Path, environ: Optional[Dict[str, str]] = None) -> List
     return found
 
 
-def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: Optional[str] = None) -> int:
+def state_commands(args: argparse.Namespace, out: TextIO, path: Path, command: Optional[str] = None,
+                   sandbox_dir: Optional[Path] = None) -> int:
     """--history and --rejected: read the state, need no token."""
     command = command or invocation.command()
     if not path.exists():
-        raise ConfigError(f"no state database at {path} yet: run {command} first{_sandbox_hint(args, command)}")
+        hint = _sandbox_hint(args, command, sandbox_dir)
+        raise ConfigError(f"no state database at {path} yet: run {command} first{hint}")
     state = State(path)
     try:
         if args.history:
@@ -485,31 +537,40 @@ def _failed(code: int, message: str, as_json: bool, settings: Optional[Settings]
     return code
 
 
-def _sandbox_hint(args: argparse.Namespace, command: str) -> str:
+def _sandbox_hint(args: argparse.Namespace, command: str, sandbox_dir: Optional[Path] = None) -> str:
     from . import sandbox  # the command line may know the sandbox; the sandbox never knows it
 
-    if command != sandbox.COMMAND and sandbox.sandbox_state().exists():
+    if command != sandbox.COMMAND and sandbox.sandbox_state(sandbox_dir or sandbox.SANDBOX_DIR).exists():
         flag = "--history" if args.history else "--rejected"
         return f" (the sandbox keeps its own: {sandbox.COMMAND} {flag})"
     return ""
 
 
-def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = None) -> int:
-    """--sandbox: the same run as for real, with settings pointing at the built-in fakes."""
+def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = None,
+                    folder: Optional[Path] = None) -> int:
+    """--sandbox: the same run as for real, with settings pointing at the built-in fakes, kept in
+    `folder` (sandbox.SANDBOX_DIR unless given)."""
     from . import sandbox
 
-    if args.reset:
-        sandbox.reset()
+    folder = folder or sandbox.SANDBOX_DIR
+    if args.log_file:  # as for real
+        add_log_file(args.log_file, tunables or TUNABLES)
+    if args.reset:  # only that: the next run shows the first run again (a run here would exit 1, unasked)
+        sandbox.reset(folder)
+        print(f"The sandbox starts over: the next {sandbox.COMMAND} runs on fresh sample data.",
+              file=sys.stderr if args.json else sys.stdout)
+        return EXIT_OK
     if args.history or args.rejected:
-        return state_commands(args, sys.stdout, sandbox.sandbox_state(), sandbox.COMMAND)
-    with sandbox.Sandbox(touch_count=args.touch or 0) as box:
+        return state_commands(args, sys.stdout, sandbox.sandbox_state(folder), sandbox.COMMAND)
+    with sandbox.Sandbox(touch_count=args.touch or 0, folder=folder) as box:
         mapping_path = args.mapping or sandbox.default_mapping()
         mapping = load_mapping(mapping_path)
-        box.introduce(mapping_path, sys.stderr if args.json else sys.stdout)
+        box.introduce(mapping_path, sys.stderr if args.json else sys.stdout, checking=args.check)
         if args.check:
             hubspot, mailerlite = clients(box.settings, tunables=tunables)
+            # As for real: a note about engagement only when the mapping turns it on.
             return Preflight(hubspot, mailerlite, mapping, SafeOutput(sys.stdout),  # type: ignore[arg-type]
-                             check_engagement=True).run()
+                             check_engagement=mapping.engagement).run()
         progress = Progress(enabled=sys.stderr.isatty() and not args.quiet)
         # Engagement as for real: on only when the mapping turns it on (the sandbox then shows the figures).
         with dry_run_plan(args) as plan:
@@ -517,7 +578,8 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
                                  count_total=progress.enabled, engagement=mapping.engagement, plan=plan)
             summary = run_sync(box.settings, options, mapping, progress, tunables=tunables)
         report(summary, args.json, sandbox.COMMAND)
-        if not args.json:
+        # An error ends the output: the demo's tour below it would bury the one line that matters.
+        if not args.json and summary.exit_code in (EXIT_OK, EXIT_PARTIAL):
             box.tell(summary, sys.stdout, engagement=options.engagement)
         return summary.exit_code
 
@@ -547,10 +609,13 @@ def _reader_went_away(exit_code: int) -> int:
     return exit_code
 
 
-def main(argv: Optional[List[str]] = None, tunables: Optional[Tunables] = None) -> int:
-    """The program. `tunables` (waits, retry budgets, clock) defaults to the module's TUNABLES."""
+def main(argv: Optional[List[str]] = None, tunables: Optional[Tunables] = None,
+         sandbox_dir: Optional[Path] = None, project_dir: Path = PROJECT_DIR) -> int:
+    """The program. `tunables` (waits, retry budgets, clock) defaults to the module's TUNABLES;
+    `sandbox_dir`, where --sandbox keeps its fake accounts, to sandbox.SANDBOX_DIR; `project_dir`,
+    where .env, the shared state and relative paths of .env are found, to the folder of main.py."""
     with _signals_stop_the_run():
-        return _main(argv, tunables)
+        return _main(argv, tunables, sandbox_dir, project_dir)
 
 
 def _stdout_takes_any_text() -> None:
@@ -569,7 +634,8 @@ def _stdout_takes_any_text() -> None:
         pass
 
 
-def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
+def _main(argv: Optional[List[str]], tunables: Optional[Tunables], sandbox_dir: Optional[Path] = None,
+          project_dir: Path = PROJECT_DIR) -> int:
     started = time.monotonic()
     _stdout_takes_any_text()
     args = parse_args(argv)
@@ -580,18 +646,20 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables]) -> int:
     settings: Optional[Settings] = None
     try:
         if args.sandbox:
-            return sandbox_command(args, tunables)  # the only way the product reaches the fake APIs
+            return sandbox_command(args, tunables, sandbox_dir)  # the only way the product reaches the fake APIs
         if args.history or args.rejected:
             return state_commands(args, sys.stdout, load_state_path(args.env_file,
-                                                                    env_file_given=args.env_file is not None))
-        settings = load_settings(args.env_file, env_file_given=args.env_file is not None)
+                                                                    env_file_given=args.env_file is not None,
+                                                                    project=project_dir),
+                                  sandbox_dir=sandbox_dir)
+        settings = load_settings(args.env_file, env_file_given=args.env_file is not None, project=project_dir)
         log_file = args.log_file or settings.log_file
         if log_file:
             add_log_file(log_file, tunables or TUNABLES)
         mapping = load_mapping(args.mapping or settings.mapping_file, settings.groups)
         write_back = settings.write_back or mapping.write_back
         engagement = settings.engagement or mapping.engagement
-        advice = advice_for(env_file_path(args.env_file))
+        advice = advice_for(env_file_path(args.env_file, project_dir))
         if args.check:
             for _, message in advice:
                 log.warning("%s", message)

@@ -162,9 +162,10 @@ def misspelt_environment(environ: Mapping[str, str], known: Sequence[str] = KNOW
             if name.upper().startswith(ENVIRONMENT_PREFIXES) and name not in known]
 
 
-def env_file_path(env_file: Optional[Path]) -> Path:
-    """The .env file used: --env-file (from the current folder) or .env beside main.py."""
-    return Path(os.path.abspath(env_file)) if env_file is not None else PROJECT_DIR / ".env"
+def env_file_path(env_file: Optional[Path], project: Path = PROJECT_DIR) -> Path:
+    """The .env file used: --env-file (from the current folder) or .env beside main.py (`project`,
+    the folder holding main.py: PROJECT_DIR; the tests pass their own)."""
+    return Path(os.path.abspath(env_file)) if env_file is not None else project / ".env"
 
 
 def _missing_env_file(values: Mapping[str, str], env_file: Path) -> None:
@@ -232,48 +233,52 @@ def _token(values: Mapping[str, str], settings_file: Path, name: str, *aliases: 
     return token
 
 
-def _token_origin(environ: Mapping[str, str], env_file: Optional[Path], *names: str) -> str:
+def _token_origin(environ: Mapping[str, str], env_file: Optional[Path], *names: str,
+                  project: Path = PROJECT_DIR) -> str:
     """Which setting held the token and where it was read: what to check when it is refused. The
     names are tried in the order the token is taken (_required), each from the environment first."""
-    file_values = read_env(env_file_path(env_file), {})
+    file_values = read_env(env_file_path(env_file, project), {})
     for name in names:
         if (environ.get(name) or "").strip():
             return f"{name}, read from the environment"
         if (file_values.get(name) or "").strip():
-            return f"{name}, read from {env_file_path(env_file)}"
+            return f"{name}, read from {env_file_path(env_file, project)}"
     return names[0]
 
 
-def _raw_settings(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_file_given: bool) -> dict:
+def _raw_settings(env_file: Optional[Path], environ: Optional[Mapping[str, str]], env_file_given: bool,
+                  project: Path = PROJECT_DIR) -> dict:
     if env_file_given and env_file is not None and not env_file.exists():
         raise ConfigError(f"--env-file {env_file_path(env_file)} does not exist")
-    return read_env(env_file if env_file is not None else PROJECT_DIR / ".env",
+    return read_env(env_file if env_file is not None else project / ".env",
                     os.environ if environ is None else environ)
 
 
 def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
-                  env_file_given: bool = False) -> Settings:
-    """Build Settings; a missing required value is a ConfigError naming it."""
-    values = _raw_settings(env_file, environ, env_file_given)
-    _missing_env_file(values, env_file_path(env_file))
+                  env_file_given: bool = False, project: Path = PROJECT_DIR) -> Settings:
+    """Build Settings; a missing required value is a ConfigError naming it. `project` is the folder
+    holding main.py, where .env, the shared state and relative paths are found."""
+    values = _raw_settings(env_file, environ, env_file_given, project)
+    settings_file = env_file_path(env_file, project)
+    _missing_env_file(values, settings_file)
     # HUBSPOT_API_KEY is accepted as an alias: older setups name the private-app token so.
-    hubspot_token = _token(values, env_file_path(env_file), "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
-    mailerlite_token = _token(values, env_file_path(env_file), "MAILERLITE_API_KEY")
+    hubspot_token = _token(values, settings_file, "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY")
+    mailerlite_token = _token(values, settings_file, "MAILERLITE_API_KEY")
     register_secrets((hubspot_token, mailerlite_token))  # from here on, no output can show them
-    state_db = _state_path((values.get("SYNC_STATE_DB") or "").strip(), env_file)
+    state_db = _state_path((values.get("SYNC_STATE_DB") or "").strip(), env_file, project)
     if not (values.get("SYNC_STATE_DB") or "").strip():
-        _no_silent_state_move(env_file, state_db)
+        _no_silent_state_move(env_file, state_db, project)
     return Settings(
         hubspot_token=hubspot_token,
         mailerlite_token=mailerlite_token,
         hubspot_base_url=_base_url(values, "HUBSPOT_BASE_URL", DEFAULT_HUBSPOT_BASE_URL),
         mailerlite_base_url=_base_url(values, "MAILERLITE_BASE_URL", DEFAULT_MAILERLITE_BASE_URL),
         state_db=state_db,
-        settings_file=env_file_path(env_file),
+        settings_file=settings_file,
         http_timeout=_positive_number(values, "SYNC_HTTP_TIMEOUT", 60.0),
-        mapping_file=_project_path(values.get("SYNC_MAPPING_FILE") or ""),
+        mapping_file=_project_path(values.get("SYNC_MAPPING_FILE") or "", project),
         groups=env_group_names(values.get("MAILERLITE_GROUPS")),
-        log_file=_project_path(values.get("SYNC_LOG_FILE") or ""),
+        log_file=_project_path(values.get("SYNC_LOG_FILE") or "", project),
         healthcheck_url=_healthcheck(values.get("HEALTHCHECK_URL") or ""),
         write_back=_flag(values, "SYNC_WRITE_BACK"),
         write_back_hours=_positive_number(values, "SYNC_WRITE_BACK_HOURS", 24.0),
@@ -283,8 +288,9 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         engagement_hours=_positive_number(values, "SYNC_ENGAGEMENT_HOURS", 24.0),
         consent_sweep_hours=_positive_number(values, "SYNC_CONSENT_SWEEP_HOURS", 24.0),
         hubspot_token_origin=_token_origin(os.environ if environ is None else environ, env_file,
-                                           "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY"),
-        mailerlite_key_origin=_token_origin(os.environ if environ is None else environ, env_file, "MAILERLITE_API_KEY"),
+                                           "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", project=project),
+        mailerlite_key_origin=_token_origin(os.environ if environ is None else environ, env_file,
+                                            "MAILERLITE_API_KEY", project=project),
     )
 
 
@@ -317,22 +323,22 @@ def _healthcheck(raw: str) -> Optional[str]:
 
 
 def load_state_path(env_file: Optional[Path] = None, environ: Optional[Mapping[str, str]] = None,
-                    env_file_given: bool = False) -> Path:
+                    env_file_given: bool = False, project: Path = PROJECT_DIR) -> Path:
     """Only where the state lives: --history and --rejected need no token."""
-    values = _raw_settings(env_file, environ, env_file_given)
+    values = _raw_settings(env_file, environ, env_file_given, project)
     # Any token that is set is still kept out of what they print (rows from older versions).
     register_secrets((values.get(k) or "").strip() for k in ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY",
                                                                  "MAILERLITE_API_KEY"))
-    return _state_path((values.get("SYNC_STATE_DB") or "").strip(), env_file)
+    return _state_path((values.get("SYNC_STATE_DB") or "").strip(), env_file, project)
 
 
-def _project_path(raw: str) -> Optional[Path]:
+def _project_path(raw: str, project: Path = PROJECT_DIR) -> Optional[Path]:
     """A relative path is taken beside main.py, not in whatever folder cron starts in."""
     raw = raw.strip()
     if not raw:
         return None
     path = Path(raw).expanduser()
-    return path if path.is_absolute() else PROJECT_DIR / path
+    return path if path.is_absolute() else project / path
 
 
 def _positive_number(values: Mapping[str, str], name: str, default: float) -> float:
@@ -348,19 +354,19 @@ def _positive_number(values: Mapping[str, str], name: str, default: float) -> fl
     return number
 
 
-def _state_path(raw: str, env_file: Optional[Path] = None) -> Path:
-    return _project_path(raw) or default_state_path(env_file)
+def _state_path(raw: str, env_file: Optional[Path] = None, project: Path = PROJECT_DIR) -> Path:
+    return _project_path(raw, project) or default_state_path(env_file, project)
 
 
-def default_state_path(env_file: Optional[Path]) -> Path:
+def default_state_path(env_file: Optional[Path], project: Path = PROJECT_DIR) -> Path:
     """Where the state lives without SYNC_STATE_DB. The default .env keeps it beside main.py (existing
     installs keep their state); any other --env-file keeps it beside that file, named after it
     (clientB.env -> clientB.state.db), so each client has its own state, lock and history."""
-    shared = PROJECT_DIR / "sync_state.db"
+    shared = project / "sync_state.db"
     if env_file is None:
         return shared
-    path = env_file_path(env_file)
-    if path == PROJECT_DIR / ".env" or path.parent == Path(os.devnull).parent:  # /dev/null: no file at all
+    path = env_file_path(env_file, project)
+    if path == project / ".env" or path.parent == Path(os.devnull).parent:  # /dev/null: no file at all
         return shared
     name = path.name[:-len(".env")] if path.name.endswith(".env") else path.stem
     return path.parent / (f"{name}.state.db" if name else "sync_state.db")
@@ -381,12 +387,12 @@ def recorded_settings_file(state_db: Path) -> Optional[str]:
     return value if isinstance(value, str) else None
 
 
-def _no_silent_state_move(env_file: Optional[Path], state_db: Path) -> None:
+def _no_silent_state_move(env_file: Optional[Path], state_db: Path, project: Path = PROJECT_DIR) -> None:
     """An install that ran --env-file with the shared state before this version: which client that
     state belongs to cannot be told here, so the run stops and says what to do (nothing is written).
     Unless the shared state records that its runs came from another settings file (the default .env
     of the install's first client, typically): then it is not this one's, and this one starts its own."""
-    shared = PROJECT_DIR / "sync_state.db"
+    shared = project / "sync_state.db"
     if state_db == shared or state_db.exists() or not shared.exists():
         return
     recorded = recorded_settings_file(shared)

@@ -21,6 +21,13 @@ def endpoint_label(base_url: str, setting: str = "", default: str = "") -> str:
     return f"{where} (set by {setting})"
 
 
+def connection_refused(text: str) -> bool:
+    """Whether an exception's text says the connection was refused (nothing listens at that port)."""
+    lowered = text.lower()
+    return "connection refused" in lowered or "errno 111" in lowered or "econnrefused" in lowered \
+        or "winerror 10061" in lowered
+
+
 def network_failure(endpoint: str, text: str) -> str:
     """The reason for a failed exchange: a timeout or a connection that could not be made or held.
     `text` is the exception's text, read only to tell a timeout apart; it is never shown."""

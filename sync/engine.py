@@ -14,6 +14,7 @@ from itertools import islice
 from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Set, Tuple
 
 from . import engagement as engagement_pass
+from . import mapping_change
 from . import write_back as write_back_pass
 from .accounts import check_same_accounts, prove_credentials
 from .adoption import (
@@ -148,8 +149,10 @@ class Engine:
         started = time.monotonic()
         start_ms = int(self.tunables.wall_clock() * 1000)
         bookmark = self.state.bookmark()
-        # A full pass that was interrupted is finished before going incremental again.
-        full = self.options.full or bookmark is None or self.state.full_pass_pending()
+        # A full pass that was interrupted is finished before going incremental again; a mapping no
+        # full pass applied yet is applied to every contact (mapping_change.py).
+        mapping_changed = mapping_change.needs_full_pass(self.state, self.mapping)
+        full = self.options.full or bookmark is None or self.state.full_pass_pending() or mapping_changed is not None
         summary = self.summary
         summary.mode = "full" if full else "incremental"
         self._run_id = self.state.start_run(summary.mode, self.options.dry_run)
@@ -158,6 +161,8 @@ class Engine:
             # Both tokens proven and the state's accounts checked before anything else, idle runs too.
             check_same_accounts(self.state, prove_credentials(self.hubspot, self.mailerlite),
                                 record=not self.options.dry_run)
+            if mapping_changed and not self.options.full:  # said once the state is known to be these accounts'
+                log.info("%s", mapping_change.announcement(mapping_changed, self.options.dry_run))
             self._clamp_future_times(start_ms)
             write_back = self._prepare_write_back(start_ms)
             engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
@@ -185,6 +190,8 @@ class Engine:
                 if self._members:
                     self.state.save_list_members(self._members)
                 self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
+                if full:
+                    mapping_change.applied(self.state, self.mapping)
             self.consent.sweep(start_ms, full)
             if write_back is not None:
                 before = self.hubspot.requests + self.mailerlite.requests
@@ -597,7 +604,9 @@ class Engine:
             known = None
         fingerprint = reject.fingerprint()
         if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
-            self.summary.add("unchanged")  # rejected before with the same data: nothing new to say
+            # Rejected before with the same data: nothing new to record. A full pass compares every contact,
+            # so it counts the contact as still rejected, as --rejected lists it; an hourly run says it once.
+            self.summary.add("rejected" if self.summary.mode == "full" else "unchanged")
             return
         self._record([Result(hubspot_id, reject.email, "rejected", fingerprint, reason=reject.reason,
                              duplicate_of=duplicate_of)])

@@ -21,7 +21,7 @@ from hubspot.crm.contacts.exceptions import ApiException  # type: ignore[import-
 
 from . import hubspot_schema as hs
 from .casting import property_options, to_epoch_ms
-from .endpoints import endpoint_label, network_failure
+from .endpoints import connection_refused, endpoint_label, network_failure
 from .errors import AbortRun, AuthError, ConfigError
 from .http_limits import bound_api_client, decode
 from .hubspot_answers import (
@@ -179,9 +179,10 @@ class HubSpotReader:
                 if "CERTIFICATE_VERIFY_FAILED" in reason.upper():
                     raise TLSFailure(f"TLS certificate verification failed for {self._host}") from None
                 raise TLSFailure(f"TLS connection to {self._host} failed") from None
-            raise Transient(network_failure(self._endpoint, reason)) from None
+            raise Transient(network_failure(self._endpoint, reason), refused=connection_refused(reason)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise Transient(network_failure(self._endpoint, f"{exc.__class__.__name__} {exc}")) from None
+            text = f"{exc.__class__.__name__} {exc}"
+            raise Transient(network_failure(self._endpoint, text), refused=connection_refused(text)) from None
 
     def _call(self, what: str, method: str, path: str, query: Optional[List[Tuple[str, str]]] = None,
               body: Optional[Dict[str, Any]] = None, search: bool = False,

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from . import mailerlite_answers as answers
-from .endpoints import endpoint_label, network_failure
+from .endpoints import connection_refused, endpoint_label, network_failure
 from .errors import AbortRun, AuthError
 from .http_limits import requests_exchange
 from .mailerlite_answers import describe_error, item_code, transport_verdict
@@ -109,7 +109,8 @@ class MailerLiteClient:
             raise AbortRun(_tls_message(self.host, exc)) from None
         except requests.RequestException as exc:
             # The exception text can hold the URL: it is only read to tell a timeout apart.
-            raise Transient(network_failure(self.endpoint, f"{exc.__class__.__name__} {exc}")) from None
+            text = f"{exc.__class__.__name__} {exc}"
+            raise Transient(network_failure(self.endpoint, text), refused=connection_refused(text)) from None
         remaining = resp.headers.get("X-RateLimit-Remaining")  # requests' headers are case-insensitive
         if remaining is not None and remaining.strip().isdigit():
             self.remaining = int(remaining)

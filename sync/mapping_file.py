@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
+from . import toml_errors
 from .errors import ConfigError
 from .mapping import (
     DEFAULT_FIELD_MAP,
@@ -256,7 +257,7 @@ def load_mapping(path: Optional[Path], env_groups: Sequence[str] = ()) -> Mappin
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"mapping file {path} is not valid TOML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(toml_errors.explain(path, str(exc), text)) from None
     try:
         return parse_mapping(data, env_groups)
     except _Problem as exc:

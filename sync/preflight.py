@@ -7,7 +7,7 @@ import os
 import textwrap
 from functools import partial
 from itertools import islice
-from typing import Callable, Dict, List, Optional, Sequence, TextIO, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Set, TextIO, Tuple, TypeVar
 
 from .advisories import SCHEMA_SCOPE_MESSAGE
 from .casting import PropertyInfo, property_infos
@@ -16,6 +16,7 @@ from .errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, AuthError, SyncError
 from .hubspot import (
     HubSpotReader,
     HubSpotWriter,
+    MissingScopes,
     engagement_property_problem,
     missing_status_options,
     status_property_problem,
@@ -50,6 +51,9 @@ class Preflight:
         self.problems: List[str] = []
         self.notes: List[str] = []
         self.down: Dict[str, str] = {}  # system -> why it could not be reached: said once, asked no more
+        # Systems whose token itself was refused: that is the one thing to say about them (a 401 to
+        # every request would otherwise read as missing scopes too), so nothing more is asked.
+        self.refused: Set[str] = set()
         self.check_write_back = check_write_back
         self.check_engagement = check_engagement
 
@@ -63,11 +67,16 @@ class Preflight:
         return True
 
     def _try(self, what: Callable[[], T], system: str = "") -> Optional[T]:
-        if system in self.down:
+        if system in self.down or system in self.refused:
             return None
         try:
             return what()
-        except SyncError as exc:  # bad token, missing scope, unknown list, outage
+        except AuthError as exc:
+            if system and not isinstance(exc, MissingScopes):
+                self.refused.add(system)
+            if str(exc) not in self.problems:
+                self.problems.append(str(exc))
+        except SyncError as exc:  # missing scope, unknown list, outage
             if not self._outage(system, exc) and str(exc) not in self.problems:
                 self.problems.append(str(exc))
         return None
@@ -80,8 +89,9 @@ class Preflight:
         except AuthError as exc:
             needs_labels = any(r.transform for r in self.mapping.rules) or any(
                 "{label}" in g.template for g in self.mapping.property_groups)
-            if SCHEMA_READ_SCOPE not in str(exc):
-                self.problems.append(str(exc))  # the token itself is refused: every other check says so too
+            if not isinstance(exc, MissingScopes) and SCHEMA_READ_SCOPE not in str(exc):
+                self.refused.add(HUBSPOT)  # the token itself is refused: nothing else about HubSpot is asked
+                self.problems.append(str(exc))
             elif needs_labels:
                 self.problems.append(f"the HubSpot token lacks the scope {SCHEMA_READ_SCOPE}, which this mapping "
                                      f"needs for labels (transform = \"label\" or {{label}}); add the scope to "
@@ -134,6 +144,8 @@ class Preflight:
     def _check_consent_scope(self, sample: List[dict]) -> None:
         """Consent by address needs its own scope; without it the sync falls back to the records'
         opt-outs, and this says (here, not every hour) what it then cannot follow."""
+        if HUBSPOT in self.refused or HUBSPOT in self.down:
+            return
         emails = [e for e in (normalise_email(c["properties"].get("email")) for c in sample) if e]
         reader = AddressConsent(self.hubspot, self.mapping.optout_properties)
         self._try(lambda: reader.opted_out((emails or [PROBE_ADDRESS])[:1]), HUBSPOT)
@@ -174,7 +186,9 @@ class Preflight:
                 self.problems.append(problem)
         absent = [str(p["name"]) for p in ENGAGEMENT_PROPERTIES if p["name"] not in defs]
         if absent:
-            self.notes.append(f"engagement creates the HubSpot properties {', '.join(absent)} (group MailerLite)")
+            # Named in docs/engagement.md: five names would make a 200-column line.
+            what = f"the HubSpot property {absent[0]}" if len(absent) == 1 else f"{len(absent)} HubSpot properties"
+            self.notes.append(f"engagement creates {what} (group MailerLite)")
 
     def _check_fields(self, info: Dict[str, PropertyInfo], existing: Dict[str, str], reachable: bool) -> None:
         if not reachable:
@@ -203,6 +217,9 @@ class Preflight:
                 self.notes.append(f"MailerLite group {name!r} will be created")
 
     def _print(self, info: Dict[str, PropertyInfo], existing: Dict[str, str], sample: List[dict]) -> None:
+        if self.refused:  # a refused token is the one thing to say: the mapping would show only "?" and "-"
+            self._print_problems(partial(_say, self.out, terminal_columns(self.out) - 1))
+            return
         mapped = [map_contact(c, self.mapping, info, frozenset(), existing) for c in sample]
         rows = [("HubSpot property", "HubSpot type", "MailerLite field", "type", "sample values")]
         for rule in self.mapping.rules:
@@ -233,6 +250,9 @@ class Preflight:
         for system, why in self.down.items():
             say(f"{system} could not be reached: {why}. Check the network and try again; what needs {system} was "
                 f"not checked.")
+        self._print_problems(say)
+
+    def _print_problems(self, say: Callable[..., None]) -> None:
         if self.problems:
             say(f"{len(self.problems)} problem(s):")
             for problem in self.problems:

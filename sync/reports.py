@@ -25,6 +25,13 @@ def _when(epoch: object) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
+def _iso(epoch: object) -> str:
+    """A time in a CSV: ISO 8601 in UTC, marked Z, so a spreadsheet or a script reads it the same anywhere."""
+    if not isinstance(epoch, int):
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def history_lines(runs: List[Dict[str, object]], width: int = HISTORY_WIDTH) -> List[str]:
     """Each run, newest first: when, mode, how it ended and how long it took on one line, its
     counts (and why it stopped, if it did) on the next, wrapped to `width` columns."""
@@ -81,5 +88,5 @@ def export_rejected(state: State, out: TextIO) -> int:
     rows = state.problems() + state.pending_problems()  # contacts, then consent actions MailerLite has not taken
     for row in rows:
         writer.writerow([_cell(row["email"]), row["hubspot_id"], row["kind"], _cell(row["reason"]), row["attempts"],
-                         _when(row["first_seen"]), _when(row["last_seen"])])
+                         _iso(row["first_seen"]), _iso(row["last_seen"])])
     return len(rows)

@@ -33,11 +33,13 @@ class WaitTooLong(AbortRun):
 class Transient(Exception):
     """A failure worth retrying. `retry_after` is the server's wait in seconds, if it said."""
 
-    def __init__(self, reason: str, retry_after: Optional[float] = None, rate_limited: bool = False) -> None:
+    def __init__(self, reason: str, retry_after: Optional[float] = None, rate_limited: bool = False,
+                 refused: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.rate_limited = rate_limited
+        self.refused = refused  # the connection was refused: nothing listens at that address (now)
 
 
 def parse_retry_after(value: Optional[str]) -> Optional[float]:
@@ -95,6 +97,10 @@ class RetryPolicy:
         self._sleep = sleep
         self._clock = clock  # time.monotonic's scale: the deadline and each request's total time
         self.sleep = self._guarded_sleep  # every wait of a client goes through here, so the deadline holds
+        # Whether the server was ever reached through this policy (a client has its own). A connection
+        # refused before that means a wrong address or port, not an outage: one try says so at once,
+        # instead of every retry of a run and of --check. Once reached, a refusal is retried (a restart).
+        self.reached = False
 
     @classmethod
     def from_tunables(cls, tunables: Tunables, deadline: Optional[float] = None,
@@ -130,13 +136,21 @@ class RetryPolicy:
             # and the run stops rather than trying it again.
             with run_ends_at(None if self.deadline is None else self.deadline - self._clock()):
                 try:
-                    return func()
-                except Transient:  # what a cut exchange becomes in either client
+                    answer = func()
+                except Transient as exc:  # what a cut exchange becomes in either client
+                    self.reached = self.reached or not exc.refused
                     self.check_deadline(what)
                     raise
+                except Exception:
+                    self.reached = True  # an answer the client refused to take: the server is there
+                    raise
+                self.reached = True
+                return answer
 
         def stop(state: RetryCallState) -> bool:
             exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, Transient) and exc.refused and not self.reached:
+                return True  # nothing listens there: a wrong address, said after one try
             key = "rate" if isinstance(exc, Transient) and exc.rate_limited else "failures"
             counts[key] += 1
             limit = self.max_rate_limit_waits if key == "rate" else self.max_failures
@@ -164,4 +178,9 @@ class RetryPolicy:
             sleep=self._sleep,  # the checks above have run already
             reraise=True,
         )
-        return retrying(attempt)
+        try:
+            return retrying(attempt)
+        except Transient as exc:
+            if exc.refused and not self.reached:
+                exc.reason += ", refused at the first request: is the address right?"
+            raise

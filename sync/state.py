@@ -388,7 +388,8 @@ def _is_damage(exc: sqlite3.DatabaseError) -> bool:
 
 @_stored_values_checked
 class State:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+        """`busy_timeout_s`: how long to wait for another program's lock (Tunables.state_busy_timeout_s)."""
         self.path = path
         self.current_run: Optional[int] = None  # rows recorded during a run are marked seen by it
         try:
@@ -398,7 +399,7 @@ class State:
             create_private(path)
             for extra in ("-wal", "-shm"):
                 warn_if_shared(Path(str(path) + extra))
-            self.conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self.conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None)
             self._prepare()
         except (sqlite3.DatabaseError, StateWriteError) as exc:
             raise StateError(self._explain(exc) if isinstance(exc, sqlite3.DatabaseError) else str(exc)) from None

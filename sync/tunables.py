@@ -63,5 +63,8 @@ class Tunables:
     log_file_bytes: int = 1_000_000
     log_file_backups: int = 3
 
+    # -- state: the SQLite file ------------------------------------------------------------------------
+    state_busy_timeout_s: float = 10.0  # how long a run waits for another program's lock on the file
+
 
 DEFAULTS = Tunables()  # production's

@@ -22,15 +22,9 @@ ML_TOKEN = "ml-test-token"
 TIME_SCALE = 0.01  # a MailerLite "minute" lasts 0.6 s, HubSpot's ten seconds 0.1 s
 HOUR_MS = 3_600_000
 # Client-side waits the server does not tell (backoff, search spacing, import probes), shrunk.
-# Passed to whatever a test builds (clients, Engine); cli.main gets it through cli.TUNABLES below.
+# Passed to whatever a test builds (clients, Engine, cli.main: the Runner below passes it).
 FAST = Tunables(backoff_s=0.02, max_backoff_s=0.2, default_rate_wait_s=0.05, search_interval_s=0.002,
                 import_wait_first_s=0.1, import_wait_max_s=0.6)
-
-
-@pytest.fixture(autouse=True)
-def _fast_waits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one seam: every in-process run of cli.main (and the sandbox) is built with FAST."""
-    monkeypatch.setattr(cli, "TUNABLES", FAST)
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +72,18 @@ def seed_contacts(fake: FakeHubSpot, n: int, start: int = 0, age_ms: int = HOUR_
     return ids
 
 
+def messages(stderr: str) -> List[str]:
+    """stderr's messages, each as one line: a message's continuation lines (indented: its words
+    beyond 80 columns, a command on a line of its own) joined to it."""
+    found: List[str] = []
+    for line in stderr.splitlines():
+        if line.startswith("  ") and found:
+            found[-1] += " " + line.strip()
+        elif line.strip():
+            found.append(line)
+    return found
+
+
 @dataclass
 class RunResult:
     code: int
@@ -112,10 +118,11 @@ class Runner:
             monkeypatch.setenv(key, value)
         self.monkeypatch = monkeypatch
 
-    def __call__(self, *args: str, tunables: Tunables = FAST) -> RunResult:
-        """One run of `main.py --json ARGS`; `tunables` to change a wait or the clock for this run."""
+    def __call__(self, *args: str, tunables: Tunables = FAST, sandbox_dir: Optional[Path] = None) -> RunResult:
+        """One run of `main.py --json ARGS`; `tunables` to change a wait or the clock for this run,
+        `sandbox_dir` where --sandbox would keep its fakes (looked at by hints)."""
         self.capsys.readouterr()
-        code = cli.main(["--json", "--env-file", str(self.env_file), *args], tunables)
+        code = cli.main(["--json", "--env-file", str(self.env_file), *args], tunables, sandbox_dir=sandbox_dir)
         out, err = self.capsys.readouterr()
         lines = [line for line in out.splitlines() if line.strip()]
         try:

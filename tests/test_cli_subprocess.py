@@ -53,8 +53,8 @@ def test_json_summary_on_stdout(hubspot_fake, mailerlite_fake, tmp_path):
         assert key in summary
     assert (summary["created"], summary["rejected"]) == (30, 1)
     # Under a scheduler (stderr not a terminal) the run says one line: its counts, and where to see why.
-    assert re.fullmatch(r"WARNING: full sync: read 31, created 30, updated 0, unchanged 0, rejected 1 in [0-9.]+ s "
-                        r"\(which and why: " + re.escape(COMMAND) + r" --rejected\)\n", done.stderr), done.stderr
+    assert re.fullmatch(r"WARNING: full sync: read 31, sent 30, rejected 1 in [0-9.]+ s; which and why:\n"
+                        r"  " + re.escape(COMMAND) + r" --rejected\n", done.stderr), done.stderr
 
 
 def test_missing_setting_is_one_line(tmp_path):

@@ -29,8 +29,9 @@ def test_hints_after_an_env_file_run_name_that_env_file(hubspot_fake, mailerlite
     hubspot_fake.add_contact({"email": "not-an-email"}, modified_ms=1)
     done = run_main(["--env-file", str(env_file)], {"SYNC_FULL_INTERVL": "1"}, tmp_path)
     assert done.returncode == 1
-    assert f"(which and why: {again} --rejected)" in done.stderr, done.stderr
-    assert f"{again} --check repeats it" in done.stderr, done.stderr  # the misspelt setting's advisory
+    assert f"which and why:\n  {again} --rejected\n" in done.stderr, done.stderr
+    # the misspelt setting's advisory
+    assert f"repeated by:)\n  {again} --check\n" in done.stderr, done.stderr
     shown = run_main(["--rejected", "--env-file", str(env_file)], {}, tmp_path)
     assert shown.returncode == 0 and "not-an-email" in shown.stdout
 
@@ -38,7 +39,7 @@ def test_hints_after_an_env_file_run_name_that_env_file(hubspot_fake, mailerlite
     default = run_main([], {"HUBSPOT_ACCESS_TOKEN": HS_TOKEN, "MAILERLITE_API_KEY": ML_TOKEN,
                             "HUBSPOT_BASE_URL": hubspot_fake.url, "MAILERLITE_BASE_URL": mailerlite_fake.base_url,
                             "SYNC_STATE_DB": str(tmp_path / "a.db")}, tmp_path)
-    assert f"(which and why: {COMMAND} --rejected)" in default.stderr, default.stderr
+    assert f"which and why:\n  {COMMAND} --rejected\n" in default.stderr, default.stderr
 
 
 def test_hints_give_the_interpreter_and_main_py_by_absolute_path(hubspot_fake, mailerlite_fake, tmp_path):
@@ -48,7 +49,7 @@ def test_hints_give_the_interpreter_and_main_py_by_absolute_path(hubspot_fake, m
     elsewhere.mkdir()
     done = run_main([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), elsewhere)
     assert done.returncode == 1
-    hint = done.stderr.split("(which and why: ", 1)[1].split(")")[0]
+    hint = done.stderr.split("which and why:\n  ", 1)[1].split("\n")[0]
     interpreter, main_py, flag = shlex.split(hint)
     assert (interpreter, main_py, flag) == (sys.executable, str(MAIN), "--rejected")
     # The hint runs as printed, from the folder cron starts in, with no venv activated.

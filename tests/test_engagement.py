@@ -9,7 +9,7 @@ import pytest
 from sync import engagement as module
 from sync.engagement import figures_of, rate_percent
 from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE
-from tests.conftest import seed_contacts
+from tests.conftest import FAST, seed_contacts
 
 UPDATE = "/crm/objects/2026-09/contacts/batch/update"
 NUMBERS = ("mailerlite_emails_sent", "mailerlite_opens", "mailerlite_clicks", "mailerlite_open_rate",
@@ -150,7 +150,7 @@ def test_unknown_scopes_the_first_refused_write_stops_with_exit_2(run, hubspot_f
 
 def test_check_says_what_engagement_will_create_and_what_is_in_the_way(engage, hubspot_fake, tmp_path):
     check = engage("--check")
-    assert check.code == 0 and "engagement creates the HubSpot properties mailerlite_emails_sent" in check.out
+    assert check.code == 0 and "note: engagement creates 6 HubSpot properties (group MailerLite)" in check.out
     hubspot_fake.add_property("mailerlite_opens", "string", "Opens (someone else's)")
     check = engage("--check")
     assert check.code == 2 and "mailerlite_opens exists with type 'string'" in check.out
@@ -269,14 +269,13 @@ def test_the_sandbox_shows_engagement_as_hubspot_holds_it(monkeypatch, tmp_path,
 
     from sync import cli
     from sync import sandbox as sandbox_module
-    monkeypatch.setattr(sandbox_module, "SANDBOX_DIR", tmp_path / "sandbox")
     for key in list(os.environ):
         if key.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK_")):
             monkeypatch.delenv(key)
     # Engagement is off by default, in the sandbox as for real: a mapping turns it on.
     mapping = tmp_path / "mapping.toml"
     mapping.write_text(sandbox_module.EXAMPLE_MAPPING.read_text().replace("# engagement = true", "engagement = true"))
-    cli.main(["--sandbox", "--mapping", str(mapping)])
+    cli.main(["--sandbox", "--mapping", str(mapping)], FAST, sandbox_dir=tmp_path / "sandbox")
     out = capsys.readouterr().out
     assert "contacts carry their MailerLite engagement" in out
     shown = re.findall(r"sent (\d+), opens (\d+), clicks (\d+), open rate ([\d.]+)%, click rate ([\d.]+)%", out)
@@ -284,7 +283,7 @@ def test_the_sandbox_shows_engagement_as_hubspot_holds_it(monkeypatch, tmp_path,
     for sent, opens, clicks, open_rate, click_rate in shown:  # the percentages agree with the counts
         assert float(open_rate) == round(100 * int(opens) / int(sent), 2)
         assert float(click_rate) == round(100 * int(clicks) / int(sent), 2)
-    cli.main(["--sandbox", "--json", "--mapping", str(mapping)])
+    cli.main(["--sandbox", "--json", "--mapping", str(mapping)], FAST, sandbox_dir=tmp_path / "sandbox")
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (again["engagement_updated"], again["engagement_requests"]) == (0, 0)  # not due for a day
 

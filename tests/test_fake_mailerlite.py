@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -277,25 +276,24 @@ def test_item_faults_inside_a_batch(ml, mailerlite_fake):
 
 # -- shapes of the real recordings ------------------------------------------------------------------
 
-def _recorded(name: str) -> list:
+def _recorded(name: str, folder: Path = RECORDINGS) -> list:
     yaml = pytest.importorskip("yaml")
-    if not RECORDINGS.is_dir():
-        missing = f"the MailerLite recordings are not beside this checkout ({RECORDINGS})"
+    if not folder.is_dir():
+        missing = f"the MailerLite recordings are not beside this checkout ({folder})"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(missing + "; under CI they must be there")  # a skip would hide a gap in CI
         pytest.skip(missing)
-    return yaml.safe_load((RECORDINGS / name).read_text())["interactions"]
+    return yaml.safe_load((folder / name).read_text())["interactions"]
 
 
 def test_missing_recordings_fail_under_ci_and_skip_elsewhere(monkeypatch, tmp_path):
     pytest.importorskip("yaml")
-    monkeypatch.setattr(sys.modules[__name__], "RECORDINGS", tmp_path / "not-there")
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="under CI"):
-        _recorded("subscribers-list.yml")
+        _recorded("subscribers-list.yml", tmp_path / "not-there")
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
-        _recorded("subscribers-list.yml")
+        _recorded("subscribers-list.yml", tmp_path / "not-there")
 
 
 def _same_keys(ours: Any, theirs: Any, path: str = "") -> None:

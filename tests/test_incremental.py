@@ -10,7 +10,6 @@ from sync.engine import Engine, RunOptions
 from sync.hubspot import HubSpotReader
 from sync.mailerlite import MailerLiteClient
 from sync.mapping import FieldRule, Mapping
-from sync.sandbox.fakes import hubspot as fake_hubspot_module
 from sync.state import SCHEMA_VERSION, State
 from sync.tunables import DEFAULTS
 from tests.conftest import FAST, HS_TOKEN, ML_TOKEN, seed_contacts
@@ -91,7 +90,7 @@ def test_an_instant_shared_by_more_than_a_page_is_walked_by_id(run, hubspot_fake
     # A bulk import can give thousands of contacts the same lastmodifieddate: more than a page
     # at one instant is walked by hs_object_id. With the fake's cap lowered to 400, paging by
     # offset would also be refused past it; keyset requests never page by offset at all.
-    monkeypatch.setattr(fake_hubspot_module, "SEARCH_RESULT_CAP", 400)
+    hubspot_fake.search_result_cap = 400
     mailerlite_fake.limits_enabled = False
     seed_contacts(hubspot_fake, 5)
     run()

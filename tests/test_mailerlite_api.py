@@ -287,7 +287,7 @@ def test_retry_lines_read_well(run, hubspot_fake, mailerlite_fake):
     mailerlite_fake.faults.script.append("503")
     result = run("--verbose")
     assert result.code == 0
-    lines = [line.split(" INFO ", 1)[-1] for line in result.err.splitlines() if "retrying" in line]
+    lines = [line.split("INFO: ", 1)[-1] for line in result.err.splitlines() if "retrying" in line]
     # The first field request is every run's key check.
     assert lines and lines[0].startswith("MailerLite key check (one field): HTTP 503; retrying in "), lines
 

@@ -22,7 +22,7 @@ import pytest
 
 from sync import cli
 from sync.invocation import COMMAND
-from tests.conftest import FAST, seed_contacts
+from tests.conftest import FAST, messages, seed_contacts
 from tests.test_cli_subprocess import MAIN, fake_env, run_main
 
 
@@ -122,9 +122,11 @@ def test_problems_reach_stderr_once_and_concisely(hubspot_fake, mailerlite_fake,
     hubspot_fake.add_contact({"email": "broken@"}, modified_ms=1)
     done = run_main([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
     assert done.returncode == 1
+    # One line for the problem within 80 columns, the command that shows it on a line of its own.
     assert done.stderr.splitlines() == [
-        "WARNING: full sync: read 21, created 20, updated 0, unchanged 0, rejected 1 in "
-        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s (which and why: " + COMMAND + " --rejected)"]
+        "WARNING: full sync: read 21, sent 20, rejected 1 in "
+        + re.search(r"in (\d+\.\d) s", done.stderr).group(1) + " s; which and why:", "  " + COMMAND + " --rejected"]
+    assert len(done.stderr.splitlines()[0]) <= 80
 
 
 def test_verbose_without_a_terminal_tells_what_it_does(hubspot_fake, mailerlite_fake, tmp_path):
@@ -272,9 +274,7 @@ def test_version_names_the_program(capsys):
 
 
 def test_reports_before_any_run_say_so(run, monkeypatch, tmp_path):
-    from sync import sandbox
-    monkeypatch.setattr(sandbox, "SANDBOX_DIR", tmp_path / "no-sandbox")
-    result = run("--history")
+    result = run("--history", sandbox_dir=tmp_path / "no-sandbox")
     # The runner passes --env-file, and the hint repeats it (test_command_hints: a hint names its client).
     assert result.code == 2 and f"run {COMMAND} --env-file " in result.err and "sandbox" not in result.err
 
@@ -290,7 +290,8 @@ def test_advisories_are_said_once_under_cron_and_by_every_check(hubspot_fake, ma
     env_file.chmod(0o644)
     first = run_main(["--env-file", str(env_file)], {}, tmp_path)
     assert first.returncode == 0
-    warnings = first.stderr.splitlines()
+    # One line each, and the command that repeats them on a line of its own below each.
+    warnings = messages(first.stderr)
     assert len(warnings) == 3 and all(w.startswith("WARNING: ") for w in warnings), first.stderr
     assert "HubSpot rejected the access token" not in first.stderr
     assert any("lacks the scope crm.schemas.contacts.read: contacts still sync" in w for w in warnings)

@@ -98,8 +98,8 @@ SANDBOX_STORY = [
     ("python main.py --sandbox --touch 5", 0, "Edited 5 sample contacts"),
     ("python main.py --sandbox --rejected", 0, "not-an-email"),
     ("python main.py --sandbox --history", 0, "full"),
-    ("python main.py --sandbox --reset", 1, "fresh sample data"),
-    ("python main.py --sandbox", 0, "nothing sent"),  # Development: the program against its fakes
+    ("python main.py --sandbox --reset", 0, "fresh sample data"),  # only resets: the next run is a first run
+    ("python main.py --sandbox", 1, "one invalid address on purpose"),  # Development: the program against its fakes
 ]
 
 

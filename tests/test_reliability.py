@@ -122,11 +122,10 @@ def test_a_jumping_clock_loses_no_change(run, hubspot_fake, mailerlite_fake, mon
 def test_state_locked_by_another_program(run, hubspot_fake, mailerlite_fake, monkeypatch):
     seed_contacts(hubspot_fake, 5)
     run()
-    monkeypatch.setattr(state_module, "BUSY_TIMEOUT_S", 0.2)
     other = sqlite3.connect(run.state_db, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
-        result = run()
+        result = run(tunables=replace(FAST, state_busy_timeout_s=0.2))
     finally:
         other.execute("ROLLBACK")
         other.close()

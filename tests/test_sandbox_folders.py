@@ -8,6 +8,7 @@ import stat
 
 from sync import cli
 from tests.common import run_sandbox
+from tests.conftest import FAST
 from tests.test_cli_subprocess import MAIN
 
 
@@ -28,9 +29,7 @@ def test_each_user_and_checkout_has_its_own_private_sandbox(tmp_path):
 
 
 def test_a_sandbox_folder_of_someone_else_is_not_used(tmp_path, monkeypatch):
-    from sync import sandbox
     planted = tmp_path / "planted"
     planted.symlink_to(tmp_path)  # not a folder of the user's own making
-    monkeypatch.setattr(sandbox, "SANDBOX_DIR", planted)
-    code = cli.main(["--sandbox"])
+    code = cli.main(["--sandbox"], FAST, sandbox_dir=planted)
     assert code == 2 and (tmp_path / "planted").is_symlink()

@@ -12,7 +12,7 @@ import pytest
 from sync import cli, config
 from sync.sandbox.fakes.hubspot import FakeHubSpot
 from sync.sandbox.fakes.mailerlite import FakeMailerLite
-from tests.conftest import HS_TOKEN, ML_TOKEN, TIME_SCALE, seed_contacts
+from tests.conftest import FAST, HS_TOKEN, ML_TOKEN, TIME_SCALE, messages, seed_contacts
 from tests.test_operations import ping_server  # noqa: F401  (a fixture)
 
 
@@ -103,7 +103,7 @@ def test_an_unknown_setting_fails_the_check_and_a_run_warns_in_one_line(run, hub
     assert check.code == 2 and "SYNC_WRITE_BAK; did you mean SYNC_WRITE_BACK?" in check.err
     synced = run()
     assert synced.code == 0
-    said = [line for line in synced.err.splitlines() if "SYNC_WRITE_BAK" in line]
+    said = [message for message in messages(synced.err) if "SYNC_WRITE_BAK" in message]
     assert len(said) == 1 and said[0].startswith("WARNING: ") and "did you mean SYNC_WRITE_BACK?" in said[0]
 
 
@@ -207,7 +207,6 @@ def project_of_env_files(tmp_path, monkeypatch):
     """main.py's folder, empty, and no setting in the environment: each client's come from its own file."""
     project = tmp_path / "project"
     project.mkdir()
-    monkeypatch.setattr(config, "PROJECT_DIR", project)
     for key in ("HUBSPOT_ACCESS_TOKEN", "MAILERLITE_API_KEY", "HUBSPOT_BASE_URL", "MAILERLITE_BASE_URL",
                 "SYNC_STATE_DB"):
         monkeypatch.delenv(key)
@@ -230,8 +229,8 @@ def test_each_env_file_gets_its_own_state_beside_it(run, tmp_path, hubspot_fake,
     seed_contacts(hs_b, 6, start=100)
     env_a = _client_env(tmp_path, "clientA", hubspot_fake, mailerlite_fake)
     env_b = _client_env(tmp_path, "clientB", hs_b, ml_b)
-    assert cli.main(["--quiet", "--env-file", str(env_a)]) == 0
-    assert cli.main(["--quiet", "--env-file", str(env_b)]) == 0
+    assert cli.main(["--quiet", "--env-file", str(env_a)], FAST, project_dir=project) == 0
+    assert cli.main(["--quiet", "--env-file", str(env_b)], FAST, project_dir=project) == 0
     assert len(mailerlite_fake.subscribers) == 4 and len(ml_b.subscribers) == 6
     assert (tmp_path / "clientA.state.db").exists() and (tmp_path / "clientB.state.db").exists()
     assert not (project / "sync_state.db").exists()
@@ -241,13 +240,12 @@ def test_an_env_file_that_used_the_shared_state_is_told_how_to_keep_it(run, tmp_
                                                                        monkeypatch):
     project = tmp_path / "project"
     project.mkdir()
-    monkeypatch.setattr(config, "PROJECT_DIR", project)
     monkeypatch.delenv("SYNC_STATE_DB")
     (project / "sync_state.db").write_bytes(b"")  # an older version's shared state
     env = tmp_path / "clientA.env"
     env.write_text("")
     seed_contacts(hubspot_fake, 3)
-    code = cli.main(["--json", "--env-file", str(env)])
+    code = cli.main(["--json", "--env-file", str(env)], FAST, project_dir=project)
     assert code == 2 and len(mailerlite_fake.log) == 0
     err = run.capsys.readouterr().err
     assert f"mv {project / 'sync_state.db'} {tmp_path / 'clientA.state.db'}" in err
@@ -264,6 +262,5 @@ def test_an_env_file_that_used_the_shared_state_is_told_how_to_keep_it(run, tmp_
 ])
 def test_the_default_state_follows_the_env_file(monkeypatch, tmp_path, env_file, state):
     from pathlib import Path
-    monkeypatch.setattr(config, "PROJECT_DIR", tmp_path)
     given = None if env_file is None else Path(env_file.replace("PROJECT", str(tmp_path)))
-    assert config.default_state_path(given) == Path(state.replace("PROJECT", str(tmp_path)))
+    assert config.default_state_path(given, tmp_path) == Path(state.replace("PROJECT", str(tmp_path)))

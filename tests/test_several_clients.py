@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sync import cli
 from tests.common import client_env_file
-from tests.conftest import seed_contacts
+from tests.conftest import FAST, seed_contacts
 from tests.test_setup_safety import client_b, project_of_env_files  # noqa: F401 (client_b: a fixture)
 
 
@@ -20,14 +20,14 @@ def test_a_second_client_added_beside_a_working_install_starts_its_own_state(run
     seed_contacts(hs_b, 6, start=100)
     seed_contacts(hubspot_fake, 4)
     client_env_file(project, hubspot_fake, mailerlite_fake, name=".env")
-    assert cli.main(["--quiet"]) == 0
+    assert cli.main(["--quiet"], FAST, project_dir=project) == 0
     assert (project / "sync_state.db").exists()
 
     env_b = client_env_file(tmp_path / "clients", hs_b, ml_b)
-    assert cli.main(["--quiet", "--env-file", str(env_b)]) == 0, run.capsys.readouterr().err
+    assert cli.main(["--quiet", "--env-file", str(env_b)], FAST, project_dir=project) == 0, run.capsys.readouterr().err
     assert len(ml_b.subscribers) == 6 and len(mailerlite_fake.subscribers) == 4
     assert (tmp_path / "clients" / "clientB.state.db").exists()
-    assert cli.main(["--quiet"]) == 0  # A goes on with its own state, untouched by B
+    assert cli.main(["--quiet"], FAST, project_dir=project) == 0  # A goes on with its own state, untouched by B
     assert len(mailerlite_fake.subscribers) == 4
 
     # A shared state whose runs came from this very file (an older version ran it with the shared state)
@@ -38,8 +38,8 @@ def test_a_second_client_added_beside_a_working_install_starts_its_own_state(run
     env_c = client_env_file(tmp_path / "clients", hubspot_fake, mailerlite_fake, name="clientC.env")
     settings_c = env_c.read_text()
     env_c.write_text(settings_c + f"SYNC_STATE_DB={shared}\n")
-    assert cli.main(["--quiet", "--env-file", str(env_c)]) == 0
+    assert cli.main(["--quiet", "--env-file", str(env_c)], FAST, project_dir=project) == 0
     env_c.write_text(settings_c)
     run.capsys.readouterr()
-    assert cli.main(["--quiet", "--env-file", str(env_c)]) == 2
+    assert cli.main(["--quiet", "--env-file", str(env_c)], FAST, project_dir=project) == 2
     assert f"mv {shared} {tmp_path / 'clients' / 'clientC.state.db'}" in run.capsys.readouterr().err

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Dict, List, Optional, TextIO, Type
 
+from ..columns import wrap
 from ..config import PROJECT_DIR, Settings
 from ..engine import Summary
 from ..errors import ConfigError
@@ -68,20 +69,21 @@ SHOWN = 6
 FIELD_LINES = 2  # lines of fields shown per subscriber
 
 
-def sandbox_state() -> Path:
-    """The sandbox's own state file, in the system's temporary folder: never the real one."""
-    return SANDBOX_DIR / "sync_state.db"
+def sandbox_state(folder: Path = SANDBOX_DIR) -> Path:
+    """The sandbox's own state file, in the system's temporary folder: never the real one. `folder`
+    is the sandbox's folder (SANDBOX_DIR; the tests pass their own)."""
+    return folder / "sync_state.db"
 
 
-def _fakes_file() -> Path:
-    return SANDBOX_DIR / "fakes.json"
+def _fakes_file(folder: Path) -> Path:
+    return folder / "fakes.json"
 
 
-def reset() -> None:
+def reset(folder: Path = SANDBOX_DIR) -> None:
     """Forget the sandbox: the next run starts from the sample data again."""
-    if SANDBOX_DIR.exists():
-        _check_private(SANDBOX_DIR)  # never remove what someone else put at this name
-        shutil.rmtree(SANDBOX_DIR)
+    if folder.exists():
+        _check_private(folder)  # never remove what someone else put at this name
+        shutil.rmtree(folder)
 
 
 def _make_private_dir(path: Path) -> None:
@@ -106,10 +108,11 @@ def default_mapping() -> Optional[Path]:
 
 
 class Sandbox:
-    """The two fakes, running for the length of a `with` block, restored from and saved to SANDBOX_DIR."""
+    """The two fakes, running for the length of a `with` block, restored from and saved to `folder`."""
 
-    def __init__(self, touch_count: int = 0) -> None:
+    def __init__(self, touch_count: int = 0, folder: Path = SANDBOX_DIR) -> None:
         self.touch_count = touch_count
+        self.folder = folder
         self.hubspot = FakeHubSpot(time_scale=MINUTE_SECONDS / 60)
         self.mailerlite = FakeMailerLite(time_scale=MINUTE_SECONDS / 60)
         self.fresh = False  # the sample data was seeded in this run
@@ -122,12 +125,13 @@ class Sandbox:
                                                                                          SCHEMA_WRITE_SCOPE}
         self.mailerlite.tokens = {ML_TOKEN}
         self.mailerlite.history_for_new = history  # subscribers arrive with campaign figures to show
-        if SANDBOX_DIR.exists():
-            _check_private(SANDBOX_DIR)
-        kept = sandbox_state().exists() and snapshot.load(self.hubspot, self.mailerlite, _fakes_file())
+        if self.folder.exists():
+            _check_private(self.folder)
+        kept = (sandbox_state(self.folder).exists()
+                and snapshot.load(self.hubspot, self.mailerlite, _fakes_file(self.folder)))
         if not kept:  # first run, after --reset, or a snapshot from another version: start over
-            reset()
-            _make_private_dir(SANDBOX_DIR)
+            reset(self.folder)
+            _make_private_dir(self.folder)
             seed(self.hubspot, self.mailerlite)
             self.fresh = True
         if self.touch_count:
@@ -137,8 +141,8 @@ class Sandbox:
     def __exit__(self, kind: Optional[Type[BaseException]], exc: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None:
         try:
-            if SANDBOX_DIR.exists():
-                snapshot.save(self.hubspot, self.mailerlite, _fakes_file())
+            if self.folder.exists():
+                snapshot.save(self.hubspot, self.mailerlite, _fakes_file(self.folder))
         finally:
             self.hubspot.stop()
             self.mailerlite.stop()
@@ -146,9 +150,11 @@ class Sandbox:
     @property
     def settings(self) -> Settings:
         return Settings(hubspot_token=HS_TOKEN, mailerlite_token=ML_TOKEN, hubspot_base_url=self.hubspot.url,
-                        mailerlite_base_url=self.mailerlite.base_url, state_db=sandbox_state(), http_timeout=30.0)
+                        mailerlite_base_url=self.mailerlite.base_url, state_db=sandbox_state(self.folder),
+                        http_timeout=30.0)
 
-    def introduce(self, mapping: Optional[Path], out: TextIO) -> None:
+    def introduce(self, mapping: Optional[Path], out: TextIO, checking: bool = False) -> None:
+        """What the sandbox is and holds; the mapping file too, unless --check, which shows it."""
         width = terminal_columns(out) - 1
         if self.fresh:
             contacts = len(self.hubspot.contacts)
@@ -157,15 +163,15 @@ class Sandbox:
                      f"{OPTED_OUT_EVERY} opted out of email) and {len(self.mailerlite.subscribers)} MailerLite "
                      f"subscribers who unsubscribed or bounced earlier")
         else:
-            where = f"kept from the last sandbox run in {SANDBOX_DIR} (start over: {COMMAND} --reset)"
-        lines = [f"Sandbox: fake HubSpot and MailerLite on 127.0.0.1, {where}.",
-                 f"Mapping: {mapping or 'the built-in default'}."]
+            where = f"kept from the last sandbox run in {self.folder} (start over: {COMMAND} --reset)"
+        lines = [f"Sandbox: fake HubSpot and MailerLite on 127.0.0.1, {where}."]
+        if not checking:
+            lines.append(f"Mapping: {mapping or 'the built-in default'}.")
         if self.touched:
             lines.append(f"Edited {len(self.touched)} sample contacts in the fake HubSpot (job title, phone): "
                          f"only they should go.")
         for line in lines:
-            print(textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False,
-                                break_long_words=False), file=out)
+            print(wrap(line, width), file=out)
 
     def tell(self, summary: Summary, out: TextIO, engagement: bool = False) -> None:
         """What MailerLite now holds, what the run showed, and what to try next."""
@@ -173,8 +179,7 @@ class Sandbox:
         width = terminal_columns(out) - 1
 
         def say(text: str) -> None:
-            print(textwrap.fill(text, width, subsequent_indent="  ", break_on_hyphens=False,
-                                break_long_words=False), file=out)
+            print(wrap(text, width), file=out)
 
         show(self.mailerlite, out, first=self.touched)
         if engagement:
@@ -260,7 +265,7 @@ def show_engagement(hubspot: FakeHubSpot, out: TextIO) -> None:
     having.sort(key=lambda props: -float(props.get(OPENS_PROPERTY) or 0))
     heading = (f"HubSpot (sandbox): {len(having)} contacts carry their MailerLite engagement (property group "
                f"MailerLite). The most opens:")
-    print("\n" + textwrap.fill(heading, width, subsequent_indent="  ", break_on_hyphens=False), file=out)
+    print("\n" + wrap(heading, width), file=out)
     for props in having[:ENGAGEMENT_SHOWN]:
         print(cut(f"  {props.get('email')}", width), file=out)
         figures = ", ".join(f"{label} {props.get(name) or 0}{unit}" for name, label, unit in ENGAGEMENT_COLUMNS)

@@ -154,8 +154,10 @@ class FakeHubSpot(FakeAPI):
     ], converters={"version": _Version})
 
     def __init__(self, time_scale: float = 1.0, ten_secondly_limit: int = 190,
-                 search_per_second: int = 5, daily_limit: int = 1_000_000) -> None:
+                 search_per_second: int = 5, daily_limit: int = 1_000_000,
+                 search_result_cap: int = SEARCH_RESULT_CAP) -> None:
         super().__init__(time_scale)
+        self.search_result_cap = search_result_cap  # results a search pages through by offset, at most
         self.tokens: Dict[str, Set[str]] = {
             "hs-test-token": {READ_SCOPE, SCHEMA_READ_SCOPE, LISTS_READ_SCOPE, CONSENT_READ_SCOPE},
         }
@@ -545,9 +547,9 @@ class FakeHubSpot(FakeAPI):
         if limit > 200:
             return _error("limit must be at most 200", "VALIDATION_ERROR", 400)
         offset = int(body.get("after") or 0)
-        if offset + limit > SEARCH_RESULT_CAP:
+        if offset + limit > self.search_result_cap:
             return _error("There was a problem with the request.", "VALIDATION_ERROR", 400,
-                          errors=[{"message": f"Paging past {SEARCH_RESULT_CAP} results is not supported"}])
+                          errors=[{"message": f"Paging past {self.search_result_cap} results is not supported"}])
         groups = body.get("filterGroups") or []
         visible_before = int(time.time() * 1000) - self.search_lag_ms
         ids = [cid for cid in self._ids
