@@ -101,7 +101,8 @@ def test_the_real_reports_point_to_the_sandbox_after_a_sandbox_run(sandbox, tmp_
     env_file = tmp_path / "empty.env"
     env_file.write_text(f"SYNC_STATE_DB={tmp_path / 'none' / 'state.db'}\n")
     capsys.readouterr()
-    code = cli.main(["--rejected", "--env-file", str(env_file)])
+    # The same sandbox folder as the sandbox's run (the default one depends on what ran before).
+    code = cli.main(["--rejected", "--env-file", str(env_file)], FAST, sandbox_dir=tmp_path / "sandbox")
     err = capsys.readouterr().err
     assert code == 2 and "python main.py --sandbox --rejected" in err
 
