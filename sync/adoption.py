@@ -1,31 +1,29 @@
-"""Start from what MailerLite already holds: its subscriber listing, read once, compared per contact.
+"""Start from what MailerLite already holds: its subscriber listing, compared per contact.
 
-A first run (or a lost or restored state, or `--full`) reads MailerLite's listing into a
-temporary SQLite database keyed by address (memory stays flat at any size), then each mapped
-HubSpot contact is compared with its copy there using MailerLite's own equality: equal means
+A first run (or a lost or restored state, or `--full`) reads MailerLite's listing into the state
+keyed by address, across runs when it is long (adoption_listing.py; memory stays flat at any size),
+then each mapped HubSpot contact is compared with its copy there using MailerLite's own equality: equal means
 "record as synced, write nothing"; different means the contact is sent as usual (the full mapped
 payload). See docs/adoption.md for the rules and which side wins.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
-import sqlite3
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
-from .mailerlite import MailerLiteClient
+from .adoption_listing import Held
+from .casting import TEXT_MAX
 from .mailerlite_answers import INACTIVE
 from .mapping import Mapping, Planned
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INACTIVE", "MailerLiteCopy", "compare"]  # INACTIVE: the one list, mailerlite_answers.py's
+__all__ = ["INACTIVE", "Held", "compare"]  # INACTIVE: the one list, mailerlite_answers.py's
 MISSING = "subscriber"  # the difference named when MailerLite does not hold the address at all
-INSERT_CHUNK = 1000  # listing rows written to the temporary table per statement
 # An incremental run reading this many changed contacts or more asks MailerLite how many it holds
 # (one request); when listing them all costs less than sending the changes, it reads the listing.
 LISTING_FLOOR = 500
@@ -36,19 +34,8 @@ LISTING_WORTH_PER_CHANGE = 30
 # A state listing this many contacts or more, of which MailerLite holds fewer than half, does not
 # match the account (another account, a wiped one): the run compares everything with the listing.
 MISMATCH_MIN = 20
-SHORTEST_TEXT_LIMIT = 255  # the smallest text limit a MailerLite field may have (mailerlite.md: unconfirmed)
 _DATE_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})(?:[ T]00:00(?::00(?:\.0+)?)?(?:Z|[+-]00:?00)?)?$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-
-
-@dataclass(frozen=True)
-class Held:
-    """One subscriber as MailerLite's listing shows it."""
-
-    subscriber_id: Optional[str]
-    status: str
-    fields: Dict[str, Any]
-    groups: Optional[Dict[str, str]]  # group id -> name; None when the listing did not include them
 
 
 @dataclass(frozen=True)
@@ -58,77 +45,14 @@ class Comparison:
     held: Optional[Held]
     differing: Tuple[str, ...]  # field keys, "status", "groups", or MISSING
     extra_groups: FrozenSet[str] = frozenset()  # managed groups it is in and should not be
+    covered: bool = True  # False: the listing, still being read, has not reached this address yet
 
     @property
     def same(self) -> bool:
         return not self.differing
 
 
-class MailerLiteCopy:
-    """MailerLite's subscribers, by lowercased address, in a private temporary database."""
-
-    def __init__(self) -> None:
-        # "" is SQLite's private temporary database: on disk, deleted on close, never in the state file.
-        self.conn = sqlite3.connect("")
-        self.conn.execute("CREATE TABLE held (email TEXT PRIMARY KEY, subscriber_id TEXT, status TEXT NOT NULL, "
-                          "fields TEXT NOT NULL, groups TEXT)")
-        self.size = 0
-
-    @classmethod
-    def read(cls, mailerlite: MailerLiteClient,
-             seen: Optional[Callable[[List[Tuple[str, str]]], None]] = None) -> MailerLiteCopy:
-        """The whole listing, through the one paginator (a wrong page stops the run, never ends the listing).
-        `seen`: handed each chunk's (address, status), for the consent ledger (consent.seen_in_listing)."""
-        copy = cls()
-        rows: List[Tuple[str, Optional[str], str, str, Optional[str]]] = []
-        for subscriber in mailerlite.iter_subscribers(include_groups=True):
-            row = _row(subscriber)
-            if row is not None:
-                rows.append(row)
-            if len(rows) >= INSERT_CHUNK:
-                copy._insert(rows, seen)
-                rows = []
-        copy._insert(rows, seen)
-        log.info("read MailerLite's listing: %d subscribers", copy.size)
-        return copy
-
-    def _insert(self, rows: List[Tuple[str, Optional[str], str, str, Optional[str]]],
-                seen: Optional[Callable[[List[Tuple[str, str]]], None]] = None) -> None:
-        if rows:
-            if seen is not None:
-                seen([(email, status) for email, _, status, _, _ in rows])
-            self.conn.executemany("INSERT OR REPLACE INTO held VALUES (?,?,?,?,?)", rows)
-            self.size = self.conn.execute("SELECT COUNT(*) FROM held").fetchone()[0]
-
-    def get(self, email: str) -> Optional[Held]:
-        row = self.conn.execute("SELECT subscriber_id, status, fields, groups FROM held WHERE email=?",
-                                (email.strip().lower(),)).fetchone()
-        if row is None:
-            return None
-        sid, status, fields, groups = row
-        return Held(sid, status, json.loads(fields), None if groups is None else dict(json.loads(groups)))
-
-    def holds(self, emails: Iterable[str]) -> int:
-        """How many of these addresses MailerLite holds."""
-        return sum(1 for email in emails if self.get(email) is not None)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def _row(subscriber: Dict[str, Any]) -> Optional[Tuple[str, Optional[str], str, str, Optional[str]]]:
-    email = subscriber.get("email")
-    if not isinstance(email, str) or not email.strip():
-        return None  # nothing to match a contact with
-    sid = subscriber.get("id")
-    fields = subscriber.get("fields")
-    groups = subscriber.get("groups")
-    ids: Optional[Dict[str, str]] = None
-    if isinstance(groups, list):
-        ids = {str(g["id"]): str(g.get("name") or "") for g in groups if isinstance(g, dict) and g.get("id")}
-    return (email.strip().lower(), None if sid is None else str(sid), str(subscriber.get("status") or ""),
-            json.dumps(fields if isinstance(fields, dict) else {}, ensure_ascii=False),
-            None if ids is None else json.dumps(ids, ensure_ascii=False))
+NOT_COVERED = Comparison(None, (MISSING,), covered=False)
 
 
 # -- MailerLite's equality, pure ------------------------------------------------------------------
@@ -149,9 +73,11 @@ def _text(value: Any) -> Optional[str]:
     return text or None
 
 
-def same_value(wanted: Any, held: Any) -> bool:
+def same_value(wanted: Any, held: Any, text_limit: int = TEXT_MAX) -> bool:
     """Whether MailerLite's value `held` already is the value the sync would send (`wanted`,
-    already cast: a number for a number field, `YYYY-MM-DD` for a date, text otherwise)."""
+    already cast: a number for a number field, `YYYY-MM-DD` for a date, text otherwise).
+    `text_limit`: where the sync cuts text, casting.TEXT_MAX (1024, MailerLite's limit being
+    unconfirmed), or a smaller limit this account named in a refusal (mailerlite_dialect.py)."""
     wanted_text, held_text = _text(wanted), _text(held)
     if wanted_text is None or held_text is None:
         return wanted_text == held_text
@@ -160,13 +86,14 @@ def same_value(wanted: Any, held: Any) -> bool:
     wanted_date, held_date = _DATE_RE.match(wanted_text), _DATE_RE.match(held_text)
     if wanted_date and held_date:
         return wanted_date.group(1) == held_date.group(1)  # "2024-05-01" and "2024-05-01 00:00:00"
-    if len(held_text) >= SHORTEST_TEXT_LIMIT and wanted_text.startswith(held_text):
-        return True  # cut at the account's text limit: sending it again would be cut the same way
-    return wanted_text == held_text
+    # Text is equal, or exactly the cut the sync itself makes (text_limit): a held value that is merely
+    # a prefix of HubSpot's, of whatever length, is stale and is sent again.
+    return held_text in (wanted_text, wanted_text[:text_limit])
 
 
 def compare(planned: Planned, held: Optional[Held], mapping: Mapping, group_ids: Dict[str, Optional[str]],
-            previously_set: FrozenSet[str] = frozenset(), in_step: bool = False) -> Comparison:
+            previously_set: FrozenSet[str] = frozenset(), in_step: bool = False,
+            text_limit: int = TEXT_MAX) -> Comparison:
     """What the upsert would change in MailerLite's copy. `group_ids`: the id of each planned group
     (None: the group does not exist yet). Fields the sync never set and HubSpot leaves empty are not
     ours to clear (a MailerLite form may have filled them); fields it set before (`previously_set`)
@@ -179,7 +106,8 @@ def compare(planned: Planned, held: Optional[Held], mapping: Mapping, group_ids:
     if held.status in INACTIVE and in_step:
         return Comparison(held, ())
     keys = set(planned.fields) | (set(previously_set) & set(mapping.managed_fields))
-    differing = [key for key in sorted(keys) if not same_value(planned.fields.get(key), held.fields.get(key))]
+    differing = [key for key in sorted(keys)
+                 if not same_value(planned.fields.get(key), held.fields.get(key), text_limit)]
     if planned.status == "unsubscribed" and held.status not in INACTIVE:
         differing.append("status")
     extra: FrozenSet[str] = frozenset()

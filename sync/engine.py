@@ -20,15 +20,16 @@ from .accounts import check_same_accounts, prove_credentials
 from .adoption import (
     LISTING_FLOOR,
     MISMATCH_MIN,
+    NOT_COVERED,
     Comparison,
-    MailerLiteCopy,
     compare,
     listing_worth_reading,
     log_differences,
     state_mismatch,
 )
+from .adoption_listing import Listing, open_listing, time_for_listing
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
-from .casting import PropertyInfo, property_infos
+from .casting import TEXT_MAX, PropertyInfo, property_infos
 from .clock_skew import clamp_future_times
 from .consent import ARCHIVED_KEY, Consent
 from .consent.sweep import SWEEP_DUE_KEY
@@ -65,6 +66,9 @@ __all__ = ["Engine", "RunOptions", "Summary"]
 log = logging.getLogger(__name__)
 
 FIELD_TYPES_KEY = "mailerlite_field_types"  # state meta: the account's field types, as last seen
+# State meta: the text limit this account named in a refusal (mailerlite_dialect.py), kept so later
+# runs cut text there from the start and adoption takes a value held cut there as equal.
+TEXT_LIMIT_KEY = "mailerlite_text_limit"
 # The reason a second contact with an address another one syncs is rejected (recorded as a duplicate
 # of that contact: state.unheld_duplicates finds those whose owner has let the address go since).
 DUPLICATE = "email {email} is already synced from HubSpot contact {owner}"
@@ -119,6 +123,9 @@ class Engine:
         self.on_progress = on_progress
         self.summary = Summary("incremental", options.dry_run)
         self.writer = SubscriberWriter(mailerlite, tunables=tunables)
+        text_limit = state.get_json(TEXT_LIMIT_KEY)
+        if isinstance(text_limit, int) and not isinstance(text_limit, bool) and text_limit > 0:
+            self.writer.dialect.text_limit = text_limit
         self.schema = MailerLiteSchema(mailerlite, mapping)
         # The one owner of consent by address (consent/owner.py), called at its named points below.
         self.consent = Consent(hubspot, mailerlite, state, mapping, self.schema, self.summary, self._in_scope,
@@ -138,7 +145,9 @@ class Engine:
         self._dry_seen: Set[str] = set()  # what a dry full pass read (a real one marks it in the state)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
         # MailerLite's listing, when this run compares contacts with it (adoption.py); None otherwise.
-        self.copy: Optional[MailerLiteCopy] = None
+        self.copy: Optional[Listing] = None  # kept in the state across runs when long (adoption_listing.py)
+        self._waiting = 0  # contacts that wait for the listing to reach their address
+        self._started = time.monotonic()
         self._copy_wanted = False  # this run reads the listing when the first contact is compared
         self._first_send_checked = False  # an incremental run asks once whether to read the listing
         self._repairing: Set[str] = set()  # contacts the state had in step that MailerLite no longer matches
@@ -146,7 +155,7 @@ class Engine:
         self._known_missing = 0  # ...and how many of them MailerLite does not hold
 
     def run(self) -> Summary:
-        started = time.monotonic()
+        started = self._started = time.monotonic()
         start_ms = int(self.tunables.wall_clock() * 1000)
         bookmark = self.state.bookmark()
         # A full pass that was interrupted is finished before going incremental again; a mapping no
@@ -184,14 +193,19 @@ class Engine:
             self._warn_if_state_mismatch()
             # The synced contacts this pass has not read (a full pass's departure candidates; their list
             # is the state's query, made now rather than called back).
+            self._say_listing()
+            self._keep_text_limit()
             held_back = self.consent.after_pass(full, start_ms, synced_before, self._unseen() if full else [])
             if not self.options.dry_run and held_back is None:
                 # After a held-back pass nothing moves on: the next run sees the same departures.
                 if self._members:
                     self.state.save_list_members(self._members)
-                self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full)
-                if full:
+                # Contacts that waited for the listing are read again by the next run, a full pass.
+                full_done = full and not self._waiting
+                self.state.advance_bookmark(self._new_bookmark(full, bookmark, start_ms), full_pass_done=full_done)
+                if full_done:
                     mapping_change.applied(self.state, self.mapping)
+                self._listing_done(full)
             self.consent.sweep(start_ms, full)
             if write_back is not None:
                 before = self.hubspot.requests + self.mailerlite.requests
@@ -223,6 +237,8 @@ class Engine:
             if "consent_pending" not in summary.counts:  # stopped early: --json still tells how many wait
                 self.consent.pending()
             if self.copy is not None:
+                if not self.options.dry_run:
+                    self.copy.note_created(self.summary["created"])
                 self.copy.close()
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.hubspot.requests
@@ -482,6 +498,14 @@ class Engine:
         if not in_step and not self.options.force and self.copy is None and not self._copy_wanted:
             self._before_first_send()
         held = self._compare(hubspot_id, planned, known, in_step)
+        if held is not None and not held.covered:
+            held = None  # the listing has not reached its address yet
+            # A contact never synced waits for it (sending it would be sending the account blind); an
+            # opt-out is delivered at once, and a synced one that changed goes as an hourly run sends it.
+            if not in_step and planned.status != "unsubscribed" and (known is None or known.email is None):
+                self._waiting += 1
+                self.summary.add("waiting")
+                return
         if in_step and (held is None or held.same):
             self.summary.add("unchanged")
             return
@@ -533,13 +557,22 @@ class Engine:
         """This contact against MailerLite's listing, when this run read it (never under --force)."""
         if self._copy_wanted and self.copy is None:
             self._copy_wanted = False  # read when the first contact needs it: HubSpot answered by then
-            self.copy = MailerLiteCopy.read(self.mailerlite, self._listing_seen())
+            self.copy = self._read_listing()
         if self.copy is None or self.options.force:
             return None
+        found = self.copy.get(planned.email)
+        if found is None and not self.copy.complete:
+            # Not read yet (it waits), or a listing that ended incomplete: evidence of nothing, so it
+            # is sent as an hourly run sends it (an upsert never makes anyone active again).
+            return None if self.copy.settled else NOT_COVERED
+        if found is None and known is not None and known.email == planned.email and \
+                self.copy.begun_before(self.state.synced_at(hubspot_id)):
+            return None  # written by the sync after a kept listing began: absent from it, not from MailerLite
         previously = known.fields_set if known and known.email == planned.email else frozenset()
         # A group the mapping names is made now (a dry run only looks): the send would make it anyway.
         group_ids = {name: self.schema.group_id(name, create=not self.options.dry_run) for name in planned.groups}
-        held = compare(planned, self.copy.get(planned.email), self.mapping, group_ids, previously, in_step)
+        held = compare(planned, found, self.mapping, group_ids, previously, in_step,
+                       min(TEXT_MAX, self.writer.dialect.text_limit or TEXT_MAX))
         if known is not None and known.fingerprint is not None:
             self._known_compared += 1
             self._known_missing += held.held is None
@@ -586,7 +619,38 @@ class Engine:
                 self.state.set_full_pass_pending(True)
         else:
             return
-        self.copy = MailerLiteCopy.read(self.mailerlite, self._listing_seen())
+        self.copy = self._read_listing(total)
+
+    def _read_listing(self, total: Optional[int] = None) -> Listing:
+        """MailerLite's listing as far as this run's share of its time allows (adoption_listing.py)."""
+        listing = open_listing(self.state.conn, self.state.transaction, self.options.dry_run)
+        listing.begin(self.mailerlite, int(self.tunables.wall_clock() * 1000), total)
+        listing.read(self.mailerlite, time_for_listing(self._started, self.mailerlite.retry.deadline,
+                                                       self.tunables.listing_share, time.monotonic),
+                     self._listing_seen())
+        return listing
+
+    def _keep_text_limit(self) -> None:
+        learnt = self.writer.dialect.text_limit
+        if learnt is not None and not self.options.dry_run and self.state.get_json(TEXT_LIMIT_KEY) != learnt:
+            self.state.set_json(TEXT_LIMIT_KEY, learnt)
+
+    def _say_listing(self) -> None:
+        """One line while the listing is not read to its end (waiting contacts, or an incomplete one)."""
+        if self.copy is None or self.copy.complete:
+            return
+        line = self.copy.incomplete_line() if self.copy.settled else self.copy.progress_line()
+        log.warning("%s", line)
+        if not self.summary.message:
+            self.summary.message = line
+
+    def _listing_done(self, full: bool) -> None:
+        """A kept listing goes once the full pass that used it is done (or the incremental run that
+        read it needs it no more); while contacts wait for it the next run, a full pass, continues it."""
+        if self._waiting:
+            self.state.set_full_pass_pending(True)
+        elif full or (self.copy is not None and self.copy.settled):
+            open_listing(self.state.conn, self.state.transaction, False).clear()
 
     def _warn_if_state_mismatch(self) -> None:
         if state_mismatch(self._known_compared, self._known_compared - self._known_missing):

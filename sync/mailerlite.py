@@ -237,6 +237,15 @@ class MailerLiteClient:
         `include_groups`, each carries its groups (`include=groups`, the one documented include)."""
         return self._pages(SUBSCRIBER_LISTING, partial(self._subscriber_page, status, include_groups))
 
+    def subscriber_page(self, cursor: Optional[str], include_groups: bool = True) -> Tuple[List[Dict[str, Any]],
+                                                                                         Optional[str]]:
+        """One page of the subscriber listing from `cursor` (None: the first) and the next cursor (None
+        at the end), through the retry layer. Unlike iter_subscribers, a page that keeps failing raises
+        Transient to the caller (adoption_listing.py), which ends its listing as incomplete instead of
+        stopping the run; loops are the caller's to catch (by subscriber id, whatever the cursors say)."""
+        fetch = partial(self._subscriber_page, None, include_groups, cursor, set())
+        return self.retry.call(fetch, f"MailerLite {SUBSCRIBER_LISTING}", log, self.on_wait)
+
     def count_subscribers(self) -> Optional[int]:
         """How many subscribers the account holds (`limit=0` answers `{"total": N}`); None when
         the answer does not say."""

@@ -4,7 +4,8 @@ Three points are unconfirmed (see mailerlite.md): whether `null` clears a field 
 and "" clears), the longest text a field takes (1024 assumed), and whether a date field takes
 "YYYY-MM-DD" (or wants a date and time). The writer sends the documented reading first; an
 answer that shows the other reading teaches this object, and the contact is sent again in the
-reading that works. Nothing is kept between runs: each run starts from the documented reading.
+reading that works. Only the text limit is kept between runs (the engine stores it in the state, so
+adoption can take a value held cut there as equal); the rest starts from the documented reading.
 """
 
 from __future__ import annotations

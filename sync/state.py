@@ -29,7 +29,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -236,6 +236,18 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
         """UPDATE problems SET duplicate_of=CAST(substr(reason, instr(reason, 'synced from HubSpot contact ') + 28)
                                                  AS INTEGER)
             WHERE kind='rejected' AND reason LIKE 'email % is already synced from HubSpot contact %'""",
+    ),
+    11: (
+        # MailerLite's subscriber listing as read so far, kept between runs so a listing too long for
+        # one run is continued, not begun again (adoption_listing.py owns it; its progress is the
+        # meta key mailerlite_listing). Emptied when the full pass that used it is done.
+        """CREATE TABLE listing_held (
+            email TEXT PRIMARY KEY,         -- lowercased
+            subscriber_id TEXT,
+            status TEXT NOT NULL,
+            fields TEXT NOT NULL,           -- JSON object
+            groups TEXT)                    -- JSON {id: name}; NULL when the listing did not include them""",
+        "CREATE INDEX listing_held_by_id ON listing_held(subscriber_id)",
     ),
 }
 
@@ -545,6 +557,12 @@ class State:
                         "duplicate_of=excluded.duplicate_of",
                         (hid, r.email, r.kind, clip(r.reason, 1000), r.fingerprint, now, now,
                          int(r.duplicate_of) if r.duplicate_of and r.duplicate_of.isdigit() else None))
+
+    def synced_at(self, hubspot_id: str) -> Optional[int]:
+        """When this contact was last recorded as synced (epoch seconds), if it is."""
+        row = self.conn.execute("SELECT synced_at FROM contacts WHERE hubspot_id=?",
+                                (int(hubspot_id),)).fetchone() if hubspot_id.isdigit() else None
+        return None if row is None else int(row[0])
 
     def owners(self, emails: Sequence[str]) -> Dict[str, str]:
         """email -> the HubSpot contact whose subscriber has that address (one query per page)."""

@@ -12,7 +12,8 @@ from .errors import EXIT_OK
 SUMMARY_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
                   "left_scope", "unsubscribed", "mass_leave_held", "written_back", "write_back_unmatched",
                   "write_back_failed", "write_back_requests", "engagement_updated", "engagement_unmatched",
-                  "engagement_requests", "consent_checked", "consent_pending", "adopted", "repaired")
+                  "engagement_requests", "consent_checked", "consent_pending", "adopted", "repaired",
+                  "waiting")
 
 
 @dataclass

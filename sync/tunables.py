@@ -53,6 +53,9 @@ class Tunables:
     search_lag_ms: int = 10 * 60_000
     archived_check_ms: int = 24 * 3_600_000  # incremental runs look for archived contacts this often
     state_page: int = 100  # contacts looked up in the state per query
+    # MailerLite's subscriber listing (adoption) reads for at most this share of the run's time
+    # (SYNC_MAX_RUNTIME) and leaves the rest to the pass; the next run continues it (adoption_listing.py).
+    listing_share: float = 0.6
     list_reads: int = 3  # a list listing shorter than its size is read this often before the run stops
     wall_clock: Callable[[], float] = time.time  # epoch seconds: the run's start, which bounds the bookmark
 

@@ -70,7 +70,7 @@ def test_first_run_adopts_an_account_that_already_matches(run, hubspot_fake, mai
     s = first.summary
     assert (s["mode"], s["adopted"], s["created"], s["updated"]) == ("full", 250, 0, 0)
     assert writes(mailerlite_fake) == 0, "nothing MailerLite already holds is written"
-    listing = mailerlite_fake.requests_to("GET", "/api/subscribers")
+    listing = [r for r in mailerlite_fake.requests_to("GET", "/api/subscribers") if r.query["limit"] != ["0"]]
     assert all(r.query.get("include") == ["groups"] for r in listing)
     assert len([r for r in listing if r.status == 200]) == -(-250 // maximum)  # the largest page it takes
     # Recorded as synced: the next hourly run costs nothing, a real change sends exactly that contact.
@@ -243,7 +243,7 @@ def test_a_state_that_does_not_match_mailerlite_is_not_believed(run, hubspot_fak
     (42, "42", True), (42, 42, True), (42, "42.0", True), (42.5, "42.50", True), (42, "43", False),
     ("2024-05-01", "2024-05-01 00:00:00", True), ("2024-05-01", "2024-05-02", False),
     ("Ana", " Ana ", True), ("Ana", "ana", False), (None, "", True), (None, None, True), ("", None, True),
-    (None, "x", False), ("x", None, False), ("0100", "100", False), ("C" * 600, "C" * 255, True),
+    (None, "x", False), ("x", None, False), ("0100", "100", False), ("C" * 600, "C" * 255, False),
     ("Cab", "C", False),
 ])
 def test_same_value(wanted, held, same):

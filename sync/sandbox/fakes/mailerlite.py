@@ -121,6 +121,16 @@ class FakeMailerLite(FakeAPI):
         self.reactivation_wording = "imported"  # or "reactivated" (CANNOT_REACTIVATE)
         self.subscriber_list_max = 1000  # the listing's largest limit...
         self.limit_too_big = "clamp"  # ...beyond it: "clamp" silently, or "422"
+        # The listing's hostile shapes (all off by default). listing_loops: the last page's next cursor
+        # leads back to the first page, freshly encoded each time (never the same string twice).
+        self.listing_loops = False
+        self._loop_rounds = 0
+        # This page of the listing (0: the first, counted in pages of the limit asked) answers 500 for ever.
+        self.failing_listing_page: Optional[int] = None
+        # Called with the number of listing pages served so far, after each (the account changes
+        # mid-listing: a test adds or deletes subscribers there).
+        self.after_listing_page: Optional[Callable[[int], None]] = None
+        self.listing_pages_served = 0
         self.group_names_unique_ci = False  # True: a group name taken in any case is refused
         # Subscriber rates, unconfirmed: "fraction" (0.25), "percent" (25) or "object" ({"float": 0.25,
         # "string": "25%"}, as group answers carry them). Computed from the counts when answered.
@@ -435,6 +445,8 @@ class FakeMailerLite(FakeAPI):
             except (ValueError, KeyError, TypeError):
                 return self.ok({"message": "Invalid cursor."}, 400)
             end = bisect.bisect_left(self._sub_ids, last)
+        if self.failing_listing_page is not None and (len(self._sub_ids) - end) // limit == self.failing_listing_page:
+            return self.ok({"message": "Server Error"}, 500)
         # include=groups (the one documented include) adds each subscriber's groups.
         with_groups = "groups" in request.args.get("include", "").split(",")
         page: List[Dict[str, Any]] = []
@@ -448,6 +460,14 @@ class FakeMailerLite(FakeAPI):
         if i >= 0 and page:
             pointer = {"id": int(page[-1]["id"]), "_pointsToNextItems": True}
             next_cursor = base64.b64encode(json.dumps(pointer).encode()).decode()
+        elif self.listing_loops and page:
+            # Back to the first page, under a cursor never seen before (past the newest id).
+            self._loop_rounds += 1
+            pointer = {"id": self._sub_ids[-1] + 1, "_pointsToNextItems": True, "round": self._loop_rounds}
+            next_cursor = base64.b64encode(json.dumps(pointer).encode()).decode()
+        self.listing_pages_served += 1
+        if self.after_listing_page is not None:
+            self.after_listing_page(self.listing_pages_served)
         path = f"{self.base_url}/subscribers"
         return self.ok({
             "data": page,
