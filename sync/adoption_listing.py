@@ -2,7 +2,7 @@
 
 A big account's listing does not fit in one run: 1,000,000 subscribers at 100 a page are 10,000
 requests, 83 minutes at MailerLite's 120 a minute, against SYNC_MAX_RUNTIME's 50. So the listing is
-read page by page into the state file (table `listing_held`, schema 10), each page in one
+read page by page into the state file (table `listing_held`, schema 11), each page in one
 transaction with the listing's progress (its cursor, the pages and subscribers read: meta key
 `mailerlite_listing`), and the next run continues from the cursor. One run reads until its share of
 the run's time is used (`Tunables.listing_share`), and leaves the rest to the pass that compares.
@@ -133,6 +133,7 @@ class Listing:
         self.own_conn = own_conn  # a temporary database, closed with the listing
         self.progress: Optional[Progress] = self._load()
         self.account_total: Optional[int] = None  # the count this run read
+        self.begun_now = False  # begun by this run (not one kept from an earlier run)
 
     # -- progress ------------------------------------------------------------------------------------
     def _load(self) -> Optional[Progress]:
@@ -177,6 +178,7 @@ class Listing:
                 self.conn.execute("DELETE FROM listing_held")
                 self.progress = Progress(started_ms=now_ms, total=self.account_total)
                 self._save()
+            self.begun_now = True
 
     def _stale(self, now_ms: int) -> str:
         progress = self.progress
@@ -274,11 +276,13 @@ class Listing:
         return Held(sid, status, json.loads(fields), None if groups is None else dict(json.loads(groups)))
 
     def begun_before(self, synced_at_s: Optional[int]) -> bool:
-        """Whether a contact recorded as synced at `synced_at_s` (epoch seconds) was written after this
-        listing began: the listing, newest first, had passed where MailerLite put it, so its absence
-        from the listing is no sign that MailerLite lost it."""
-        # synced_at is whole seconds: the same second as the listing's start counts as after it.
-        return synced_at_s is not None and self.progress is not None and synced_at_s >= self.progress.started_ms // 1000
+        """Whether a contact recorded as synced at `synced_at_s` (epoch seconds) by an earlier run was
+        written after this kept listing began: the listing, newest first, had passed where MailerLite
+        put it, so its absence from the listing is no sign that MailerLite lost it. Never for a listing
+        this run began: it was read before this run wrote anything."""
+        if self.begun_now or synced_at_s is None or self.progress is None:
+            return False
+        return synced_at_s >= self.progress.started_ms // 1000  # whole seconds: the same second counts
 
     def note_created(self, created: int) -> None:
         """Subscribers this run created while the listing is kept: the count grows by them."""

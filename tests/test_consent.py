@@ -590,7 +590,10 @@ def test_every_older_state_schema_migrates(tmp_path, version):
         assert state.pending_actions() == []
         assert [s.email for s in state.synced(["5"])] == (["kept@example.com"] if version else [])
         ledger = state.ledger(["kept@example.com"])  # every synced address has its consent ledger row
-        assert [(r.holder, r.sent) for r in ledger.values()] == ([("5", "upsert")] if version else [])
+        # From schema 10 the ledger exists: the row this test inserts gets its holder from the trigger;
+        # what was sent is the recording's to say (state.record), not a migration's.
+        sent = "upsert" if version < 10 else None
+        assert [(r.holder, r.sent) for r in ledger.values()] == ([("5", sent)] if version else [])
     finally:
         state.close()
 
