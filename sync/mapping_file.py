@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from . import toml_errors
+from .associated_values import name_problem
 from .errors import ConfigError
 from .mapping import (
     DEFAULT_FIELD_MAP,
@@ -73,6 +74,8 @@ def _string_list(value: Any, where: str) -> Tuple[str, ...]:
 
 def _property(name: str, where: str) -> str:
     _check(bool(_PROPERTY_RE.match(name)), f"{where}: {name!r} is not a HubSpot property name")
+    problem = name_problem(name)  # company.x, deal.x and the deals.* aggregates (associated_values.py)
+    _check(problem is None, f"{where}: {problem}")
     return name
 
 
