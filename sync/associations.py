@@ -63,7 +63,7 @@ def _signature(company: Optional[int], deals: Iterable[int]) -> str:
 class Associations:
     """One run's associated values; does nothing (no request) when the mapping names none."""
 
-    def __init__(self, hubspot: HubSpotReader, state: State, mapping: Mapping, *, dry_run: bool = False,
+    def __init__(self, hubspot: HubSpotReader, state: Optional[State], mapping: Mapping, *, dry_run: bool = False,
                  hours: float = 24.0, lag_ms: int = 10 * 60_000) -> None:
         self.hubspot = hubspot
         self.state = state
@@ -79,6 +79,8 @@ class Associations:
         self._db: Optional[sqlite3.Connection] = None
         self._touched = 0  # contacts noted to be read because of their companies, deals or associations
         self._bookmarks: Dict[str, int] = {}
+        self.unverified: List[str] = []  # schema scopes the token lacks (names unchecked, values sent as text)
+        self._next_pass: Optional[int] = None  # when the next association pass is due, once this run completes
 
     @property
     def enabled(self) -> bool:
@@ -93,6 +95,9 @@ class Associations:
                              "PRIMARY KEY (kind, id))")
             self._db.execute("CREATE TABLE touched (id INTEGER PRIMARY KEY)")
             self._db.execute("CREATE TABLE read (id INTEGER PRIMARY KEY)")
+            # Signatures of the contacts read, stored in the state only once the pass is complete
+            # (`advance`): a run stopped before sending them must not hide their change from the next pass.
+            self._db.execute("CREATE TABLE signatures (id INTEGER PRIMARY KEY, signature TEXT NOT NULL)")
         return self._db
 
     def close(self) -> None:
@@ -101,6 +106,16 @@ class Associations:
             self._db = None
 
     # -- scopes and the start of a run ----------------------------------------------------------
+    def check_scopes(self) -> List[str]:
+        """--check: the problem line for each object scope the token lacks (one search each)."""
+        problems = []
+        for kind in self.kinds:
+            try:
+                read.probe(self.hubspot, kind)
+            except MissingScopes as exc:
+                problems.append(str(self._scope_stop(kind, exc)))
+        return problems
+
     def _scope_stop(self, kind: str, exc: MissingScopes) -> AuthError:
         scope = hs.OBJECT_READ_SCOPES[kind]
         names = ", ".join(n for n in self.names if n.startswith(_KINDS[kind]))
@@ -110,7 +125,7 @@ class Associations:
     def prepare(self, full: bool, start_ms: int) -> None:
         """Before anything is written: the scopes proven; on an incremental run, the contacts whose
         companies or deals changed (or, when due, whose associations did) noted to be read."""
-        if not self.enabled:
+        if not self.enabled or self.state is None:
             return
         stored = self.state.get_json(BOOKMARKS_KEY)
         bookmarks = ({str(k): int(v) for k, v in stored.items() if isinstance(v, int)}
@@ -125,8 +140,8 @@ class Associations:
                 raise self._scope_stop(kind, exc) from None
         if not full and self.state.is_due(DUE_KEY, start_ms):
             self._association_pass(start_ms)
-        elif full and not self.dry_run:
-            self.state.set_json(DUE_KEY, start_ms + self.interval_ms)  # a full pass reads every association
+        elif full:
+            self._next_pass = start_ms + self.interval_ms  # a full pass reads every association
         # The searches' ceiling, as the contacts': never past the run's start (by the earlier of our
         # clock and HubSpot's) minus the index lag, so the next run's search re-reads that margin.
         server_ms = int(self.hubspot.server_time * 1000) if self.hubspot.server_time else start_ms
@@ -152,12 +167,10 @@ class Associations:
         self.db.executemany("INSERT OR IGNORE INTO touched(id) VALUES (?)", ((i,) for i in contact_ids))
         self._touched += self.db.total_changes - before
 
-    def due_in(self, start_ms: int) -> bool:
-        return self.enabled and self.state.is_due(DUE_KEY, start_ms)
-
     def _association_pass(self, start_ms: int) -> None:
         """Every synced contact's associations read (2 requests per 1,000 contacts); those whose primary
         company or deals differ from what was last sent are noted to be read and sent."""
+        assert self.state is not None  # prepare runs with the state (--check, without one, never calls it)
         after, differing = -1, 0
         while True:
             ids = self.state.synced_ids(after, CHUNK)
@@ -169,9 +182,7 @@ class Associations:
             changed = [cid for cid in ids if stored.get(cid) != _signature(*links.get(cid, (None, ())))]
             differing += len(changed)
             self._note(changed)
-        if not self.dry_run:
-            self.state.drop_unsynced_signatures()
-            self.state.set_json(DUE_KEY, start_ms + self.interval_ms)
+        self._next_pass = start_ms + self.interval_ms
         log.info("association pass: %d synced contacts' companies or deals changed", differing)
 
     # -- the contacts to read -------------------------------------------------------------------
@@ -214,15 +225,20 @@ class Associations:
                     f"HubSpot has no {_KINDS[kind]} property", missing, [f"{_KINDS[kind]}.{n}" for n in defs],
                     "fix the mapping file; nothing was written"))
             schemas[kind] = property_infos(defs)
-        advisories = Advisories(self.state, record=not self.dry_run)
-        if unverified:
-            advisories.once(SCHEMA_ADVICE, f"the access token lacks {' and '.join(unverified)}: company and deal "
-                                           f"property names cannot be checked and their values are sent as text "
-                                           f"(add the scopes to the service key or private app)")
-        else:
-            advisories.gone(SCHEMA_ADVICE)
+        self.unverified = unverified
+        if self.state is not None:
+            advisories = Advisories(self.state, record=not self.dry_run)
+            if unverified:
+                advisories.once(SCHEMA_ADVICE, self.schema_advice())
+            else:
+                advisories.gone(SCHEMA_ADVICE)
         labels = read.stage_labels(self.hubspot) if "deal.dealstage" in self.names else {}
         return infos(self.names, schemas["companies"], schemas["deals"], labels)
+
+    def schema_advice(self) -> str:
+        return (f"the HubSpot token lacks {' and '.join(self.unverified)} (recommended): company and deal property "
+                f"names cannot be checked and their values are sent as text; add the scopes to the service key "
+                f"or private app")
 
     # -- values ----------------------------------------------------------------------------------
     def enriched(self, contacts: Iterator[Contact]) -> Iterator[Contact]:
@@ -269,8 +285,7 @@ class Associations:
             contact[ENRICHED] = True
             if cid >= 0:
                 signatures.append((cid, _signature(company, deal_ids)))
-        if not self.dry_run:
-            self.state.save_association_signatures(signatures)
+        self.db.executemany("INSERT OR REPLACE INTO signatures(id, signature) VALUES (?, ?)", signatures)
 
     def _links(self, ids: List[int]) -> Dict[int, Tuple[Optional[int], Tuple[int, ...]]]:
         """contact id -> (its primary company, its deals), as associated now."""
@@ -319,7 +334,21 @@ class Associations:
     # -- the end of a run --------------------------------------------------------------------------
     def advance(self) -> None:
         """The companies' and deals' bookmarks moved on (after a complete pass, as the contacts' one)."""
-        if self.enabled and not self.dry_run and self._bookmarks:
+        if not self.enabled or self.dry_run or self.state is None:
+            return
+        if self._db is not None:
+            after = -1
+            while True:
+                rows = [(int(r[0]), str(r[1])) for r in self.db.execute(
+                    "SELECT id, signature FROM signatures WHERE id > ? ORDER BY id LIMIT ?", (after, CHUNK))]
+                if not rows:
+                    break
+                after = rows[-1][0]
+                self.state.save_association_signatures(rows)
+        if self._next_pass is not None:
+            self.state.drop_unsynced_signatures()
+            self.state.set_json(DUE_KEY, self._next_pass)
+        if self._bookmarks:
             stored = self.state.get_json(BOOKMARKS_KEY)
             merged = dict(stored) if isinstance(stored, dict) else {}
             merged.update(self._bookmarks)

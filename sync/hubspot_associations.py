@@ -18,11 +18,13 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 from . import hubspot_schema as hs
 from .hubspot import HubSpotReader, _batches
 from .hubspot_paging import is_record_id, next_cursor, results_of
+from .retrying import Transient
 
 log = logging.getLogger(__name__)
 
 __all__ = ["associations", "objects", "changed_since", "definitions", "stage_labels", "probe"]
 
+NO_ASSOCIATIONS = "NO_ASSOCIATIONS_FOUND"  # an id without any: none, not an error
 # One association as read: (from id, to id, carries the Primary label?)
 Association = Tuple[int, int, bool]
 
@@ -46,6 +48,13 @@ def associations(reader: HubSpotReader, from_type: str, to_type: str,
             def check(page: Dict[str, Any], wanted: Set[str] = wanted,
                       seen: Dict[str, Set[str]] = seen) -> List[Tuple[str, List[Any], Optional[str]]]:
                 out = []
+                errors = page.get("errors")
+                for error in errors if isinstance(errors, list) else []:
+                    category = str(error.get("category") or "").upper() if isinstance(error, dict) else ""
+                    if category != NO_ASSOCIATIONS:
+                        # Not "none": an id whose associations HubSpot could not read is never taken
+                        # for one without any (its company could leave it out of scope). Asked again.
+                        raise Transient(f"HubSpot could not read some associations ({category or 'no reason'})")
                 for result in results_of(page):
                     source = result.get("from") if isinstance(result, dict) else None
                     oid = str(source.get("id")) if isinstance(source, dict) else ""

@@ -220,3 +220,57 @@ def test_scope_where_on_the_company(run, hubspot_fake, mailerlite_fake, crm):
     hubspot_fake.update_object("companies", crm["zed"], {"lifecyclestage": "customer"})
     result = run("--mapping", path)  # Zed became a customer: its contacts come into scope within the hour
     assert result.code == 0 and mailerlite_fake.subscriber("dan@example.com") is not None
+
+
+def test_check_lists_company_and_deal_mappings_with_samples(run, hubspot_fake, mailerlite_fake, crm):
+    result = run("--mapping", mapping_file(run), "--check")
+    assert result.code == 0, result.out
+    assert "company.industry" in result.out and "deals.won_amount" in result.out
+    assert "Computer Software" in result.out and "Contract Sent" in result.out  # ann's primary company and deal
+    assert "Deal: {label} (from deal.dealstage)" in result.out
+    assert all(r.method == "GET" for r in mailerlite_fake.log)
+
+
+@pytest.mark.parametrize("scope", ["crm.objects.companies.read", "crm.objects.deals.read"])
+def test_check_names_a_missing_object_scope(run, hubspot_fake, mailerlite_fake, crm, scope):
+    hubspot_fake.tokens["hs-test-token"].discard(scope)
+    result = run("--mapping", mapping_file(run), "--check")
+    assert result.code == 2
+    assert f"missing scope {scope}" in result.out and "service key or private app" in result.out
+
+
+def test_check_recommends_the_schema_scopes(run, hubspot_fake, mailerlite_fake, crm):
+    hubspot_fake.tokens["hs-test-token"] -= {"crm.schemas.companies.read", "crm.schemas.deals.read"}
+    text = MAPPING.replace(', transform = "label"', "").replace('[groups.property]\n"deal.dealstage" = "Deal: {label}"', "")
+    result = run("--mapping", mapping_file(run, text), "--check")
+    assert result.code == 0, result.out
+    assert "crm.schemas.companies.read and crm.schemas.deals.read (recommended)" in result.out
+
+
+def test_check_suggests_the_name_of_a_mistyped_deal_property(run, hubspot_fake, mailerlite_fake, crm):
+    result = run("--mapping", mapping_file(run, MAPPING.replace('"deal.amount"', '"deal.amout"')), "--check")
+    assert result.code == 2 and "deal.amout (did you mean deal.amount?)" in result.out
+
+
+def test_dry_run_verbose_names_the_associated_fields_that_change(run, hubspot_fake, mailerlite_fake, crm, caplog):
+    path = mapping_file(run)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.update_object("deals", crm["open"], {"amount": "120"})
+    mailerlite_fake.log.clear()
+    dry = run("--mapping", path, "--dry-run", "--verbose")
+    assert dry.code == 0 and dry.summary["would_send"] == 2
+    planned = [line for line in (dry.err + caplog.text).splitlines() if "update" in line]
+    assert any("bob@example.com" in line and "values changed" in line for line in planned), planned
+    assert not [r for r in mailerlite_fake.log if r.method != "GET"]
+    assert mailerlite_fake.subscriber("bob@example.com")["fields"]["deal_amount"] == 99
+
+
+@pytest.mark.parametrize("bad,why", [
+    ('"deals.total" = "x"', "'deals.total' is not one of deals.count"),
+    ('"company.a.b" = "x"', "give one company property after company."),
+    ('"contact.email" = "x"', "is not a HubSpot property name"),
+])
+def test_mapping_file_refuses_unknown_associated_names(run, hubspot_fake, mailerlite_fake, bad, why):
+    result = run("--mapping", mapping_file(run, f"[fields]\n{bad}\n"))
+    assert result.code == 2
+    assert why in (result.summary["message"] if result.summary else result.err)
