@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -103,8 +104,20 @@ def _check_private(path: Path) -> None:
         path.chmod(0o700)
 
 
+# The example's commented company and deal lines, which the sandbox's sample mapping turns on.
+_ASSOCIATED_LINE = re.compile(r'^# ("(?:company|deal|deals)\.[a-z0-9_]+" = .*)$', re.MULTILINE)
+
+
 def default_mapping() -> Optional[Path]:
-    return EXAMPLE_MAPPING if EXAMPLE_MAPPING.exists() else None
+    """mapping.example.toml with its company and deal lines on (the sandbox has companies and deals),
+    written beside the sandbox's state."""
+    if not EXAMPLE_MAPPING.exists():
+        return None
+    if not SANDBOX_DIR.exists():
+        return EXAMPLE_MAPPING
+    sample = SANDBOX_DIR / "sample-mapping.toml"
+    sample.write_text(_ASSOCIATED_LINE.sub(r"\1", EXAMPLE_MAPPING.read_text(encoding="utf-8")), encoding="utf-8")
+    return sample
 
 
 class Sandbox:
@@ -223,7 +236,9 @@ DEFAULT_KEYS = ("name", "last_name", "company", "country", "city", "phone", "sta
 def _fields(sub: Dict[str, Any]) -> str:
     # Names first, then the custom fields a mapping adds (the interesting part), then the rest.
     values = {k: v for k, v in sub["fields"].items() if v not in (None, "")}
-    order = [k for k in FIRST_SHOWN if k in values] + sorted(k for k in values if k not in DEFAULT_KEYS)
+    # The sample mapping's company and deal fields after the contact's own.
+    custom = sorted((k.startswith(("company_", "deal")), k) for k in values if k not in DEFAULT_KEYS)
+    order = [k for k in FIRST_SHOWN if k in values] + [k for _, k in custom]
     order += [k for k in values if k not in order]
     return ", ".join(f"{k}={values[k]}" for k in order)
 
