@@ -168,6 +168,9 @@ def _consent(table: Any) -> Tuple[str, ...]:
     names = _string_list(table.get("optout_properties", list(DEFAULT_OPTOUT_PROPERTIES)),
                          "[consent] optout_properties")
     _check(bool(names), "[consent] optout_properties must name at least one property (hs_email_optout)")
+    for name in names:  # consent is the contact's own: never read from a company or a deal
+        _check("." not in name, f"[consent] optout_properties: {name!r} is not a contact property; opt-outs are "
+                                f"read from the contact itself")
     return tuple(dict.fromkeys(_property(n, "[consent] optout_properties") for n in names))
 
 

@@ -241,7 +241,8 @@ def test_check_names_a_missing_object_scope(run, hubspot_fake, mailerlite_fake, 
 
 def test_check_recommends_the_schema_scopes(run, hubspot_fake, mailerlite_fake, crm):
     hubspot_fake.tokens["hs-test-token"] -= {"crm.schemas.companies.read", "crm.schemas.deals.read"}
-    text = MAPPING.replace(', transform = "label"', "").replace('[groups.property]\n"deal.dealstage" = "Deal: {label}"', "")
+    text = MAPPING.replace(', transform = "label"', "")
+    text = text.replace('[groups.property]\n"deal.dealstage" = "Deal: {label}"', "")
     result = run("--mapping", mapping_file(run, text), "--check")
     assert result.code == 0, result.out
     assert "crm.schemas.companies.read and crm.schemas.deals.read (recommended)" in result.out

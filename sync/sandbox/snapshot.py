@@ -28,7 +28,8 @@ def save(hubspot: FakeHubSpot, mailerlite: FakeMailerLite, path: Path) -> None:
         "mailerlite": {name: getattr(mailerlite, name) for name in MAILERLITE_DATA},
     }
     data["hubspot"]["contacts"] = {str(k): v for k, v in hubspot.contacts.items()}  # JSON keys are text
-    data["hubspot"]["objects"] = {kind: {str(k): v for k, v in store.items()} for kind, store in hubspot.objects.items()}
+    data["hubspot"]["objects"] = {kind: {str(k): v for k, v in store.items()}
+                                  for kind, store in hubspot.objects.items()}
     for links in ("company_links", "deal_links"):  # (contact, company) keys as [contact, company, primary]
         data["hubspot"][links] = [[c, o, p] for (c, o), p in getattr(hubspot, links).items()]
     temporary = path.with_suffix(".tmp")
