@@ -211,15 +211,17 @@ class Associations:
             return {}
         schemas: Dict[str, Dict[str, PropertyInfo]] = {"companies": {}, "deals": {}}
         unverified: List[str] = []
-        for kind, props in (("companies", self.company_props), ("deals", self.deal_props)):
-            if not props:
+        mapped_deal_props = split_names(self.names)[1]
+        for kind, props, wanted in (("companies", self.company_props, self.company_props),
+                                    ("deals", mapped_deal_props, self.deal_props)):
+            if not wanted:
                 continue
             try:
                 defs = read.definitions(self.hubspot, kind)
             except AuthError:
                 unverified.append(hs.OBJECT_SCHEMA_SCOPES[kind])
                 continue
-            missing = [f"{_KINDS[kind]}.{p}" for p in props if p not in defs and p not in DEAL_BASICS]
+            missing = [f"{_KINDS[kind]}.{p}" for p in props if p not in defs]
             if missing:
                 raise ConfigError(unknown_names_message(
                     f"HubSpot has no {_KINDS[kind]} property", missing, [f"{_KINDS[kind]}.{n}" for n in defs],

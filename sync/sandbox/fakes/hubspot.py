@@ -277,6 +277,7 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
         self._merged_index = {}
         for cid, record in self.contacts.items():
             self._note_merged(cid, record["properties"])
+        self.reindex_links()
 
     def _note_merged(self, cid: int, props: Dict[str, Optional[str]]) -> None:
         """Index the ids a record says were merged into it, so a read of one finds it at once."""

@@ -15,7 +15,7 @@ were remembered to do), `association_page_size` (one id's list per page).
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from werkzeug.wrappers import Request, Response
 
@@ -98,6 +98,8 @@ class AssociatedObjects:
         # (contact id, company id) -> primary?; (contact id, deal id) links.
         self.company_links: Dict[Tuple[int, int], bool] = {}
         self.deal_links: Dict[Tuple[int, int], bool] = {}
+        # The same links by record, both ways: (kind, id) -> {other id} (rebuilt by reindex_links).
+        self._linked: Dict[Tuple[str, int], Set[int]] = {}
         self._next_object_id = 50_001
         self.no_associations = "empty"  # or "207"
         self.association_page_size = 500
@@ -156,18 +158,33 @@ class AssociatedObjects:
                 for key in [k for k, p in self.company_links.items() if k[0] == cid and p]:
                     self.company_links[key] = False
             self.company_links[(cid, oid)] = primary or self.company_links.get((cid, oid), False)
+            self._link("companies", cid, oid)
         if primary:
             self.update_contact(contact_id, {"associatedcompanyid": company_id})  # type: ignore[attr-defined]
 
     def associate_deal(self, contact_id: str, deal_id: str) -> None:
         with self.lock:
             self.deal_links[(int(contact_id), int(deal_id))] = True
+            self._link("deals", int(contact_id), int(deal_id))
+
+    def _link(self, kind: str, contact_id: int, object_id: int) -> None:
+        self._linked.setdefault((f"contacts>{kind}", contact_id), set()).add(object_id)
+        self._linked.setdefault((f"{kind}>contacts", object_id), set()).add(contact_id)
+
+    def reindex_links(self) -> None:
+        """The by-record index rebuilt from the links (after a snapshot is restored)."""
+        self._linked = {}
+        for kind, links in (("companies", self.company_links), ("deals", self.deal_links)):
+            for cid, oid in links:
+                self._link(kind, cid, oid)
 
     def dissociate(self, kind: str, contact_id: str, object_id: str) -> None:
         """An association removed: no timestamp moves."""
         with self.lock:
             links = self.company_links if kind == "companies" else self.deal_links
             links.pop((int(contact_id), int(object_id)), None)
+            self._linked.get((f"contacts>{kind}", int(contact_id)), set()).discard(int(object_id))
+            self._linked.get((f"{kind}>contacts", int(object_id)), set()).discard(int(contact_id))
 
     def backdate(self, ms: int) -> None:
         """Seeding: every record (contacts, companies, deals) as if last modified `ms` earlier, so a
@@ -195,14 +212,14 @@ class AssociatedObjects:
         out: List[Tuple[int, List[Dict[str, Any]]]] = []
         if from_type == "contacts" and to_type in ("companies", "deals"):
             links = self.company_links if to_type == "companies" else self.deal_links
-            for (cid, other), primary in links.items():
-                if cid == oid and self._live(to_type, other):
-                    out.append((other, self._types(from_type, to_type, primary)))
+            for other in self._linked.get((f"contacts>{to_type}", oid), set()):
+                if self._live(to_type, other):
+                    out.append((other, self._types(from_type, to_type, links[(oid, other)])))
         elif to_type == "contacts" and from_type in ("companies", "deals"):
             links = self.company_links if from_type == "companies" else self.deal_links
-            for (cid, other), primary in links.items():
-                if other == oid and self._live("contacts", cid):
-                    out.append((cid, self._types(from_type, to_type, primary)))
+            for cid in self._linked.get((f"{from_type}>contacts", oid), set()):
+                if self._live("contacts", cid):
+                    out.append((cid, self._types(from_type, to_type, links[(cid, oid)])))
         return sorted(out)
 
     @staticmethod
