@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from sync.sandbox.fakes.hubspot import iso_ms
 from tests.conftest import HOUR_MS
 
 MAPPING = '''
@@ -275,3 +276,59 @@ def test_mapping_file_refuses_unknown_associated_names(run, hubspot_fake, mailer
     result = run("--mapping", mapping_file(run, f"[fields]\n{bad}\n"))
     assert result.code == 2
     assert why in (result.summary["message"] if result.summary else result.err)
+
+
+def test_an_unreadable_association_is_never_taken_for_no_company(run, hubspot_fake, mailerlite_fake, crm):
+    """With [scope.where] on the company, "no company" would take the contact out of scope: an
+    association HubSpot answers with an error (not NO_ASSOCIATIONS_FOUND) is asked again, then the run stops."""
+    hubspot_fake.update_object("companies", crm["acme"], {"lifecyclestage": "customer"})
+    text = MAPPING + '\non_leave = "unsubscribe"\n'
+    text = 'on_leave = "unsubscribe"\n' + MAPPING + '\n[scope.where]\n"company.lifecyclestage" = ["customer"]\n'
+    path = mapping_file(run, text)
+    assert run("--mapping", path).code == 0
+    assert mailerlite_fake.subscriber("ann@example.com")["status"] == "active"
+    hubspot_fake.update_contact(crm["ann"], {"firstname": "Annie"})
+    hubspot_fake.association_failures.add(crm["ann"])
+    result = run("--mapping", path)
+    assert result.code == 3 and result.summary["left_scope"] == 0
+    ann = mailerlite_fake.subscriber("ann@example.com")
+    assert ann["status"] == "active" and ann["fields"]["name"] == "ann"
+    hubspot_fake.association_failures.clear()
+    after = run("--mapping", path)  # HubSpot answers again: the change goes, nobody left
+    assert after.code == 0 and after.summary["left_scope"] == 0
+    assert mailerlite_fake.subscriber("ann@example.com")["fields"]["name"] == "Annie"
+
+
+def test_a_new_primary_company_reaches_the_contact_within_the_hour(run, hubspot_fake, mailerlite_fake, crm):
+    path = mapping_file(run)
+    assert run("--mapping", path).code == 0
+    hubspot_fake.associate_company(crm["ann"], crm["zed"], primary=True)  # HubSpot sets associatedcompanyid
+    result = run("--mapping", path)
+    assert result.code == 0 and result.summary["updated"] == 1
+    assert mailerlite_fake.subscriber("ann@example.com")["fields"]["company_name"] == "Zed"
+
+
+def test_many_companies_changed_at_one_instant_are_all_found(run, hubspot_fake, mailerlite_fake):
+    """More changed companies than a search page, all at one hs_lastmodifieddate: the keyset walk goes
+    through that instant by id (no company, and so no contact, is missed)."""
+    hs = hubspot_fake
+    people = [old_contact(hs, f"p{i}@example.com") for i in range(450)]
+    companies = [hs.add_company({"name": f"C{i}", "industry": "RETAIL"}) for i in range(450)]
+    for person, company in zip(people, companies):
+        hs.associate_company(person, company, primary=True)
+    hs.backdate(HOUR_MS)
+    path = mapping_file(run, 'create_missing_fields = true\n[fields]\n'
+                             '"company.industry" = { field = "industry", transform = "label" }\n')
+    assert run("--mapping", path).code == 0
+    for company in companies:
+        hs.update_object("companies", company, {"industry": "BANKING"})
+    instant = hs.objects["companies"][int(companies[0])]["modified"]
+    with hs.lock:
+        for company in companies:  # one bulk edit, one instant
+            hs.objects["companies"][int(company)]["modified"] = instant
+            hs.objects["companies"][int(company)]["properties"]["hs_lastmodifieddate"] = iso_ms(instant)
+    result = run("--mapping", path)
+    assert result.code == 0 and result.summary["updated"] == 450
+    searches = hs.requests_to("POST", "/crm/objects/2026-09/companies/search")
+    assert any(f["propertyName"] == "hs_object_id" for r in searches for g in r.body["filterGroups"]
+               for f in g["filters"])

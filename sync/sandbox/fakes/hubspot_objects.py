@@ -103,6 +103,8 @@ class AssociatedObjects:
         self._next_object_id = 50_001
         self.no_associations = "empty"  # or "207"
         self.association_page_size = 500
+        # Ids whose associations a batch read cannot read now (a per-id error that is not "none").
+        self.association_failures: Set[str] = set()
 
     # -- seeding -------------------------------------------------------------------------
     def _add_object(self, kind: str, properties: Dict[str, Any], created_ms: Optional[int] = None) -> str:
@@ -242,9 +244,12 @@ class AssociatedObjects:
             return _error("Invalid input JSON: inputs need an id", "VALIDATION_ERROR", 400)
         if len(inputs) > ASSOCIATION_BATCH_MAX:
             return _error(f"Batch read is limited to {ASSOCIATION_BATCH_MAX} inputs", "VALIDATION_ERROR", 400)
-        results, empty = [], []
+        results, empty, failed = [], [], []
         for item in inputs:
             oid = int(item["id"])
+            if str(oid) in self.association_failures:
+                failed.append(str(oid))
+                continue
             links = self._associated(from_type, to_type, oid) if self._live(from_type, oid) else []
             start = int(item.get("after") or 0)
             page = links[start:start + self.association_page_size]
@@ -258,9 +263,10 @@ class AssociatedObjects:
             results.append(result)
         stamp = iso_ms(self.now_ms())  # type: ignore[attr-defined]
         out: Dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": stamp, "completedAt": stamp}
-        if empty:
-            out["numErrors"] = len(empty)
-            out["errors"] = [_batch_error("NO_ASSOCIATIONS_FOUND", f"No {to_type} is associated", [i]) for i in empty]
+        if empty or failed:
+            out["numErrors"] = len(empty) + len(failed)
+            out["errors"] = ([_batch_error("NO_ASSOCIATIONS_FOUND", f"No {to_type} is associated", [i]) for i in empty]
+                             + [_batch_error("INTERNAL_ERROR", "Could not read associations", [i]) for i in failed])
             return self.ok(out, 207)  # type: ignore[attr-defined]
         return self.ok(out)  # type: ignore[attr-defined]
 
