@@ -67,9 +67,10 @@ def crm(hubspot_fake):
     return {"ann": ann, "bob": bob, "cat": cat, "acme": acme, "zed": zed, "open": open_, "won": won}
 
 
-@pytest.mark.parametrize("no_associations", ["empty", "207"])
-def test_first_run_sends_company_deal_and_aggregates(run, hubspot_fake, mailerlite_fake, crm, no_associations):
+@pytest.mark.parametrize("no_associations,ids", [("empty", "string"), ("207", "number")])
+def test_first_run_sends_company_deal_and_aggregates(run, hubspot_fake, mailerlite_fake, crm, no_associations, ids):
     hubspot_fake.no_associations = no_associations  # unconfirmed: an id without any, as HubSpot may answer
+    hubspot_fake.association_ids = ids  # the spec's string, or the number v4's examples show
     hubspot_fake.association_page_size = 1  # every contact's list takes several pages
     result = run("--mapping", mapping_file(run))
     assert result.code == 0, result.out + result.err

@@ -8,9 +8,10 @@ only when more remain. The contact->company association carrying HubSpot's "Prim
 (`HUBSPOT_DEFINED` typeId 1) is the contact's primary company, also kept in the contact property
 `associatedcompanyid` (setting it modifies the contact, as HubSpot does). Adding or removing an
 association bumps no timestamp on either record (HubSpot does not say it does; code must not rely
-on it). Switches: `no_associations` ("empty" answers an id without associations with an empty
-list; "207" leaves it out and names it in a 207's NO_ASSOCIATIONS_FOUND error, as real answers
-were remembered to do), `association_page_size` (one id's list per page).
+on it). Switches: `association_ids` ("string", as the spec types toObjectId, or "number"),
+`no_associations` ("empty" answers an id without associations with an empty list; "207" leaves it
+out and names it in a 207's NO_ASSOCIATIONS_FOUND error, as real answers were remembered to do),
+`association_page_size` (one id's list per page), `association_failures` (ids answered with an error).
 """
 
 from __future__ import annotations
@@ -90,9 +91,11 @@ class AssociatedObjects:
         self.objects: Dict[str, Dict[int, Dict[str, Any]]] = {"companies": {}, "deals": {}}
         self.object_properties: Dict[str, List[Dict[str, Any]]] = {
             "companies": [dict(p) for p in COMPANY_PROPERTIES], "deals": [dict(p) for p in DEAL_PROPERTIES]}
+        stamp = "2024-01-01T00:00:00.000Z"
         self.pipelines: List[Dict[str, Any]] = [{"id": "default", "label": "Sales Pipeline", "displayOrder": 0,
-                                                 "archived": False, "stages": [
-            {"id": s, "label": lab, "displayOrder": i, "archived": False,
+                                                 "archived": False, "createdAt": stamp, "updatedAt": stamp, "stages": [
+            {"id": s, "label": lab, "displayOrder": i, "archived": False, "createdAt": stamp, "updatedAt": stamp,
+             "writePermissions": "CRM_PERMISSIONS_ENFORCEMENT",
              "metadata": {"isClosed": str(closed).lower(), "probability": p}}
             for i, (s, lab, closed, p) in enumerate(DEFAULT_STAGES)]}]
         # (contact id, company id) -> primary?; (contact id, deal id) links.
@@ -103,6 +106,9 @@ class AssociatedObjects:
         self._next_object_id = 50_001
         self.no_associations = "empty"  # or "207"
         self.association_page_size = 500
+        # The 2026-09 spec types toObjectId as a string; v4's documented examples show a number. Unconfirmed:
+        # "string" (the spec) or "number".
+        self.association_ids = "string"
         # Ids whose associations a batch read cannot read now (a per-id error that is not "none").
         self.association_failures: Set[str] = set()
 
@@ -257,7 +263,8 @@ class AssociatedObjects:
                 empty.append(str(oid))
                 continue
             result: Dict[str, Any] = {"from": {"id": str(oid)},
-                                      "to": [{"toObjectId": to, "associationTypes": types} for to, types in page]}
+                                      "to": [{"toObjectId": str(to) if self.association_ids == "string" else to,
+                                              "associationTypes": types} for to, types in page]}
             if start + self.association_page_size < len(links):
                 result["paging"] = {"next": {"after": str(start + self.association_page_size)}}
             results.append(result)
