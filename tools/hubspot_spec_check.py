@@ -10,12 +10,14 @@ yourself and point this script at it.
     python tools/hubspot_spec_check.py --specs /tmp/hubspot-specs
 
 It starts the built-in fake HubSpot and MailerLite APIs, puts one Stoplight Prism validating proxy per
-spec (Contacts, Properties, Lists, Communication Preferences) in front of the fake HubSpot, routes the
+spec (Contacts, Properties, Lists, Communication Preferences, Associations, Companies, Deals, Pipelines)
+in front of the fake HubSpot, routes the
 sync's HubSpot traffic through them, and runs the sync as a user would (`python main.py ...`): a first
 run, an unchanged run, an incremental run, `--full`, `--check`, write-back, departures (the gone contacts'
 archived records read by id with `batch/read?archived=true`, one of them purged so HubSpot cannot answer
 it, and their addresses read by address), the consent sweep, a list-scoped mapping and a member leaving
-its list. Prism marks every request
+its list, and a mapping of companies and deals (--check, a first run, an hourly run after edits, the
+daily association pass). Prism marks every request
 (and answer) that breaks the spec; the script prints them and exits 1 when any REQUEST breaks the spec.
 Answers that break it are the fake's drift from the spec and are listed apart (HubSpot's own answers
 break it too: it sends null for empty properties where the spec says string).
