@@ -162,9 +162,9 @@ class AssociatedObjects:
         contact's associatedcompanyid, which modifies the contact). A plain association bumps nothing."""
         with self.lock:
             cid, oid = int(contact_id), int(company_id)
-            if primary:
-                for key in [k for k, p in self.company_links.items() if k[0] == cid and p]:
-                    self.company_links[key] = False
+            if primary:  # the contact's other companies lose the label
+                for other in self._linked.get(("contacts>companies", cid), set()):
+                    self.company_links[(cid, other)] = False
             self.company_links[(cid, oid)] = primary or self.company_links.get((cid, oid), False)
             self._link("companies", cid, oid)
         if primary:
