@@ -333,3 +333,31 @@ def test_many_companies_changed_at_one_instant_are_all_found(run, hubspot_fake, 
     searches = hs.requests_to("POST", "/crm/objects/2026-09/companies/search")
     assert any(f["propertyName"] == "hs_object_id" for r in searches for g in r.body["filterGroups"]
                for f in g["filters"])
+
+
+def _writes(ml, mark):
+    with ml.lock:
+        return [r for r in ml.log[mark:] if r.method in ("POST", "PUT", "DELETE")]
+
+
+def test_a_lost_state_adopts_what_mailerlite_holds_with_company_and_deal_values(run, hubspot_fake, mailerlite_fake,
+                                                                              crm):
+    path = mapping_file(run)
+    assert run("--mapping", path).code == 0
+    run.state_db.unlink()  # the state lost: MailerLite's listing is compared, the associated values too
+    mark = len(mailerlite_fake.log)
+    again = run("--mapping", path)
+    assert again.code == 0 and again.summary["adopted"] == 3
+    assert again.summary["created"] + again.summary["updated"] == 0 and not _writes(mailerlite_fake, mark)
+
+
+def test_full_repairs_an_associated_field_edited_in_mailerlite(run, hubspot_fake, mailerlite_fake, crm):
+    path = mapping_file(run)
+    assert run("--mapping", path).code == 0
+    deal_group = next(g["id"] for g in mailerlite_fake.groups.values() if g["name"] == "Deal: Contract Sent")
+    mailerlite_fake.subscriber("ann@example.com")["fields"]["company_industry"] = "Edited by hand"
+    mailerlite_fake.subscriber("bob@example.com")["groups"].remove(deal_group)
+    full = run("--mapping", path, "--full")
+    assert full.code == 0 and full.summary["repaired"] == 2
+    assert mailerlite_fake.subscriber("ann@example.com")["fields"]["company_industry"] == "Computer Software"
+    assert groups_of(mailerlite_fake, "bob@example.com") == ["Deal: Contract Sent"]
