@@ -563,7 +563,7 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
     if args.history or args.rejected:
         return state_commands(args, sys.stdout, sandbox.sandbox_state(folder), sandbox.COMMAND)
     with sandbox.Sandbox(touch_count=args.touch or 0, folder=folder) as box:
-        mapping_path = args.mapping or sandbox.default_mapping()
+        mapping_path = args.mapping or sandbox.default_mapping(folder)
         mapping = load_mapping(mapping_path)
         box.introduce(mapping_path, sys.stderr if args.json else sys.stdout, checking=args.check)
         if args.check:

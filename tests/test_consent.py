@@ -590,7 +590,10 @@ def test_every_older_state_schema_migrates(tmp_path, version):
         assert state.pending_actions() == []
         assert [s.email for s in state.synced(["5"])] == (["kept@example.com"] if version else [])
         ledger = state.ledger(["kept@example.com"])  # every synced address has its consent ledger row
-        assert [(r.holder, r.sent) for r in ledger.values()] == ([("5", "upsert")] if version else [])
+        # A state made at schema 10 or later had its ledger when the contact row came (here written
+        # directly, not by a run): the trigger names its holder; migration 10 copied "sent" for older ones.
+        sent = "upsert" if version < 10 else None
+        assert [(r.holder, r.sent) for r in ledger.values()] == ([("5", sent)] if version else [])
     finally:
         state.close()
 

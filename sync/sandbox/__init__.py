@@ -108,14 +108,25 @@ def _check_private(path: Path) -> None:
 _ASSOCIATED_LINE = re.compile(r'^# ("(?:company|deal|deals)\.[a-z0-9_]+" = .*)$', re.MULTILINE)
 
 
-def default_mapping() -> Optional[Path]:
+def _mapping_name(mapping: Optional[Path]) -> str:
+    if mapping is None:
+        return "the built-in default"
+    if mapping.name == SAMPLE_MAPPING:  # default_mapping's copy: named by what it is, not its long path
+        return f"{EXAMPLE_MAPPING.name}, with its company and deal lines on"
+    return str(mapping)
+
+
+SAMPLE_MAPPING = "sample-mapping.toml"
+
+
+def default_mapping(folder: Path = SANDBOX_DIR) -> Optional[Path]:
     """mapping.example.toml with its company and deal lines on (the sandbox has companies and deals),
     written beside the sandbox's state."""
     if not EXAMPLE_MAPPING.exists():
         return None
-    if not SANDBOX_DIR.exists():
+    if not folder.exists():
         return EXAMPLE_MAPPING
-    sample = SANDBOX_DIR / "sample-mapping.toml"
+    sample = folder / SAMPLE_MAPPING
     sample.write_text(_ASSOCIATED_LINE.sub(r"\1", EXAMPLE_MAPPING.read_text(encoding="utf-8")), encoding="utf-8")
     return sample
 
@@ -179,7 +190,7 @@ class Sandbox:
             where = f"kept from the last sandbox run in {self.folder} (start over: {COMMAND} --reset)"
         lines = [f"Sandbox: fake HubSpot and MailerLite on 127.0.0.1, {where}."]
         if not checking:
-            lines.append(f"Mapping: {mapping or 'the built-in default'}.")
+            lines.append(f"Mapping: {_mapping_name(mapping)}.")
         if self.touched:
             lines.append(f"Edited {len(self.touched)} sample contacts in the fake HubSpot (job title, phone): "
                          f"only they should go.")
