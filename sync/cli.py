@@ -563,7 +563,7 @@ def sandbox_command(args: argparse.Namespace, tunables: Optional[Tunables] = Non
     if args.history or args.rejected:
         return state_commands(args, sys.stdout, sandbox.sandbox_state(folder), sandbox.COMMAND)
     with sandbox.Sandbox(touch_count=args.touch or 0, folder=folder) as box:
-        mapping_path = args.mapping or sandbox.default_mapping()
+        mapping_path = args.mapping or sandbox.default_mapping(folder)
         mapping = load_mapping(mapping_path)
         box.introduce(mapping_path, sys.stderr if args.json else sys.stdout, checking=args.check)
         if args.check:
@@ -685,7 +685,8 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables], sandbox_dir: 
                                  count_total=progress.enabled, write_back=write_back,
                                  write_back_hours=settings.write_back_hours, allow_mass_leave=args.allow_mass_leave,
                                  engagement=engagement, engagement_hours=settings.engagement_hours,
-                                 consent_sweep_hours=settings.consent_sweep_hours, plan=plan)
+                                 consent_sweep_hours=settings.consent_sweep_hours,
+                                 associations_hours=settings.associations_hours, plan=plan)
             summary = run_sync(settings, options, mapping, progress, started, advice, tunables)
     except SyncError as exc:
         return _failed(exc.exit_code, str(exc), args.json, settings, getattr(exc, "quiet", False))

@@ -59,6 +59,8 @@ class Settings:
     engagement: bool = False  # SYNC_ENGAGEMENT: MailerLite emails sent, opens, clicks, rates onto HubSpot contacts
     engagement_hours: float = 24.0  # SYNC_ENGAGEMENT_HOURS: how often (it reads every subscriber)
     consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses' consent is read
+    # SYNC_ASSOCIATIONS_HOURS: how often synced contacts' companies and deals associations are read again
+    associations_hours: float = 24.0
     hubspot_token_origin: str = ""  # "HUBSPOT_ACCESS_TOKEN, read from <file>" (or "from the environment")
     mailerlite_key_origin: str = ""  # "MAILERLITE_API_KEY, read from <file>" (or "from the environment")
     settings_file: Optional[Path] = None  # the .env read (--env-file, or .env beside main.py), even if absent
@@ -131,7 +133,7 @@ KNOWN_SETTINGS = ("HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", "MAILERLITE_API_KEY
                   "MAILERLITE_BASE_URL", "SYNC_STATE_DB", "SYNC_HTTP_TIMEOUT", "SYNC_MAPPING_FILE",
                   "MAILERLITE_GROUPS", "SYNC_LOG_FILE", "HEALTHCHECK_URL", "SYNC_WRITE_BACK",
                   "SYNC_WRITE_BACK_HOURS", "SYNC_MAX_RUNTIME", "HUBSPOT_API_VERSION", "SYNC_ENGAGEMENT",
-                  "SYNC_ENGAGEMENT_HOURS", "SYNC_CONSENT_SWEEP_HOURS")
+                  "SYNC_ENGAGEMENT_HOURS", "SYNC_CONSENT_SWEEP_HOURS", "SYNC_ASSOCIATIONS_HOURS")
 OUR_PREFIXES = ("HUBSPOT_", "MAILERLITE_", "SYNC_", "HEALTHCHECK")
 
 
@@ -287,6 +289,7 @@ def load_settings(env_file: Optional[Path] = None, environ: Optional[Mapping[str
         engagement=_flag(values, "SYNC_ENGAGEMENT"),
         engagement_hours=_positive_number(values, "SYNC_ENGAGEMENT_HOURS", 24.0),
         consent_sweep_hours=_positive_number(values, "SYNC_CONSENT_SWEEP_HOURS", 24.0),
+        associations_hours=_positive_number(values, "SYNC_ASSOCIATIONS_HOURS", 24.0),
         hubspot_token_origin=_token_origin(os.environ if environ is None else environ, env_file,
                                            "HUBSPOT_ACCESS_TOKEN", "HUBSPOT_API_KEY", project=project),
         mailerlite_key_origin=_token_origin(os.environ if environ is None else environ, env_file,

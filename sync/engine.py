@@ -29,6 +29,7 @@ from .adoption import (
 )
 from .adoption_listing import Listing, open_listing, time_for_listing
 from .advisories import SCHEMA_SCOPE_ADVICE, SCHEMA_SCOPE_MESSAGE, Advisories
+from .associations import ENRICHED, Associations
 from .casting import TEXT_MAX, PropertyInfo, property_infos
 from .clock_skew import clamp_future_times
 from .consent import ARCHIVED_KEY, Consent
@@ -86,6 +87,7 @@ class RunOptions:
     engagement: bool = False  # MailerLite emails sent, opens, clicks and rates onto HubSpot contacts
     engagement_hours: float = 24.0
     consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses are read
+    associations_hours: float = 24.0  # SYNC_ASSOCIATIONS_HOURS: how often synced contacts' associations are read
     plan: Optional[PlanReport] = None  # a dry run's planned actions, listed (--verbose, --output); dry_run_report.py
 
 
@@ -131,7 +133,11 @@ class Engine:
         self.consent = Consent(hubspot, mailerlite, state, mapping, self.schema, self.summary, self._in_scope,
                                dry_run=options.dry_run, allow_mass_leave=options.allow_mass_leave,
                                sweep_hours=options.consent_sweep_hours, plan=options.plan, tunables=tunables)
+        # The contact's companies and deals (company.x, deal.x, deals.count in the mapping): associations.py.
+        self.associations = Associations(hubspot, state, mapping, dry_run=options.dry_run,
+                                         hours=options.associations_hours, lag_ms=tunables.search_lag_ms)
         self._max_modified: Optional[int] = None
+        self._contact_defs = False  # whether HubSpot's contact property definitions were read
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
         seen_types = state.get_json(FIELD_TYPES_KEY)
         self._field_types: Dict[str, str] = ({str(k): str(v) for k, v in seen_types.items()}
@@ -175,8 +181,9 @@ class Engine:
             self._clamp_future_times(start_ms)
             write_back = self._prepare_write_back(start_ms)
             engagement = self._prepare_engagement(start_ms, scopes_checked=write_back is not None)
+            self.associations.prepare(full, start_ms)  # their scopes proven; changed companies and deals found
             if (full or self.mapping.optout_properties != DEFAULT_OPTOUT_PROPERTIES
-                    or self.state.get_json(NAMES_CHECKED_KEY) != self.mapping.properties()):
+                    or self.state.get_json(NAMES_CHECKED_KEY) != self._checked_names()):
                 # Every property the mapping names exists, before any write (an incremental run checks
                 # at its first changed contact, so an idle one spends no request on it, unless the
                 # mapping changed since its names were last checked: the run after an edit is usually
@@ -206,6 +213,7 @@ class Engine:
                 if full_done:
                     mapping_change.applied(self.state, self.mapping)
                 self._listing_done(full)
+                self.associations.advance()
             self.consent.sweep(start_ms, full)
             if write_back is not None:
                 before = self.hubspot.requests + self.mailerlite.requests
@@ -240,6 +248,7 @@ class Engine:
                 if not self.options.dry_run:
                     self.copy.note_created(self.summary["created"])
                 self.copy.close()
+            self.associations.close()
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.hubspot.requests
             summary.mailerlite_requests = self.mailerlite.requests
@@ -316,15 +325,18 @@ class Engine:
                 # hold, becomes a tombstone (state.py, migration 9) the sweep follows. A synced one
                 # leaves by the full pass's evidence, as any other.
                 self.state.forget_problems_only(sorted(extra, key=int))
+        # Their company or a deal changed, or (the daily pass) their associations did: read by id.
+        yield from self.associations.touched(props)
 
     def _sync(self, full: bool, bookmark: Optional[int], changed_members: Set[str]) -> None:
         try:
-            for page in _pages(self._contacts(full, bookmark, changed_members), self.tunables.state_page):
+            contacts = self.associations.enriched(self._contacts(full, bookmark, changed_members))
+            for page in _pages(contacts, self.tunables.state_page):
                 self._process_page(page, full)
             if full:
                 # Absence from the listing only makes a candidate (consent/evidence.py): each synced contact
                 # the pass did not see is read by id; the live ones are processed like any other.
-                for page in _pages(self._missed_by_listing(), self.tunables.state_page):
+                for page in _pages(self.associations.enriched(self._missed_by_listing()), self.tunables.state_page):
                     self._process_page(page, full)
             if not self.options.dry_run:
                 self.writer.flush()
@@ -410,6 +422,7 @@ class Engine:
             else:
                 Advisories(self.state, record=not self.options.dry_run).gone(SCHEMA_SCOPE_ADVICE)
             self._info = property_infos(defs)
+            self._contact_defs = bool(defs)
             unknown_optouts = [p for p in self.mapping.optout_properties if defs and p not in self._info]
             if unknown_optouts:
                 # Opt-outs read from a property that does not exist would be lost without a word.
@@ -420,9 +433,15 @@ class Engine:
                 # Read as empty, a misspelt property would clear its field for every subscriber.
                 raise ConfigError(unknown_names_message("HubSpot has no contact property", missing, defs,
                                                         "fix the mapping file; nothing was written"))
+            # The company and deal schemas, their names checked (exit 2 before any write): associations.py.
+            self._info.update(self.associations.infos())
             if defs and not self.options.dry_run:
-                self.state.set_json(NAMES_CHECKED_KEY, self.mapping.properties())
+                self.state.set_json(NAMES_CHECKED_KEY, self._checked_names())
         return self._info
+
+    def _checked_names(self) -> List[str]:
+        """The names the last check found in HubSpot: the contact properties, then the associated ones."""
+        return self.mapping.properties() + self.mapping.associated_names()
 
     def _check_names_returned(self, page: List[Contact]) -> None:
         """Without crm.schemas.contacts.read the definitions are unknown, so the mapping's names are
@@ -430,7 +449,8 @@ class Engine:
         out of its answer, so one that no contact carries at all is a typo (exit 2, before any write).
         Where HubSpot answers such a property as null instead (unconfirmed), this finds nothing."""
         self._names_checked = True
-        if self._property_info() or not page:
+        self._property_info()
+        if self._contact_defs or not page:
             return  # the definitions were read: every name was checked against them
         returned: Set[str] = set().union(*(c["properties"].keys() for c in page))
         missing = [p for p in self.mapping.properties() if p not in returned]
@@ -441,6 +461,8 @@ class Engine:
                 "are checked against the contacts read; add the scope to check them against HubSpot's list)"))
 
     def _map(self, contact: Contact) -> Outcome:
+        if self.associations.enabled and not contact.get(ENRICHED):
+            self.associations.enrich([contact])  # read outside the pass (consent's reads): its values first
         return map_contact(contact, self.mapping, self._property_info(), self._lists_of(contact["id"]),
                            self._field_types)
 

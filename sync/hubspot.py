@@ -35,7 +35,16 @@ from .hubspot_answers import (
     Verdict,
     classify,
 )
-from .hubspot_paging import SearchKey, is_record_id, next_cursor, next_search_key, paginate, results_of, search_filters
+from .hubspot_paging import (
+    CONTACT_STAMP,
+    SearchKey,
+    is_record_id,
+    next_cursor,
+    next_search_key,
+    paginate,
+    results_of,
+    search_filters,
+)
 from .mapping import normalise_email
 from .retrying import RetryPolicy, Transient
 from .tunables import DEFAULTS, Tunables
@@ -274,22 +283,24 @@ class HubSpotReader:
             yield from self._contacts_of(results)
 
     def _search_pages(self, what: str, base: List[Dict[str, Any]], properties: List[str],
-                      first: SearchKey) -> Iterator[List[Any]]:
-        """A search paged by keyset (see hubspot_paging): never by offset over a live index."""
+                      first: SearchKey, path: str = hs.SEARCH_PATH,
+                      stamp: str = CONTACT_STAMP) -> Iterator[List[Any]]:
+        """A search paged by keyset (see hubspot_paging): never by offset over a live index. `path`
+        and `stamp` (its modification-time property) for another object's search."""
 
         def fetch(key: SearchKey, seen: Set[SearchKey]) -> Tuple[List[Any], Optional[SearchKey]]:
-            filters, sort = search_filters(key, base)
+            filters, sort = search_filters(key, base, stamp)
             body = {"filterGroups": [{"filters": filters}], "sorts": [sort], "properties": properties,
                     "limit": hs.SEARCH_PAGE_SIZE, "after": "0"}
 
             def check(page: Dict[str, Any]) -> Tuple[List[Any], Optional[SearchKey]]:
                 results = results_of(page)
                 more = next_cursor(page, set()) is not None
-                if self.search_total is None and isinstance(page.get("total"), int):
+                if path == hs.SEARCH_PATH and self.search_total is None and isinstance(page.get("total"), int):
                     self.search_total = page["total"]
-                return results, next_search_key(key, results, more, seen)
+                return results, next_search_key(key, results, more, seen, stamp)
 
-            return self._call(what, "POST", self._path(hs.SEARCH_PATH), body=body, search=True, check=check)
+            return self._call(what, "POST", self._path(path), body=body, search=True, check=check)
 
         return paginate(fetch, first)
 

@@ -68,22 +68,25 @@ def next_cursor(page: Dict[str, Any], seen: Set[str]) -> Optional[str]:
     return str(after)
 
 
-def _positions(results: List[Dict[str, Any]]) -> List[Tuple[int, int]]:
-    """(lastmodifieddate ms or -1, id) of each result with a usable id."""
+CONTACT_STAMP = "lastmodifieddate"  # companies and deals keep theirs in hs_lastmodifieddate
+
+
+def _positions(results: List[Dict[str, Any]], stamp: str = CONTACT_STAMP) -> List[Tuple[int, int]]:
+    """(modification time ms or -1, id) of each result with a usable id."""
     out = []
     for raw in results:
         if isinstance(raw, dict) and is_record_id(raw.get("id")):
             props = raw.get("properties")
-            ms = to_epoch_ms(props.get("lastmodifieddate")) if isinstance(props, dict) else None
+            ms = to_epoch_ms(props.get(stamp)) if isinstance(props, dict) else None
             out.append((-1 if ms is None else ms, int(raw["id"])))
     return out
 
 
 def next_search_key(key: SearchKey, results: List[Dict[str, Any]], more: bool,
-                    seen: Set[SearchKey]) -> Optional[SearchKey]:
+                    seen: Set[SearchKey], stamp: str = CONTACT_STAMP) -> Optional[SearchKey]:
     """Where the next search request starts, checking the page came in the order asked for."""
     op, ms, last_id = key
-    positions = _positions(results)
+    positions = _positions(results, stamp)
     if op in ("EQ", "ID"):
         ids = [i for _, i in positions]
         if ids != sorted(ids) or (ids and ids[0] <= last_id) or (op == "EQ" and any(m not in (ms, -1)
@@ -110,12 +113,14 @@ def next_search_key(key: SearchKey, results: List[Dict[str, Any]], more: bool,
     return following
 
 
-def search_filters(key: SearchKey, base: List[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], str]:
-    """The filters and the sort (HubSpot takes one sort, a property name, ascending) for a position."""
+def search_filters(key: SearchKey, base: List[Dict[str, Any]],
+                   stamp: str = CONTACT_STAMP) -> Tuple[List[Dict[str, Any]], str]:
+    """The filters and the sort (HubSpot takes one sort, a property name, ascending) for a position;
+    `stamp` is the modification-time property (contacts: lastmodifieddate, others hs_lastmodifieddate)."""
     op, ms, last_id = key
     if op == "ID":
         return base + [{"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}], "hs_object_id"
     if op == "EQ":
-        return base + [{"propertyName": "lastmodifieddate", "operator": "EQ", "value": str(ms)},
+        return base + [{"propertyName": stamp, "operator": "EQ", "value": str(ms)},
                        {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)}], "hs_object_id"
-    return base + [{"propertyName": "lastmodifieddate", "operator": op, "value": str(ms)}], "lastmodifieddate"
+    return base + [{"propertyName": stamp, "operator": op, "value": str(ms)}], stamp

@@ -37,6 +37,17 @@ CONSENT_BATCH_SIZE = 100  # the spec states no limit; assumed, as for every othe
 # every token kind may read it is unconfirmed: a refusal means "unknown").
 ACCOUNT_DETAILS_PATH = "/account-info/{v}/details"
 
+# Companies and deals (issue 30), with {kind} "companies" or "deals" (hubspot_associations.py).
+OBJECT_BATCH_READ_PATH = "/crm/objects/{v}/{kind}/batch/read"
+OBJECT_SEARCH_PATH = "/crm/objects/{v}/{kind}/search"
+OBJECT_PROPERTIES_PATH = "/crm/properties/{v}/{kind}"
+ASSOCIATIONS_READ_PATH = "/crm/associations/{v}/{from_type}/{to_type}/batch/read"
+DEAL_PIPELINES_PATH = "/crm/pipelines/{v}/deals"
+OBJECT_STAMP = "hs_lastmodifieddate"  # companies' and deals' modification time (contacts: lastmodifieddate)
+ASSOCIATIONS_BATCH_SIZE = 1000  # ids per associations batch read (a 2025-02 changelog entry; the spec says none)
+OBJECT_READ_SCOPES = {"companies": "crm.objects.companies.read", "deals": "crm.objects.deals.read"}
+OBJECT_SCHEMA_SCOPES = {"companies": "crm.schemas.companies.read", "deals": "crm.schemas.deals.read"}
+
 # Limits.
 PAGE_SIZE = 100  # the contact listing's maximum
 SEARCH_PAGE_SIZE = 200  # the search endpoint's maximum

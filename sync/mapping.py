@@ -11,9 +11,10 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, Union
 from typing import Mapping as MappingType
 
+from .associated_values import is_associated
 from .casting import TEXT_MAX, CastError, PropertyInfo, cast, clean_text, infer_field_type
 from .redaction import INVISIBLE_RE, SURROGATE_RE
 
@@ -98,11 +99,18 @@ class Mapping:
     def default(cls, **changes: Any) -> Mapping:
         return cls(tuple(FieldRule(p, f) for p, f in DEFAULT_FIELD_MAP.items()), **changes)
 
+    def _source_names(self) -> Set[str]:
+        names = {r.prop for r in self.rules} | {g.prop for g in self.property_groups}
+        return names | {prop for prop, _ in self.scope_where}
+
     def properties(self) -> List[str]:
-        """The HubSpot properties a run must ask for."""
-        wanted = set(ALWAYS_READ) | set(self.optout_properties) | {r.prop for r in self.rules}
-        wanted |= {g.prop for g in self.property_groups}
-        return sorted(wanted | {prop for prop, _ in self.scope_where})
+        """The HubSpot contact properties a run must ask for (associated names are not the contact's)."""
+        wanted = set(ALWAYS_READ) | set(self.optout_properties)
+        return sorted(wanted | {name for name in self._source_names() if not is_associated(name)})
+
+    def associated_names(self) -> List[str]:
+        """The source names read from the contact's companies and deals (company.x, deal.x, deals.count...)."""
+        return sorted(name for name in self._source_names() if is_associated(name))
 
     def list_ids(self) -> List[str]:
         return sorted(set(self.scope_lists) | {lid for lid, _ in self.list_groups})

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from . import toml_errors
+from .associated_values import name_problem
 from .errors import ConfigError
 from .mapping import (
     DEFAULT_FIELD_MAP,
@@ -73,6 +74,8 @@ def _string_list(value: Any, where: str) -> Tuple[str, ...]:
 
 def _property(name: str, where: str) -> str:
     _check(bool(_PROPERTY_RE.match(name)), f"{where}: {name!r} is not a HubSpot property name")
+    problem = name_problem(name)  # company.x, deal.x and the deals.* aggregates (associated_values.py)
+    _check(problem is None, f"{where}: {problem}")
     return name
 
 
@@ -165,6 +168,9 @@ def _consent(table: Any) -> Tuple[str, ...]:
     names = _string_list(table.get("optout_properties", list(DEFAULT_OPTOUT_PROPERTIES)),
                          "[consent] optout_properties")
     _check(bool(names), "[consent] optout_properties must name at least one property (hs_email_optout)")
+    for name in names:  # consent is the contact's own: never read from a company or a deal
+        _check("." not in name, f"[consent] optout_properties: {name!r} is not a contact property; opt-outs are "
+                                f"read from the contact itself")
     return tuple(dict.fromkeys(_property(n, "[consent] optout_properties") for n in names))
 
 

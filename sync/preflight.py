@@ -10,6 +10,7 @@ from itertools import islice
 from typing import Callable, Dict, List, Optional, Sequence, Set, TextIO, Tuple, TypeVar
 
 from .advisories import SCHEMA_SCOPE_MESSAGE
+from .associations import Associations
 from .casting import PropertyInfo, property_infos
 from .consent.by_address import CONSENT_SCOPE_MESSAGE, AddressConsent
 from .errors import EXIT_ABORTED, EXIT_CONFIG, EXIT_OK, AuthError, SyncError
@@ -123,8 +124,14 @@ class Preflight:
                 else:
                     hint = did_you_mean(prop, defs)
                     self.problems.append(f"HubSpot has no contact property {prop!r}" + (f" ({hint})" if hint else ""))
+        associated = Associations(self.hubspot, None, self.mapping, dry_run=True)
+        if associated.enabled:
+            info.update(self._check_associated(associated))
         sample = self._try(lambda: list(islice(self.hubspot.iter_contacts(self.mapping.properties()), SAMPLE_CONTACTS)),
                            HUBSPOT)
+        if associated.enabled and isinstance(sample, list) and not self.problems:
+            self._try(lambda: associated.enrich(sample), HUBSPOT)  # their companies' and deals' sample values
+        associated.close()
         self._check_consent_scope(sample if isinstance(sample, list) else [])
         fields = self._try(self.mailerlite.list_fields, MAILERLITE)
         existing = {str(f.get("key")): str(f.get("type")) for f in fields or [] if isinstance(f, dict)}
@@ -140,6 +147,18 @@ class Preflight:
         if self.problems:
             return EXIT_CONFIG
         return EXIT_ABORTED if self.down else EXIT_OK  # 3: try again later; 2 is for settings
+
+    def _check_associated(self, associated: Associations) -> Dict[str, PropertyInfo]:
+        """Company and deal names (company.x, deal.x, deals.*): their read scopes, and their names
+        and types from the company and deal schemas (whose scopes are recommended)."""
+        problems = self._try(associated.check_scopes, HUBSPOT)
+        self.problems.extend(problems or [])
+        if problems:
+            return {}
+        found = self._try(associated.infos, HUBSPOT)
+        if associated.unverified:
+            self.notes.append(associated.schema_advice())
+        return found or {}
 
     def _check_consent_scope(self, sample: List[dict]) -> None:
         """Consent by address needs its own scope; without it the sync falls back to the records'

@@ -29,7 +29,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -248,6 +248,12 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
             fields TEXT NOT NULL,           -- JSON object
             groups TEXT)                    -- JSON {id: name}; NULL when the listing did not include them""",
         "CREATE INDEX listing_held_by_id ON listing_held(subscriber_id)",
+    ),
+    12: (
+        # Each synced contact's associations as last read (its primary company and its deals, as one
+        # hash: sync/associations.py), so the daily association pass finds the contacts whose
+        # associations alone changed (HubSpot moves no timestamp for that) and reads only those.
+        "CREATE TABLE associations (hubspot_id INTEGER PRIMARY KEY, signature TEXT NOT NULL)",
     ),
 }
 
@@ -881,6 +887,27 @@ class State:
                                 "FROM problems ORDER BY kind, hubspot_id")
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur]
+
+    def synced_ids(self, after: int = -1, limit: int = 1000) -> List[int]:
+        """Synced contacts' ids above `after`, in order, a page at a time."""
+        return [int(r[0]) for r in self.conn.execute(
+            "SELECT hubspot_id FROM contacts WHERE hubspot_id > ? ORDER BY hubspot_id LIMIT ?", (after, limit))]
+
+    def association_signatures(self, hubspot_ids: Sequence[int]) -> Dict[int, str]:
+        ids = [int(i) for i in hubspot_ids]
+        if not ids:
+            return {}
+        return {int(r[0]): str(r[1]) for r in self.conn.execute(
+            f"SELECT hubspot_id, signature FROM associations WHERE hubspot_id IN ({','.join('?' * len(ids))})", ids)}
+
+    def save_association_signatures(self, rows: Iterable[Tuple[int, str]]) -> None:
+        with self.transaction():
+            self.conn.executemany("INSERT OR REPLACE INTO associations(hubspot_id, signature) VALUES (?, ?)", rows)
+
+    def drop_unsynced_signatures(self) -> None:
+        """Signatures of contacts no longer synced (they left, were forgotten)."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM associations WHERE hubspot_id NOT IN (SELECT hubspot_id FROM contacts)")
 
     def count_contacts(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM contacts").fetchone()[0])

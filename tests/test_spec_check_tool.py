@@ -36,6 +36,10 @@ def test_prefixes_follow_both_kinds_of_version():
     assert tool.prefix("contacts.json", "2026-09") == "/crm/objects/2026-09/"
     assert tool.prefix("lists.json", "v3") == "/crm/v3/lists/"
     assert tool.prefix("subscriptions.json", "2026-09") == "/communication-preferences/2026-09/"
+    # Companies and deals share the objects API's paths: each spec gets its own object type's requests.
+    assert tool.prefix("deals.json", "2026-09") == "/crm/objects/2026-09/deals/"
+    assert tool.api_prefix("deals.json", "2026-09") == "/crm/objects/2026-09/"
+    assert tool.prefix("associations.json", "2026-09") == "/crm/associations/2026-09/"
 
 
 def test_pruning_keeps_the_paths_asked_for_and_the_schemas_they_reach(tmp_path):

@@ -10,12 +10,14 @@ yourself and point this script at it.
     python tools/hubspot_spec_check.py --specs /tmp/hubspot-specs
 
 It starts the built-in fake HubSpot and MailerLite APIs, puts one Stoplight Prism validating proxy per
-spec (Contacts, Properties, Lists, Communication Preferences) in front of the fake HubSpot, routes the
+spec (Contacts, Properties, Lists, Communication Preferences, Associations, Companies, Deals, Pipelines)
+in front of the fake HubSpot, routes the
 sync's HubSpot traffic through them, and runs the sync as a user would (`python main.py ...`): a first
 run, an unchanged run, an incremental run, `--full`, `--check`, write-back, departures (the gone contacts'
 archived records read by id with `batch/read?archived=true`, one of them purged so HubSpot cannot answer
 it, and their addresses read by address), the consent sweep, a list-scoped mapping and a member leaving
-its list. Prism marks every request
+its list, and a mapping of companies and deals (--check, a first run, an hourly run after edits, the
+daily association pass). Prism marks every request
 (and answer) that breaks the spec; the script prints them and exits 1 when any REQUEST breaks the spec.
 Answers that break it are the fake's drift from the spec and are listed apart (HubSpot's own answers
 break it too: it sends null for empty properties where the spec says string).
@@ -29,6 +31,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -52,7 +55,10 @@ from sync.sandbox.fakes.mailerlite import FakeMailerLite  # noqa: E402
 HS_TOKEN = "spec-check-hubspot-token"
 ML_TOKEN = "spec-check-mailerlite-token"
 SPECS = {"contacts.json": "objects", "properties.json": "properties", "lists.json": "lists",
-         "subscriptions.json": "communication-preferences"}  # file -> API
+         "subscriptions.json": "communication-preferences", "companies.json": "objects", "deals.json": "objects",
+         "associations.json": "associations", "pipelines.json": "pipelines"}  # file -> API
+# Specs of one object type under the shared /crm/objects/{v}/{objectType} paths: routed by that type.
+OBJECT_TYPES = {"companies.json": "companies", "deals.json": "deals"}
 FOLDERS = {"subscriptions.json": "/Communication Preferences/"}  # where a spec lives (CRM when absent)
 # Path endings kept from a spec (every path when absent): the memberships listing, the list itself
 # (its size) and the records' memberships batch read (departures need evidence).
@@ -70,19 +76,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def prefix(name: str, version: str) -> str:
-    """The path prefix a spec covers: /crm/objects/2026-09/ for date versions, /crm/v3/objects/ for v3."""
+def api_prefix(name: str, version: str) -> str:
+    """The path prefix a spec's API has: /crm/objects/2026-09/ for date versions, /crm/v3/objects/ for v3."""
     api = SPECS[name]
     if name in FOLDERS:  # not a CRM API: /communication-preferences/2026-09/ (v3 before that)
         return f"/{api}/{version}/"
     return f"/crm/{version}/{api}/" if version.startswith("v") else f"/crm/{api}/{version}/"
 
 
+def prefix(name: str, version: str) -> str:
+    """The requests a spec's proxy is sent: its API's, or one object type's (/crm/objects/2026-09/deals/)."""
+    return api_prefix(name, version) + (f"{OBJECT_TYPES[name]}/" if name in OBJECT_TYPES else "")
+
+
 def find_specs(root: Path, version: str) -> Dict[str, Path]:
     """spec name -> file for this version (beta rollouts ignored)."""
     found: Dict[str, Path] = {}
     for name in SPECS:
-        wanted = prefix(name, version).rstrip("/")
+        wanted = api_prefix(name, version).rstrip("/")
         for path in sorted(root.rglob(name)):
             if path.parent.name != version or FOLDERS.get(name, "/CRM/") not in str(path):
                 continue
@@ -142,7 +153,9 @@ class Router:
 
     def app(self, environ: dict, start_response: object) -> object:
         request = Request(environ)
-        target = next((url for prefix, url in self.prisms if request.path.startswith(prefix)), None)
+        # The longest prefix first: /crm/objects/2026-09/deals/ goes to the Deals spec, not the Contacts one.
+        target = next((url for prefix, url in sorted(self.prisms, key=lambda p: -len(p[0]))
+                       if request.path.startswith(prefix)), None)
         base = target or self.fake_url
         upstream = self.session.request(
             request.method, base + request.full_path.rstrip("?"), data=request.get_data(),
@@ -218,6 +231,21 @@ def seed(hubspot: FakeHubSpot, mailerlite: FakeMailerLite) -> None:
                  "lifecyclestage": "lead", "hs_email_optout": "true" if i % 50 == 3 else "false"}
         ids.append(hubspot.add_contact(props, modified_ms=base + i))
     hubspot.lists[LIST_ID] = [int(i) for i in ids[:120]]
+    # Companies and deals (a mapping that reads them): two companies on some contacts, one Primary,
+    # deals shared by two contacts, one archived; each contact's associations paged (3 a page).
+    companies = [hubspot.add_company({"name": f"Company {c}", "industry": "RETAIL", "numberofemployees": "12"})
+                 for c in range(20)]
+    deals = [hubspot.add_deal({"dealname": f"Deal {d}", "dealstage": "contractsent", "amount": "100"})
+             for d in range(60)]
+    for i, cid in enumerate(ids[:200]):
+        hubspot.associate_company(cid, companies[i % 20], primary=i % 3 != 0)
+        if i % 4 == 0:
+            hubspot.associate_company(cid, companies[(i + 7) % 20])
+        for d in range(i % 5):
+            hubspot.associate_deal(cid, deals[(i + d) % 60])
+    hubspot.archive_object("deals", deals[5])
+    hubspot.association_page_size = 3
+    hubspot.backdate(3_600_000)
     for i in (5, 6):  # unsubscribed in MailerLite: write-back tells HubSpot
         mailerlite.add_subscriber(f"spec{i}@example.com", status="unsubscribed")
 
@@ -259,6 +287,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                            f'[scope]\nlists = ["{LIST_ID}"]\n[groups.lists]\n"{LIST_ID}" = "Spec list"\n'
                            '[fields]\nnumemployees = { field = "employees", type = "number" }\n'
                            'lifecyclestage = { field = "stage", transform = "label" }\n', encoding="utf-8")
+        associated = work / "associated.toml"
+        associated.write_text("create_missing_fields = true\n[fields]\n"
+                              '"company.industry" = { field = "company_industry", transform = "label" }\n'
+                              '"company.numberofemployees" = "company_size"\n'
+                              '"deal.dealstage" = { field = "deal_stage", transform = "label" }\n'
+                              '"deals.count" = "deals"\n"deals.won_amount" = "deals_won_amount"\n'
+                              '[groups.property]\n"deal.dealstage" = "Deal: {label}"\n', encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBSPOT_", "MAILERLITE_", "SYNC_"))}
         env.update(HUBSPOT_ACCESS_TOKEN=HS_TOKEN, MAILERLITE_API_KEY=ML_TOKEN, HUBSPOT_BASE_URL=router.url,
                    MAILERLITE_BASE_URL=mailerlite.base_url, SYNC_STATE_DB=str(work / "state.db"),
@@ -278,6 +313,13 @@ def main(argv: Optional[List[str]] = None) -> int:
              {"SYNC_STATE_DB": str(work / "lists.db")}),
             ("list member left", common + ["--mapping", str(mapping)],
              {"SYNC_STATE_DB": str(work / "lists.db"), "leave": "1"}),
+            ("companies and deals --check", common + ["--mapping", str(associated), "--check"], {}),
+            ("companies and deals, first", common + ["--mapping", str(associated)],
+             {"SYNC_STATE_DB": str(work / "associated.db")}),
+            ("companies and deals, hourly", common + ["--mapping", str(associated)],
+             {"SYNC_STATE_DB": str(work / "associated.db"), "edit_objects": "1"}),
+            ("association pass", common + ["--mapping", str(associated)],
+             {"SYNC_STATE_DB": str(work / "associated.db"), "pass_due": "1"}),
         ]
         used = ", ".join(str(p.relative_to(args.specs)) for p in specs.values())
         print(f"HubSpot API {args.version}; specs: {used}")
@@ -285,6 +327,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         for title, cli_args, extra in scenarios:
             if extra.pop("leave", None):  # its memberships are read by id before it may leave
                 hubspot.lists[LIST_ID] = hubspot.lists[LIST_ID][1:]
+            if extra.pop("pass_due", None):  # the daily association pass, due now
+                db = sqlite3.connect(str(work / "associated.db"))
+                db.execute("UPDATE meta SET value='0' WHERE key='associations_due_ms'")
+                db.commit()
+                db.close()
+            if extra.pop("edit_objects", None):  # found by the company and deal searches
+                hubspot.update_object("companies", str(min(hubspot.objects["companies"])), {"industry": "BANKING"})
+                hubspot.update_object("deals", str(min(hubspot.objects["deals"])), {"dealstage": "closedwon"})
             if extra.pop("edit", None):
                 for cid in list(hubspot.contacts)[:3]:
                     hubspot.update_contact(str(cid), {"jobtitle": "Edited"})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -103,8 +104,32 @@ def _check_private(path: Path) -> None:
         path.chmod(0o700)
 
 
-def default_mapping() -> Optional[Path]:
-    return EXAMPLE_MAPPING if EXAMPLE_MAPPING.exists() else None
+# The example's commented company and deal lines, which the sandbox's sample mapping turns on.
+# (Its fields; the deal-stage group line stays off, so --check's groups line keeps within 80 columns.)
+_ASSOCIATED_LINE = re.compile(r'^# ("(?:company|deal|deals)\.[a-z0-9_]+" = (?!"Deal: ).*)$', re.MULTILINE)
+
+
+def _mapping_name(mapping: Optional[Path]) -> str:
+    if mapping is None:
+        return "the built-in default"
+    if mapping.name == SAMPLE_MAPPING:  # default_mapping's copy: named by what it is, not its long path
+        return f"{EXAMPLE_MAPPING.name}, with its company and deal lines on"
+    return str(mapping)
+
+
+SAMPLE_MAPPING = "sample-mapping.toml"
+
+
+def default_mapping(folder: Path = SANDBOX_DIR) -> Optional[Path]:
+    """mapping.example.toml with its company and deal lines on (the sandbox has companies and deals),
+    written beside the sandbox's state."""
+    if not EXAMPLE_MAPPING.exists():
+        return None
+    if not folder.exists():
+        return EXAMPLE_MAPPING
+    sample = folder / SAMPLE_MAPPING
+    sample.write_text(_ASSOCIATED_LINE.sub(r"\1", EXAMPLE_MAPPING.read_text(encoding="utf-8")), encoding="utf-8")
+    return sample
 
 
 class Sandbox:
@@ -166,7 +191,7 @@ class Sandbox:
             where = f"kept from the last sandbox run in {self.folder} (start over: {COMMAND} --reset)"
         lines = [f"Sandbox: fake HubSpot and MailerLite on 127.0.0.1, {where}."]
         if not checking:
-            lines.append(f"Mapping: {mapping or 'the built-in default'}.")
+            lines.append(f"Mapping: {_mapping_name(mapping)}.")
         if self.touched:
             lines.append(f"Edited {len(self.touched)} sample contacts in the fake HubSpot (job title, phone): "
                          f"only they should go.")
@@ -223,7 +248,9 @@ DEFAULT_KEYS = ("name", "last_name", "company", "country", "city", "phone", "sta
 def _fields(sub: Dict[str, Any]) -> str:
     # Names first, then the custom fields a mapping adds (the interesting part), then the rest.
     values = {k: v for k, v in sub["fields"].items() if v not in (None, "")}
-    order = [k for k in FIRST_SHOWN if k in values] + sorted(k for k in values if k not in DEFAULT_KEYS)
+    # The sample mapping's company and deal fields after the contact's own.
+    custom = sorted((k.startswith(("company_", "deal")), k) for k in values if k not in DEFAULT_KEYS)
+    order = [k for k in FIRST_SHOWN if k in values] + [k for _, k in custom]
     order += [k for k in values if k not in order]
     return ", ".join(f"{k}={values[k]}" for k in order)
 

@@ -75,11 +75,51 @@ def seed(hubspot: FakeHubSpot, mailerlite: FakeMailerLite, count: int = CONTACTS
     people[21]["email"] = INVALID_ADDRESS  # an invalid address: rejected, with the reason
     for i, props in enumerate(people):
         ids.append(hubspot.add_contact(props, modified_ms=base + i * 1000))
+    seed_companies_and_deals(hubspot, ids, people, rng)
     for i in UNSUBSCRIBED_IN_MAILERLITE:
         mailerlite.add_subscriber(str(people[i]["email"]), status="unsubscribed")
     for i in BOUNCED_IN_MAILERLITE:
         mailerlite.add_subscriber(str(people[i]["email"]), status="bounced")
     return ids
+
+
+MORE_COMPANIES = ["Lipa Foods", "Karst Analytics", "Brio Retail", "Zenit Bank", "Polar Tools", "Oaza Travel",
+                  "Sava Logistics", "Ribnik Media", "Vega Health", "Mura Energy", "Drava Works", "Krka Studio",
+                  "Bled Ventures", "Piran Labs", "Soča Software", "Triglav Insurance"]
+INDUSTRIES = ["COMPUTER_SOFTWARE", "RETAIL", "BANKING"]
+COMPANY_STAGES = ["lead", "opportunity", "customer"]
+DEALS = 60
+DEAL_STAGES = ["appointmentscheduled", "qualifiedtobuy", "contractsent", "closedwon", "closedlost"]
+ARCHIVED_DEALS = (3, 17)  # deleted deals: they never count
+
+
+def seed_companies_and_deals(hubspot: FakeHubSpot, ids: List[str], people: List[Dict[str, Optional[str]]],
+                             rng: random.Random) -> None:
+    """Two dozen companies (each contact's own, by its company name, as the Primary one; every fifth
+    contact has a second one), 60 deals on a few contacts each (some shared, two archived)."""
+    base = int(time.time() * 1000) - 90 * 86_400_000
+    companies = {}
+    for name in COMPANIES + MORE_COMPANIES:
+        companies[name] = hubspot.add_company({
+            "name": name, "domain": _ascii(name.split()[0]) + ".example", "industry": rng.choice(INDUSTRIES),
+            "numberofemployees": str(rng.choice([8, 40, 120, 900])), "lifecyclestage": rng.choice(COMPANY_STAGES)})
+    others = list(companies.values())
+    for i, (cid, props) in enumerate(zip(ids, people)):
+        own = companies.get(str(props.get("company")))
+        if own:
+            hubspot.associate_company(cid, own, primary=True)
+        if i % 5 == 0:
+            hubspot.associate_company(cid, rng.choice(others))
+    for d in range(DEALS):
+        stage = rng.choice(DEAL_STAGES)
+        deal = hubspot.add_deal({"dealname": f"Deal {d + 1}", "dealstage": stage, "pipeline": "default",
+                                 "amount": str(rng.choice([500, 1200, 4800, 15000]))},
+                                created_ms=base + d * 86_400_000)
+        for cid in rng.sample(ids, rng.choice([1, 1, 2, 3])):
+            hubspot.associate_deal(cid, deal)
+        if d in ARCHIVED_DEALS:
+            hubspot.archive_object("deals", deal)
+    hubspot.backdate(86_400_000)  # the sample data was made yesterday
 
 
 def touch(hubspot: FakeHubSpot, count: int) -> List[str]:

@@ -29,6 +29,15 @@ from werkzeug.routing import BaseConverter, Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from .base import FakeAPI, RollingCounter
+from .hubspot_objects import (
+    COMPANIES_READ_SCOPE,
+    COMPANIES_SCHEMA_SCOPE,
+    DEALS_READ_SCOPE,
+    DEALS_SCHEMA_SCOPE,
+    OBJECT_SCOPES,
+    SCHEMA_SCOPES,
+    AssociatedObjects,
+)
 
 READ_SCOPE = "crm.objects.contacts.read"
 WRITE_SCOPE = "crm.objects.contacts.write"
@@ -129,8 +138,18 @@ class _Version(BaseConverter):
     regex = r"[0-9]{4}-[0-9]{2}"
 
 
-class FakeHubSpot(FakeAPI):
+class FakeHubSpot(AssociatedObjects, FakeAPI):
     url_map = Map([
+        # Companies, deals and associations (hubspot_objects.py).
+        Rule("/crm/associations/<version:v>/<from_type>/<to_type>/batch/read", methods=["POST"],
+             endpoint="association_read"),
+        Rule("/crm/objects/<version:v>/<any(companies, deals):object_type>/batch/read", methods=["POST"],
+             endpoint="object_batch_read"),
+        Rule("/crm/objects/<version:v>/<any(companies, deals):object_type>/search", methods=["POST"],
+             endpoint="object_search"),
+        Rule("/crm/properties/<version:v>/<any(companies, deals):object_type>", methods=["GET"],
+             endpoint="object_properties"),
+        Rule("/crm/pipelines/<version:v>/deals", methods=["GET"], endpoint="deal_pipelines"),
         Rule("/crm/objects/<version:v>/contacts", methods=["GET"], endpoint="list_contacts"),
         Rule("/crm/objects/<version:v>/contacts/search", methods=["POST"], endpoint="search"),
         Rule("/crm/objects/<version:v>/contacts/batch/read", methods=["POST"], endpoint="batch_read"),
@@ -159,8 +178,10 @@ class FakeHubSpot(FakeAPI):
         super().__init__(time_scale)
         self.search_result_cap = search_result_cap  # results a search pages through by offset, at most
         self.tokens: Dict[str, Set[str]] = {
-            "hs-test-token": {READ_SCOPE, SCHEMA_READ_SCOPE, LISTS_READ_SCOPE, CONSENT_READ_SCOPE},
+            "hs-test-token": {READ_SCOPE, SCHEMA_READ_SCOPE, LISTS_READ_SCOPE, CONSENT_READ_SCOPE,
+                              COMPANIES_READ_SCOPE, DEALS_READ_SCOPE, COMPANIES_SCHEMA_SCOPE, DEALS_SCHEMA_SCOPE},
         }
+        self._init_objects()
         # address (lower case) -> {ALL or a subscription id: SUBSCRIBED | UNSUBSCRIBED}
         self.address_consent: Dict[str, Dict[str, str]] = {}
         # The spec is silent on an address HubSpot holds no status for: "empty" answers it with no
@@ -256,6 +277,7 @@ class FakeHubSpot(FakeAPI):
         self._merged_index = {}
         for cid, record in self.contacts.items():
             self._note_merged(cid, record["properties"])
+        self.reindex_links()
 
     def _note_merged(self, cid: int, props: Dict[str, Optional[str]]) -> None:
         """Index the ids a record says were merged into it, so a read of one finds it at once."""
@@ -385,7 +407,7 @@ class FakeHubSpot(FakeAPI):
         with self.lock:
             if self.daily_used >= self.daily_limit:
                 return self._rate_limited("DAILY", "You have reached your daily limit.")
-            if endpoint == "search":
+            if endpoint in ("search", "object_search"):
                 if not self.search_limit.try_take():
                     return self._rate_limited("SECONDLY", "You have reached your secondly limit.")
             elif not self.general_limit.try_take():
@@ -395,6 +417,16 @@ class FakeHubSpot(FakeAPI):
 
     @staticmethod
     def _scope_for(request: Request, endpoint: str) -> str:
+        parts = request.path.strip("/").split("/")
+        if endpoint == "association_read":  # the read scope of the object that is not the contact
+            other = parts[4] if parts[3] == "contacts" else parts[3]
+            return OBJECT_SCOPES.get(other, READ_SCOPE)
+        if endpoint in ("object_batch_read", "object_search"):
+            return OBJECT_SCOPES[parts[3]]
+        if endpoint == "object_properties":
+            return SCHEMA_SCOPES[parts[3]]
+        if endpoint == "deal_pipelines":
+            return DEALS_READ_SCOPE
         if endpoint == "account_details":
             return ""  # any valid token may read its own account's details
         if endpoint in ("list_properties", "list_property_groups"):
