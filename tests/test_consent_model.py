@@ -9,6 +9,7 @@ of SLOW_SEEDS. Each failure it found is also a plain test in tests/test_consent_
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator, Optional
 
 import pytest
@@ -29,8 +30,10 @@ from tests.consent_model import (
 
 CI_EXAMPLES = 25
 CI_STEPS = 25
-SLOW_EXAMPLES = 400
-SLOW_SEEDS = (1, 2, 3, 4, 5)
+# -m slow: each seed's examples, and their steps (more examples: CONSENT_MODEL_EXAMPLES=5000, say)
+SLOW_EXAMPLES = int(os.environ.get("CONSENT_MODEL_EXAMPLES", "400"))
+SLOW_STEPS = int(os.environ.get("CONSENT_MODEL_STEPS", "40"))
+SLOW_SEEDS = tuple(int(s) for s in os.environ.get("CONSENT_MODEL_SEEDS", "1,2,3,4,5").split(","))
 ON_LEAVE = ("remove_from_groups", "unsubscribe", "leave")
 NAMES = ("Ann", "Bo")
 picks = st.integers(min_value=0, max_value=7)
@@ -146,7 +149,6 @@ class ConsentModel(RuleBasedStateMachine):
         cid = int(self._live(pick))
         members = self.w.hs.lists[WEBINAR_LIST if webinar else SCOPE_LIST]
         self.w.act(lambda: members.remove(cid) if cid in members else members.append(cid))
-        self.w.hs.update_contact(str(cid), {})  # list membership changes the record's last modified date
 
     @precondition(has_live)
     @rule(pick=picks, stage=st.sampled_from(STAGES))
@@ -203,8 +205,16 @@ class ConsentModel(RuleBasedStateMachine):
         outcome = self.w.run(kind)
         problems = self.w.check(outcome, before, held, due)
         self.w.after_run()
-        assert not problems, (f"{problems} (run {kind}, exit {outcome.code}, faults "
-                              f"{'none' if outcome.clean else 'injected'}); its log:\n{outcome.err[-3000:]}")
+        context = (f" (run {kind}, exit {outcome.code}, faults {'none' if outcome.clean else 'injected'}); "
+                   f"its log:\n{outcome.err[-3000:]}")
+        # One assert per invariant, each on its own line: hypothesis tells failures apart by where they are
+        # raised, so a run of the test reports (and shrinks) a failure of each invariant separately.
+        assert not [p for p in problems if p.startswith("I1") and "live in-scope" in p], f"{problems}{context}"
+        assert not [p for p in problems if p.startswith("I1")], f"{problems}{context}"
+        assert not [p for p in problems if p.startswith("I2")], f"{problems}{context}"
+        assert not [p for p in problems if p.startswith("I3")], f"{problems}{context}"
+        assert not [p for p in problems if p.startswith("I4")], f"{problems}{context}"
+        assert not problems, f"{problems}{context}"
 
     @rule()
     def run_hourly(self) -> None:
@@ -220,8 +230,8 @@ class ConsentModel(RuleBasedStateMachine):
         self._run("sweep")
 
 
-def profile(max_examples: int, derandomize: bool) -> settings:
-    return settings(max_examples=max_examples, stateful_step_count=CI_STEPS, deadline=None, database=None,
+def profile(max_examples: int, steps: int, derandomize: bool) -> settings:
+    return settings(max_examples=max_examples, stateful_step_count=steps, deadline=None, database=None,
                     derandomize=derandomize, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
                     suppress_health_check=list(HealthCheck), print_blob=False)
 
@@ -242,10 +252,11 @@ def explore(both: Servers, capsys: Any, options: settings, with_seed: Optional[i
 
 @pytest.mark.xfail(strict=False, reason="issue 28 defects 1 and 2 (and others): fixed by the consent ledger")
 def test_consent_holds_whatever_people_and_servers_do(both_servers, capsys):
-    explore(both_servers, capsys, profile(CI_EXAMPLES, derandomize=True))
+    explore(both_servers, capsys, profile(CI_EXAMPLES, CI_STEPS, derandomize=True))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(0)  # thousands of sequences take longer than the suite's per-test limit
 @pytest.mark.parametrize("with_seed", SLOW_SEEDS)
 def test_consent_holds_over_thousands_of_sequences(both_servers, capsys, with_seed):
-    explore(both_servers, capsys, profile(SLOW_EXAMPLES, derandomize=False), with_seed)
+    explore(both_servers, capsys, profile(SLOW_EXAMPLES, SLOW_STEPS, derandomize=False), with_seed)

@@ -1,0 +1,91 @@
+"""Issue 28: each failure the model-based test (tests/test_consent_model.py) found, as a plain end-to-end test.
+
+Each is the minimal sequence hypothesis printed, written out through main.py against the fakes. They
+fail on the code before the consent ledger; the lead removes the xfail marks when it lands.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.consent_model import BAD_NUMBER, mapping_text
+
+ANN = "ann@example.com"
+BOB = "bob@example.com"
+GROUP = "From HubSpot"
+
+
+def with_mapping(run, folder, on_leave: str = "remove_from_groups"):
+    """`run` with a mapping that has a number field (a contact whose value is not a number is refused)
+    and one group every synced subscriber joins."""
+    path = folder / "mapping.toml"
+    path.write_text(mapping_text(scoped=False, on_leave=on_leave))
+    return lambda *args: run("--mapping", str(path), *args)
+
+
+@pytest.fixture
+def mapped(run, tmp_path):
+    return with_mapping(run, tmp_path)
+
+
+def contact(hubspot_fake, email: str = ANN, **props: str) -> str:
+    return hubspot_fake.add_contact({"email": email, "firstname": "Ann", "numemployees": "7", **props})
+
+
+def groups_of(mailerlite_fake, email: str) -> set:
+    return {mailerlite_fake.groups[g]["name"] for g in mailerlite_fake.subscriber(email)["groups"]}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 28 defect 1: fixed by the consent ledger")
+def test_an_opt_out_made_with_refused_data_reaches_an_address_the_sweep_unsubscribed_before(
+        mapped, hubspot_fake, mailerlite_fake):
+    x = contact(hubspot_fake)
+    assert mapped().code == 0
+    hubspot_fake.archive_contact(x)  # X deleted: the sync lets its address go (a tombstone)
+    assert mapped("--full").code == 0
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)  # the address opts out...
+    assert mapped("--full").summary["unsubscribed"] == 1  # ...and the sweep unsubscribes it
+    mailerlite_fake.resubscribe_through_form(ANN)  # the person signs up again, in MailerLite and in HubSpot
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=False)
+    z = contact(hubspot_fake)  # and comes back as a new contact Z
+    assert mapped().code == 0
+    assert mailerlite_fake.subscriber(ANN)["status"] == "active"
+    hubspot_fake.update_contact(z, {"hs_email_optout": "true", "numemployees": BAD_NUMBER})  # one save
+    refused = mapped()
+    assert refused.code == 1 and refused.summary["rejected"] == 1  # the data problem is still reported
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 28 defect 2: fixed by the consent ledger")
+@pytest.mark.parametrize("status", ["unsubscribed", "bounced"])
+def test_an_address_mailerlite_held_inactive_is_not_created_active_after_its_delete(
+        mapped, hubspot_fake, mailerlite_fake, status):
+    contact(hubspot_fake)
+    mailerlite_fake.resubscribe_through_form(ANN, {"name": "Form"})  # MailerLite has her, with other data...
+    mailerlite_fake.set_status_in_app(ANN, status)  # ...and she left there
+    assert mapped().code == 0  # adoption sends HubSpot's data; MailerLite keeps the status and says so
+    assert mailerlite_fake.subscriber(ANN)["status"] == status
+    mailerlite_fake.delete_subscriber(ANN)  # a list clean-up in MailerLite
+    assert mapped("--full").code == 0
+    again = mailerlite_fake.subscriber(ANN)
+    assert again is None or again["status"] != "active"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 28, found by the model-based test: a departure takes the groups of an "
+                                       "address a live in-scope contact reported as its duplicate holds")
+@pytest.mark.parametrize("on_leave", ["remove_from_groups", "unsubscribe"])
+@pytest.mark.parametrize("leaves", ["deleted", "merged away"])
+def test_a_departure_leaves_the_groups_of_an_address_another_live_contact_holds(
+        run, tmp_path, hubspot_fake, mailerlite_fake, on_leave, leaves):
+    sync = with_mapping(run, tmp_path, on_leave)
+    a, c = contact(hubspot_fake, BOB), contact(hubspot_fake, ANN)
+    assert sync().code == 0
+    contact(hubspot_fake, BOB)  # D: a second contact with A's address (read as A's duplicate)...
+    if leaves == "deleted":  # ...and A goes, before the next run
+        hubspot_fake.archive_contact(a)
+    else:
+        hubspot_fake.merge_contacts(c, a, new_id=False)
+    sync("--full")
+    # D, live and in scope, holds the address: no departure of it, so no group taken (nor an unsubscribe)
+    assert mailerlite_fake.subscriber(BOB)["status"] == "active"
+    assert GROUP in groups_of(mailerlite_fake, BOB)
