@@ -8,24 +8,25 @@ from __future__ import annotations
 
 import pytest
 
-from tests.consent_model import BAD_NUMBER, mapping_text
+from tests.consent_model import BAD_NUMBER, WEBINAR_LIST, mapping_text
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
 GROUP = "From HubSpot"
 
 
-def with_mapping(run, folder, on_leave: str = "remove_from_groups"):
-    """`run` with a mapping that has a number field (a contact whose value is not a number is refused)
-    and one group every synced subscriber joins."""
+def with_mapping(run, folder, hubspot_fake, on_leave: str = "remove_from_groups"):
+    """`run` with the model's mapping: a number field (a contact whose value is not a number is refused),
+    a group every synced subscriber joins, and one for a (here empty) HubSpot list's members."""
+    hubspot_fake.lists.setdefault(WEBINAR_LIST, [])
     path = folder / "mapping.toml"
     path.write_text(mapping_text(scoped=False, on_leave=on_leave))
     return lambda *args: run("--mapping", str(path), *args)
 
 
 @pytest.fixture
-def mapped(run, tmp_path):
-    return with_mapping(run, tmp_path)
+def mapped(run, tmp_path, hubspot_fake):
+    return with_mapping(run, tmp_path, hubspot_fake)
 
 
 def contact(hubspot_fake, email: str = ANN, **props: str) -> str:
@@ -77,7 +78,7 @@ def test_an_address_mailerlite_held_inactive_is_not_created_active_after_its_del
 @pytest.mark.parametrize("leaves", ["deleted", "merged away"])
 def test_a_departure_leaves_the_groups_of_an_address_another_live_contact_holds(
         run, tmp_path, hubspot_fake, mailerlite_fake, on_leave, leaves):
-    sync = with_mapping(run, tmp_path, on_leave)
+    sync = with_mapping(run, tmp_path, hubspot_fake, on_leave)
     a, c = contact(hubspot_fake, BOB), contact(hubspot_fake, ANN)
     assert sync().code == 0
     contact(hubspot_fake, BOB)  # D: a second contact with A's address (read as A's duplicate)...
