@@ -36,6 +36,7 @@ SLOW_STEPS = int(os.environ.get("CONSENT_MODEL_STEPS", "40"))
 SLOW_SEEDS = tuple(int(s) for s in os.environ.get("CONSENT_MODEL_SEEDS", "1,2,3,4,5").split(","))
 ON_LEAVE = ("remove_from_groups", "unsubscribe", "leave")
 NAMES = ("Ann", "Bo")
+FAULTS = ("hubspot 5xx", "mailerlite 5xx", "consent 403 naming the scope", "consent 403", "short pages", "SIGTERM")
 picks = st.integers(min_value=0, max_value=7)
 
 
@@ -99,15 +100,13 @@ class ConsentModel(RuleBasedStateMachine):
         if optout:
             self.w.note_optout(self.w.hs.contacts[int(cid)]["properties"].get("email"))
 
-    @rule(address=st.sampled_from(ADDRESSES))
-    def optout_by_address(self, address: str) -> None:
-        """The person clicks unsubscribe in a HubSpot email: Communication Preferences, by address."""
-        self.w.act(lambda: self.w.hs.set_address_consent(address, unsubscribed_all=True))
-        self.w.note_optout(address)
-
-    @rule(address=st.sampled_from(ADDRESSES))
-    def resubscribe_in_hubspot(self, address: str) -> None:
-        self.w.act(lambda: self.w.hs.set_address_consent(address, unsubscribed_all=False))
+    @rule(address=st.sampled_from(ADDRESSES), opt_out=st.booleans())
+    def address_consent(self, address: str, opt_out: bool) -> None:
+        """The person clicks unsubscribe in a HubSpot email (Communication Preferences, by address), or
+        subscribes again in HubSpot."""
+        self.w.act(lambda: self.w.hs.set_address_consent(address, unsubscribed_all=opt_out))
+        if opt_out:
+            self.w.note_optout(address)
 
     @precondition(has_live)
     @rule(pick=picks)
@@ -143,32 +142,27 @@ class ConsentModel(RuleBasedStateMachine):
         self.w.act(lambda: self.w.hs.update_contact(cid, {"email": address}))
 
     @precondition(has_live)
-    @rule(pick=picks, webinar=st.booleans())
-    def toggle_list(self, pick: int, webinar: bool) -> None:
-        """Leave or (re-)enter a list: the scope's list, or the one mapped to a group."""
-        cid = int(self._live(pick))
-        members = self.w.hs.lists[WEBINAR_LIST if webinar else SCOPE_LIST]
-        self.w.act(lambda: members.remove(cid) if cid in members else members.append(cid))
-
-    @precondition(has_live)
-    @rule(pick=picks, stage=st.sampled_from(STAGES))
-    def set_stage(self, pick: int, stage: str) -> None:
-        """In or out of [scope.where]."""
+    @rule(pick=picks, change=st.sampled_from(("scope list", "webinar list") + STAGES))
+    def scope_change(self, pick: int, change: str) -> None:
+        """Leave or (re-)enter a list (the scope's, or the one mapped to a group), or [scope.where]."""
         cid = self._live(pick)
-        self.w.act(lambda: self.w.hs.update_contact(cid, {"lifecyclestage": stage}))
+        if change in STAGES:
+            self.w.act(lambda: self.w.hs.update_contact(cid, {"lifecyclestage": change}))
+            return
+        members = self.w.hs.lists[WEBINAR_LIST if change == "webinar list" else SCOPE_LIST]
+        self.w.act(lambda: members.remove(int(cid)) if int(cid) in members else members.append(int(cid)))
 
     # -- people (and MailerLite) in MailerLite ----------------------------------------------------
-    @rule(address=st.sampled_from(ADDRESSES), status=st.sampled_from(("unsubscribed", "bounced")))
-    def mailerlite_status(self, address: str, status: str) -> None:
-        """Unsubscribed through a MailerLite link, or bounced."""
-        if self.w.ml.subscriber(address) is not None:
-            self.w.act(lambda: self.w.ml.set_status_in_app(address, status))
-
-    @rule(address=st.sampled_from(ADDRESSES))
-    def delete_in_mailerlite(self, address: str) -> None:
-        if self.w.ml.subscriber(address) is not None:
+    @rule(address=st.sampled_from(ADDRESSES), what=st.sampled_from(("unsubscribed", "bounced", "deleted")))
+    def in_mailerlite(self, address: str, what: str) -> None:
+        """Unsubscribed through a MailerLite link, bounced, or deleted in MailerLite (a list clean-up)."""
+        if self.w.ml.subscriber(address) is None:
+            return
+        if what == "deleted":
             self.w.act(lambda: self.w.ml.delete_subscriber(address))
             self.w.truth.deleted_in_mailerlite.add(address)
+        else:
+            self.w.act(lambda: self.w.ml.set_status_in_app(address, what))
 
     @rule(address=st.sampled_from(ADDRESSES), name=st.sampled_from(("Form", "Ann")))
     def mailerlite_form(self, address: str, name: str) -> None:
@@ -177,27 +171,20 @@ class ConsentModel(RuleBasedStateMachine):
         self.w.note_form(address)
 
     # -- servers (for the next run only) -----------------------------------------------------------
-    @rule(skip=st.integers(0, 12), count=st.integers(1, 4), hubspot=st.booleans())
-    def server_errors(self, skip: int, count: int, hubspot: bool) -> None:
-        fake = self.w.hs if hubspot else self.w.ml
-        fake.faults.script.extend([None] * skip + ["503"] * count)
-        self.w.faults.append("5xx")
-
-    @rule(named=st.booleans())
-    def consent_api_403(self, named: bool) -> None:
-        self.w.hs.consent_refusals.append("scope" if named else "plain")
-        self.w.faults.append("consent-403-scope" if named else "consent-403")
-
-    @rule()
-    def short_pages(self) -> None:
-        """The lists' memberships come one per page and the listing stops after the first."""
-        self.w.hs.membership_page_max = 1
-        self.w.hs.short_membership_reads.update({SCOPE_LIST: 3, WEBINAR_LIST: 3})
-        self.w.faults.append("short-pages")
-
-    @rule(requests=st.integers(1, 40))
-    def kill_mid_run(self, requests: int) -> None:
-        self.w.kill_at = requests
+    @rule(fault=st.sampled_from(FAULTS), at=st.integers(0, 30))
+    def server_fault(self, fault: str, at: int) -> None:
+        """A fault in the coming run: `at` places it among the run's requests."""
+        if fault.endswith("5xx"):
+            fake = self.w.hs if fault.startswith("hubspot") else self.w.ml
+            fake.faults.script.extend([None] * (at % 12) + ["503"] * (1 + at % 4))
+        elif fault.startswith("consent 403"):
+            self.w.hs.consent_refusals.append("scope" if "scope" in fault else "plain")
+        elif fault == "short pages":  # the lists' memberships one per page, the listing ending after the first
+            self.w.hs.membership_page_max = 1
+            self.w.hs.short_membership_reads.update({SCOPE_LIST: 3, WEBINAR_LIST: 3})
+        else:  # SIGTERM
+            self.w.kill_at = 1 + at
+        self.w.faults.append(fault)
 
     # -- the sync -----------------------------------------------------------------------------------
     def _run(self, kind: str) -> None:
