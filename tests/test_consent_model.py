@@ -28,7 +28,7 @@ from tests.consent_model import (
     servers,
 )
 
-CI_EXAMPLES = 25
+CI_EXAMPLES = 40
 CI_STEPS = 25
 # -m slow: each seed's examples, and their steps (more examples: CONSENT_MODEL_EXAMPLES=5000, say)
 SLOW_EXAMPLES = int(os.environ.get("CONSENT_MODEL_EXAMPLES", "400"))
