@@ -169,7 +169,9 @@ class Truth:
     form_step: Dict[str, int] = field(default_factory=dict)  # address -> its latest MailerLite form sign-up
     inactive_seen: Set[str] = field(default_factory=set)  # addresses MailerLite held inactive since their last form
     synced: Set[str] = field(default_factory=set)  # seen in MailerLite while a live in-scope contact held them
-    deleted_in_mailerlite: Set[str] = field(default_factory=set)  # since the last clean --full run
+    # Addresses a person deleted or changed in MailerLite since the last clean --full run (only a full pass
+    # reads MailerLite's listing and repairs what was changed there)
+    changed_in_mailerlite: Set[str] = field(default_factory=set)
     # Consent actions' back-off as documented, for I1's deferral: faulty runs since the last clean one...
     faulty_runs: int = 0
     last_fault_clock: float = 0.0
@@ -249,6 +251,7 @@ class World:
 
     def note_form(self, address: str) -> None:
         self.truth.form_step[address] = self.truth.step
+        self.truth.changed_in_mailerlite.add(address)
         self.truth.inactive_seen.discard(address)
 
     def observe_mailerlite(self) -> None:
@@ -385,7 +388,7 @@ class World:
             if address not in after:
                 if address in self.truth.inactive_seen:
                     continue  # MailerLite held it inactive, then it was deleted there: I2 says not created again
-                if address in self.truth.deleted_in_mailerlite and self.runs[-1].kind != "full":
+                if address in self.truth.changed_in_mailerlite and self.runs[-1].kind != "full":
                     continue  # only a --full pass reads MailerLite's listing and finds what was deleted there
                 problems.append(f"I4: {address} (contact(s) {[c for c, _ in holders]}) is not in MailerLite "
                                 f"after a clean run")
@@ -397,7 +400,8 @@ class World:
                                                             for c, _ in holders) else set())
             if status == "active" and not want <= groups:
                 problems.append(f"I4: {address} is in groups {sorted(groups)}, wants {sorted(want)}")
-            if len(holders) == 1 and status == "active":
+            if len(holders) == 1 and status == "active" and (
+                    address not in self.truth.changed_in_mailerlite or self.runs[-1].kind == "full"):
                 props = holders[0][1]
                 sub = self.ml.subscriber(address) or {}
                 fields = sub.get("fields", {})
@@ -421,7 +425,7 @@ class World:
             if address in subscribers and self.holders(address):
                 self.truth.synced.add(address)
         if self.runs[-1].clean and self.runs[-1].kind == "full":
-            self.truth.deleted_in_mailerlite.clear()
+            self.truth.changed_in_mailerlite.clear()
         if self.runs[-1].clean and self._backoff_over():
             self.truth.faulty_runs = 0
             if self.runs[-1].kind in ("full", "sweep"):

@@ -160,7 +160,7 @@ class ConsentModel(RuleBasedStateMachine):
             return
         if what == "deleted":
             self.w.act(lambda: self.w.ml.delete_subscriber(address))
-            self.w.truth.deleted_in_mailerlite.add(address)
+            self.w.truth.changed_in_mailerlite.add(address)
         else:
             self.w.act(lambda: self.w.ml.set_status_in_app(address, what))
 

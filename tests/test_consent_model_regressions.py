@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import pytest
 
-from tests.consent_model import BAD_NUMBER, WEBINAR_LIST, mapping_text
+from tests.consent_model import BAD_NUMBER, SCOPE_LIST, WEBINAR_LIST, mapping_text
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
 GROUP = "From HubSpot"
 
 
-def with_mapping(run, folder, hubspot_fake, on_leave: str = "remove_from_groups"):
+def with_mapping(run, folder, hubspot_fake, on_leave: str = "remove_from_groups", scoped: bool = False):
     """`run` with the model's mapping: a number field (a contact whose value is not a number is refused),
     a group every synced subscriber joins, and one for a (here empty) HubSpot list's members."""
     hubspot_fake.lists.setdefault(WEBINAR_LIST, [])
+    hubspot_fake.lists.setdefault(SCOPE_LIST, [])
     path = folder / "mapping.toml"
-    path.write_text(mapping_text(scoped=False, on_leave=on_leave))
+    path.write_text(mapping_text(scoped=scoped, on_leave=on_leave))
     return lambda *args: run("--mapping", str(path), *args)
 
 
@@ -54,6 +55,34 @@ def test_an_opt_out_made_with_refused_data_reaches_an_address_the_sweep_unsubscr
     hubspot_fake.update_contact(z, {"hs_email_optout": "true", "numemployees": BAD_NUMBER})  # one save
     refused = mapped()
     assert refused.code == 1 and refused.summary["rejected"] == 1  # the data problem is still reported
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 28 defect 1: fixed by the consent ledger")
+def test_an_opt_out_after_a_form_sign_up_is_sent_though_an_earlier_one_was(mapped, hubspot_fake, mailerlite_fake):
+    """Defect 1's cause on a shorter path the model found: no sweep, no second contact."""
+    contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true")  # opted out, data refused
+    assert mapped().summary["rejected"] == 1
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"  # the unsubscribe went on its own
+    mailerlite_fake.resubscribe_through_form(ANN)  # she signs up again in MailerLite...
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)  # ...then opts out again in HubSpot
+    mapped()
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 28 defect 1: fixed by the consent ledger")
+def test_an_opt_out_of_an_out_of_scope_contact_reaches_an_address_unsubscribed_for_a_deleted_one(
+        run, tmp_path, hubspot_fake, mailerlite_fake):
+    """Defect 1's cause with the new contact out of scope instead of refused (found by the model)."""
+    sync = with_mapping(run, tmp_path, hubspot_fake, scoped=True)
+    x = contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true", lifecyclestage="lead")
+    hubspot_fake.lists[SCOPE_LIST].append(int(x))
+    sync()
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+    hubspot_fake.archive_contact(x)
+    mailerlite_fake.resubscribe_through_form(ANN)  # signs up again in MailerLite
+    contact(hubspot_fake, hs_email_optout="true", lifecyclestage="customer")  # Z, not in the list: out of scope
+    assert sync("--full").code in (0, 1)  # X's address let go of, read by address: opted out (Z's, later)
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
 
 
