@@ -167,7 +167,11 @@ class Truth:
     step: int = 0
     optout_step: Dict[str, int] = field(default_factory=dict)  # address -> its latest opt-out given in HubSpot
     form_step: Dict[str, int] = field(default_factory=dict)  # address -> its latest MailerLite form sign-up
-    inactive_seen: Set[str] = field(default_factory=set)  # addresses MailerLite held inactive since their last form
+    # Addresses MailerLite showed the sync as unsubscribed, bounced or junk since their last form sign-up: in a
+    # listing (a clean first or --full run), in an upsert's answer, a refused reactivation, or its own unsubscribe.
+    # (Inactive and deleted before any run showed it, an address is as new to the sync as to anyone.)
+    inactive_seen: Set[str] = field(default_factory=set)
+    last_emails: Dict[str, str] = field(default_factory=dict)  # contact id -> its address when the last run began
     synced: Set[str] = field(default_factory=set)  # seen in MailerLite while a live in-scope contact held them
     # Addresses a person deleted or changed in MailerLite since the last clean --full run (only a full pass
     # reads MailerLite's listing and repairs what was changed there)
@@ -209,6 +213,7 @@ class World:
         self.truth = Truth()
         self.clock_s = 0.0  # how far the program's clock is ahead of the real one
         self.runs: List[RunOutcome] = []
+        self._log_from = 0
         self.faults: List[str] = []  # injected for the coming run
         self.kill_at: Optional[int] = None
 
@@ -239,11 +244,9 @@ class World:
 
     # -- what people do -------------------------------------------------------------------------
     def act(self, change: Callable[[], Any]) -> Any:
-        """One person's action; the truth notes what MailerLite holds after it."""
+        """One person's action."""
         self.truth.step += 1
-        result = change()
-        self.observe_mailerlite()
-        return result
+        return change()
 
     def note_optout(self, address: Optional[str]) -> None:
         if address:
@@ -254,10 +257,21 @@ class World:
         self.truth.changed_in_mailerlite.add(address)
         self.truth.inactive_seen.discard(address)
 
-    def observe_mailerlite(self) -> None:
+    def observe_mailerlite(self, before: Dict[str, Tuple[str, Set[str]]], log_from: int, listed: bool) -> None:
+        """What MailerLite showed the sync in the run just done (its requests in the fake's log)."""
+        written = set()
+        for entry in self.ml.log[log_from:]:
+            bodies = [entry.body] if entry.path == "/api/subscribers" and entry.method == "POST" else []
+            if entry.path == "/api/batch" and isinstance(entry.body, dict):
+                bodies = [i.get("body") for i in entry.body.get("requests") or [] if isinstance(i, dict)]
+            written |= {str(b.get("email", "")).strip().lower() for b in bodies if isinstance(b, dict)}
+        refused = {a["email"] for a in self.ml.reactivation_attempts}
+        for address, (status, _) in before.items():
+            if status in INACTIVE and (listed or address in written or address in refused):
+                self.truth.inactive_seen.add(address)
         for sub in self.ml.subscribers.values():
-            if sub["status"] in INACTIVE:
-                self.truth.inactive_seen.add(sub["email"])
+            if sub["status"] in INACTIVE and before.get(sub["email"], ("",))[0] not in INACTIVE:
+                self.truth.inactive_seen.add(sub["email"])  # the sync's own unsubscribe
 
     # -- runs ------------------------------------------------------------------------------------
     def run(self, kind: str) -> RunOutcome:
@@ -267,6 +281,7 @@ class World:
         offset = self.clock_s
         tunables = dataclasses.replace(FAST, wall_clock=lambda: time.time() + offset)
         args = ["--json", "--env-file", str(self.env_file)] + (["--full"] if kind == "full" else [])
+        self._log_from = len(self.ml.log)
         faults, self.faults = self.faults, []
         kill_at, self.kill_at = self.kill_at, None
         clean = not faults
@@ -339,7 +354,7 @@ class World:
                 str(rec["properties"].get("email") or "").lower() == address
                 and rec["properties"].get("hs_email_optout") == "true" for rec in self.hs.contacts.values())
             if status == "active" and now_status == "unsubscribed" and not opted and not (
-                    departed and self.on_leave == "unsubscribe"):
+                    departed and self.on_leave == "unsubscribe") and not self._left_opted_out(address):
                 problems.append(f"I3: {address} unsubscribed with no opt-out"
                                 + ("" if departed else f", held by live in-scope contact(s) {[c for c, _ in holders]}"))
             for group in sorted(groups - now_groups):
@@ -356,6 +371,20 @@ class World:
             problems += self._i1(after, held_before, due_before)
             problems += self._i4(after)
         return problems
+
+    def _left_opted_out(self, address: str) -> bool:
+        """The documented rule (docs/consent.md): an opt-out made together with a new address, or a merge into an
+        opted-out record, also unsubscribes the address being left. A contact that held the address at the last
+        run now shows an opt-out, itself or the record it was merged into."""
+        for cid, email in self.truth.last_emails.items():
+            if email != address:
+                continue
+            records = [self.hs.contacts[int(cid)]["properties"]] + [
+                rec["properties"] for rec in self.hs.contacts.values()
+                if cid in str(rec["properties"].get("hs_merged_object_ids") or "").split(";")]
+            if any(p.get("hs_email_optout") == "true" for p in records):
+                return True
+        return False
 
     def _i1(self, after: Dict[str, Tuple[str, Set[str]]], held_before: Dict[str, bool],
             due_before: Dict[str, bool]) -> List[str]:
@@ -418,8 +447,11 @@ class World:
         due = {a: not held[a] for a in ADDRESSES}
         return self.snapshot(), held, due
 
-    def after_run(self) -> None:
-        self.observe_mailerlite()
+    def after_run(self, before: Dict[str, Tuple[str, Set[str]]]) -> None:
+        outcome = self.runs[-1]
+        self.observe_mailerlite(before, self._log_from, listed=outcome.clean and (
+            outcome.kind == "full" or len(self.runs) == 1))
+        self.truth.last_emails = {cid: str(p.get("email") or "").lower() for cid, p in self.live().items()}
         subscribers = self.snapshot()
         for address in ADDRESSES:
             if address in subscribers and self.holders(address):

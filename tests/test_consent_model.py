@@ -191,7 +191,7 @@ class ConsentModel(RuleBasedStateMachine):
         before, held, due = self.w.before_run()
         outcome = self.w.run(kind)
         problems = self.w.check(outcome, before, held, due)
-        self.w.after_run()
+        self.w.after_run(before)
         context = (f" (run {kind}, exit {outcome.code}, faults {'none' if outcome.clean else 'injected'}); "
                    f"its log:\n{outcome.err[-3000:]}")
         # One assert per invariant, each on its own line: hypothesis tells failures apart by where they are
@@ -199,6 +199,7 @@ class ConsentModel(RuleBasedStateMachine):
         assert not [p for p in problems if p.startswith("I1") and "live in-scope" in p], f"{problems}{context}"
         assert not [p for p in problems if p.startswith("I1")], f"{problems}{context}"
         assert not [p for p in problems if p.startswith("I2")], f"{problems}{context}"
+        assert not [p for p in problems if p.startswith("I3") and "unsubscribed" in p], f"{problems}{context}"
         assert not [p for p in problems if p.startswith("I3")], f"{problems}{context}"
         assert not [p for p in problems if p.startswith("I4")], f"{problems}{context}"
         assert not problems, f"{problems}{context}"
