@@ -82,6 +82,7 @@ class ConsentModel(RuleBasedStateMachine):
         cid = self.w.act(lambda: self.w.hs.add_contact(props))
         if optout:
             self.w.note_optout(address)
+            self._every_record_shows(address)
         for wanted, list_id in ((in_list, SCOPE_LIST), (webinar, WEBINAR_LIST)):
             if wanted:
                 self.w.hs.lists[list_id].append(int(cid))
@@ -98,7 +99,16 @@ class ConsentModel(RuleBasedStateMachine):
             props["numemployees"] = BAD_NUMBER if bad else "7"
         self.w.act(lambda: self.w.hs.update_contact(cid, props))
         if optout:
-            self.w.note_optout(self.w.hs.contacts[int(cid)]["properties"].get("email"))
+            email = self.w.hs.contacts[int(cid)]["properties"].get("email")
+            self.w.note_optout(email)
+            self._every_record_shows(email)
+
+    def _every_record_shows(self, email: Optional[str]) -> None:
+        """An opt-out given on one record is the address's (HubSpot keeps it by address), so every record
+        holding the address shows it, as the fake's docstring says; the fake's add and update set only the
+        address's status and the record edited, so the other records are brought in line here."""
+        if email:
+            self.w.hs.set_address_consent(email, unsubscribed_all=True)
 
     @rule(address=st.sampled_from(ADDRESSES), opt_out=st.booleans())
     def address_consent(self, address: str, opt_out: bool) -> None:
@@ -218,10 +228,13 @@ class ConsentModel(RuleBasedStateMachine):
         self._run("sweep")
 
 
-def profile(max_examples: int, steps: int, derandomize: bool) -> settings:
+def profile(max_examples: int, steps: int, derandomize: bool, shrink: bool) -> settings:
+    """No database (CI is reproducible); in CI no shrinking either: each step runs the program, so shrinking
+    a failure takes minutes (the -m slow run shrinks, and tests/consent_model_minimize.py goes further)."""
+    phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
     return settings(max_examples=max_examples, stateful_step_count=steps, deadline=None, database=None,
-                    derandomize=derandomize, phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
-                    suppress_health_check=list(HealthCheck), print_blob=False)
+                    derandomize=derandomize, phases=phases, suppress_health_check=list(HealthCheck),
+                    print_blob=False)
 
 
 @pytest.fixture(scope="module")
@@ -238,13 +251,12 @@ def explore(both: Servers, capsys: Any, options: settings, with_seed: Optional[i
     test()
 
 
-@pytest.mark.xfail(strict=False, reason="issue 28 defects 1 and 2 (and others): fixed by the consent ledger")
 def test_consent_holds_whatever_people_and_servers_do(both_servers, capsys):
-    explore(both_servers, capsys, profile(CI_EXAMPLES, CI_STEPS, derandomize=True))
+    explore(both_servers, capsys, profile(CI_EXAMPLES, CI_STEPS, derandomize=True, shrink=False))
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(0)  # thousands of sequences take longer than the suite's per-test limit
 @pytest.mark.parametrize("with_seed", SLOW_SEEDS)
 def test_consent_holds_over_thousands_of_sequences(both_servers, capsys, with_seed):
-    explore(both_servers, capsys, profile(SLOW_EXAMPLES, SLOW_STEPS, derandomize=False), with_seed)
+    explore(both_servers, capsys, profile(SLOW_EXAMPLES, SLOW_STEPS, derandomize=False, shrink=True), with_seed)
