@@ -2,9 +2,9 @@
 program (main.py in-process) run between them against the fake APIs, and after every run the
 invariants of tests/consent_model.py checked on the fakes' stored data against a model of the truth.
 
-The default suite runs a bounded, derandomized number of examples (CI_EXAMPLES, about a minute on
-two cores); `python -m pytest -m slow tests/test_consent_model.py` runs SLOW_EXAMPLES for each seed
-of SLOW_SEEDS. Each failure it found is also a plain test in tests/test_consent_model_regressions.py.
+The default suite runs a bounded, derandomized number of examples (CI_EXAMPLES, about half a minute on
+two cores, unshrunk); `python -m pytest -m slow tests/test_consent_model.py` runs SLOW_EXAMPLES for each
+seed of SLOW_SEEDS. Each failure it found is also a plain test in tests/test_consent_model_regressions.py.
 """
 
 from __future__ import annotations
