@@ -36,10 +36,10 @@ def test_a_status_changed_in_mailerlite_is_kept_and_answered_by_an_upsert(mailer
 def test_a_form_sign_up_is_the_one_way_back_to_active(mailerlite_fake):
     mailerlite_fake.add_subscriber(ANN, status="unsubscribed")
     assert ml_upsert(mailerlite_fake, {"email": ANN, "status": "active"}).status_code == 422  # the API refuses
-    mailerlite_fake.resubscribe_through_form(ANN, {"name": "Form"})
+    mailerlite_fake.resubscribe_by_form(ANN, {"name": "Form"})
     sub = mailerlite_fake.subscriber(ANN)
     assert (sub["status"], sub["source"], sub["fields"]["name"]) == ("active", "form", "Form")
-    new = mailerlite_fake.resubscribe_through_form("new@example.com")  # a new address: a new subscriber
+    new = mailerlite_fake.resubscribe_by_form("new@example.com")  # a new address: a new subscriber
     assert new["status"] == "active" and mailerlite_fake.subscriber("new@example.com") is new
 
 
