@@ -11,6 +11,18 @@ import pytest
 
 from tests.consent_model import BAD_NUMBER, SCOPE_LIST, WEBINAR_LIST, mapping_text
 
+# What the model printed on the code before the ledger (-m slow, seeds 1, 11-13; shortened by
+# tests/consent_model_minimize.py). Defect 1's cause, "an unsubscribe already sent suppresses a send":
+#   configure(scoped=True) / create_contact(ann, bad=True, in_list=True, stage='lead') / edit_contact(optout=True)
+#   / run_sweep_due / mailerlite_form(ann) / address_consent(ann, opt_out=True) / run_hourly          -> I1
+#   ... run_sweep_due / delete_contact / mailerlite_form(ann) / create_contact(ann, optout=True, out of scope)
+#   / run_full                                                                                          -> I1
+#   ... the same through two merges (bob let go of as an additional email) / run_full                 -> I1
+# Defect 2 (seed 1): the sync's own unsubscribe (opted out, data refused), deleted in MailerLite,
+#   re-subscribed in HubSpot, a new contact with the address / run_full: created active              -> I2
+# A departure taking the groups of an address another live in-scope contact holds (a duplicate, or one
+#   whose data is refused): create_contact(bob) x2 ... merge / delete / run_full                        -> I3
+
 ANN = "ann@example.com"
 BOB = "bob@example.com"
 GROUP = "From HubSpot"
