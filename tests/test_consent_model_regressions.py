@@ -163,3 +163,22 @@ def test_a_departure_leaves_the_groups_of_an_address_a_contact_with_refused_data
     mapped("--full")
     assert mailerlite_fake.subscriber(ANN)["status"] == "active"
     assert GROUP in groups_of(mailerlite_fake, ANN)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 28, found by the model-based test on main with the ledger: a --full "
+                                       "pass lists the address active and HubSpot holds a newer opt-out, yet no "
+                                       "unsubscribe is sent")
+def test_a_full_pass_that_lists_an_opted_out_address_active_unsubscribes_it(run, tmp_path, hubspot_fake,
+                                                                            mailerlite_fake):
+    sync = with_mapping(run, tmp_path, hubspot_fake, scoped=True)
+    x = contact(hubspot_fake, numemployees=BAD_NUMBER, lifecyclestage="lead")  # in scope, data refused
+    hubspot_fake.lists[SCOPE_LIST].append(int(x))
+    contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true", lifecyclestage="customer")  # out of scope
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)  # the address's opt-out, on every record
+    sync("--full")
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"  # sent on its own
+    mailerlite_fake.resubscribe_by_form(ANN)  # signs up again in MailerLite...
+    contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true", lifecyclestage="lead")  # ...opts out again
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)
+    sync("--full")  # the listing shows the address active
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
