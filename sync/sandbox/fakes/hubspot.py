@@ -205,6 +205,7 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
         self.processing_lists: Dict[str, int] = {}  # list id -> the stale size it answers meanwhile
         self.short_membership_reads: Dict[str, int] = {}  # list id -> next reads that end early...
         self.short_read_pages = 1  # ...after this many pages (the last one sent without `paging`)
+        self.membership_page_max = 250  # the documented page size cap; smaller makes short reads bite on small lists
         # Unconfirmed: a memberships batch read naming a record that does not exist (archived,
         # deleted) either lists it in a 207's errors, or answers it with no memberships. Tests try both.
         self.unknown_record_memberships = "207"  # or "empty"
@@ -323,6 +324,15 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
             record = self.contacts[int(cid)]
             record["archived"] = True
             record["modified"] = self.now_ms()
+
+    def restore_contact(self, cid: str) -> None:
+        """A deleted (archived) contact restored from the recycling bin: live again, with its own id."""
+        with self.lock:
+            record = self.contacts[int(cid)]
+            record["archived"] = False
+            self._mirror_consent(record["properties"])
+            record["modified"] = self.now_ms()
+            record["properties"]["lastmodifieddate"] = iso_ms(record["modified"])
 
     def purge_contact(self, cid: str) -> None:
         """Gone for good: purged 90 days after its delete, or GDPR-deleted. No read answers it any more;
@@ -810,7 +820,7 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
         if list_id not in self.lists:
             return _error(f"List {list_id} does not exist.", "OBJECT_NOT_FOUND", 404)
         members = self.lists[list_id]
-        limit = min(int(request.args.get("limit", "100")), 250)
+        limit = min(int(request.args.get("limit", "100")), self.membership_page_max)
         offset = int(request.args.get("after") or 0)
         page = members[offset:offset + limit]
         stamp = iso_ms(self.now_ms())

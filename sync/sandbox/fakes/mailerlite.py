@@ -177,13 +177,26 @@ class FakeMailerLite(FakeAPI):
             del self.subscribers[sid]
             self._sub_ids.remove(int(sid))
 
-    def resubscribe_by_form(self, email: str) -> Dict[str, Any]:
+    def set_status_in_app(self, email: str, status: str) -> None:
+        """What a person (an unsubscribe link) or MailerLite (a bounce, a spam complaint) does to a subscriber's
+        status: no API call, the status just changes."""
+        with self.lock:
+            sub = self.subscriber(email)
+            if sub is None:
+                raise KeyError(email)
+            sub["status"] = status
+            sub["updated_at"] = _now()
+            if status == "unsubscribed":
+                sub["unsubscribed_at"] = _now()
+
+    def resubscribe_by_form(self, email: str, fields: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """The person signs up again through a MailerLite form (double opt-in done): the subscriber
         MailerLite held as unsubscribed, bounced or junk is active again, by the person's own act;
-        an address it does not hold is created active."""
+        an address it does not hold is created active. `fields`: what the person typed in the form."""
         with self.lock:
             sub = self.subscriber(email) or self._new_subscriber(email.lower(), "active")
             sub.update(status="active", unsubscribed_at=None, source="form", updated_at=_now(), opted_in_at=_now())
+            sub["fields"].update(fields or {})
             return sub
 
     def set_engagement(self, email: str, sent: int, opens: int, clicks: int) -> Dict[str, Any]:
