@@ -136,7 +136,8 @@ class Engine:
                                dry_run=options.dry_run, allow_mass_leave=options.allow_mass_leave,
                                sweep_hours=options.consent_sweep_hours, plan=options.plan, tunables=tunables,
                                dry_left=self.scratch.dry_seen)
-        self._max_modified: Optional[int] = None
+        self._max_modified: Optional[int] = None  # the newest change an incremental run read (its bookmark)
+        self._full = False  # this run is a full pass
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
         seen_types = state.get_json(FIELD_TYPES_KEY)
         self._field_types: Dict[str, str] = ({str(k): str(v) for k, v in seen_types.items()}
@@ -169,6 +170,7 @@ class Engine:
         full = self.options.full or bookmark is None or self.state.full_pass_pending() or mapping_changed is not None
         summary = self.summary
         summary.mode = "full" if full else "incremental"
+        self._full = full
         self._run_id = self.state.start_run(summary.mode, self.options.dry_run)
         synced_before = self.state.count_contacts()
         try:
@@ -464,11 +466,15 @@ class Engine:
     def _process(self, contact: Contact, known: Optional[ContactRecord]) -> None:
         self.summary.add("read")
         hubspot_id, props = contact["id"], contact["properties"]
-        modified = to_epoch_ms(props.get("lastmodifieddate"))
-        if modified is not None and (self._max_modified is None or modified > self._max_modified):
-            self._max_modified = modified
+        if not self._full:  # only an incremental run's bookmark needs the newest change read
+            modified = to_epoch_ms(props.get("lastmodifieddate"))
+            if modified is not None and (self._max_modified is None or modified > self._max_modified):
+                self._max_modified = modified
         email = normalise_email(props.get("email"))
-        taken = self.consent.merged(hubspot_id, email, props.get(MERGED_PROPERTY), self.mapping.opted_out(props))
+        merged_ids = props.get(MERGED_PROPERTY)
+        taken = None  # most contacts merged nothing: then there is nothing to ask the consent owner
+        if merged_ids:
+            taken = self.consent.merged(hubspot_id, email, merged_ids, self.mapping.opted_out(props))
         if taken is not None:
             self._owners[email] = hubspot_id
             # The merged-away record's, taken over (a dry run took nothing over: it reads the old row).
