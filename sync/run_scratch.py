@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import MutableSet
 from contextlib import contextmanager
-from typing import Dict, Iterable, Iterator, List, Sequence, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 CHUNK = 500  # ids per lookup statement (well under SQLite's limit of bound parameters)
 
@@ -35,10 +35,13 @@ def _batch(conn: sqlite3.Connection) -> Iterator[None]:
 class ScratchIds(MutableSet[str]):
     """A set of HubSpot record ids in one table of the scratch database; `among` asks for many at once."""
 
-    def __init__(self, conn: sqlite3.Connection, table: str) -> None:
-        self.conn = conn
+    def __init__(self, scratch: RunScratch, table: str) -> None:
+        self.scratch = scratch
         self.table = table
-        conn.execute(f"CREATE TABLE {table} (hubspot_id INTEGER PRIMARY KEY)")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self.scratch.conn
 
     def add(self, hubspot_id: str) -> None:
         self.update([hubspot_id])
@@ -80,11 +83,21 @@ class RunScratch:
     pass read (a real one marks it in the state's contacts table instead)."""
 
     def __init__(self) -> None:
-        # Autocommit with no journal: nothing here outlives the run or needs rolling back.
-        self.conn = sqlite3.connect("", isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=OFF")
-        self.conn.execute("CREATE TABLE addresses (hubspot_id INTEGER PRIMARY KEY, email TEXT NOT NULL)")
-        self.dry_seen = ScratchIds(self.conn, "dry_seen")
+        self._conn: Optional[sqlite3.Connection] = None
+        self.dry_seen = ScratchIds(self, "dry_seen")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """Opened at first use: a run stopped before it reads a contact (a refused token, a state it
+        cannot write) never makes one, and its own error is the one said."""
+        if self._conn is None:
+            # Autocommit with no journal: nothing here outlives the run or needs rolling back.
+            conn = sqlite3.connect("", isolation_level=None)
+            conn.execute("PRAGMA journal_mode=OFF")
+            conn.execute("CREATE TABLE addresses (hubspot_id INTEGER PRIMARY KEY, email TEXT NOT NULL)")
+            conn.execute(f"CREATE TABLE {self.dry_seen.table} (hubspot_id INTEGER PRIMARY KEY)")
+            self._conn = conn
+        return self._conn
 
     def remember_addresses(self, pairs: Iterable[Tuple[str, str]]) -> None:
         """(HubSpot id, the address it was read with in this run), a page at a time."""
@@ -103,4 +116,6 @@ class RunScratch:
         return out
 
     def close(self) -> None:
-        self.conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
