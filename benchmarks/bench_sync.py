@@ -3,10 +3,14 @@ plus incremental costs, raw throughput with limits off, and memory.
 
     python benchmarks/bench_sync.py            # default sizes, a couple of minutes
     python benchmarks/bench_sync.py --large    # adds 100,000-contact reruns and a 1,000,000-contact memory run
-    python benchmarks/bench_sync.py --smoke    # tiny sizes, for CI: proves it runs, measures nothing
+    python benchmarks/bench_sync.py --smoke    # tiny sizes, for CI: proves it runs, then the memory guard
+    python benchmarks/bench_sync.py --guard    # only the memory guard: peak RSS growth per contact, 10k -> 50k
+
+The memory guard is the one thing judged: a full pass and a dry full pass at 10,000 and 50,000
+contacts, and the exit is 1 (one line) when peak RSS grows by more than 100 bytes per contact.
 
 Everything runs against the project's fake HubSpot and MailerLite on 127.0.0.1 with the
-documented limits, time-scaled so a MailerLite "minute" lasts --minute seconds. Figures are
+documented limits, time-scaled so a MailerLite "minute" lasts --minute seconds. Time figures are
 printed, never asserted: these machines are noisy.
 """
 
@@ -18,6 +22,7 @@ import io
 import os
 import platform
 import pstats
+import resource
 import subprocess
 import sys
 import tempfile
@@ -234,16 +239,12 @@ def print_incremental(rows, changed: int) -> None:
 
 # -- 3. throughput with limits off, and where the time goes --------------------------------------------------
 
-def bench_throughput(n: int, profile: bool) -> Tuple[float, str]:
+def bench_throughput(n: int, profile: bool) -> Tuple[float, float, str]:
     with fakes(60.0, limits=False) as (hs, ml), tempfile.TemporaryDirectory() as tmp:
         seed(hs, n)
-        env = sync_env(hs, ml, Path(tmp))
-        started = time.monotonic()
-        code, _ = run_process(env)
-        elapsed = time.monotonic() - started
-        if code != 0:
-            raise SystemExit(f"sync process failed with {code}")
-        rate = n / elapsed
+        run = measure_process(FULL, n, sync_env(hs, ml, Path(tmp)))
+        rate = n / run.seconds
+        cpu_rate = n / run.cpu_seconds
         report = ""
         if profile:
             profiler = cProfile.Profile()
@@ -253,11 +254,12 @@ def bench_throughput(n: int, profile: bool) -> Tuple[float, str]:
             out = io.StringIO()
             pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(12)
             report = out.getvalue()
-        return rate, report
+        return rate, cpu_rate, report
 
 
-def print_throughput(n: int, rate: float, report: str) -> None:
-    print(f"\n3. Limits off, end to end on loopback (sync in its own process): {n} contacts at {rate:,.0f} contacts/s")
+def print_throughput(n: int, rate: float, cpu_rate: float, report: str) -> None:
+    print(f"\n3. Limits off, end to end on loopback (sync in its own process): {n} contacts at {rate:,.0f} contacts/s "
+          f"({cpu_rate:,.0f} per CPU second of the sync process; load average {os.getloadavg()[0]:.1f})")
     if report:
         print("   Profile of an in-process full --force pass (the fake servers share this process), by own time:")
         lines = [line for line in report.splitlines() if line.strip()]
@@ -286,13 +288,13 @@ def _high_water_kib(pid: int) -> Optional[int]:
     return None
 
 
-def run_process(env: Dict[str, str]) -> Tuple[int, int]:
+def run_process(env: Dict[str, str], *args: str) -> Tuple[int, int]:
     """Run `python main.py` and return (exit code, peak RSS in KiB).
 
     The peak is the process's own VmHWM, read until it exits: wait4's ru_maxrss would also
     count the pages of this (large) benchmark process that the child shared before its exec.
     """
-    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--quiet"], env=env,
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--quiet", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = 0
     while proc.poll() is None:
@@ -301,26 +303,119 @@ def run_process(env: Dict[str, str]) -> Tuple[int, int]:
     return proc.returncode, peak
 
 
-def bench_memory(sizes: List[int]) -> List[Tuple[int, float, float, float]]:
-    rows = []
+@dataclass
+class Measured:
+    """One `python main.py` run: its peak RSS, wall and CPU seconds (user + system of the child)."""
+
+    scenario: str
+    contacts: int
+    peak_mb: float
+    seconds: float
+    cpu_seconds: float
+
+
+def measure_process(scenario: str, n: int, env: Dict[str, str], *args: str) -> Measured:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    code, rss_kib = run_process(env, *args)
+    seconds = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if code not in (0, 1):
+        raise SystemExit(f"sync process failed with {code} ({scenario}, {n} contacts)")
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return Measured(scenario, n, rss_kib / 1024, seconds, cpu)
+
+
+FULL, INCREMENTAL, DRY_RUN, ADOPTION = "full pass", "incremental", "--dry-run --full", "adoption"
+SCENARIOS = (FULL, INCREMENTAL, DRY_RUN, ADOPTION)
+INCREMENTAL_CHANGED = 10_000  # the fake's search filters every contact per request: a million changed would take hours
+
+
+def bench_memory(sizes: List[int], scenarios: Tuple[str, ...] = SCENARIOS,
+                 show: bool = True) -> Tuple[List[Measured], Dict[int, float]]:
+    """Each size: a full pass into a new state; an incremental run after INCREMENTAL_CHANGED contacts
+    changed; a dry full pass over that state (it reads MailerLite's listing and compares every
+    contact, streaming what it read against the state); a first run into a new state adopting what
+    MailerLite holds (a listing of n). Returns the runs and the state's bytes per contact; `show`
+    prints each run as it ends (a million-contact set takes the best part of an hour)."""
+    rows = _Rows(show)
+    state_bytes: Dict[int, float] = {}
     for n in sizes:
         with fakes(60.0, limits=False) as (hs, ml), tempfile.TemporaryDirectory() as tmp:
             seed(hs, n)
-            started = time.monotonic()
-            code, rss_kib = run_process(sync_env(hs, ml, Path(tmp)))
-            if code != 0:
-                raise SystemExit(f"sync process failed with {code}")
-            db = Path(tmp) / "state.db"
-            size = sum(p.stat().st_size for p in Path(tmp).glob("state.db*"))
-            rows.append((n, rss_kib / 1024, size / n if db.exists() else 0.0, time.monotonic() - started))
-    return rows
+            env = sync_env(hs, ml, Path(tmp))
+            rows.append(measure_process(FULL, n, env))
+            state_bytes[n] = sum(p.stat().st_size for p in Path(tmp).glob("state.db*")) / n
+            if INCREMENTAL in scenarios:
+                for cid in list(hs.contacts)[:: max(1, n // INCREMENTAL_CHANGED)][:INCREMENTAL_CHANGED]:
+                    hs.update_contact(str(cid), {"city": "Maribor"})
+                rows.append(measure_process(INCREMENTAL, n, env))
+            if DRY_RUN in scenarios:
+                rows.append(measure_process(DRY_RUN, n, env, "--dry-run", "--full"))
+            if ADOPTION in scenarios:
+                adopting = Path(tmp) / "adopting"
+                adopting.mkdir()
+                before = ml.upsert_count
+                rows.append(measure_process(ADOPTION, n, sync_env(hs, ml, adopting)))
+                if ml.upsert_count != before:
+                    raise SystemExit(f"the adopting run wrote {ml.upsert_count - before} upserts")
+    return list(rows), state_bytes
 
 
-def print_memory(rows) -> None:
-    print("\n4. Memory of a full pass (peak RSS of the sync process) and state size")
-    print(f"   {'contacts':>10}{'peak RSS MB':>13}{'state bytes/contact':>21}{'seconds':>9}")
-    for n, rss, per_contact, seconds in rows:
-        print(f"   {n:>10}{rss:>13.1f}{per_contact:>21.0f}{seconds:>9.1f}")
+class _Rows(List[Measured]):
+    def __init__(self, show: bool) -> None:
+        super().__init__()
+        self.show = show
+        if show:
+            print("\n4. Memory of each kind of run (peak RSS of the sync process, limits off), and the state's size")
+            print(f"   incremental: {INCREMENTAL_CHANGED:,} contacts changed; adoption: a new state, MailerLite "
+                  f"holding them all")
+            print(f"   {'scenario':<18}{'contacts':>10}{'peak RSS MB':>13}{'seconds':>9}{'CPU s':>8}"
+                  f"{'contacts/CPU s':>16}{'load':>6}")
+
+    def append(self, r: Measured) -> None:
+        super().append(r)
+        if self.show:
+            read = min(r.contacts, INCREMENTAL_CHANGED) if r.scenario == INCREMENTAL else r.contacts
+            print(f"   {r.scenario:<18}{r.contacts:>10,}{r.peak_mb:>13.1f}{r.seconds:>9.1f}{r.cpu_seconds:>8.1f}"
+                  f"{read / r.cpu_seconds:>16,.0f}{os.getloadavg()[0]:>6.1f}", flush=True)
+
+
+def print_memory(state_bytes: Dict[int, float]) -> None:
+    for n, per_contact in state_bytes.items():
+        print(f"   state file after the full pass of {n:,}: {per_contact:.0f} bytes per contact")
+
+
+def growth_per_contact(rows: List[Measured]) -> Dict[str, float]:
+    """Bytes of peak RSS per contact between the smallest and the largest size, by scenario."""
+    out: Dict[str, float] = {}
+    for scenario in SCENARIOS:
+        runs = sorted((r for r in rows if r.scenario == scenario), key=lambda r: r.contacts)
+        if len(runs) >= 2 and runs[-1].contacts > runs[0].contacts:
+            out[scenario] = (runs[-1].peak_mb - runs[0].peak_mb) * 1024 * 1024 / (runs[-1].contacts - runs[0].contacts)
+    return out
+
+
+GUARD_SIZES = [10_000, 50_000]
+GUARD_SCENARIOS = (FULL, DRY_RUN)
+GUARD_BYTES = 100  # per contact: a set or dict of every id or address costs 100-200
+
+
+def memory_guard() -> int:
+    """CI's regression guard: peak RSS growth per contact between two sizes, for a full pass and a dry
+    full pass (the two that read every contact). Memory is steady enough on any machine to judge."""
+    rows, _ = bench_memory(GUARD_SIZES, GUARD_SCENARIOS, show=False)
+    growth = growth_per_contact(rows)
+    print(f"\nMemory guard: peak RSS growth between {GUARD_SIZES[0]:,} and {GUARD_SIZES[1]:,} contacts")
+    for r in rows:
+        print(f"   {r.scenario:<18}{r.contacts:>10,}{r.peak_mb:>8.1f} MB{r.seconds:>8.1f} s")
+    over = [f"{scenario} {per:.0f}" for scenario, per in growth.items() if per > GUARD_BYTES]
+    print("   " + ", ".join(f"{scenario}: {per:.0f} bytes/contact" for scenario, per in growth.items()))
+    if over:
+        print(f"memory guard failed: peak RSS grows by more than {GUARD_BYTES} bytes per contact ({', '.join(over)}); "
+              f"something keeps every contact in memory (python benchmarks/bench_sync.py --guard)")
+        return 1
+    return 0
 
 
 # -- main ------------------------------------------------------------------------------------------------------
@@ -332,14 +427,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="contacts for each baseline (they are slow; their rate is steady)")
     parser.add_argument("--minute", type=float, default=1.0, help="real seconds per MailerLite minute")
     parser.add_argument("--large", action="store_true", help="100,000-contact reruns, 1,000,000-contact memory")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that everything runs")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that everything runs, then the "
+                                                             "memory guard (fails above 100 bytes per contact)")
+    parser.add_argument("--memory-sizes", default="", help="comma-separated contact counts for section 4 (default "
+                                                           "10,000 and 100,000; with --large 100,000 and 1,000,000)")
+    parser.add_argument("--guard", action="store_true", help="only the memory guard (what --smoke ends with)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: ceiling,incremental,"
                                                   "throughput,memory")
     args = parser.parse_args(argv)
     skip = set(args.skip.split(","))
+    if args.guard:
+        skip |= {"ceiling", "incremental", "throughput", "memory"}
     if args.smoke:
         args.contacts, args.baseline_contacts, args.minute = 300, 60, 0.3
-    print(f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"Machine: {platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"load average {os.getloadavg()[0]:.1f} (time figures are noisy on a shared machine; CPU seconds less so)")
     print(f"A MailerLite minute lasts {args.minute} s here; rates are scaled back to real minutes.")
     if "ceiling" not in skip:
         results = {per_item: bench_ceiling(args.contacts, args.baseline_contacts, args.minute, per_item)
@@ -351,14 +453,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_incremental(bench_incremental(sizes, changed), changed)
     if "throughput" not in skip:
         n = 1000 if args.smoke else 20_000
-        rate, report = bench_throughput(n, profile=not args.smoke)
-        print_throughput(n, rate, report)
+        rate, cpu_rate, report = bench_throughput(n, profile=not args.smoke)
+        print_throughput(n, rate, cpu_rate, report)
     if "memory" not in skip:
         mem_sizes = [1_000, 5_000] if args.smoke else ([100_000, 1_000_000] if args.large else [10_000, 100_000])
-        print_memory(bench_memory(mem_sizes))
+        if args.memory_sizes:
+            mem_sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
+        rows, state_bytes = bench_memory(mem_sizes)
+        print_memory(state_bytes)
+        for scenario, per in growth_per_contact(rows).items():
+            print(f"   {scenario}: peak RSS grows {per:.0f} bytes per contact")
     if args.smoke:  # CI's one benchmark run: the consent sweep's script at its tiny size too
         from bench_consent_sweep import main as bench_consent_sweep
         bench_consent_sweep(["--smoke"])
+    if args.smoke or args.guard:
+        return memory_guard()
     return 0
 
 

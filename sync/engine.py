@@ -55,6 +55,7 @@ from .mapping import (
 )
 from .preflight import SCHEMA_READ_SCOPE
 from .retrying import Transient
+from .run_scratch import RunScratch
 from .state import ContactRecord, Result, State, Synced
 from .suggest import unknown_names_message
 from .summary import Summary, attach
@@ -129,14 +130,19 @@ class Engine:
         if isinstance(text_limit, int) and not isinstance(text_limit, bool) and text_limit > 0:
             self.writer.dialect.text_limit = text_limit
         self.schema = MailerLiteSchema(mailerlite, mapping)
+        # What the run remembers of every contact it reads, in SQLite (run_scratch.py): never a Python
+        # set or dict of them, which would grow with the database.
+        self.scratch = RunScratch()
         # The one owner of consent by address (consent/owner.py), called at its named points below.
         self.consent = Consent(hubspot, mailerlite, state, mapping, self.schema, self.summary, self._in_scope,
                                dry_run=options.dry_run, allow_mass_leave=options.allow_mass_leave,
-                               sweep_hours=options.consent_sweep_hours, plan=options.plan, tunables=tunables)
+                               sweep_hours=options.consent_sweep_hours, plan=options.plan, tunables=tunables,
+                               dry_left=self.scratch.dry_seen)
         # The contact's companies and deals (company.x, deal.x, deals.count in the mapping): associations.py.
         self.associations = Associations(hubspot, state, mapping, dry_run=options.dry_run,
                                          hours=options.associations_hours, lag_ms=tunables.search_lag_ms)
-        self._max_modified: Optional[int] = None
+        self._max_modified: Optional[int] = None  # the newest change an incremental run read (its bookmark)
+        self._full = False  # this run is a full pass
         self._contact_defs = False  # whether HubSpot's contact property definitions were read
         self._info: Optional[Dict[str, PropertyInfo]] = None  # HubSpot property definitions, fetched lazily
         seen_types = state.get_json(FIELD_TYPES_KEY)
@@ -147,8 +153,6 @@ class Engine:
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
-        self._addresses: Dict[str, str] = {}  # HubSpot id -> its address as read in this run
-        self._dry_seen: Set[str] = set()  # what a dry full pass read (a real one marks it in the state)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
         # MailerLite's listing, when this run compares contacts with it (adoption.py); None otherwise.
         self.copy: Optional[Listing] = None  # kept in the state across runs when long (adoption_listing.py)
@@ -156,7 +160,9 @@ class Engine:
         self._started = time.monotonic()
         self._copy_wanted = False  # this run reads the listing when the first contact is compared
         self._first_send_checked = False  # an incremental run asks once whether to read the listing
-        self._repairing: Set[str] = set()  # contacts the state had in step that MailerLite no longer matches
+        # Contacts the state had in step that MailerLite no longer matches, until MailerLite answers
+        # their upsert (so no more than the writer holds in flight).
+        self._repairing: Set[str] = set()
         self._known_compared = 0  # contacts the state lists that were compared with the listing...
         self._known_missing = 0  # ...and how many of them MailerLite does not hold
 
@@ -170,6 +176,7 @@ class Engine:
         full = self.options.full or bookmark is None or self.state.full_pass_pending() or mapping_changed is not None
         summary = self.summary
         summary.mode = "full" if full else "incremental"
+        self._full = full
         self._run_id = self.state.start_run(summary.mode, self.options.dry_run)
         synced_before = self.state.count_contacts()
         try:
@@ -249,6 +256,7 @@ class Engine:
                     self.copy.note_created(self.summary["created"])
                 self.copy.close()
             self.associations.close()
+            self.scratch.close()
             summary.duration_seconds = time.monotonic() - started
             summary.hubspot_requests = self.hubspot.requests
             summary.mailerlite_requests = self.mailerlite.requests
@@ -360,7 +368,7 @@ class Engine:
         if full and not self.options.dry_run:
             self.state.mark_seen(ids, self._run_id)
         elif full:
-            self._dry_seen.update(ids)
+            self.scratch.dry_seen.update(ids)
         if self.on_progress:
             self.on_progress(self.summary.counts, self.total)
 
@@ -370,21 +378,32 @@ class Engine:
         resolved in one run, not reported as duplicates for ever. An owner this run has not read
         is read by id (only when another contact of the page claims its address); one HubSpot
         does not answer as itself keeps its address (no evidence that it let it go)."""
-        for contact, email in zip(page, emails):
-            self._addresses[contact["id"]] = email
-        claims = dict(zip(emails, (c["id"] for c in page)))
-        unread = sorted({owner for email, owner in owners.items()
-                         if claims.get(email) != owner and owner not in self._addresses}, key=int)
+        ids = [c["id"] for c in page]
+        self.scratch.remember_addresses(zip(ids, emails))
+        claims = dict(zip(emails, ids))
+        # Owners another contact of this page claims the address of (rare: usually none, and nothing is asked).
+        disputed = {owner for email, owner in owners.items() if claims.get(email) != owner}
+        if not disputed:
+            return owners
+        addresses = self.scratch.addresses_of(disputed)
+        unread = sorted(disputed - addresses.keys(), key=int)
         if unread:
             for contact in self.hubspot.read_by_ids(unread, ["email"]):
                 if contact["id"] in unread:
-                    self._addresses[contact["id"]] = normalise_email(contact["properties"].get("email"))
-        return {email: owner for email, owner in owners.items() if self._addresses.get(owner, email) == email}
+                    addresses[contact["id"]] = normalise_email(contact["properties"].get("email"))
+            self.scratch.remember_addresses((i, addresses[i]) for i in unread if i in addresses)
+        return {email: owner for email, owner in owners.items() if addresses.get(owner, email) == email}
 
     def _unseen(self) -> List[str]:
-        """Synced contacts this full pass has not read (so far)."""
-        return [i for i in self.state.unseen(self._run_id) if i not in self._dry_seen
-                and i not in self.consent.dry_left]
+        """Synced contacts this full pass has not read (so far). A dry run marks nothing in the state, so
+        the state lists every synced contact: streamed a chunk at a time against what it read."""
+        if not self.options.dry_run:
+            return self.state.unseen(self._run_id)
+        unseen: List[str] = []
+        for chunk in self.state.unseen_chunks(self._run_id):
+            read = self.scratch.dry_seen.among(chunk)  # read by this pass, or left at once (consent's dry_left)
+            unseen.extend(i for i in chunk if i not in read)
+        return unseen
 
     def _missed_by_listing(self) -> Iterator[Contact]:
         """The synced contacts the pass did not read, read by id: those HubSpot answers as themselves
@@ -469,17 +488,21 @@ class Engine:
     def _process(self, contact: Contact, known: Optional[ContactRecord]) -> None:
         self.summary.add("read")
         hubspot_id, props = contact["id"], contact["properties"]
-        modified = to_epoch_ms(props.get("lastmodifieddate"))
-        if modified is not None and (self._max_modified is None or modified > self._max_modified):
-            self._max_modified = modified
+        if not self._full:  # only an incremental run's bookmark needs the newest change read
+            modified = to_epoch_ms(props.get("lastmodifieddate"))
+            if modified is not None and (self._max_modified is None or modified > self._max_modified):
+                self._max_modified = modified
         email = normalise_email(props.get("email"))
-        taken = self.consent.merged(hubspot_id, email, props.get(MERGED_PROPERTY), self.mapping.opted_out(props))
+        merged_ids = props.get(MERGED_PROPERTY)
+        taken = None  # most contacts merged nothing: then there is nothing to ask the consent owner
+        if merged_ids:
+            taken = self.consent.merged(hubspot_id, email, merged_ids, self.mapping.opted_out(props))
         if taken is not None:
             self._owners[email] = hubspot_id
             # The merged-away record's, taken over (a dry run took nothing over: it reads the old row).
             known = self.state.records([hubspot_id]).get(hubspot_id) or self.state.records([taken]).get(taken)
             if self.options.dry_run:
-                self._dry_seen.add(taken)  # a real run no longer lists it: not a departure
+                self.scratch.dry_seen.add(taken)  # a real run no longer lists it: not a departure
         outcome = self._map(contact)
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
@@ -537,8 +560,6 @@ class Engine:
         if (held is None or held.held is None) and self.consent.not_created_again(hubspot_id, planned,
                                                                                   listed=held is not None):
             return  # MailerLite no longer holds an address it had as unsubscribed: not made active again
-        if in_step:
-            self._repairing.add(hubspot_id)  # edited, moved or deleted in MailerLite: HubSpot's data goes back
         if self.options.dry_run:
             self.summary.add("would_send")
             if self.options.plan is not None:
@@ -555,6 +576,8 @@ class Engine:
                 self.summary.add("skipped")
                 return
             planned, fingerprint = remapped, remapped.fingerprint()
+        if in_step:
+            self._repairing.add(hubspot_id)  # edited, moved or deleted in MailerLite: HubSpot's data goes back
         for warning in planned.warnings:
             log.warning("contact %s: %s", hubspot_id, warning)
         # Fields the sync filled before and that are now empty in HubSpot are cleared; fields
@@ -735,8 +758,10 @@ class Engine:
         while the consent actions they imply are tried has still made them."""
         self._record(results)
         for result in results:
-            if result.hubspot_id in self._repairing and result.kind in ("created", "updated"):
-                self.summary.add("repaired")
+            if result.hubspot_id in self._repairing:
+                self._repairing.discard(result.hubspot_id)  # answered: its item is done
+                if result.kind in ("created", "updated"):
+                    self.summary.add("repaired")
 
     def _in_scope(self, contact: Contact) -> bool:
         """Whether the mapping keeps this contact in the sync's scope (sent, or reported as refused)."""

@@ -23,7 +23,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
+from typing import Any, Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
@@ -792,8 +792,18 @@ class State:
 
     def unseen(self, run_id: int) -> List[str]:
         """Synced contacts a complete full pass did not see: archived, merged or out of the lists."""
-        return [str(r[0]) for r in self.conn.execute(
-            "SELECT hubspot_id FROM contacts WHERE seen_run IS NULL OR seen_run != ?", (run_id,))]
+        return [i for chunk in self.unseen_chunks(run_id) for i in chunk]
+
+    def unseen_chunks(self, run_id: int, size: int = 500) -> Iterator[List[str]]:
+        """The same, by id, a chunk at a time (a dry run, which marks nothing, streams every contact)."""
+        after = -1
+        while True:
+            rows = self.conn.execute("SELECT hubspot_id FROM contacts WHERE (seen_run IS NULL OR seen_run != ?) "
+                                     "AND hubspot_id > ? ORDER BY hubspot_id LIMIT ?", (run_id, after, size)).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [str(r[0]) for r in rows]
 
     def list_members(self, list_id: str) -> Set[int]:
         return {r[0] for r in self.conn.execute("SELECT hubspot_id FROM list_members WHERE list_id=?", (list_id,))}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, List, MutableSet, Optional, Set, Tuple, Union
 
 from ..dry_run_report import LEAVE, LEAVE_GROUPS, UNSUBSCRIBE, PlanReport
 from ..mapping import Mapping, OutOfScope, Skip, email_problem
@@ -42,7 +42,8 @@ class Departures:
     def __init__(self, state: State, mapping: Mapping, consent: ConsentWriter, summary: Summary,
                  held_in_hubspot: Callable[[Synced], bool], ledger: Ledger, dry_run: bool = False,
                  allow_mass_leave: bool = False,
-                 optouts_by_address: Optional[Callable[[Iterable[str]], Optional[Set[str]]]] = None) -> None:
+                 optouts_by_address: Optional[Callable[[Iterable[str]], Optional[Set[str]]]] = None,
+                 dry_left: Optional[MutableSet[str]] = None) -> None:
         self.state = state
         self.ledger = ledger  # the consent ledger: whether an unsubscribe is due (rules.unsubscribe_due)
         self.mapping = mapping
@@ -60,8 +61,9 @@ class Departures:
         self._departing: Dict[Tuple[str, str], bool] = {}
         self.plan: Optional[PlanReport] = None  # a dry run's listing, when asked for (the owner sets it)
         # Contacts a dry run counted as leaving at once (a merge, say): the real run forgets them then, so
-        # the end of a dry full pass must not count them again as unseen.
-        self.dry_left: Set[str] = set()
+        # the end of a dry full pass must not count them again as unseen. The engine hands a set kept in
+        # SQLite (run_scratch.py): a dry run over a million contacts must not grow with them.
+        self.dry_left: MutableSet[str] = set() if dry_left is None else dry_left
         # Departures a dry run found back in the sync (the real run voids them): not listed as retried.
         self._dry_back: Set[Tuple[str, str]] = set()
 

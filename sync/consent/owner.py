@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Optional, Set, Tuple, Union
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, MutableSet, Optional, Set, Tuple, Union
 
 from ..advisories import Advisories
 from ..dry_run_report import PlanReport
@@ -78,7 +78,8 @@ class Consent:
     def __init__(self, hubspot: HubSpotReader, mailerlite: MailerLiteClient, state: State, mapping: Mapping,
                  schema: MailerLiteSchema, summary: Summary, in_scope: Callable[[Contact], bool], *,
                  dry_run: bool = False, allow_mass_leave: bool = False, sweep_hours: float = 24.0,
-                 plan: Optional[PlanReport] = None, tunables: Tunables = DEFAULTS) -> None:
+                 plan: Optional[PlanReport] = None, tunables: Tunables = DEFAULTS,
+                 dry_left: Optional[MutableSet[str]] = None) -> None:
         self.hubspot = hubspot
         self.state = state
         self.mapping = mapping
@@ -93,12 +94,12 @@ class Consent:
         self.writer = ConsentWriter(mailerlite, state, schema, summary, self.ledger, tunables)
         self.by_address = AddressConsent(hubspot, mapping.optout_properties)
         self.departures = Departures(state, mapping, self.writer, summary, self._held_in_hubspot, self.ledger,
-                                     dry_run, allow_mass_leave, self.by_address.opted_out)
+                                     dry_run, allow_mass_leave, self.by_address.opted_out, dry_left)
         self.departures.plan = plan
         self._unproven_lists: Set[str] = set()  # lists whose listing this run could not prove complete
 
     @property
-    def dry_left(self) -> Set[str]:
+    def dry_left(self) -> MutableSet[str]:
         """Contacts a dry run counted as leaving at once (a merge, say): a dry full pass's end must
         not count them again as unseen."""
         return self.departures.dry_left
