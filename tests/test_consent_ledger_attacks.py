@@ -107,3 +107,22 @@ def test_an_unsubscribe_answered_without_the_unsubscribed_status(run, hubspot_fa
     run("--mapping", path)
     assert len(consent_only(mailerlite_fake, "ann@example.com")) == 2
     assert len(upserts(mailerlite_fake, "ann@example.com")) >= 3
+
+
+def test_an_optout_upsert_answered_still_active_is_not_left_there(run, hubspot_fake, mailerlite_fake):
+    """The same through the full upsert of an opted-out contact (its data valid, sent with status
+    "unsubscribed"): MailerLite answers 200 with the subscriber still active. The answer is no
+    delivery: the unsubscribe on its own is stored and tried until MailerLite shows it taken."""
+    ids = seed_contacts(hubspot_fake, 2)
+    assert run().code == 0
+    mailerlite_fake.status_answers["person0@example.com"] = "ignored"
+    hubspot_fake.update_contact(ids[0], {"hs_email_optout": "true"})
+    first = run()
+    assert status(mailerlite_fake, "person0@example.com") == "active"
+    assert first.code == 1 and first.summary["consent_pending"] == 1, (first.summary, first.err)
+    del mailerlite_fake.status_answers["person0@example.com"]
+    second = run()  # the contact unchanged in HubSpot: only the stored unsubscribe goes
+    assert second.code == 0, second.err
+    assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
+    assert second.summary["consent_pending"] == 0
+    assert ledger_row(run, "person0@example.com") == [(1, "unsubscribe", "unsubscribed")]
