@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import seed_contacts
 from tests.test_consent import consent_only, mapping_file, state_rows, upserts
-from tests.test_consent_by_address import status
+from tests.test_consent_by_address import a_day_later, status
 
 TYPED = 'create_missing_fields = true\n[fields]\nnumemployees = { field = "employees", type = "number" }\n'
 
@@ -126,3 +126,31 @@ def test_an_optout_upsert_answered_still_active_is_not_left_there(run, hubspot_f
     assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
     assert second.summary["consent_pending"] == 0
     assert ledger_row(run, "person0@example.com") == [(1, "unsubscribe", "unsubscribed")]
+
+
+def test_the_sweep_meeting_an_outage_mid_way_reads_the_rest_next_run(run, hubspot_fake, mailerlite_fake):
+    """Guard (found nothing): 150 tombstones, swept a hundred a request. The first batch is read
+    (its opt-out unsubscribed, the ledger keeps it), then HubSpot answers 503 for good: the run goes on
+    without claiming anything of the rest, the sweep is due again next run, which unsubscribes the
+    opt-out of the second batch. Nobody is unsubscribed who did not opt out."""
+    ids = seed_contacts(hubspot_fake, 150)
+    assert run().code == 0
+    for cid in ids:
+        hubspot_fake.archive_contact(cid)
+    assert run("--full", "--allow-mass-leave").code == 0  # all leave, kept as tombstones
+    assert state_rows(run, "SELECT COUNT(*) FROM tombstones") == [(150,)]
+    hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)  # first batch
+    hubspot_fake.set_address_consent("person99@example.com", unsubscribed_all=True)  # second batch
+    hubspot_fake.consent_refusals.extend(["", *["503"] * 40])
+    first = run(tunables=a_day_later())
+    assert first.summary["consent_checked"] == 100, (first.summary, first.err)
+    assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
+    assert status(mailerlite_fake, "person99@example.com") == "active"
+    hubspot_fake.consent_refusals.clear()
+    second = run(tunables=a_day_later(1.02))
+    assert second.code == 0, second.err
+    assert status(mailerlite_fake, "person99@example.com") == "unsubscribed"
+    assert sorted(e for e, sid in mailerlite_fake.by_email.items()
+                  if mailerlite_fake.subscribers[sid]["status"] != "active") == [
+        "person0@example.com", "person99@example.com"]
+    assert ledger_row(run, "person99@example.com") == [(1, "unsubscribe", "unsubscribed")]
