@@ -18,7 +18,7 @@ from ..state import PendingAction, State
 from ..summary import Summary
 from ..tunables import DEFAULTS, Tunables
 from .ledger import Ledger
-from .rules import merged_action, next_try_ms
+from .rules import UNSUBSCRIBE, merged_action, next_try_ms, unsubscribe_shown
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,11 @@ class ConsentWriter:
         try:
             if action.unsubscribe:
                 status = self._unsubscribe(action.email)
+                if status is not None and not unsubscribe_shown(status):
+                    # Answered 200 but still held active: not taken. What MailerLite said is the evidence
+                    # (the ledger keeps it, so the opt-out is never judged delivered); tried again.
+                    self.ledger.seen([(action.email, status)], UNSUBSCRIBE)
+                    raise _Refused(f"MailerLite answered the unsubscribe still holding the subscriber as {status}")
                 self.ledger.unsubscribed(action.email, status)  # at once: a failing group removal must not hide it
             self._leave_groups(action)
         except (AccountRefused, RunDeadline, WaitTooLong):

@@ -162,10 +162,12 @@ class Departures:
             self.leave(Leaving(one, reason, optout, guarded=not optout))
 
     # -- deciding and applying --------------------------------------------------------------------
-    def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True) -> None:
+    def optout(self, hubspot_id: str, email: str, reason: str, try_now: bool = True, evidenced: bool = False) -> None:
         """The unsubscribe on its own (email and status), unless the ledger shows this opt-out already
-        delivered (rules.unsubscribe_due: from the address's evidence, never from a contact id)."""
-        if email_problem(email) or email in self._dry_sent or not self.ledger.unsubscribe_due(email):
+        delivered (rules.unsubscribe_due: from the address's evidence, never from a contact id).
+        `evidenced`: an answer at hand shows it not delivered, whatever the ledger held before."""
+        due = evidenced or self.ledger.unsubscribe_due(email)
+        if email_problem(email) or email in self._dry_sent or not due:
             return  # an address MailerLite could never take, or already delivered
         if self.dry_run:  # reported as the real run would send it (once per address, as there)
             if self.plan is not None:

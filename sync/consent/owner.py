@@ -222,6 +222,12 @@ class Consent:
                                 item.opted_out, result.reason, try_now=try_now)
         if result.kind == "not_reactivated" and result.reason == RECREATED:
             self.departures.optout(item.hubspot_id, item.email, RECREATED, try_now=try_now)
+        if result.kind in ("created", "updated") and item.opted_out \
+                and not rules.unsubscribe_shown(result.mailerlite_status):
+            # The upsert carried the opt-out, but MailerLite answered the subscriber still active: no delivery.
+            # The answer is the evidence (the ledger may still say an earlier unsubscribe was delivered).
+            self.departures.optout(item.hubspot_id, item.email, "opted out; MailerLite answered the upsert still "
+                                   f"holding the subscriber as {result.mailerlite_status}", try_now, evidenced=True)
 
     def not_created_again(self, hubspot_id: str, planned: Planned, listed: bool) -> bool:
         """An address the ledger last saw inactive (unsubscribed, bounced, junk) that MailerLite no longer

@@ -170,9 +170,18 @@ def sent_upsert(row: Optional[LedgerRow], email: str, now: int) -> LedgerRow:
     return replace(row or LedgerRow(email), sent="upsert", sent_at=now)
 
 
+def unsubscribe_shown(status: Optional[str]) -> bool:
+    """Whether MailerLite's 200 to an unsubscribe (on its own, or carried by the full upsert) shows it
+    taken: the subscriber it answers is unsubscribed, bounced or junk, or it names no status (a 200 to
+    a status change). One answered active or unconfirmed was not: MailerLite holds the address so,
+    and the unsubscribe stays due (never "delivered" on an answer that says otherwise)."""
+    return status is None or status.strip().lower() in INACTIVE
+
+
 def unsubscribe_taken(row: Optional[LedgerRow], email: str, status: Optional[str], now: int) -> LedgerRow:
     """MailerLite took the sync's unsubscribe (sent because HubSpot holds the address opted out):
-    it holds the address as the answer says, unsubscribed when it says nothing."""
+    it holds the address as the answer says, unsubscribed when it says nothing (an answer showing
+    it active is no taking: unsubscribe_shown; the caller keeps it as a sighting instead)."""
     row = replace(row or LedgerRow(email), sent="unsubscribe", sent_at=now)
     if row.hubspot_opted_out is not True:
         row = replace(row, hubspot_opted_out=True, hubspot_read_at=now, hubspot_source=row.hubspot_source or RECORD)

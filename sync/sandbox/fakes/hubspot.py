@@ -190,7 +190,8 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
         self.refused_addresses: Set[str] = set()  # a batch holding one of these is refused (400)
         # One entry per coming consent read: "plain" answers 403 naming no scope (a permission hiccup,
         # a portal setting: unconfirmed what else HubSpot means by it), "scope" a 403 naming the consent
-        # scope, as a token without it gets. Empty: answered as the token's scopes say.
+        # scope, as a token without it gets, "503" an outage, any other ("") lets that read through.
+        # Empty: answered as the token's scopes say.
         self.consent_refusals: Deque[str] = deque()
         self.contacts: Dict[int, Dict[str, Any]] = {}
         self._ids: List[int] = []  # sorted ids, for cursor paging
@@ -838,6 +839,8 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
         """A batch status read: {"inputs": [addresses]} -> one result per known address."""
         with self.lock:
             refusal = self.consent_refusals.popleft() if self.consent_refusals else None
+        if refusal == "503":  # an outage (any other entry, "" say, lets the read through)
+            return _error("Service unavailable", "SERVICE_UNAVAILABLE", 503)
         if refusal == "plain":
             return _error("This request is not allowed for this portal.", "FORBIDDEN", 403)
         if refusal == "scope":

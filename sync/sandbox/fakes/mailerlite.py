@@ -119,6 +119,10 @@ class FakeMailerLite(FakeAPI):
         self.text_max: Optional[int] = TEXT_MAX  # None: no limit
         self.date_with_time = False  # True: date fields want "YYYY-MM-DD HH:MM:SS"
         self.reactivation_wording = "imported"  # or "reactivated" (CANNOT_REACTIVATE)
+        # Answers to an upsert of these addresses, odd ways (undocumented: tests of how the sync reads them):
+        # "ignored": the requested status is not applied, the answer shows the status held (active);
+        # "omitted": it is applied, the answer's subscriber carries no status field.
+        self.status_answers: Dict[str, str] = {}
         self.subscriber_list_max = 1000  # the listing's largest limit...
         self.limit_too_big = "clamp"  # ...beyond it: "clamp" silently, or "422"
         # The listing's hostile shapes (all off by default). listing_loops: the last page's next cursor
@@ -382,7 +386,8 @@ class FakeMailerLite(FakeAPI):
         if existing is None:
             existing = self._new_subscriber(email, status or "active")
             code = 201
-        elif status and status != existing["status"] and existing["status"] not in ("bounced", "junk"):
+        elif status and status != existing["status"] and existing["status"] not in ("bounced", "junk") \
+                and self.status_answers.get(email) != "ignored":
             # Modelled (unconfirmed): a bounce or spam complaint is a stronger fact than an
             # unsubscribe, so an upsert does not overwrite it.
             existing["status"] = status
@@ -396,7 +401,10 @@ class FakeMailerLite(FakeAPI):
             if str(gid) not in existing["groups"]:
                 existing["groups"].append(str(gid))
         existing["updated_at"] = _now()
-        return code, {"data": self._render(existing)}
+        rendered = self._render(existing)
+        if self.status_answers.get(email) == "omitted":
+            rendered.pop("status", None)
+        return code, {"data": rendered}
 
     def _fails(self, body: Any, counts: Optional[Dict[str, int]] = None) -> bool:
         counts = self.failing_emails if counts is None else counts
