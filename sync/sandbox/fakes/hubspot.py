@@ -543,30 +543,7 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
         return self.ok(self._render(int(cid), self._properties_arg(request)))
 
     def _matches(self, cid: int, group: List[Dict[str, Any]]) -> bool:
-        record = self.contacts[cid]
-        for flt in group:
-            name, op, value = flt.get("propertyName"), flt.get("operator"), flt.get("value")
-            if name == "lastmodifieddate":
-                left: Any = record["modified"]
-                right: Any = parse_time_value(value)
-            elif name == "hs_object_id":
-                left, right = cid, int(str(value))
-            else:
-                left, right = record["properties"].get(name), value
-                if op == "HAS_PROPERTY":
-                    if left in (None, ""):
-                        return False
-                    continue
-                if left is None:
-                    return False
-            if op == "IN":
-                fold = str.lower if name == "email" else str  # email matching ignores case
-                if fold(str(left)) not in [fold(str(v)) for v in flt.get("values", [])]:
-                    return False
-                continue
-            if op not in _OPERATORS or not _OPERATORS[op](left, right):
-                return False
-        return True
+        return filters_match(cid, self.contacts[cid], group, "lastmodifieddate")
 
     def _search_problem(self, body: Dict[str, Any]) -> Optional[str]:
         """What the published spec (or HubSpot's limits) refuse in a search body."""
@@ -921,3 +898,31 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
             out["errors"] = [_batch_error("OBJECT_NOT_FOUND", "Could not find some records.", missing)]
             return self.ok(out, 207)
         return self.ok(out)
+
+
+def filters_match(oid: int, record: Dict[str, Any], group: List[Dict[str, Any]], modified_name: str) -> bool:
+    """Whether a record passes one filter group of a CRM search: the one matcher of contacts,
+    companies and deals (`modified_name` is the object's last-modified property)."""
+    for flt in group:
+        name, op, value = flt.get("propertyName"), flt.get("operator"), flt.get("value")
+        if name == modified_name:
+            left: Any = record["modified"]
+            right: Any = parse_time_value(value)
+        elif name == "hs_object_id":
+            left, right = oid, int(str(value))
+        else:
+            left, right = record["properties"].get(name), value
+            if op == "HAS_PROPERTY":
+                if left in (None, ""):
+                    return False
+                continue
+            if left is None:
+                return False
+        if op == "IN":
+            fold = str.lower if name == "email" else str  # email matching ignores case
+            if fold(str(left)) not in [fold(str(v)) for v in flt.get("values", [])]:
+                return False
+            continue
+        if op not in _OPERATORS or not _OPERATORS[op](left, right):
+            return False
+    return True

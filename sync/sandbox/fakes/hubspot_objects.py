@@ -307,7 +307,7 @@ class AssociatedObjects:
         return self._batch_read_answer(results, missing)  # type: ignore[attr-defined]
 
     def on_object_search(self, request: Request, object_type: str, v: str = "") -> Response:
-        from .hubspot import SEARCH_RESULT_CAP, _error, parse_time_value
+        from .hubspot import SEARCH_RESULT_CAP, _error, filters_match
         body = self.json_body(request) or {}  # type: ignore[attr-defined]
         problem = self._search_problem(body)  # type: ignore[attr-defined]
         if problem:
@@ -320,28 +320,10 @@ class AssociatedObjects:
                           errors=[{"message": f"Paging past {SEARCH_RESULT_CAP} results is not supported"}])
         store = self.objects[object_type]
 
-        def matches(oid: int, filters: List[Dict[str, Any]]) -> bool:
-            record = store[oid]
-            for flt in filters:
-                name, op, value = flt.get("propertyName"), flt.get("operator"), flt.get("value")
-                if name == "hs_lastmodifieddate":
-                    left: Any = record["modified"]
-                    right: Any = parse_time_value(value)
-                elif name == "hs_object_id":
-                    left, right = oid, int(str(value))
-                else:
-                    left, right = record["properties"].get(name), value
-                    if left is None:
-                        return False  # lastmodifieddate (a contact's name) matches nothing here
-                ops = {"EQ": left == right, "GT": left > right, "GTE": left >= right, "LT": left < right,
-                       "LTE": left <= right}
-                if not ops.get(str(op), False):
-                    return False
-            return True
-
         groups = body.get("filterGroups") or []
         ids = sorted(oid for oid, r in store.items() if not r["archived"]
-                     and (not groups or any(matches(oid, g.get("filters", [])) for g in groups)))
+                     and (not groups or any(filters_match(oid, store[oid], g.get("filters", []), "hs_lastmodifieddate")
+                                          for g in groups)))
         sort = str((body.get("sorts") or ["hs_object_id"])[0]).lstrip("-")
         if sort == "hs_lastmodifieddate":
             ids.sort(key=lambda o: store[o]["modified"])
