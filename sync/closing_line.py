@@ -58,6 +58,8 @@ def for_person(summary: Summary, level: str, command: Optional[str] = None) -> s
     prefix = f"{level}: "
     if level == "ERROR":  # why it stopped, then what it did before
         message = summary.message
+        if not any(summary[k] for k in SUMMARY_COUNTS):  # a row of zeros says less than this
+            return f"{message}; nothing read or sent"
         # The message is the program's own words, often long itself: what was done stays, short.
         return fitted(prefix, (f"{message}; done so far: {describe(summary)}",
                                f"{message}; done so far: {_short(summary)}"))

@@ -133,7 +133,7 @@ def test_a_stopped_run_is_one_line(hubspot_fake, mailerlite_fake, tmp_path):
     assert done.returncode == 3
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ERROR: ") and "daily API limit" in lines[0], done.stderr
-    assert "; done so far: full sync: read" in lines[0]
+    assert lines[0].endswith("; nothing read or sent")  # stopped at its first request
 
 
 def test_one_rule_for_relative_paths_and_the_resolved_path_in_errors(hubspot_fake, mailerlite_fake, tmp_path):

@@ -398,6 +398,6 @@ def test_a_tls_failure_is_one_clear_line_exit_3(run, hubspot_fake, mailerlite_fa
     result = run()
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert result.code == 3, result.err
-    assert lines[0].startswith("ERROR: TLS certificate verification failed for 127.0.0.1; done so far:")
+    assert lines[0].startswith("ERROR: TLS certificate verification failed for 127.0.0.1; nothing read or sent")
     assert "unexpected" not in result.err and "Traceback" not in result.err
     assert mailerlite_fake.log == []

@@ -35,3 +35,11 @@ def test_history_shows_the_stored_counts_up_to_failed_and_the_rest_when_not_zero
     head, *counts = reports.history_lines([run], width=40)
     assert " ".join(c.strip() for c in counts).endswith("failed 5, not reactivated 5, left scope 5")
     assert all(len(line) < 40 for line in counts)
+
+
+def test_a_run_stopped_before_anything_was_read_says_so_instead_of_a_row_of_zeros():
+    stopped = Summary("full", False, Counter(), message="HubSpot rejected the access token")
+    assert closing_line.for_person(stopped, "ERROR") == "HubSpot rejected the access token; nothing read or sent"
+    stopped.counts["read"] = 3
+    assert closing_line.for_person(stopped, "ERROR").startswith(
+        "HubSpot rejected the access token; done so far: full sync: read 3, ")
