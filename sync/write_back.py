@@ -64,7 +64,8 @@ class WriteBack:
                 if not isinstance(subscriber, dict):
                     continue
                 email = normalise_email(subscriber.get("email"))
-                if not email:
+                own = subscriber.get("status", status)  # the subscriber's own word over the filter's
+                if not email or own != status:  # a listing that ignored its filter: not this status
                     continue
                 changed_at = subscriber.get("unsubscribed_at") or subscriber.get("updated_at")
                 pending.append((email, status, changed_at if isinstance(changed_at, str) else None))

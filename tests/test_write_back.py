@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE
+from sync.write_back import DUE_KEY
 from tests.conftest import FAST, seed_contacts
 
 
@@ -177,3 +180,22 @@ def test_an_outage_during_the_scope_check_is_not_taken_for_a_scope(hubspot_fake)
     hubspot_fake.faults.script.extend(["503"] * 10)
     with pytest.raises(AbortRun, match="kept failing"):
         writer.missing_write_scopes()
+
+
+def test_a_listing_that_ignores_its_status_filter_writes_back_only_each_subscribers_own_status(
+        write_back, hubspot_fake, mailerlite_fake):
+    ids = seed_contacts(hubspot_fake, 6)
+    assert write_back().code == 0
+    mark(mailerlite_fake, "person1@example.com", "bounced")
+    mailerlite_fake.honours_status_filter = False  # every status listed, whatever the filter asked
+    db = sqlite3.connect(write_back.state_db)
+    db.execute("DELETE FROM meta WHERE key=?", (DUE_KEY,))  # due, as on a first run
+    db.commit()
+    db.close()
+    again = write_back()
+    assert again.code == 0 and again.summary["written_back"] == 1, again.err
+    statuses = {cid: hubspot_fake.contacts[int(cid)]["properties"].get("mailerlite_status") for cid in ids}
+    assert statuses == {cid: ("bounced" if cid == ids[1] else None) for cid in ids}
+    mailerlite_fake.delete_subscriber("person2@example.com")  # an active one, gone in a clean-up
+    assert write_back("--full").code == 0
+    assert mailerlite_fake.subscriber("person2@example.com")["status"] == "active"  # not held as inactive

@@ -84,6 +84,7 @@ class FakeMailerLite(FakeAPI):
         self.import_retry_after = True  # unconfirmed whether the import 429 carries Retry-After
         # The other reading of the consent rule: refuse any upsert of an inactive subscriber.
         self.refuse_inactive_upserts = False
+        self.honours_status_filter = True  # False: filter[status] ignored, every status listed
         self.undeliverable_domains: set = set()  # addresses MailerLite's own checks refuse
         self.limits_enabled = True
         self.subscribers: Dict[str, Dict[str, Any]] = {}  # id -> subscriber
@@ -450,7 +451,7 @@ class FakeMailerLite(FakeAPI):
 
     def on_list_subscribers(self, request: Request) -> Response:
         limit = int(request.args.get("limit", "25"))
-        status = request.args.get("filter[status]")
+        status = request.args.get("filter[status]") if self.honours_status_filter else None
         if limit == 0:
             total = sum(1 for s in self.subscribers.values() if status is None or s["status"] == status)
             return self.ok({"total": total})
