@@ -132,6 +132,17 @@ def _error(message: str, category: str, status: int, **extra: Any) -> Response:
     return FakeAPI.json_response(body, status)
 
 
+def batch_read_refusal(body: Dict[str, Any]) -> Optional[Response]:
+    """HubSpot's answer to a batch read it refuses (contacts, companies and deals alike): both
+    property lists are required, and at most 100 inputs; None when the body is acceptable."""
+    if "propertiesWithHistory" not in body or "properties" not in body:
+        return _error("Invalid input JSON: properties and propertiesWithHistory are required",
+                      "VALIDATION_ERROR", 400)
+    if len(body.get("inputs") or []) > 100:
+        return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
+    return None
+
+
 class _Version(BaseConverter):
     """A date-based API version in a path: 2026-09."""
 
@@ -596,12 +607,10 @@ class FakeHubSpot(AssociatedObjects, FakeAPI):
 
     def on_batch_read(self, request: Request, v: str = "") -> Response:
         body = self.json_body(request) or {}
-        if "propertiesWithHistory" not in body or "properties" not in body:
-            return _error("Invalid input JSON: properties and propertiesWithHistory are required",
-                          "VALIDATION_ERROR", 400)
+        refusal = batch_read_refusal(body)
+        if refusal is not None:
+            return refusal
         inputs = body.get("inputs") or []
-        if len(inputs) > 100:
-            return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
         if request.args.get("archived", "false").lower() == "true":
             return self._archived_batch_read(inputs, body.get("properties"))
         results, missing = [], []

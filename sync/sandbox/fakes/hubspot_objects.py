@@ -289,14 +289,12 @@ class AssociatedObjects:
                 "updatedAt": iso_ms(record["modified"]), "archived": record["archived"]}
 
     def on_object_batch_read(self, request: Request, object_type: str, v: str = "") -> Response:
-        from .hubspot import _error
+        from .hubspot import batch_read_refusal
         body = self.json_body(request) or {}  # type: ignore[attr-defined]
-        if "propertiesWithHistory" not in body or "properties" not in body:
-            return _error("Invalid input JSON: properties and propertiesWithHistory are required",
-                          "VALIDATION_ERROR", 400)
+        refusal = batch_read_refusal(body)
+        if refusal is not None:
+            return refusal
         inputs = body.get("inputs") or []
-        if len(inputs) > 100:
-            return _error("Batch read is limited to 100 inputs", "VALIDATION_ERROR", 400)
         results, missing = [], []
         for item in inputs:
             oid = str(item.get("id", ""))
