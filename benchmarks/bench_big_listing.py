@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_adopt import fill_matching  # noqa: E402
-from benchmarks.bench_sync import ML_TOKEN, _high_water_kib, fakes, run_process, seed, sync_env  # noqa: E402
+from benchmarks.bench_sync import ML_TOKEN, fakes, peak_until_exit, run_process, seed, sync_env  # noqa: E402
 from sync.adoption_listing import Listing, temporary_store, time_for_listing  # noqa: E402
 from sync.config import DEFAULT_MAX_RUNTIME  # noqa: E402
 from sync.mailerlite import MailerLiteClient  # noqa: E402
@@ -132,10 +132,7 @@ def listing_alone(n: int, page: int) -> Tuple[float, float]:
         ml.subscriber_list_max = page
         fill_subscribers(ml, n)
         proc = subprocess.Popen([sys.executable, __file__, "--child-listing", ml.base_url, f"{tmp}/state.db"])
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, _high_water_kib(proc.pid) or 0)
-            time.sleep(0.02)
+        peak = peak_until_exit(proc)
         size = sum(p.stat().st_size for p in Path(tmp).glob("state.db*"))
         return peak / 1024, size / n
 

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench_sync import HS_TOKEN, _high_water_kib, fakes, sync_env  # noqa: E402  (one way to read peak memory, the fakes, the settings)
+from bench_sync import HS_TOKEN, fakes, peak_until_exit, sync_env  # noqa: E402  (one way to read peak memory, the fakes, the settings)
 
 from sync.engagement import DUE_KEY  # noqa: E402
 from sync.sandbox.fakes.hubspot import SCHEMA_WRITE_SCOPE, WRITE_SCOPE, FakeHubSpot  # noqa: E402
@@ -58,10 +58,7 @@ def run_sync(env: Dict[str, str], *flags: str) -> Tuple[Dict[str, object], int, 
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--json", "--quiet", *flags], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, _high_water_kib(proc.pid) or 0)
-        time.sleep(0.02)
+    peak = peak_until_exit(proc)
     out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode != 0:
         raise SystemExit(f"sync process failed with {proc.returncode}")

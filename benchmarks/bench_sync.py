@@ -296,11 +296,17 @@ def run_process(env: Dict[str, str], *args: str) -> Tuple[int, int]:
     """
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--quiet", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = peak_until_exit(proc)  # before the exit code: it is set when the process ends
+    return proc.returncode, peak
+
+
+def peak_until_exit(proc: subprocess.Popen) -> int:
+    """The process's peak RSS in KiB (its VmHWM), read every 20 ms until it exits."""
     peak = 0
     while proc.poll() is None:
         peak = max(peak, _high_water_kib(proc.pid) or 0)
         time.sleep(0.02)
-    return proc.returncode, peak
+    return peak
 
 
 @dataclass
