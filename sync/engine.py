@@ -305,6 +305,11 @@ class Engine:
                 if contact["id"] not in returned:  # a merged-away id may be answered with its merged record
                     returned.add(contact["id"])
                     yield contact
+            if not self.options.dry_run:
+                # Not returned: deleted or merged away. One known only by its problem is forgotten (as
+                # in the incremental run below), so an address the sync wrote for it becomes a tombstone.
+                gone = members - {int(i) for i in returned if i.isdigit()}
+                self.state.forget_problems_only([str(i) for i in sorted(gone)])
             return
         if full:
             if self.options.count_total:

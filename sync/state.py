@@ -29,7 +29,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -255,6 +255,24 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
         # associations alone changed (HubSpot moves no timestamp for that) and reads only those.
         "CREATE TABLE associations (hubspot_id INTEGER PRIMARY KEY, signature TEXT NOT NULL)",
     ),
+    13: (
+        # HubSpot's own clock for the ledger (epoch ms): when the address's newest opt-out read was
+        # made in HubSpot (the record's lastmodifieddate), and which of those the last unsubscribe the
+        # sync delivered was sent for. An opt-out HubSpot shows newer than the one delivered (the
+        # person signed up again through a MailerLite form, then opted out again) is sent again;
+        # NULL (a reading by address, a row from before): the time is unknown, and it is sent.
+        "ALTER TABLE consent_ledger ADD COLUMN hubspot_changed_ms INTEGER",
+        "ALTER TABLE consent_ledger ADD COLUMN sent_for_ms INTEGER",
+        # A problem of a contact known only by it (refused data, a duplicate) whose address the sync
+        # wrote before: when it goes and no contacts row holds the address, the address is kept as a
+        # tombstone, so its later opt-out is followed (migration 9 does so for failed ones).
+        """CREATE TRIGGER tombstone_on_written_problem_gone AFTER DELETE ON problems
+            WHEN OLD.kind != 'failed' AND OLD.email != ''
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+                 AND EXISTS (SELECT 1 FROM consent_ledger WHERE email = OLD.email AND sent IS NOT NULL)
+            BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
+                  VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+    ),
 }
 
 RUN_COUNTS = ("read", "created", "updated", "unchanged", "skipped", "rejected", "failed", "not_reactivated",
@@ -332,16 +350,21 @@ class LedgerRow:
     sent: Optional[str] = None  # what the sync last sent: upsert | unsubscribe
     sent_at: Optional[int] = None
     holder: Optional[str] = None  # the contact syncing the address now (kept by triggers)
+    # HubSpot's clock, epoch ms (migration 13): when the newest opt-out read was made there, and
+    # which of those the last delivered unsubscribe was for; None: unknown.
+    hubspot_changed_ms: Optional[int] = None
+    sent_for_ms: Optional[int] = None
 
 
 LEDGER_COLUMNS = ("email", "hubspot_opted_out", "hubspot_source", "hubspot_read_at", "mailerlite_status",
-                  "mailerlite_source", "mailerlite_seen_at", "sent", "sent_at", "holder")
+                  "mailerlite_source", "mailerlite_seen_at", "sent", "sent_at", "holder",
+                  "hubspot_changed_ms", "sent_for_ms")
 
 
 def _ledger_row(row: Sequence[Any]) -> LedgerRow:
-    e, opted, hsrc, hat, status, msrc, mat, sent, sat, holder = row
+    e, opted, hsrc, hat, status, msrc, mat, sent, sat, holder, changed_ms, sent_for_ms = row
     return LedgerRow(e, None if opted is None else bool(opted), hsrc, hat, status, msrc, mat, sent, sat,
-                     None if holder is None else str(holder))
+                     None if holder is None else str(holder), changed_ms, sent_for_ms)
 
 
 def _split(text: Optional[str], sep: str = ",") -> FrozenSet[str]:
@@ -770,17 +793,19 @@ class State:
         written (the triggers keep it)."""
         values = [(r.email, None if r.hubspot_opted_out is None else int(r.hubspot_opted_out), r.hubspot_source,
                    r.hubspot_read_at, r.mailerlite_status, r.mailerlite_source, r.mailerlite_seen_at, r.sent,
-                   r.sent_at) for r in rows if _storable(r.email)]
+                   r.sent_at, r.hubspot_changed_ms, r.sent_for_ms) for r in rows if _storable(r.email)]
         if not values:
             return
         with self.transaction():
             self.conn.executemany(
                 "INSERT INTO consent_ledger(email, hubspot_opted_out, hubspot_source, hubspot_read_at, "
-                "mailerlite_status, mailerlite_source, mailerlite_seen_at, sent, sent_at) VALUES (?,?,?,?,?,?,?,?,?) "
+                "mailerlite_status, mailerlite_source, mailerlite_seen_at, sent, sent_at, "
+                "hubspot_changed_ms, sent_for_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(email) DO UPDATE SET hubspot_opted_out=excluded.hubspot_opted_out, "
                 "hubspot_source=excluded.hubspot_source, hubspot_read_at=excluded.hubspot_read_at, "
                 "mailerlite_status=excluded.mailerlite_status, mailerlite_source=excluded.mailerlite_source, "
-                "mailerlite_seen_at=excluded.mailerlite_seen_at, sent=excluded.sent, sent_at=excluded.sent_at",
+                "mailerlite_seen_at=excluded.mailerlite_seen_at, sent=excluded.sent, sent_at=excluded.sent_at, "
+                "hubspot_changed_ms=excluded.hubspot_changed_ms, sent_for_ms=excluded.sent_for_ms",
                 values)
 
     def mark_seen(self, hubspot_ids: Sequence[str], run_id: int) -> None:

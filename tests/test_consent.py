@@ -343,7 +343,8 @@ def test_no_unsubscribe_while_another_live_contact_holds_the_address(run, hubspo
     result = run("--mapping", path, "--full")
     assert result.summary["left_scope"] == 1
     assert mailerlite_fake.subscriber("shared@example.com")["status"] == "active"
-    assert groups_of(mailerlite_fake, "shared@example.com") == []  # only the managed groups are left
+    # Nothing is taken from it: the subscriber is the other contact's now, its groups included (issue 28).
+    assert groups_of(mailerlite_fake, "shared@example.com") == ["Synced"]
 
 
 def test_no_unsubscribe_when_hubspot_still_has_a_live_contact_with_the_address(run, hubspot_fake, mailerlite_fake,
@@ -358,7 +359,7 @@ def test_no_unsubscribe_when_hubspot_still_has_a_live_contact_with_the_address(r
     result = run("--mapping", path, tunables=replace(FAST, archived_check_ms=0))
     assert result.summary["left_scope"] == 1 and result.summary["read"] == 0
     assert mailerlite_fake.subscriber("held@example.com")["status"] == "active"
-    assert groups_of(mailerlite_fake, "held@example.com") == []
+    assert groups_of(mailerlite_fake, "held@example.com") == ["Synced"]  # the other contact's: nothing taken
 
 
 # -- 8. a refused unsubscribe or group removal is kept and retried ------------------------------------------------
@@ -508,9 +509,10 @@ SYNCED = Synced("7", "x@example.com", "sub-1", frozenset({"Synced", "Hand-made"}
 
 @pytest.mark.parametrize("on_leave, opted_out, held, unsubscribe, groups", [
     ("remove_from_groups", False, False, False, {"Synced"}),
+    ("remove_from_groups", False, True, False, set()),  # another live contact holds it: its groups are its own
     ("remove_from_groups", True, False, True, {"Synced"}),
     ("unsubscribe", False, False, True, {"Synced"}),
-    ("unsubscribe", False, True, False, {"Synced"}),  # another live contact holds the address
+    ("unsubscribe", False, True, False, set()),  # another live contact holds the address: nothing taken
     ("unsubscribe", True, True, True, {"Synced"}),  # an opt-out is the person's own word
     ("leave", False, False, False, set()),
     ("leave", True, False, True, set()),

@@ -174,18 +174,24 @@ def let_go(run, hs, n: int, leaving: int, extra: str = "") -> str:
 
 
 def test_optout_after_leaving_scope_is_followed_by_the_sweep(run, hubspot_fake, mailerlite_fake):
-    path = let_go(run, hubspot_fake, 3, 1)
-    (cid,) = [c for c, r in hubspot_fake.contacts.items() if r["properties"]["email"] == "person0@example.com"]
-    hubspot_fake.update_contact(str(cid), {"hs_email_optout": "true"})  # opts out later
+    path = let_go(run, hubspot_fake, 3, 2)
+    by_email = {r["properties"]["email"]: str(c) for c, r in hubspot_fake.contacts.items()}
+    # person0 opts out on its record, which the next hourly run reads (it changed): an address the sync
+    # wrote is unsubscribed whatever the scope, at once (issue 28), no consent request needed.
+    hubspot_fake.update_contact(by_email["person0@example.com"], {"hs_email_optout": "true"})
+    # person1's record is deleted, then its address opts out: only the sweep, a day later, reads it.
+    hubspot_fake.archive_contact(by_email["person1@example.com"])
+    hubspot_fake.set_address_consent("person1@example.com", unsubscribed_all=True)
     before = len(consent_requests(hubspot_fake))
-    hourly = run("--mapping", path)  # the sweep is not due: nothing asked, nothing sent
+    hourly = run("--mapping", path)  # the sweep is not due: nothing asked by address
     assert hourly.code == 0 and hourly.summary["consent_checked"] == 0
     assert len(consent_requests(hubspot_fake)) == before
-    assert status(mailerlite_fake, "person0@example.com") == "active"
-    daily = run("--mapping", path, tunables=a_day_later())
-    assert daily.code == 0 and daily.summary["consent_checked"] == 1
     assert status(mailerlite_fake, "person0@example.com") == "unsubscribed"
-    assert [status(mailerlite_fake, f"person{i}@example.com") for i in (1, 2)] == ["active", "active"]
+    assert status(mailerlite_fake, "person1@example.com") == "active"
+    daily = run("--mapping", path, tunables=a_day_later())
+    assert daily.code == 0 and daily.summary["consent_checked"] == 1  # person0's tombstone went with it
+    assert status(mailerlite_fake, "person1@example.com") == "unsubscribed"
+    assert status(mailerlite_fake, "person2@example.com") == "active"
 
 
 def test_full_runs_always_sweep(run, hubspot_fake, mailerlite_fake):
@@ -225,6 +231,9 @@ def test_a_dry_run_reads_the_tombstones_and_sends_nothing(run, hubspot_fake, mai
 def test_an_address_hubspot_will_not_read_never_blocks_the_others(run, hubspot_fake, mailerlite_fake):
     path = let_go(run, hubspot_fake, 150, 150)
     hubspot_fake.refused_addresses = {"person42@example.com"}  # the whole batch holding it is refused
+    for cid, record in list(hubspot_fake.contacts.items()):  # records deleted: only the sweep reads them
+        if record["properties"]["email"] in ("person7@example.com", "person120@example.com"):
+            hubspot_fake.archive_contact(str(cid))
     hubspot_fake.set_address_consent("person7@example.com", unsubscribed_all=True)
     hubspot_fake.set_address_consent("person120@example.com", unsubscribed_all=True)
     swept = run("--mapping", path, "--full")

@@ -190,7 +190,10 @@ def test_a_consent_api_403_naming_no_scope_keeps_the_sweep_due(run, hubspot_fake
     ids = seed_contacts(hubspot_fake, 3, lifecyclestage="customer")
     path = mapping_file(run, SCOPED)
     assert run("--mapping", path).code == 0
-    hubspot_fake.update_contact(ids[0], {"lifecyclestage": "lead"})  # let go of: kept as a tombstone
+    # A new address: the old one is let go of and kept as a tombstone, which no record holds any more,
+    # so only the sweep reads it (a record that still held it would carry its opt-out to the hourly run,
+    # which unsubscribes an address the sync wrote whatever the scope).
+    hubspot_fake.update_contact(ids[0], {"email": "new0@example.com"})
     assert run("--mapping", path).code == 0
     hubspot_fake.set_address_consent("person0@example.com", unsubscribed_all=True)
     hubspot_fake.consent_refusals.append(refusal)
@@ -259,20 +262,30 @@ def test_a_state_of_schema_9_keeps_every_tombstone_pending_action_and_delivered_
 # -- the rules on a ledger row, as a table -----------------------------------------------------------
 
 ROW = LedgerRow("a@example.com")
-DELIVERED = LedgerRow("a@example.com", hubspot_opted_out=True, mailerlite_status="unsubscribed", sent="unsubscribe")
+# The sync's unsubscribe delivered for the opt-out HubSpot made at 1000 (ms, HubSpot's clock).
+DELIVERED = LedgerRow("a@example.com", hubspot_opted_out=True, mailerlite_status="unsubscribed", sent="unsubscribe",
+                      hubspot_changed_ms=1000, sent_for_ms=1000)
 
 
-@pytest.mark.parametrize("row,due", [
-    (None, True),  # never seen: send
-    (ROW, True),
-    (DELIVERED, False),  # this very opt-out delivered, MailerLite holds it unsubscribed
-    (replace(DELIVERED, mailerlite_status="bounced"), False),
-    (replace(DELIVERED, mailerlite_status="active"), True),  # seen active since (a form sign-up)
-    (replace(DELIVERED, hubspot_opted_out=False), True),  # opted in since: a new opt-out
-    (replace(DELIVERED, sent="upsert"), True),  # an upsert went since
+@pytest.mark.parametrize("row,changed,due", [
+    (None, 1000, True),  # never seen: send
+    (ROW, 1000, True),
+    (DELIVERED, 1000, False),  # this very opt-out delivered
+    (DELIVERED, 900, False),  # an older reading of it
+    (replace(DELIVERED, mailerlite_status="bounced"), 1000, False),
+    # Seen active since (a form sign-up after the delivery): the person's latest act, kept while HubSpot
+    # shows no newer opt-out...
+    (replace(DELIVERED, mailerlite_status="active"), 1000, False),
+    # ...and one made after it is sent (the person opted out again)
+    (replace(DELIVERED, mailerlite_status="active"), 1001, True),
+    (DELIVERED, 1001, True),
+    (DELIVERED, None, True),  # a reading whose time is unknown (by address): the order cannot be told
+    (replace(DELIVERED, sent_for_ms=None), 1000, True),  # delivered before HubSpot's time was kept
+    (replace(DELIVERED, hubspot_opted_out=False), 1000, True),  # opted in since: a new opt-out
+    (replace(DELIVERED, sent="upsert"), 1000, True),  # an upsert went since
 ])
-def test_whether_an_unsubscribe_is_due(row, due):
-    assert rules.unsubscribe_due(row) is due
+def test_whether_an_unsubscribe_is_due(row, changed, due):
+    assert rules.unsubscribe_due(row, changed) is due
 
 
 @pytest.mark.parametrize("status,source,created,before,after", [
@@ -295,5 +308,20 @@ def test_an_unsubscribe_taken_is_kept_per_address_with_its_time():
     assert (row.sent, row.sent_at, row.hubspot_opted_out, row.mailerlite_status) == ("unsubscribe", 7, True,
                                                                                    "unsubscribed")
     assert rules.unsubscribe_taken(None, ROW.email, "bounced", 8).mailerlite_status == "bounced"
-    assert not rules.unsubscribe_due(row)
-    assert rules.unsubscribe_due(rules.read_in_hubspot(row, ROW.email, False, rules.RECORD, 9))
+    assert rules.unsubscribe_due(row, 1000)  # sent for no known opt-out time: the order cannot be told
+    timed = rules.unsubscribe_taken(row, ROW.email, None, 7, changed_ms=1000)
+    assert (timed.hubspot_changed_ms, timed.sent_for_ms) == (1000, 1000)
+    assert not rules.unsubscribe_due(timed, 1000) and rules.unsubscribe_due(timed, 1001)
+    assert rules.unsubscribe_due(rules.read_in_hubspot(timed, ROW.email, False, rules.RECORD, 9), 1000)
+
+
+@pytest.mark.parametrize("opted_out,changed,changes", [
+    (True, 1000, False),  # the same opt-out read again
+    (True, 900, False),
+    (True, 1001, True),  # a newer opt-out
+    (True, None, False),
+    (False, 1000, True),  # an opt-in
+])
+def test_which_readings_of_hubspot_change_the_row(opted_out, changed, changes):
+    assert rules.reading_changes(DELIVERED, opted_out, changed) is changes
+    assert rules.reading_changes(None, opted_out, changed) is False  # no row: an unsubscribe sent makes it

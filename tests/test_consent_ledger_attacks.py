@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import seed_contacts
-from tests.test_consent import consent_only, mapping_file, state_rows, upserts
+from tests.test_consent import consent_only, mapping_file, state_rows
 from tests.test_consent_by_address import a_day_later, status
 
 TYPED = 'create_missing_fields = true\n[fields]\nnumemployees = { field = "employees", type = "number" }\n'
@@ -102,11 +102,15 @@ def test_an_unsubscribe_answered_without_the_unsubscribed_status(run, hubspot_fa
     assert status(mailerlite_fake, "ann@example.com") == "unsubscribed", second.err
     assert second.summary["consent_pending"] == 0
     assert ledger_row(run, "ann@example.com") == [(1, "unsubscribe", "unsubscribed")]
-    # Delivered now: a later edit of the still-refused contact sends nothing more.
+    # Delivered now: a run reading the record again as it was sends nothing more...
+    run("--mapping", path, "--full")
+    assert len(consent_only(mailerlite_fake, "ann@example.com")) == 2
+    # ...while a later edit of the still opted-out record sends it once more: HubSpot's record cannot
+    # tell that edit from a new opt-out made after a MailerLite form sign-up, and no mail is the safe side.
     hubspot_fake.update_contact(x, {"numemployees": "around fifty"})
     run("--mapping", path)
-    assert len(consent_only(mailerlite_fake, "ann@example.com")) == 2
-    assert len(upserts(mailerlite_fake, "ann@example.com")) >= 3
+    assert len(consent_only(mailerlite_fake, "ann@example.com")) == 3
+    assert status(mailerlite_fake, "ann@example.com") == "unsubscribed"
 
 
 def test_an_optout_upsert_answered_still_active_is_not_left_there(run, hubspot_fake, mailerlite_fake):

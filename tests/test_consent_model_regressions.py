@@ -2,7 +2,8 @@
 
 Each is a minimal sequence the model printed (shortened further by tests/consent_model_minimize.py),
 written out through main.py against the fakes. All failed on the code before the consent ledger;
-those still failing on main with the ledger are strict xfails naming what is left.
+six of them (opt-outs after a form sign-up, departures of an address another contact holds, a
+full pass listing an opted-out address active) also on the ledger's first version (schema 12).
 """
 
 from __future__ import annotations
@@ -70,8 +71,6 @@ def test_an_opt_out_made_with_refused_data_reaches_an_address_the_sweep_unsubscr
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, defect 1's path through a MailerLite form sign-up: fails on main "
-                                       "with the ledger too (MailerLite last seen inactive, so no unsubscribe is sent)")
 def test_an_opt_out_after_a_form_sign_up_is_sent_though_an_earlier_one_was(mapped, hubspot_fake, mailerlite_fake):
     """Defect 1's cause on a shorter path the model found: no sweep, no second contact."""
     contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true")  # opted out, data refused
@@ -83,8 +82,6 @@ def test_an_opt_out_after_a_form_sign_up_is_sent_though_an_earlier_one_was(mappe
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, defect 1's path through a MailerLite form sign-up: fails on main "
-                                       "with the ledger too (MailerLite last seen inactive, so no unsubscribe is sent)")
 def test_an_opt_out_of_an_out_of_scope_contact_reaches_an_address_unsubscribed_for_a_deleted_one(
         run, tmp_path, hubspot_fake, mailerlite_fake):
     """Defect 1's cause with the new contact out of scope instead of refused (found by the model)."""
@@ -100,8 +97,6 @@ def test_an_opt_out_of_an_out_of_scope_contact_reaches_an_address_unsubscribed_f
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, defect 1's path through a MailerLite form sign-up: fails on main "
-                                       "with the ledger too (MailerLite last seen inactive, so no unsubscribe is sent)")
 def test_an_opt_out_of_an_address_a_merge_let_go_of_is_sent_though_an_earlier_one_was(
         mapped, hubspot_fake, mailerlite_fake):
     """Defect 1's cause through a merge (found by the model): the address left is read by address as it goes."""
@@ -130,8 +125,6 @@ def test_an_address_mailerlite_held_inactive_is_not_created_active_after_its_del
     assert again is None or again["status"] != "active"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, found by the model-based test: a departure takes the groups of an "
-                                       "address a live in-scope contact reported as its duplicate holds")
 @pytest.mark.parametrize("on_leave", ["remove_from_groups", "unsubscribe"])
 @pytest.mark.parametrize("leaves", ["deleted", "merged away"])
 def test_a_departure_leaves_the_groups_of_an_address_another_live_contact_holds(
@@ -150,8 +143,6 @@ def test_a_departure_leaves_the_groups_of_an_address_another_live_contact_holds(
     assert GROUP in groups_of(mailerlite_fake, BOB)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, found by the model-based test: a departure takes the groups of an "
-                                       "address a live in-scope contact whose data MailerLite refuses holds")
 def test_a_departure_leaves_the_groups_of_an_address_a_contact_with_refused_data_holds(
         mapped, hubspot_fake, mailerlite_fake):
     contact(hubspot_fake, numemployees=BAD_NUMBER)  # B: in scope, its data refused (reported, exit 1)
@@ -165,9 +156,6 @@ def test_a_departure_leaves_the_groups_of_an_address_a_contact_with_refused_data
     assert GROUP in groups_of(mailerlite_fake, ANN)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 28, found by the model-based test on main with the ledger: a --full "
-                                       "pass lists the address active and HubSpot holds a newer opt-out, yet no "
-                                       "unsubscribe is sent")
 def test_a_full_pass_that_lists_an_opted_out_address_active_unsubscribes_it(run, tmp_path, hubspot_fake,
                                                                             mailerlite_fake):
     sync = with_mapping(run, tmp_path, hubspot_fake, scoped=True)

@@ -111,8 +111,9 @@ class Departures:
             # An opt-out is applied whatever the scope, at once (never held by the guard).
             self.leave(Leaving(synced, outcome.reason, opted_out, guarded=not opted_out,
                                holds_address=isinstance(outcome, OutOfScope)))
-        elif isinstance(outcome, OutOfScope) and opted_out and address_synced:
-            # Never synced itself, but another contact brought its address in: the opt-out wins.
+        elif isinstance(outcome, OutOfScope) and opted_out and (address_synced or self.ledger.written(outcome.email)):
+            # Never synced itself, but the sync wrote its address (another contact brought it in, or one
+            # it let go of had it): the opt-out wins.
             self.optout(hubspot_id, outcome.email, "opted out (out of scope; the address is synced)")
         # Otherwise nothing: nobody outside the sync's scope is created in MailerLite, not even as
         # unsubscribed. If the address is in MailerLite from elsewhere, that source owns its consent.
@@ -126,7 +127,12 @@ class Departures:
         a dry run changes nothing but returns it too, so it forecasts the take-over). When the merged
         record is opted out, the other addresses that leave get the opt-out too (the same person)."""
         ids = [i.strip() for i in str(merged_ids or "").split(";")]
-        old = self.state.synced(i for i in ids if i.isdigit() and i != hubspot_id)
+        others = [i for i in ids if i.isdigit() and i != hubspot_id]
+        if others and not self.dry_run:
+            # Merged-away records known only by a problem (refused, a duplicate) are gone from HubSpot:
+            # forgotten, so an address the sync wrote for them is followed as a tombstone (migration 13).
+            self.state.forget_problems_only(others)
+        old = self.state.synced(others)
         if not old:
             return None
         taken, leaving = merge_plan(hubspot_id, email, old)
@@ -247,17 +253,22 @@ class Departures:
 
     def _apply_leave(self, leaving: Leaving) -> None:
         leaving = self._address_consent(leaving)
-        held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced)
+        # HubSpot is searched for an unsubscribe, or a departure seen directly (a merge, a new address);
+        # a departure read from absence in a full pass needs only the state (every contact the pass
+        # read is recorded in it, problems included), not a search per contact leaving.
+        ask_hubspot = leaving.opted_out or self.mapping.on_leave == "unsubscribe" or not leaving.guarded
+        held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced, ask_hubspot)
         action = leave_action(leaving, self.mapping, held)
         self.summary.add("left_scope")
         log.info("contact %s (%s) left the sync: %s; %s%s", action.hubspot_id, action.email, leaving.reason,
                  "unsubscribed" if action.unsubscribe else self.mapping.on_leave,
-                 " (another live contact holds the address: groups only)" if held else "")
+                 " (another live contact holds the address: nothing taken from it)"
+                 if held and not action.unsubscribe else "")
         self.consent.apply(action)
 
-    def _address_held(self, synced: Synced) -> bool:
+    def _address_held(self, synced: Synced, ask_hubspot: bool = True) -> bool:
         """Another live, in-scope contact holds the address: the state's (every contact read this run is
         recorded before departures are applied, so nothing is kept in memory per contact), then HubSpot's."""
         if self.state.others_holding(synced.email, synced.hubspot_id):
             return True
-        return self.held_in_hubspot(synced)
+        return ask_hubspot and self.held_in_hubspot(synced)

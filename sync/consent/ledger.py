@@ -19,6 +19,11 @@ from ..state import LedgerRow, Result, State
 from . import rules
 
 CHUNK = 500  # addresses read and written per statement
+# HubSpot's change times of the opted-out records read, kept for the run's consent decisions: a run
+# decides on a contact within the page that read it, so a bound of a few pages costs no memory at
+# a million contacts (the oldest go first; one forgotten only means "time unknown": the opt-out is
+# sent, the safe side).
+CHANGED_KEPT = 10_000
 
 
 def _now() -> int:
@@ -70,6 +75,7 @@ class Ledger:
         # HubSpot's readings of the page, written together (one transaction a page, not one a contact);
         # written before anything else is, so no later write starts from a row without them.
         self._readings: Dict[str, LedgerRow] = {}
+        self._changed: Dict[str, int] = {}  # email -> newest opted-out record's lastmodifieddate (ms)
 
     def _now(self) -> int:
         return int(self.clock())
@@ -103,15 +109,27 @@ class Ledger:
             self.state.save_ledger(rows)
 
     # -- evidence ----------------------------------------------------------------------------------
+    def opted_out_at(self, email: str, changed_ms: Optional[int]) -> None:
+        """An opted-out record of the address, last changed in HubSpot at `changed_ms` (its
+        lastmodifieddate): the time the decisions and the reading of it use (the newest of the run)."""
+        if not email or changed_ms is None:
+            return
+        newest = max(changed_ms, self._changed.pop(email, 0))
+        self._changed[email] = newest  # re-inserted: the most recent stay when the oldest are dropped
+        while len(self._changed) > CHANGED_KEPT:
+            del self._changed[next(iter(self._changed))]
+
     def read(self, email: str, opted_out: bool, source: str = rules.RECORD) -> None:
         """HubSpot's opt-out of an address, as read now: kept for an address the ledger has, and only
-        when it changed (an unsubscribe sent for an address makes its row)."""
+        when it changed (another value, or an opt-out made later than the one kept; an unsubscribe
+        sent for an address makes its row)."""
         if not email:
             return
         row = self.row(email)
-        if row is None or row.hubspot_opted_out == opted_out:
+        changed_ms = self._changed.get(email) if opted_out else None
+        if not rules.reading_changes(row, opted_out, changed_ms):
             return
-        new = rules.read_in_hubspot(row, email, opted_out, source, self._now())
+        new = rules.read_in_hubspot(row, email, opted_out, source, self._now(), changed_ms)
         self._readings[email] = new
         if email in self._asked:
             self._page[email] = new
@@ -153,11 +171,15 @@ class Ledger:
 
     def unsubscribed(self, email: str, status: Optional[str]) -> None:
         """MailerLite took the sync's unsubscribe of the address."""
-        self._save([rules.unsubscribe_taken(self.row(email), email, status, self._now())])
+        self._save([rules.unsubscribe_taken(self.row(email), email, status, self._now(),
+                                            self._changed.get(email))])
 
     # -- decisions (rules.py, on the row) -----------------------------------------------------------
     def unsubscribe_due(self, email: str) -> bool:
-        return rules.unsubscribe_due(self.row(email))
+        return rules.unsubscribe_due(self.row(email), self._changed.get(email))
+
+    def written(self, email: str) -> bool:
+        return rules.written_by_sync(self.row(email))
 
     def never_made_active(self, email: str) -> bool:
         return rules.never_made_active(self.row(email))

@@ -41,6 +41,7 @@ from dataclasses import replace
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, MutableSet, Optional, Set, Tuple, Union
 
 from ..advisories import Advisories
+from ..casting import to_epoch_ms
 from ..dry_run_report import PlanReport
 from ..errors import AbortRun
 from ..hubspot import Contact, HubSpotReader
@@ -125,6 +126,10 @@ class Consent:
         batch, a hundred per request, rather than one request each as they leave; a dry run reads
         them too, as the real run would."""
         self.departures.new_page(emails)
+        for contact, email in zip(page, emails):  # HubSpot's time of each opt-out read (rules.unsubscribe_due)
+            props = contact["properties"]
+            if email and self.mapping.opted_out(props):
+                self.ledger.opted_out_at(email, to_epoch_ms(props.get("lastmodifieddate")))
         merged = [i.strip() for c in page for i in str(c["properties"].get(MERGED_PROPERTY) or "").split(";")]
         leaving = [s.email for s in self.state.synced(merged)]
         leaving += [k.email for c in page for k in [known.get(c["id"])] if k and k.email]

@@ -62,13 +62,16 @@ def managed_groups(synced: Synced, mapping: Mapping) -> FrozenSet[str]:
 
 
 def leave_action(leaving: Leaving, mapping: Mapping, address_held: bool) -> PendingAction:
-    """What leaving means in MailerLite. An opt-out unsubscribes whatever on_leave says;
-    on_leave = "unsubscribe" does not when another live contact holds the address."""
+    """What leaving means in MailerLite. An opt-out of the address unsubscribes whatever on_leave
+    says. Any other departure of an address another live, in-scope contact holds takes nothing from
+    it (no unsubscribe, no group): the subscriber is that contact's now, with its groups."""
     synced = leaving.synced
     policy = mapping.on_leave
     consent = leaving.opted_out and (leaving.holds_address or not address_held)
-    unsubscribe = consent or (policy == "unsubscribe" and not address_held)
-    groups = managed_groups(synced, mapping) if policy in ("remove_from_groups", "unsubscribe") else frozenset()
+    takes = consent or not address_held
+    unsubscribe = consent or (policy == "unsubscribe" and takes)
+    groups = managed_groups(synced, mapping) if takes and policy in ("remove_from_groups", "unsubscribe") \
+        else frozenset()
     return PendingAction(synced.hubspot_id, synced.email, synced.subscriber_id, unsubscribe, groups, True,
                          leaving.reason)
 
@@ -84,11 +87,12 @@ def group_removal(hubspot_id: str, email: str, subscriber_id: Optional[str], gro
 
 
 def needs_address_check(leaving: Leaving, mapping: Mapping) -> bool:
-    """An unsubscribe caused by on_leave, or by an opt-out of a contact that no longer holds the
-    address, needs to know whether another live contact still holds it."""
+    """A departure that takes something from the subscriber (on_leave's groups or unsubscribe, or an
+    opt-out of a contact that no longer holds the address) needs to know whether another live
+    contact still holds it (leave_action)."""
     if leaving.opted_out:
         return not leaving.holds_address
-    return mapping.on_leave == "unsubscribe"
+    return mapping.on_leave in ("remove_from_groups", "unsubscribe")
 
 
 def merge_plan(new_id: str, email: str, merged: List[Synced]) -> Tuple[Optional[Synced], List[Synced]]:
@@ -161,9 +165,25 @@ def seen_in_mailerlite(row: Optional[LedgerRow], email: str, status: str, source
     return replace(row, mailerlite_status=status, mailerlite_source=source, mailerlite_seen_at=now)
 
 
-def read_in_hubspot(row: Optional[LedgerRow], email: str, opted_out: bool, source: str, now: int) -> LedgerRow:
-    """HubSpot's opt-out of the address, as just read."""
-    return replace(row or LedgerRow(email), hubspot_opted_out=opted_out, hubspot_source=source, hubspot_read_at=now)
+def read_in_hubspot(row: Optional[LedgerRow], email: str, opted_out: bool, source: str, now: int,
+                    changed_ms: Optional[int] = None) -> LedgerRow:
+    """HubSpot's opt-out of the address, as just read; `changed_ms`: when HubSpot last changed the
+    record read (its lastmodifieddate), kept for an opt-out so that a newer one is told from the one
+    already delivered (None: a reading by address, whose time is unknown)."""
+    row = replace(row or LedgerRow(email), hubspot_opted_out=opted_out, hubspot_source=source, hubspot_read_at=now)
+    if opted_out and changed_ms is not None:
+        row = replace(row, hubspot_changed_ms=max(changed_ms, row.hubspot_changed_ms or 0))
+    return row
+
+
+def reading_changes(row: Optional[LedgerRow], opted_out: bool, changed_ms: Optional[int]) -> bool:
+    """Whether a reading of HubSpot says something the row does not hold yet: another opt-out value,
+    or an opt-out made later than the newest one kept."""
+    if row is None:
+        return False
+    if row.hubspot_opted_out != opted_out:
+        return True
+    return bool(opted_out and changed_ms is not None and changed_ms > (row.hubspot_changed_ms or 0))
 
 
 def sent_upsert(row: Optional[LedgerRow], email: str, now: int) -> LedgerRow:
@@ -178,13 +198,17 @@ def unsubscribe_shown(status: Optional[str]) -> bool:
     return status is None or status.strip().lower() in INACTIVE
 
 
-def unsubscribe_taken(row: Optional[LedgerRow], email: str, status: Optional[str], now: int) -> LedgerRow:
+def unsubscribe_taken(row: Optional[LedgerRow], email: str, status: Optional[str], now: int,
+                      changed_ms: Optional[int] = None) -> LedgerRow:
     """MailerLite took the sync's unsubscribe (sent because HubSpot holds the address opted out):
     it holds the address as the answer says, unsubscribed when it says nothing (an answer showing
-    it active is no taking: unsubscribe_shown; the caller keeps it as a sighting instead)."""
+    it active is no taking: unsubscribe_shown; the caller keeps it as a sighting instead). The
+    unsubscribe was sent for the newest opt-out HubSpot shows (`changed_ms`, or the row's)."""
     row = replace(row or LedgerRow(email), sent="unsubscribe", sent_at=now)
     if row.hubspot_opted_out is not True:
         row = replace(row, hubspot_opted_out=True, hubspot_read_at=now, hubspot_source=row.hubspot_source or RECORD)
+    newest = max((m for m in (changed_ms, row.hubspot_changed_ms) if m is not None), default=None)
+    row = replace(row, hubspot_changed_ms=newest, sent_for_ms=newest)
     return replace(row, mailerlite_status=status if status in INACTIVE else "unsubscribed",
                    mailerlite_source=UNSUBSCRIBE, mailerlite_seen_at=now)
 
@@ -195,11 +219,23 @@ def never_made_active(row: Optional[LedgerRow]) -> bool:
     return row is not None and row.mailerlite_status in INACTIVE
 
 
-def unsubscribe_due(row: Optional[LedgerRow]) -> bool:
-    """An opt-out HubSpot holds now: the unsubscribe on its own is sent, unless the ledger shows it
-    already delivered for this very opt-out: the sync's unsubscribe was the last thing it sent, HubSpot
-    has been read opted out since (no opt-in read in between) and MailerLite was last seen holding the
-    address inactive. Anything newer (an opt-in read, MailerLite seen active: a form sign-up) sends it."""
+def written_by_sync(row: Optional[LedgerRow]) -> bool:
+    """The sync wrote the address to MailerLite (an upsert or an unsubscribe): a later opt-out of it
+    is followed, whoever holds it now."""
+    return row is not None and row.sent is not None
+
+
+def unsubscribe_due(row: Optional[LedgerRow], changed_ms: Optional[int] = None) -> bool:
+    """An opt-out HubSpot holds now (made at `changed_ms` by HubSpot's clock, None: unknown): the
+    unsubscribe on its own is sent, unless the ledger shows it already delivered for this very
+    opt-out: the sync's unsubscribe was the last thing it sent, HubSpot has been read opted out since
+    (no opt-in read in between), and HubSpot's time of this opt-out is known and no later than the one
+    it was sent for. Latest act wins: a MailerLite form sign-up after the delivery is kept while
+    HubSpot shows no newer opt-out; an opt-out made after it (or one whose order cannot be told: a
+    reading by address, a row from before) is sent, as no mail is the safe side."""
     if row is None:
         return True
-    return not (row.sent == "unsubscribe" and row.hubspot_opted_out is True and row.mailerlite_status in INACTIVE)
+    delivered = row.sent == "unsubscribe" and row.hubspot_opted_out is True
+    if not delivered or changed_ms is None or row.sent_for_ms is None:
+        return True
+    return changed_ms > row.sent_for_ms
