@@ -259,6 +259,47 @@ def test_a_state_of_schema_9_keeps_every_tombstone_pending_action_and_delivered_
         state.close()
 
 
+def test_a_state_of_schema_12_keeps_its_ledger_and_follows_written_problem_addresses(tmp_path):
+    """A state file as the ledger's first version left it (schema 12) migrated to HubSpot's times
+    (schema 13): every ledger row, tombstone and pending action kept; an unsubscribe delivered before
+    has no known opt-out time, so a new reading of the opt-out sends it again (the safe side). Then
+    the new trigger: a problem whose address the sync wrote becomes a tombstone when it goes; one
+    never written does not."""
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for step in range(1, 13):
+        for statement in MIGRATIONS[step]:
+            db.execute(statement)
+    db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '12')")
+    db.execute("INSERT INTO consent_ledger(email, hubspot_opted_out, hubspot_source, hubspot_read_at, "
+               "mailerlite_status, mailerlite_source, mailerlite_seen_at, sent, sent_at) VALUES "
+               "('refused@example.com', 1, 'record', 400, 'unsubscribed', 'unsubscribe', 400, 'unsubscribe', 400), "
+               "('written@example.com', 0, 'record', 300, 'active', 'upsert', 300, 'upsert', 300)")
+    db.execute("INSERT INTO tombstones VALUES ('gone@example.com', 5, 500)")
+    db.execute("INSERT INTO pending_actions(hubspot_id, email, unsubscribe, forget, reason) "
+               "VALUES (6, 'waiting@example.com', 1, 1, 'left')")
+    db.execute("INSERT INTO problems VALUES (7, 'written@example.com', 'rejected', 'MailerLite: refused', "
+               "'f', 1, 1, 1, NULL)")
+    db.execute("INSERT INTO problems VALUES (8, 'never@example.com', 'rejected', 'MailerLite: refused', "
+               "'f', 1, 1, 1, NULL)")
+    db.close()
+    state = State(path)
+    try:
+        assert state.tombstones() == [("gone@example.com", "5")]
+        assert [a.email for a in state.pending_actions()] == ["waiting@example.com"]
+        refused = state.ledger(["refused@example.com"])["refused@example.com"]
+        assert (refused.sent, refused.sent_at, refused.mailerlite_status) == ("unsubscribe", 400, "unsubscribed")
+        assert (refused.hubspot_changed_ms, refused.sent_for_ms) == (None, None)
+        assert rules.unsubscribe_due(refused, 1000)  # delivered for an opt-out of unknown time
+        state.save_ledger([replace(refused, hubspot_changed_ms=1000, sent_for_ms=1000)])
+        stored = state.ledger(["refused@example.com"])["refused@example.com"]
+        assert (stored.hubspot_changed_ms, stored.sent_for_ms) == (1000, 1000)
+        state.forget_problems_only(["7", "8"])  # both contacts gone from HubSpot
+        assert state.tombstones() == [("gone@example.com", "5"), ("written@example.com", "7")]
+    finally:
+        state.close()
+
+
 # -- the rules on a ledger row, as a table -----------------------------------------------------------
 
 ROW = LedgerRow("a@example.com")
