@@ -56,7 +56,7 @@ from .mapping import (
 from .preflight import SCHEMA_READ_SCOPE
 from .retrying import Transient
 from .run_scratch import RunScratch
-from .state import ContactRecord, Result, State, Synced
+from .state import ContactRecord, Result, State
 from .suggest import unknown_names_message
 from .summary import Summary, attach
 from .tunables import DEFAULTS, Tunables
@@ -92,11 +92,9 @@ class RunOptions:
     plan: Optional[PlanReport] = None  # a dry run's planned actions, listed (--verbose, --output); dry_run_report.py
 
 
-def _previous(hubspot_id: str, known: Optional[ContactRecord]) -> Optional[Synced]:
-    """What MailerLite has of this contact, as the state remembers it (None: never synced)."""
-    if known is None or known.email is None:
-        return None
-    return Synced(hubspot_id, known.email, known.subscriber_id, known.groups_set)
+def _ids(merged_ids: Optional[str]) -> Set[str]:
+    """The record ids HubSpot's merge property lists (hs_merged_object_ids: "1;2")."""
+    return {i.strip() for i in (merged_ids or "").split(";") if i.strip()}
 
 
 def _pages(items: Iterator[Contact], size: int) -> Iterator[List[Contact]]:
@@ -137,7 +135,7 @@ class Engine:
         self.consent = Consent(hubspot, mailerlite, state, mapping, self.schema, self.summary, self._in_scope,
                                dry_run=options.dry_run, allow_mass_leave=options.allow_mass_leave,
                                sweep_hours=options.consent_sweep_hours, plan=options.plan, tunables=tunables,
-                               dry_left=self.scratch.dry_seen)
+                               dry_left=self.scratch.dry_seen, force=options.force)
         # The contact's companies and deals (company.x, deal.x, deals.count in the mapping): associations.py.
         self.associations = Associations(hubspot, state, mapping, dry_run=options.dry_run,
                                          hours=options.associations_hours, lag_ms=tunables.search_lag_ms)
@@ -498,49 +496,44 @@ class Engine:
             if modified is not None and (self._max_modified is None or modified > self._max_modified):
                 self._max_modified = modified
         email = normalise_email(props.get("email"))
-        merged_ids = props.get(MERGED_PROPERTY)
-        taken = None  # most contacts merged nothing: then there is nothing to ask the consent owner
-        if merged_ids:
-            taken = self.consent.merged(hubspot_id, email, merged_ids, self.mapping.opted_out(props))
-        if taken is not None:
-            self._owners[email] = hubspot_id
-            # The merged-away record's, taken over (a dry run took nothing over: it reads the old row).
-            known = self.state.records([hubspot_id]).get(hubspot_id) or self.state.records([taken]).get(taken)
-            if self.options.dry_run:
-                self.scratch.dry_seen.add(taken)  # a real run no longer lists it: not a departure
+        merged_ids = props.get(MERGED_PROPERTY) or None  # most contacts merged nothing
         outcome = self._map(contact)
+        duplicate_of = None
+        if isinstance(outcome, Planned):
+            owner = self.writer.pending_owner(outcome.email) or self._owners.get(outcome.email)
+            # A merged-away record holding this address is taken over by this one (Consent.contact).
+            if owner is not None and owner != hubspot_id and owner not in _ids(merged_ids):
+                # Two HubSpot contacts, one address: the first one synced keeps it; this one is
+                # reported (--rejected), not silently dropped, until the first one lets it go. Its
+                # opt-out still wins.
+                duplicate_of = owner
+                outcome = Reject(DUPLICATE.format(email=outcome.email, owner=owner), outcome.email,
+                                 outcome.opted_out)
+        verdict = self.consent.contact(hubspot_id, email, outcome, known, merged_ids,
+                                       address_synced=self._address_synced(email))
+        known = verdict.known
+        if verdict.taken is not None:
+            self._owners[email] = hubspot_id
+            if self.options.dry_run:
+                self.scratch.dry_seen.add(verdict.taken)  # a real run no longer lists it: not a departure
         if isinstance(outcome, (Skip, OutOfScope)):
             self.summary.add("skipped")
-            self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known), self._address_synced(email))
             if known is not None and known.email is None and not self.options.dry_run:
                 # Only a problem was known (refused, a duplicate, failed), never synced: outside the sync
                 # now, there is nothing to report or to read again every run (failed, a duplicate freed).
                 self.state.forget(hubspot_id)
             return
         if isinstance(outcome, Reject):
-            self._reject(hubspot_id, outcome, known)
+            self._reject(hubspot_id, outcome, known, duplicate_of)
             return
-        owner = self.writer.pending_owner(outcome.email) or self._owners.get(outcome.email)
-        if owner is not None and owner != hubspot_id:
-            # Two HubSpot contacts, one address: the first one synced keeps it; this one is
-            # reported (--rejected), not silently dropped, until the first one lets it go. Its
-            # opt-out still wins.
-            self._reject(hubspot_id, Reject(DUPLICATE.format(email=outcome.email, owner=owner),
-                                            outcome.email, outcome.opted_out), known, duplicate_of=owner)
-            return
-        if self.consent.read(hubspot_id, outcome, _previous(hubspot_id, known)):
-            known = None  # a new address: the old one has left the sync; the new one is a new subscriber
-        self._plan(contact, outcome, known)
+        self._plan(contact, outcome, known, verdict.inactive)
 
-    def _plan(self, contact: Contact, planned: Planned, known: Optional[ContactRecord]) -> None:
+    def _plan(self, contact: Contact, planned: Planned, known: Optional[ContactRecord], inactive: bool) -> None:
+        """`inactive`: the consent owner's verdict that MailerLite had the address inactive."""
         hubspot_id = contact["id"]
         fingerprint = planned.fingerprint()
-        if (known and not self.options.force and known.problem_kind == "rejected"
-                and known.problem_fingerprint == fingerprint):
-            if planned.opted_out and not self.options.dry_run:
-                # The refusal is recorded before the opt-out it implies is stored: a run killed
-                # in between must not leave it undelivered. Sent when the ledger says it is due.
-                self.consent.refused_before(hubspot_id, planned.email)
+        if known and not self.options.force and known.refused(fingerprint):
+            # (an opt-out it carries was sent on its own by the consent owner, when the ledger says it is due)
             self.summary.add("unchanged")  # MailerLite refused this very data: wait for a change
             return
         in_step = (known is not None and not self.options.force and known.fingerprint == fingerprint
@@ -562,8 +555,8 @@ class Engine:
         if held is not None and held.same:
             self._adopt(hubspot_id, planned, fingerprint, held)
             return
-        if (held is None or held.held is None) and self.consent.not_created_again(hubspot_id, planned,
-                                                                                  listed=held is not None):
+        if inactive and (held is None or held.held is None) and self.consent.not_created_again(
+                hubspot_id, planned, listed=held is not None):
             return  # MailerLite no longer holds an address it had as unsubscribed: not made active again
         if self.options.dry_run:
             self.summary.add("would_send")
@@ -575,6 +568,8 @@ class Engine:
         if not self._fields_checked and self._ensure_fields():
             remapped = self._map(contact)  # the account's field types differ from what was assumed
             if isinstance(remapped, Reject):
+                # Refused after all: the consent owner hears of it (an opt-out it carries goes on its own).
+                self.consent.contact(hubspot_id, remapped.email, remapped, known)
                 self._reject(hubspot_id, remapped, known)
                 return
             if not isinstance(remapped, Planned):
@@ -710,14 +705,11 @@ class Engine:
 
     def _reject(self, hubspot_id: str, reject: Reject, known: Optional[ContactRecord],
                 duplicate_of: Optional[str] = None) -> None:
-        """Data that cannot be sent. An opt-out it carries is delivered on its own first (consent.read)."""
-        if self.consent.read(hubspot_id, reject, _previous(hubspot_id, known)):
-            # The refused data hides an address change: the old address is let go as with an accepted
-            # new address (its consent read, then kept as a tombstone), and gets the opt-out too
-            # (unless another live contact holds it).
-            known = None
+        """Data that cannot be sent, after the consent owner's verdict on it (Consent.contact: an opt-out it
+        carries goes on its own; refused data hiding an address change lets the old address go, with
+        the opt-out too unless another live contact holds it, and `known` is then None)."""
         fingerprint = reject.fingerprint()
-        if known and known.problem_kind == "rejected" and known.problem_fingerprint == fingerprint:
+        if known and known.refused(fingerprint):
             # Rejected before with the same data: nothing new to record. A full pass compares every contact,
             # so it counts the contact as still rejected, as --rejected lists it; an hourly run says it once.
             self.summary.add("rejected" if self.summary.mode == "full" else "unchanged")

@@ -292,6 +292,10 @@ class ContactRecord:
     email: Optional[str] = None  # the address last synced (None when only a problem is known)
     groups_set: FrozenSet[str] = frozenset()
 
+    def refused(self, fingerprint: str) -> bool:
+        """MailerLite (or the mapping) refused this very data before: nothing new to send."""
+        return self.problem_kind == "rejected" and self.problem_fingerprint == fingerprint
+
 
 @dataclass(frozen=True)
 class Synced:

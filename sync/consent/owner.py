@@ -12,11 +12,12 @@ The engine reads, maps, writes and records; at each point below it hands over wh
   seen_in_listing(seen)     MailerLite's listing, chunk by chunk as it is read: its statuses kept
   page(page, known, emails) a page read: its addresses' ledger rows; the addresses it lets go of
                             (a new address, a merge) read by address in one batch
-  merged(...)               a merge: the merged-away records leave, or one is taken over
-  read(...)                 one contact read and mapped: the opt-out it carries, the scope it left,
-                            the address it let go of
-  refused_before(...)       an opted-out contact whose very data MailerLite refused in a run before
-  not_created_again(...)    an address MailerLite had as unsubscribed, deleted there since: not created
+  contact(...)              one contact read and mapped, the one call per contact, answered by a
+                            Verdict: a merge (the merged-away records leave, or one is taken over),
+                            the opt-out it carries, the scope it left, the address it let go of, an
+                            opt-out whose very data MailerLite refused in a run before
+  not_created_again(...)    asked only when the verdict says MailerLite had the address as
+                            unsubscribed, bounced or junk: deleted there since, it is not created
   answered(written)         MailerLite's answers: list-group removals confirmed, the actions they
                             imply stored (their statuses kept in the ledger), returned to record
   recorded(settled)         the answers recorded: the actions they imply tried
@@ -37,7 +38,7 @@ triggers keep in step with the contacts table; see there).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, MutableSet, Optional, Set, Tuple, Union
 
 from ..advisories import Advisories
@@ -72,6 +73,23 @@ ARCHIVED_KEY = "archived_checked_ms"
 RECREATED = "created again by MailerLite after it had it as unsubscribed, bounced or junk"
 
 
+def previous_subscriber(hubspot_id: str, known: Optional[ContactRecord]) -> Optional[Synced]:
+    """What MailerLite has of this contact, as the state remembers it (None: never synced)."""
+    if known is None or known.email is None:
+        return None
+    return Synced(hubspot_id, known.email, known.subscriber_id, known.groups_set)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The consent owner's word on one contact read (Consent.contact): all the engine goes on with."""
+
+    known: Optional[ContactRecord]  # what the sync has of the contact now; None: it let go of its previous
+    # address (the new one is a new subscriber) or was never synced
+    taken: Optional[str] = None  # the merged-away record whose subscriber it took over
+    inactive: bool = False  # MailerLite was last seen holding its address inactive (not_created_again)
+
+
 class Consent:
     """One run's consent by address. `in_scope(contact)`: whether the mapping keeps a contact read
     from HubSpot in the sync's scope (the engine maps it), for "another live contact holds it"."""
@@ -80,13 +98,14 @@ class Consent:
                  schema: MailerLiteSchema, summary: Summary, in_scope: Callable[[Contact], bool], *,
                  dry_run: bool = False, allow_mass_leave: bool = False, sweep_hours: float = 24.0,
                  plan: Optional[PlanReport] = None, tunables: Tunables = DEFAULTS,
-                 dry_left: Optional[MutableSet[str]] = None) -> None:
+                 dry_left: Optional[MutableSet[str]] = None, force: bool = False) -> None:
         self.hubspot = hubspot
         self.state = state
         self.mapping = mapping
         self.summary = summary
         self.in_scope = in_scope
         self.dry_run = dry_run
+        self.force = force  # --force: refused data is sent again, its opt-out with it
         self.sweep_hours = sweep_hours
         self.plan = plan
         self.tunables = tunables
@@ -138,12 +157,31 @@ class Consent:
         if let_go:
             self.by_address.opted_out(let_go)
 
-    def merged(self, hubspot_id: str, email: str, merged_ids: Optional[str], opted_out: bool) -> Optional[str]:
-        """A merge: the merged-away records leave, or the one with this address is taken over (its id
-        returned; a dry run takes nothing over but returns it too, so it forecasts the take-over)."""
-        return self.departures.apply_merge(hubspot_id, email, merged_ids, opted_out)
+    def contact(self, hubspot_id: str, email: str, outcome: Union[Planned, Reject, Skip, OutOfScope],
+                known: Optional[ContactRecord], merged_ids: Optional[str] = None, address_synced: bool = False,
+                ) -> Verdict:
+        """One contact read and mapped (a duplicate comes as its Reject): the one consent call the engine
+        makes for it. In order: a merge (`merged_ids`: the merged-away records leave, or the one with this
+        address is taken over, whose row the contact goes on from; a dry run takes nothing over but says
+        so too, to forecast it), the opt-out and departures the outcome implies (`read`), and an
+        opted-out contact whose very data MailerLite refused before gets its unsubscribe on its own.
+        `email`: the record's address as read; `address_synced`: another contact brought it in."""
+        taken = None
+        if merged_ids:
+            taken = self.departures.apply_merge(hubspot_id, email, merged_ids, outcome.opted_out)
+            if taken is not None:  # (a dry run took nothing over: it reads the old row)
+                known = self.state.records([hubspot_id]).get(hubspot_id) or self.state.records([taken]).get(taken)
+        if self._read(hubspot_id, outcome, previous_subscriber(hubspot_id, known), address_synced) \
+                and not isinstance(outcome, (Skip, OutOfScope)):
+            known = None  # a new address: the old one has left the sync; the new one is a new subscriber
+        if isinstance(outcome, Planned) and outcome.opted_out and known is not None and not self.force \
+                and not self.dry_run and known.refused(outcome.fingerprint()):
+            # The refusal was recorded before, so a run killed in between cannot leave it undelivered.
+            self.departures.refused(hubspot_id, outcome.email, "by MailerLite, in an earlier run")
+        inactive = isinstance(outcome, Planned) and self.ledger.never_made_active(outcome.email)
+        return Verdict(known, taken, inactive)
 
-    def read(self, hubspot_id: str, outcome: Union[Planned, Reject, Skip, OutOfScope], previous: Optional[Synced],
+    def _read(self, hubspot_id: str, outcome: Union[Planned, Reject, Skip, OutOfScope], previous: Optional[Synced],
              address_synced: bool = False) -> bool:
         """One contact read and mapped (a duplicate of an address another contact holds comes as its
         Reject); every outcome carries its opt-out. `previous`: what MailerLite has of it;
@@ -169,12 +207,6 @@ class Consent:
         if not isinstance(outcome, Skip):
             self.ledger.read(outcome.email, opted_out)
         return let_go
-
-    def refused_before(self, hubspot_id: str, email: str) -> None:
-        """An opted-out contact whose very data MailerLite refused in an earlier run: the unsubscribe
-        goes on its own (once per address). The refusal was recorded before, so a run killed in
-        between cannot leave it undelivered."""
-        self.departures.refused(hubspot_id, email, "by MailerLite, in an earlier run")
 
     # -- MailerLite's answers --------------------------------------------------------------------
     def answered(self, written: List[Written]) -> List[Written]:
