@@ -366,3 +366,37 @@ def test_an_unsubscribe_taken_is_kept_per_address_with_its_time():
 def test_which_readings_of_hubspot_change_the_row(opted_out, changed, changes):
     assert rules.reading_changes(DELIVERED, opted_out, changed) is changes
     assert rules.reading_changes(None, opted_out, changed) is False  # no row: an unsubscribe sent makes it
+
+
+# -- the structure: one consent call per contact ----------------------------------------------------
+
+def test_the_engine_makes_one_consent_call_per_contact(run, hubspot_fake, mailerlite_fake, monkeypatch):
+    """Each contact read reaches the consent owner once (Consent.contact, answered by a verdict): in
+    scope, refused and opted out, a duplicate, out of scope, merged; not_created_again is asked only
+    when the verdict says MailerLite had the address inactive (none here)."""
+    from sync.consent.owner import Consent
+
+    path = mapping_file(run, TYPED + '[scope.where]\nlifecyclestage = ["customer"]\n')
+    ids = seed_contacts(hubspot_fake, 4, lifecyclestage="customer")
+    assert run("--mapping", path).code == 0
+    calls: list = []
+    for name in ("contact", "not_created_again"):
+        original = getattr(Consent, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(Consent, name, spy)
+    hubspot_fake.add_contact({"email": "person0@example.com", "lifecyclestage": "customer"})  # a duplicate
+    hubspot_fake.add_contact({"email": "out@example.com", "lifecyclestage": "lead"})  # out of scope
+    hubspot_fake.add_contact({"email": "bad@example.com", "lifecyclestage": "customer", "numemployees": "many",
+                              "hs_email_optout": "true"})  # refused and opted out
+    hubspot_fake.update_contact(ids[1], {"lifecyclestage": "lead"})  # leaves the scope
+    hubspot_fake.merge_contacts(ids[2], ids[3], new_id=True)
+    result = run("--mapping", path)
+    assert result.code == 1, result.err  # the duplicate and the refused contact are reported
+    read = result.summary["read"]
+    assert read >= 5 and calls.count("contact") == read, (read, calls)
+    assert calls.count("not_created_again") == 0
+    assert status(mailerlite_fake, "bad@example.com") == "unsubscribed"  # its opt-out went on its own
+    assert status(mailerlite_fake, "person3@example.com") == "active"  # merged away, on_leave keeps it
