@@ -264,10 +264,17 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
         "ALTER TABLE consent_ledger ADD COLUMN hubspot_changed_ms INTEGER",
         "ALTER TABLE consent_ledger ADD COLUMN sent_for_ms INTEGER",
         # A problem of a contact known only by it (refused data, a duplicate) whose address the sync
-        # wrote before: when it goes and no contacts row holds the address, the address is kept as a
-        # tombstone, so its later opt-out is followed (migration 9 does so for failed ones).
+        # wrote before (an opt-out sent on its own, or it was synced once): when it goes or moves to
+        # another address and no contacts row holds the old one, that address is kept as a tombstone,
+        # so its later opt-out is followed (migration 9 does so for failed ones).
         """CREATE TRIGGER tombstone_on_written_problem_gone AFTER DELETE ON problems
             WHEN OLD.kind != 'failed' AND OLD.email != ''
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+                 AND EXISTS (SELECT 1 FROM consent_ledger WHERE email = OLD.email AND sent IS NOT NULL)
+            BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
+                  VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+        """CREATE TRIGGER tombstone_on_written_problem_moved AFTER UPDATE OF email ON problems
+            WHEN OLD.kind != 'failed' AND OLD.email != '' AND OLD.email != NEW.email
                  AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
                  AND EXISTS (SELECT 1 FROM consent_ledger WHERE email = OLD.email AND sent IS NOT NULL)
             BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)

@@ -97,6 +97,25 @@ def test_an_opt_out_of_an_out_of_scope_contact_reaches_an_address_unsubscribed_f
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
 
 
+def test_an_opt_out_of_an_address_a_refused_contact_let_go_of_is_followed(run, tmp_path, hubspot_fake,
+                                                                         mailerlite_fake):
+    """Found by the model (-m slow, seed 1) on the ledger's schema-13 version: X, opted out with refused
+    data, had its unsubscribe sent on its own, then took a new address. X was never synced, so its old
+    address was no tombstone: after a MailerLite form sign-up, an opt-out of it by an out-of-scope
+    contact (which a list-scoped --full does not read) stayed active. The address the sync wrote is
+    now a tombstone once X's problem moves off it, and the sweep follows it."""
+    sync = with_mapping(run, tmp_path, hubspot_fake, scoped=True)
+    x = contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true", lifecyclestage="lead")
+    hubspot_fake.lists[SCOPE_LIST].append(int(x))
+    assert sync("--full").code == 1  # refused, reported; the opt-out went on its own
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+    hubspot_fake.update_contact(x, {"email": BOB})  # X lets ann go
+    mailerlite_fake.resubscribe_by_form(ANN)  # she signs up again in MailerLite...
+    contact(hubspot_fake, hs_email_optout="true", lifecyclestage="lead")  # ...then opts out, out of scope
+    assert sync("--full").code == 1
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
 def test_an_opt_out_of_an_address_a_merge_let_go_of_is_sent_though_an_earlier_one_was(
         mapped, hubspot_fake, mailerlite_fake):
     """Defect 1's cause through a merge (found by the model): the address left is read by address as it goes."""
