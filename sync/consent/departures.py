@@ -257,8 +257,12 @@ class Departures:
         # a departure read from absence in a full pass needs only the state (every contact the pass
         # read is recorded in it, problems included), not a search per contact leaving.
         ask_hubspot = leaving.opted_out or self.mapping.on_leave == "unsubscribe" or not leaving.guarded
-        held = needs_address_check(leaving, self.mapping) and self._address_held(leaving.synced, ask_hubspot)
-        action = leave_action(leaving, self.mapping, held)
+        action = leave_action(leaving, self.mapping, address_held=False)
+        # Only a departure that takes something (an unsubscribe, a managed group) asks who holds the address.
+        held = (action.unsubscribe or bool(action.groups)) and needs_address_check(leaving, self.mapping) \
+            and self._address_held(leaving.synced, ask_hubspot)
+        if held:
+            action = leave_action(leaving, self.mapping, address_held=True)
         self.summary.add("left_scope")
         log.info("contact %s (%s) left the sync: %s; %s%s", action.hubspot_id, action.email, leaving.reason,
                  "unsubscribed" if action.unsubscribe else self.mapping.on_leave,
