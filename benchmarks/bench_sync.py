@@ -437,6 +437,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                              "memory guard (fails above 100 bytes per contact)")
     parser.add_argument("--memory-sizes", default="", help="comma-separated contact counts for section 4 (default "
                                                            "10,000 and 100,000; with --large 100,000 and 1,000,000)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated runs of section 4 (default all: {', '.join(SCENARIOS)}); "
+                             f"'full pass' alone times a first full pass at each size")
     parser.add_argument("--guard", action="store_true", help="only the memory guard (what --smoke ends with)")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: ceiling,incremental,"
                                                   "throughput,memory")
@@ -465,7 +468,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         mem_sizes = [1_000, 5_000] if args.smoke else ([100_000, 1_000_000] if args.large else [10_000, 100_000])
         if args.memory_sizes:
             mem_sizes = [int(size) for size in args.memory_sizes.split(",") if size.strip()]
-        rows, state_bytes = bench_memory(mem_sizes)
+        scenarios = tuple(name for name in SCENARIOS if name in {n.strip() for n in args.scenarios.split(",")})
+        rows, state_bytes = bench_memory(mem_sizes, scenarios)
         print_memory(state_bytes)
         for scenario, per in growth_per_contact(rows).items():
             print(f"   {scenario}: peak RSS grows {per:.0f} bytes per contact")

@@ -32,7 +32,7 @@ import logging
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .mailerlite import MailerLiteClient
 from .retrying import Transient
@@ -134,6 +134,10 @@ class Listing:
         self.progress: Optional[Progress] = self._load()
         self.account_total: Optional[int] = None  # the count this run read
         self.begun_now = False  # begun by this run (not one kept from an earlier run)
+        # The copies of the page `get` was last handed (read in one query); any write to the kept
+        # listing forgets them.
+        self._page: Sequence[str] = ()
+        self._page_rows: Dict[str, Optional[Held]] = {}
 
     # -- progress ------------------------------------------------------------------------------------
     def _load(self) -> Optional[Progress]:
@@ -176,6 +180,7 @@ class Listing:
         if reason or self.progress is None:
             with self.transaction():
                 self.conn.execute("DELETE FROM listing_held")
+                self._page = ()
                 self.progress = Progress(started_ms=now_ms, total=self.account_total)
                 self._save()
             self.begun_now = True
@@ -219,6 +224,7 @@ class Listing:
                 return
             with self.transaction():
                 self.conn.executemany("INSERT OR REPLACE INTO listing_held VALUES (?,?,?,?,?)", rows)
+                self._page = ()
                 self.progress.cursor = following
                 self.progress.pages += 1
                 self.progress.read += len(rows)
@@ -267,13 +273,28 @@ class Listing:
             self._save()
 
     # -- answers -------------------------------------------------------------------------------------
-    def get(self, email: str) -> Optional[Held]:
-        row = self.conn.execute("SELECT subscriber_id, status, fields, groups FROM listing_held WHERE email=?",
-                                (email.strip().lower(),)).fetchone()
-        if row is None:
-            return None
-        sid, status, fields, groups = row
-        return Held(sid, status, json.loads(fields), None if groups is None else dict(json.loads(groups)))
+    def get(self, email: str, page: Sequence[str] = ()) -> Optional[Held]:
+        """MailerLite's copy of this address. `page`: the addresses of the page it belongs to, whose
+        copies are all read in one query at the first of them (one per page, not one per contact)."""
+        key = email.strip().lower()
+        if page and page is not self._page:
+            self._page, self._page_rows = page, self._read(sorted({e.strip().lower() for e in page if e}))
+        if page and key in self._page_rows:
+            return self._page_rows[key]
+        return self._read([key]).get(key)
+
+    def _read(self, emails: List[str]) -> Dict[str, Optional[Held]]:
+        """These addresses' copies, None for those the listing lacks (SQLite's bound-parameter limit:
+        500 a statement)."""
+        out: Dict[str, Optional[Held]] = dict.fromkeys(emails)
+        for start in range(0, len(emails), 500):
+            chunk = emails[start:start + 500]
+            for email, sid, status, fields, groups in self.conn.execute(
+                    f"SELECT email, subscriber_id, status, fields, groups FROM listing_held WHERE email IN "
+                    f"({','.join('?' * len(chunk))})", chunk):
+                out[email] = Held(sid, status, json.loads(fields),
+                                  None if groups is None else dict(json.loads(groups)))
+        return out
 
     def begun_before(self, synced_at_s: Optional[int]) -> bool:
         """Whether a contact recorded as synced at `synced_at_s` (epoch seconds) by an earlier run was
@@ -309,6 +330,7 @@ class Listing:
         with self.transaction():
             self.conn.execute("DELETE FROM listing_held")
             self.conn.execute("DELETE FROM meta WHERE key=?", (PROGRESS_KEY,))
+        self._page = ()
         self.progress = None
 
     def close(self) -> None:

@@ -151,6 +151,7 @@ class Engine:
         self._members: Dict[str, Set[int]] = {}
         self._run_id = 0
         self._owners: Dict[str, str] = {}  # email -> HubSpot id owning it, for the current page
+        self._page_emails: List[str] = []  # the current page's addresses (their copies read in one query)
         self.total: Optional[int] = None  # contacts this run expects to read, when known
         # MailerLite's listing, when this run compares contacts with it (adoption.py); None otherwise.
         self.copy: Optional[Listing] = None  # kept in the state across runs when long (adoption_listing.py)
@@ -362,7 +363,7 @@ class Engine:
             self._check_names_returned(page)
         ids = [c["id"] for c in page]
         known = self.state.records(ids)
-        emails = [normalise_email(c["properties"].get("email")) for c in page]
+        emails = self._page_emails = [normalise_email(c["properties"].get("email")) for c in page]
         self._owners = self._free_moved_addresses(self.state.owners(emails), page, emails)
         self.consent.page(page, known, emails)
         for contact in page:
@@ -605,12 +606,12 @@ class Engine:
             self.copy = self._read_listing()
         if self.copy is None or self.options.force:
             return None
-        found = self.copy.get(planned.email)
+        found = self.copy.get(planned.email, page=self._page_emails)
         if found is None and not self.copy.complete:
             # Not read yet (it waits), or a listing that ended incomplete: evidence of nothing, so it
             # is sent as an hourly run sends it (an upsert never makes anyone active again).
             return None if self.copy.settled else NOT_COVERED
-        if found is None and known is not None and known.email == planned.email and \
+        if found is None and known is not None and known.email == planned.email and not self.copy.begun_now and \
                 self.copy.begun_before(self.state.synced_at(hubspot_id)):
             return None  # written by the sync after a kept listing began: absent from it, not from MailerLite
         previously = known.fields_set if known and known.email == planned.email else frozenset()
@@ -632,8 +633,9 @@ class Engine:
         # It owns the address now, as a sent contact does: another contact with it is a duplicate.
         self._owners.setdefault(planned.email, hubspot_id)
         if not self.options.dry_run:
-            self.state.record([Result(hubspot_id, planned.email, kind, fingerprint, frozenset(planned.fields),
-                                      held.held.subscriber_id, groups_set=frozenset(planned.groups))])
+            # Recorded at the state's next call (usually the page's end): a transaction a page, not one each.
+            self.state.record_later([Result(hubspot_id, planned.email, kind, fingerprint, frozenset(planned.fields),
+                                            held.held.subscriber_id, groups_set=frozenset(planned.groups))])
         self.summary.add(kind)
 
     def _listing_seen(self) -> Callable[[List[Tuple[str, str]]], None]:

@@ -383,6 +383,15 @@ def _split(text: Optional[str], sep: str = ",") -> FrozenSet[str]:
 
 
 GROUP_SEP = "\x1f"  # group names may hold commas; the unit separator they cannot
+_SYNCED = ("created", "updated", "not_reactivated", "adopted")  # outcomes recorded as a contacts row
+_RECORD_CONTACT = (
+    "INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, subscriber_id, outcome, "
+    "synced_at, groups_set, seen_run) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(hubspot_id) DO "
+    "UPDATE SET email=excluded.email, fingerprint=excluded.fingerprint, "
+    "fields_set=excluded.fields_set, "
+    "subscriber_id=COALESCE(excluded.subscriber_id, contacts.subscriber_id), "
+    "outcome=excluded.outcome, synced_at=excluded.synced_at, groups_set=excluded.groups_set, "
+    "seen_run=COALESCE(excluded.seen_run, contacts.seen_run)")
 
 
 def _storable(text: str) -> bool:
@@ -417,6 +426,8 @@ def _stored_values_checked(cls: C) -> C:
         @functools.wraps(method)
         def guarded(self: State, *args: Any, **kwargs: Any) -> Any:
             try:
+                if self._later and method.__name__ != "record_later":
+                    self._record_now()  # what was recorded later is in the table before anything else runs
                 return method(self, *args, **kwargs)
             except ValueError as exc:  # not TypeError: that is far likelier a bug than a damaged file
                 raise StateError(_damaged_message(self.path, f"a stored value cannot be read: "
@@ -444,6 +455,7 @@ class State:
         """`busy_timeout_s`: how long to wait for another program's lock (Tunables.state_busy_timeout_s)."""
         self.path = path
         self.current_run: Optional[int] = None  # rows recorded during a run are marked seen by it
+        self._later: List[Result] = []  # record_later's outcomes, recorded at the next call of any method
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Email addresses live here: owner-only from the first byte. SQLite gives its -wal
@@ -570,18 +582,15 @@ class State:
     def record(self, results: Iterable[Result]) -> None:
         """Record outcomes in one transaction (called once per MailerLite answer)."""
         now = _now()
+        batch = list(results)
         with self.transaction():
-            for r in results:
+            if self._record_synced(batch, now):
+                return
+            for r in batch:
                 hid = int(r.hubspot_id)
-                if r.kind in ("created", "updated", "not_reactivated", "adopted"):
+                if r.kind in _SYNCED:
                     self.conn.execute(
-                        "INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, subscriber_id, outcome, "
-                        "synced_at, groups_set, seen_run) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(hubspot_id) DO "
-                        "UPDATE SET email=excluded.email, fingerprint=excluded.fingerprint, "
-                        "fields_set=excluded.fields_set, "
-                        "subscriber_id=COALESCE(excluded.subscriber_id, contacts.subscriber_id), "
-                        "outcome=excluded.outcome, synced_at=excluded.synced_at, groups_set=excluded.groups_set, "
-                        "seen_run=COALESCE(excluded.seen_run, contacts.seen_run)",
+                        _RECORD_CONTACT,
                         (hid, r.email, r.fingerprint, ",".join(sorted(r.fields_set)), r.subscriber_id,
                          r.kind, now, GROUP_SEP.join(sorted(r.groups_set)), self.current_run))
                     self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (hid,))
@@ -597,6 +606,34 @@ class State:
                         "duplicate_of=excluded.duplicate_of",
                         (hid, r.email, r.kind, clip(r.reason, 1000), r.fingerprint, now, now,
                          int(r.duplicate_of) if r.duplicate_of and r.duplicate_of.isdigit() else None))
+
+    def record_later(self, results: Iterable[Result]) -> None:
+        """`record`, put off until the next call of any other method of the state (a page's adoptions
+        in one transaction, not one each): every reader through the state sees them as recorded."""
+        self._later.extend(results)
+
+    def _record_now(self) -> None:
+        later, self._later = self._later, []
+        self.record(later)
+
+    def _record_synced(self, results: List[Result], now: int) -> bool:
+        """`record` for a batch of synced outcomes whose contacts have no problem row (MailerLite's
+        answers, usually): the same rows in three statements, not three a contact. Only then: the
+        problems' triggers (tombstones) see the contacts table row by row otherwise, so anything
+        else goes through the loop. Returns whether it recorded them."""
+        ids = [int(r.hubspot_id) for r in results]
+        if not ids or len(ids) > 500 or any(r.kind not in _SYNCED for r in results):
+            return False
+        if self.conn.execute(f"SELECT 1 FROM problems WHERE hubspot_id IN ({','.join('?' * len(ids))}) LIMIT 1",
+                             ids).fetchone() is not None:
+            return False
+        self.conn.executemany(_RECORD_CONTACT, [
+            (hid, r.email, r.fingerprint, ",".join(sorted(r.fields_set)), r.subscriber_id, r.kind, now,
+             GROUP_SEP.join(sorted(r.groups_set)), self.current_run) for hid, r in zip(ids, results)])
+        # No trigger on pending_actions, and no contacts trigger reads it: all after all is the same.
+        self.conn.executemany("DELETE FROM pending_actions WHERE hubspot_id=? AND email=? AND forget=1",
+                              [(hid, r.email) for hid, r in zip(ids, results)])
+        return True
 
     def synced_at(self, hubspot_id: str) -> Optional[int]:
         """When this contact was last recorded as synced (epoch seconds), if it is."""
