@@ -1,0 +1,75 @@
+"""Attacks on the consent ledger's schema-13 rules (issue 28), end to end through main.py against the
+fakes: HubSpot's time of an opt-out, departures of an address another contact holds, out-of-scope
+opt-outs of an address the sync wrote, problem-only written addresses as tombstones. Each docstring
+says what a person would see if the attack finds a defect."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_consent import state_rows
+from tests.test_consent_model_regressions import ANN, BAD_NUMBER, BOB, GROUP, contact, groups_of, with_mapping
+
+
+@pytest.fixture
+def mapped(run, tmp_path, hubspot_fake):
+    """`run` with the model's mapping (on_leave = "remove_from_groups", not scoped)."""
+    return with_mapping(run, tmp_path, hubspot_fake)
+
+
+def tombstones(run) -> list:
+    return state_rows(run, "SELECT email FROM tombstones ORDER BY email")
+
+
+def test_a_refused_opted_out_contact_deleted_then_its_address_opting_out_again_is_followed(
+        mapped, hubspot_fake, mailerlite_fake):
+    """P's data is refused and P opts out: the unsubscribe goes on its own (the sync wrote the
+    address). P is deleted in HubSpot; the person signs up again through a MailerLite form, then opts
+    out of all email by address in HubSpot. The sweep (--full) must follow the address the sync wrote
+    and let go of: it must end unsubscribed, not active."""
+    p = contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true")
+    assert mapped().summary["rejected"] == 1
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+    hubspot_fake.archive_contact(p)  # P deleted: nobody in HubSpot holds the address now
+    mapped("--full")
+    mailerlite_fake.resubscribe_by_form(ANN)  # she signs up again in MailerLite...
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=False)
+    mapped("--full")
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)  # ...then opts out again in HubSpot
+    mapped("--full")  # the sweep is due on every --full
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
+
+def test_a_refused_opted_out_contact_given_a_new_address_leaves_the_old_one_followed(
+        mapped, hubspot_fake, mailerlite_fake):
+    """P's data is refused and P opts out: the unsubscribe goes on its own. The person signs up again
+    through a MailerLite form; P is given another address (its data still refused), so nobody in
+    HubSpot holds ann any more; then ann opts out of all email by address in HubSpot. The sweep
+    (--full) must follow the address the sync wrote and let go of."""
+    p = contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true")
+    assert mapped().summary["rejected"] == 1
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+    mailerlite_fake.resubscribe_by_form(ANN)  # she signs up again in MailerLite
+    hubspot_fake.update_contact(p, {"email": BOB, "hs_email_optout": "false"})
+    mapped()  # P, refused still, now holds bob: ann is let go of
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)  # ann opts out again in HubSpot
+    mapped("--full")
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
+def test_a_contact_deleted_in_hubspot_leaves_its_groups_though_a_deleted_refused_one_had_its_address(
+        mapped, hubspot_fake, mailerlite_fake):
+    """P (data refused) and C (synced, in the group) hold ann. P is deleted in HubSpot, then C is
+    too: nobody live holds ann, so C's departure must apply on_leave (remove_from_groups). A person
+    would see ann, gone from HubSpot, still in the "From HubSpot" group, mailed as its member."""
+    p = contact(hubspot_fake, numemployees=BAD_NUMBER)
+    c = contact(hubspot_fake)
+    mapped()
+    assert GROUP in groups_of(mailerlite_fake, ANN)
+    hubspot_fake.archive_contact(p)
+    mapped("--full")
+    hubspot_fake.archive_contact(c)
+    mapped("--full")
+    assert mailerlite_fake.subscriber(ANN)["status"] == "active"  # on_leave is remove_from_groups
+    assert GROUP not in groups_of(mailerlite_fake, ANN)
