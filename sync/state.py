@@ -29,7 +29,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -279,6 +279,11 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
                  AND EXISTS (SELECT 1 FROM consent_ledger WHERE email = OLD.email AND sent IS NOT NULL)
             BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
                   VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+    ),
+    14: (
+        # The full pass that last read a contact known only by a problem: one a full pass did not
+        # read is read by id, and forgotten when HubSpot no longer has it (engine.py).
+        "ALTER TABLE problems ADD COLUMN seen_run INTEGER",
     ),
 }
 
@@ -825,6 +830,8 @@ class State:
             with self.transaction():
                 self.conn.execute(f"UPDATE contacts SET seen_run=? WHERE hubspot_id IN ({','.join('?' * len(ids))})",
                                   [run_id, *ids])
+                self.conn.execute(f"UPDATE problems SET seen_run=? WHERE hubspot_id IN ({','.join('?' * len(ids))})",
+                                  [run_id, *ids])
 
     def unseen(self, run_id: int) -> List[str]:
         """Synced contacts a complete full pass did not see: archived, merged or out of the lists."""
@@ -840,6 +847,12 @@ class State:
                 return
             after = rows[-1][0]
             yield [str(r[0]) for r in rows]
+
+    def unseen_problems(self, run_id: int) -> List[str]:
+        """Contacts known only by a problem (never synced) that this full pass did not read."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT hubspot_id FROM problems WHERE (seen_run IS NULL OR seen_run != ?) "
+            "AND hubspot_id NOT IN (SELECT hubspot_id FROM contacts) ORDER BY hubspot_id", (run_id,))]
 
     def list_members(self, list_id: str) -> Set[int]:
         return {r[0] for r in self.conn.execute("SELECT hubspot_id FROM list_members WHERE list_id=?", (list_id,))}
