@@ -7,18 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_consent import state_rows
-from tests.test_consent_model_regressions import ANN, BAD_NUMBER, BOB, GROUP, contact, groups_of, with_mapping
+from tests.consent_model import SCOPE_LIST
+from tests.test_consent_model_regressions import ANN, BAD_NUMBER, GROUP, contact, groups_of, with_mapping
 
 
 @pytest.fixture
 def mapped(run, tmp_path, hubspot_fake):
     """`run` with the model's mapping (on_leave = "remove_from_groups", not scoped)."""
     return with_mapping(run, tmp_path, hubspot_fake)
-
-
-def tombstones(run) -> list:
-    return state_rows(run, "SELECT email FROM tombstones ORDER BY email")
 
 
 def test_a_refused_contact_deleted_in_hubspot_leaves_the_address_it_had_unsubscribed_followed(
@@ -44,23 +40,6 @@ def test_a_refused_contact_deleted_in_hubspot_leaves_the_address_it_had_unsubscr
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
 
 
-def test_a_refused_opted_out_contact_given_a_new_address_leaves_the_old_one_followed(
-        mapped, hubspot_fake, mailerlite_fake):
-    """P's data is refused and P opts out: the unsubscribe goes on its own. The person signs up again
-    through a MailerLite form; P is given another address (its data still refused), so nobody in
-    HubSpot holds ann any more; then ann opts out of all email by address in HubSpot. The sweep
-    (--full) must follow the address the sync wrote and let go of."""
-    p = contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true")
-    assert mapped().summary["rejected"] == 1
-    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
-    mailerlite_fake.resubscribe_by_form(ANN)  # she signs up again in MailerLite
-    hubspot_fake.update_contact(p, {"email": BOB, "hs_email_optout": "false"})
-    mapped()  # P, refused still, now holds bob: ann is let go of
-    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)  # ann opts out again in HubSpot
-    mapped("--full")
-    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
-
-
 def test_a_contact_deleted_in_hubspot_leaves_its_groups_though_a_deleted_refused_one_had_its_address(
         mapped, hubspot_fake, mailerlite_fake):
     """P (data refused) and C (synced, in the group) hold ann. P is deleted in HubSpot, then C is
@@ -76,3 +55,47 @@ def test_a_contact_deleted_in_hubspot_leaves_its_groups_though_a_deleted_refused
     mapped("--full")
     assert mailerlite_fake.subscriber(ANN)["status"] == "active"  # on_leave is remove_from_groups
     assert GROUP not in groups_of(mailerlite_fake, ANN)
+
+
+def test_a_scoped_full_pass_forgets_a_refused_contact_deleted_and_so_gone_from_the_list(
+        run, tmp_path, hubspot_fake, mailerlite_fake):
+    """The scoped variant: HubSpot takes a deleted contact out of its lists, so a --full pass does not
+    get P back from the list either. P (refused, opted out: the sync unsubscribed ann) opted back in,
+    signed up again through a MailerLite form, then was deleted; ann opts out later by address. The
+    sweep must follow ann; a person would see it active."""
+    sync = with_mapping(run, tmp_path, hubspot_fake, scoped=True)
+    p = contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true", lifecyclestage="lead")
+    hubspot_fake.lists[SCOPE_LIST].append(int(p))
+    assert sync().summary["rejected"] == 1
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+    mailerlite_fake.resubscribe_by_form(ANN)
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=False)
+    sync()
+    hubspot_fake.archive_contact(p)
+    hubspot_fake.lists[SCOPE_LIST].remove(int(p))  # HubSpot drops a deleted contact from its lists
+    sync("--full")
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)
+    sync("--full")
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
+def test_an_address_the_sweep_unsubscribed_then_signed_up_again_is_followed_when_it_opts_out_again(
+        mapped, hubspot_fake, mailerlite_fake):
+    """X is synced and deleted: ann is a tombstone. It opts out by address; the sweep unsubscribes it
+    (and drops the tombstone). The person signs up again through a MailerLite form (a --full pass's
+    listing shows it active) and opts back in, then out again, by address in HubSpot. Nobody in
+    HubSpot holds ann; the ledger shows the sync wrote it and MailerLite holds it active. A person
+    would see ann active for good, HubSpot holding it opted out: nothing reads it any more."""
+    x = contact(hubspot_fake)
+    assert mapped().code == 0
+    hubspot_fake.archive_contact(x)
+    assert mapped("--full").code == 0
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)
+    assert mapped("--full").summary["unsubscribed"] == 1  # the sweep
+    mailerlite_fake.resubscribe_by_form(ANN)
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=False)
+    mapped("--full")  # the listing shows ann active again
+    assert mailerlite_fake.subscriber(ANN)["status"] == "active"
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)
+    mapped("--full")
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
