@@ -785,6 +785,16 @@ class State:
             if drop_tombstone:  # after the row: forgetting it made the tombstone (trigger) just dropped
                 self.conn.execute("DELETE FROM tombstones WHERE email=?", (action.email,))
 
+    def keep_tombstones(self, emails: Sequence[str]) -> None:
+        """These addresses are followed by the sweep again (no contact holds them: hubspot_id 0)."""
+        values = [(e,) for e in emails if _storable(e)]
+        if values:
+            with self.transaction():
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO tombstones(email, hubspot_id, since) SELECT ?, 0, "
+                    "CAST(strftime('%s', 'now') AS INTEGER) WHERE NOT EXISTS "
+                    "(SELECT 1 FROM contacts WHERE email = ?1)", values)
+
     def tombstones(self, after: str = "", limit: int = 100) -> List[Tuple[str, str]]:
         """(email, last HubSpot id) of addresses let go of and not unsubscribed, by address after
         `after`, a page at a time (a million are streamed, never loaded)."""
