@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.consent_model import SCOPE_LIST
+from tests.test_consent import consent_only, state_rows
 from tests.test_consent_model_regressions import ANN, BAD_NUMBER, BOB, GROUP, contact, groups_of, with_mapping
 
 
@@ -100,3 +101,36 @@ def test_an_address_the_sweep_unsubscribed_then_signed_up_again_is_followed_when
     hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)
     mapped("--full")
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
+def test_an_out_of_scope_opt_out_of_a_written_address_is_sent_once_not_every_full_pass(
+        run, tmp_path, hubspot_fake, mailerlite_fake):
+    """Guard (found nothing): rule (c)'s unsubscribe of an out-of-scope contact's address the sync
+    wrote is sent once; later --full passes reading the same opt-out send nothing more (HubSpot's
+    time of it is no later than the one delivered)."""
+    sync = with_mapping(run, tmp_path, hubspot_fake, scoped=True)
+    x = contact(hubspot_fake, lifecyclestage="lead")
+    hubspot_fake.lists[SCOPE_LIST].append(int(x))
+    assert sync().code == 0
+    hubspot_fake.lists[SCOPE_LIST].remove(int(x))  # X leaves the scope: ann let go of (a tombstone)
+    sync()
+    contact(hubspot_fake, hs_email_optout="true", lifecyclestage="customer")  # Z, out of scope, opted out
+    sync("--full")
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+    sent = len(consent_only(mailerlite_fake, ANN))
+    sync("--full")
+    sync("--full")
+    assert len(consent_only(mailerlite_fake, ANN)) == sent
+
+
+def test_a_dry_full_pass_forgets_no_problem_and_makes_no_tombstone(mapped, run, hubspot_fake, mailerlite_fake):
+    """Guard: the full pass's read of problem-only contacts it did not list is a real run's; a dry
+    run reads nothing more and writes nothing (the real run after it still makes the tombstone)."""
+    p = contact(hubspot_fake, numemployees=BAD_NUMBER, hs_email_optout="true")
+    mapped()
+    hubspot_fake.archive_contact(p)
+    assert mapped("--full", "--dry-run").code in (0, 1)
+    assert state_rows(run, "SELECT hubspot_id FROM problems") == [(int(p),)]
+    assert state_rows(run, "SELECT email FROM tombstones") == []
+    mapped("--full")
+    assert state_rows(run, "SELECT hubspot_id FROM problems") == []
