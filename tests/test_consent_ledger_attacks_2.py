@@ -9,13 +9,17 @@ import pytest
 
 from tests.consent_model import SCOPE_LIST
 from tests.test_consent import consent_only, state_rows
+from tests.test_consent_by_address import a_day_later
 from tests.test_consent_model_regressions import ANN, BAD_NUMBER, BOB, GROUP, contact, groups_of, with_mapping
 
 
 @pytest.fixture
 def mapped(run, tmp_path, hubspot_fake):
-    """`run` with the model's mapping (on_leave = "remove_from_groups", not scoped)."""
-    return with_mapping(run, tmp_path, hubspot_fake)
+    """`run` with the model's mapping (on_leave = "remove_from_groups", not scoped); keywords go to
+    `run` (tunables=...)."""
+    with_mapping(run, tmp_path, hubspot_fake)  # writes tmp_path / "mapping.toml"
+    path = str(tmp_path / "mapping.toml")
+    return lambda *args, **kw: run("--mapping", path, *args, **kw)
 
 
 def test_a_refused_contact_deleted_in_hubspot_leaves_the_address_it_had_unsubscribed_followed(
@@ -134,3 +138,19 @@ def test_a_dry_full_pass_forgets_no_problem_and_makes_no_tombstone(mapped, run, 
     assert state_rows(run, "SELECT email FROM tombstones") == []
     mapped("--full")
     assert state_rows(run, "SELECT hubspot_id FROM problems") == []
+
+
+def test_hourly_runs_take_a_deleted_contact_out_of_its_groups_though_a_deleted_refused_one_had_its_address(
+        mapped, hubspot_fake, mailerlite_fake):
+    """The same without a --full pass: P (data refused) and C (synced, in the group) hold ann; both
+    are deleted in HubSpot. The next day's hourly run finds them in the archived listing; nobody live
+    holds ann, so C's departure applies on_leave. A person would see ann still in "From HubSpot"
+    for good: P's problem row counted as a live holder, and C was forgotten with nothing taken."""
+    p = contact(hubspot_fake, numemployees=BAD_NUMBER)
+    c = contact(hubspot_fake)
+    mapped()
+    assert GROUP in groups_of(mailerlite_fake, ANN)
+    hubspot_fake.archive_contact(p)
+    hubspot_fake.archive_contact(c)
+    mapped("--verbose", tunables=a_day_later())  # the archived check is due
+    assert GROUP not in groups_of(mailerlite_fake, ANN)
