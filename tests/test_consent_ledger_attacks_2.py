@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.consent_model import SCOPE_LIST
+from tests.consent_model import SCOPE_LIST, WEBINAR_GROUP, WEBINAR_LIST
 from tests.test_consent import consent_only, state_rows
 from tests.test_consent_by_address import a_day_later
 from tests.test_consent_model_regressions import ANN, BAD_NUMBER, BOB, GROUP, contact, groups_of, with_mapping
@@ -154,3 +154,24 @@ def test_hourly_runs_take_a_deleted_contact_out_of_its_groups_though_a_deleted_r
     hubspot_fake.archive_contact(c)
     mapped("--verbose", tunables=a_day_later())  # the archived check is due
     assert GROUP not in groups_of(mailerlite_fake, ANN)
+
+
+def test_a_list_group_the_new_holder_is_not_in_is_left_when_the_old_holder_is_deleted(
+        mapped, hubspot_fake, mailerlite_fake):
+    """C (synced, in the webinar list: in its group) and D (the same address, a duplicate, not in the
+    list) hold ann. C is deleted: D, live and in scope, holds ann, so C's departure takes nothing and
+    D takes the subscriber over. D is not in the webinar list. A person would see ann kept in
+    "Webinar" (mailed as an attendee) after the hourly run that syncs D."""
+    c = contact(hubspot_fake)
+    hubspot_fake.lists[WEBINAR_LIST].append(int(c))
+    mapped()
+    assert WEBINAR_GROUP in groups_of(mailerlite_fake, ANN)
+    contact(hubspot_fake)  # D: a duplicate of C's address
+    mapped()
+    hubspot_fake.archive_contact(c)
+    hubspot_fake.lists[WEBINAR_LIST].remove(int(c))  # HubSpot drops a deleted contact from its lists
+    mapped("--full")  # C leaves; D, read as C's duplicate, holds ann
+    mapped()  # D, its duplicate owner gone, is read again and synced
+    assert mailerlite_fake.subscriber(ANN)["status"] == "active"
+    assert GROUP in groups_of(mailerlite_fake, ANN)
+    assert WEBINAR_GROUP not in groups_of(mailerlite_fake, ANN)
