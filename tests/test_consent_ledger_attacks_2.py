@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import seed_contacts
 from tests.consent_model import SCOPE_LIST, WEBINAR_GROUP, WEBINAR_LIST
 from tests.test_consent import consent_only, state_rows
 from tests.test_consent_by_address import a_day_later
@@ -175,3 +176,25 @@ def test_a_list_group_the_new_holder_is_not_in_is_left_when_the_old_holder_is_de
     assert mailerlite_fake.subscriber(ANN)["status"] == "active"
     assert GROUP in groups_of(mailerlite_fake, ANN)
     assert WEBINAR_GROUP not in groups_of(mailerlite_fake, ANN)
+
+
+def email_searches(hubspot_fake) -> int:
+    """HubSpot searches for the contacts with one address (departures' "another live contact holds it")."""
+    return sum(1 for r in hubspot_fake.requests_to("POST", "/crm/objects/2026-09/contacts/search")
+               if any(f.get("propertyName") == "email" for g in (r.body or {}).get("filterGroups", [])
+                      for f in g.get("filters", [])))
+
+
+def test_contacts_given_new_addresses_cost_no_search_each_with_remove_from_groups(run, hubspot_fake):
+    """Cost: 30 synced contacts change address (a domain move); on_leave is the default
+    remove_from_groups, nobody opted out. Each old address leaves, and rule (b) now asks HubSpot,
+    one search per contact (searches are rate-limited: a bulk change of 50,000 addresses would spend
+    hours on them), whether another live contact holds it, though the state already knows every
+    contact the run read and none holds it. Before b9b3462 no search was made for these."""
+    ids = seed_contacts(hubspot_fake, 30)
+    assert run().code == 0
+    for i, cid in enumerate(ids):
+        hubspot_fake.update_contact(cid, {"email": f"person{i}@example.org"})
+    before = email_searches(hubspot_fake)
+    assert run().code == 0
+    assert email_searches(hubspot_fake) - before <= 1
