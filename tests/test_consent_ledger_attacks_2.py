@@ -198,3 +198,16 @@ def test_contacts_given_new_addresses_cost_no_search_each_with_remove_from_group
     before = email_searches(hubspot_fake)
     assert run().code == 0
     assert email_searches(hubspot_fake) - before <= 1
+
+
+def test_contacts_in_a_group_given_new_addresses_cost_no_search_each(mapped, hubspot_fake, mailerlite_fake):
+    """The same with a group every synced subscriber joins: each departure takes that group (nobody
+    else holds the old address, which the state knows: every contact read is recorded), yet rule (b)
+    asks HubSpot once per contact. Before b9b3462 no search was made for these."""
+    ids = seed_contacts(hubspot_fake, 30)
+    assert mapped().code == 0
+    for i, cid in enumerate(ids):
+        hubspot_fake.update_contact(cid, {"email": f"person{i}@example.org"})
+    before = email_searches(hubspot_fake)
+    assert mapped().code == 0
+    assert email_searches(hubspot_fake) - before <= 1
