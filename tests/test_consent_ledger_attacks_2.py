@@ -211,3 +211,25 @@ def test_contacts_in_a_group_given_new_addresses_cost_no_search_each(mapped, hub
     before = email_searches(hubspot_fake)
     assert mapped().code == 0
     assert email_searches(hubspot_fake) - before <= 1
+
+
+def test_a_refused_contact_changing_address_while_its_old_one_is_a_tombstone_does_not_stop_every_run(
+        mapped, hubspot_fake, mailerlite_fake):
+    """Found by the model (-m slow, seeds 31-34): C (synced) and P (data refused) hold ann; C is
+    deleted, so ann is a tombstone (P's problem holds it: C's departure takes nothing). P is then
+    given another address, its data still refused. Recording P's problem moves it to bob, and the
+    trigger keeping ann as a tombstone (schema 13) inserts a tombstone ann already has: inside the
+    problems upsert SQLite's INSERT OR REPLACE aborts instead. A person would see every run stop
+    (exit 3, "the state database ... cannot be used (IntegrityError: UNIQUE constraint failed:
+    tombstones.email)"), nothing synced and no opt-out delivered."""
+    c = contact(hubspot_fake)
+    mapped()  # C synced
+    p = contact(hubspot_fake, numemployees=BAD_NUMBER)
+    assert mapped().summary["rejected"] == 1  # P refused, holding ann
+    hubspot_fake.archive_contact(c)
+    mapped("--full")  # C leaves; ann is a tombstone
+    hubspot_fake.update_contact(p, {"email": BOB})
+    again = mapped()
+    assert again.code == 1, again.err  # P still refused (reported), nothing stopped
+    contact(hubspot_fake, "cy@example.com")
+    assert mapped().summary["created"] == 1
