@@ -284,6 +284,31 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
         # The full pass that last read a contact known only by a problem: one a full pass did not
         # read is read by id, and forgotten when HubSpot no longer has it (engine.py).
         "ALTER TABLE problems ADD COLUMN seen_run INTEGER",
+        # The triggers an UPDATE fires keep a tombstone without INSERT OR REPLACE: fired by an upsert
+        # (state.record's INSERT ... ON CONFLICT DO UPDATE), SQLite aborts the REPLACE of a tombstone
+        # the address already has, and every run stopped (a refused contact given a new address while
+        # its old one was a tombstone). A tombstone already kept stays as it is.
+        "DROP TRIGGER tombstone_on_email_change",
+        """CREATE TRIGGER tombstone_on_email_change AFTER UPDATE OF email ON contacts
+            WHEN OLD.email != NEW.email AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT INTO tombstones(email, hubspot_id, since)
+                  SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
+                  WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
+        "DROP TRIGGER tombstone_on_failed_problem_change",
+        """CREATE TRIGGER tombstone_on_failed_problem_change AFTER UPDATE OF email, kind ON problems
+            WHEN OLD.kind = 'failed' AND OLD.email != '' AND (OLD.email != NEW.email OR NEW.kind != 'failed')
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT INTO tombstones(email, hubspot_id, since)
+                  SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
+                  WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
+        "DROP TRIGGER tombstone_on_written_problem_moved",
+        """CREATE TRIGGER tombstone_on_written_problem_moved AFTER UPDATE OF email ON problems
+            WHEN OLD.kind != 'failed' AND OLD.email != '' AND OLD.email != NEW.email
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+                 AND EXISTS (SELECT 1 FROM consent_ledger WHERE email = OLD.email AND sent IS NOT NULL)
+            BEGIN INSERT INTO tombstones(email, hubspot_id, since)
+                  SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
+                  WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
     ),
 }
 
