@@ -350,6 +350,8 @@ class Engine:
                 # the pass did not see is read by id; the live ones are processed like any other.
                 for page in _pages(self.associations.enriched(self._missed_by_listing()), self.tunables.state_page):
                     self._process_page(page, full)
+                for page in _pages(self.associations.enriched(self._problems_missed()), self.tunables.state_page):
+                    self._process_page(page, full)
             if not self.options.dry_run:
                 self.writer.flush()
             self._settle_written()
@@ -424,6 +426,24 @@ class Engine:
             if contact["id"] in wanted:  # a merged-away id answered with its merged record is not it
                 wanted.discard(contact["id"])
                 yield contact
+
+    def _problems_missed(self) -> Iterator[Contact]:
+        """Contacts known only by a problem (refused, a duplicate) that this full pass did not read, read
+        by id: those HubSpot answers as themselves are processed (out of the scope's lists now, or missed
+        by a listing that ended early); the others are deleted or merged away, and forgotten, or their
+        problem would hold the address for ever (a departure of another contact with it would take
+        nothing) and an address the sync wrote for them would never be a tombstone (migration 13)."""
+        if self.options.dry_run:
+            return  # it marks nothing seen, and forgetting a problem writes nothing to MailerLite
+        wanted = set(self.state.unseen_problems(self._run_id))
+        if not wanted:
+            return
+        props = self.mapping.properties() + [MERGED_PROPERTY]
+        for contact in self.hubspot.read_by_ids(sorted(wanted, key=int), props):
+            if contact["id"] in wanted:  # a merged-away id answered with its merged record is not it
+                wanted.discard(contact["id"])
+                yield contact
+        self.state.forget_problems_only(sorted(wanted, key=int))
 
     # -- one contact -------------------------------------------------------------------------------
     def _property_info(self) -> Dict[str, PropertyInfo]:

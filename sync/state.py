@@ -29,7 +29,7 @@ from .errors import EXIT_ABORTED, StateError, StateWriteError
 from .private_files import create_private, foreign_owner, foreign_state_message, warn_if_shared
 from .redaction import clip
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 BUSY_TIMEOUT_S = 10.0  # how long to wait for another program's lock on the file
 
 # Each version's statements, applied in order to bring any older file up to date.
@@ -279,6 +279,36 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
                  AND EXISTS (SELECT 1 FROM consent_ledger WHERE email = OLD.email AND sent IS NOT NULL)
             BEGIN INSERT OR REPLACE INTO tombstones(email, hubspot_id, since)
                   VALUES (OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)); END""",
+    ),
+    14: (
+        # The full pass that last read a contact known only by a problem: one a full pass did not
+        # read is read by id, and forgotten when HubSpot no longer has it (engine.py).
+        "ALTER TABLE problems ADD COLUMN seen_run INTEGER",
+        # The triggers an UPDATE fires keep a tombstone without INSERT OR REPLACE: fired by an upsert
+        # (state.record's INSERT ... ON CONFLICT DO UPDATE), SQLite aborts the REPLACE of a tombstone
+        # the address already has, and every run stopped (a refused contact given a new address while
+        # its old one was a tombstone). A tombstone already kept stays as it is.
+        "DROP TRIGGER tombstone_on_email_change",
+        """CREATE TRIGGER tombstone_on_email_change AFTER UPDATE OF email ON contacts
+            WHEN OLD.email != NEW.email AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT INTO tombstones(email, hubspot_id, since)
+                  SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
+                  WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
+        "DROP TRIGGER tombstone_on_failed_problem_change",
+        """CREATE TRIGGER tombstone_on_failed_problem_change AFTER UPDATE OF email, kind ON problems
+            WHEN OLD.kind = 'failed' AND OLD.email != '' AND (OLD.email != NEW.email OR NEW.kind != 'failed')
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+            BEGIN INSERT INTO tombstones(email, hubspot_id, since)
+                  SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
+                  WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
+        "DROP TRIGGER tombstone_on_written_problem_moved",
+        """CREATE TRIGGER tombstone_on_written_problem_moved AFTER UPDATE OF email ON problems
+            WHEN OLD.kind != 'failed' AND OLD.email != '' AND OLD.email != NEW.email
+                 AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
+                 AND EXISTS (SELECT 1 FROM consent_ledger WHERE email = OLD.email AND sent IS NOT NULL)
+            BEGIN INSERT INTO tombstones(email, hubspot_id, since)
+                  SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
+                  WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
     ),
 }
 
@@ -817,6 +847,16 @@ class State:
             if drop_tombstone:  # after the row: forgetting it made the tombstone (trigger) just dropped
                 self.conn.execute("DELETE FROM tombstones WHERE email=?", (action.email,))
 
+    def keep_tombstones(self, emails: Sequence[str]) -> None:
+        """These addresses are followed by the sweep again (no contact holds them: hubspot_id 0)."""
+        values = [(e,) for e in emails if _storable(e)]
+        if values:
+            with self.transaction():
+                self.conn.executemany(
+                    "INSERT OR IGNORE INTO tombstones(email, hubspot_id, since) SELECT ?, 0, "
+                    "CAST(strftime('%s', 'now') AS INTEGER) WHERE NOT EXISTS "
+                    "(SELECT 1 FROM contacts WHERE email = ?1)", values)
+
     def tombstones(self, after: str = "", limit: int = 100) -> List[Tuple[str, str]]:
         """(email, last HubSpot id) of addresses let go of and not unsubscribed, by address after
         `after`, a page at a time (a million are streamed, never loaded)."""
@@ -862,6 +902,8 @@ class State:
             with self.transaction():
                 self.conn.execute(f"UPDATE contacts SET seen_run=? WHERE hubspot_id IN ({','.join('?' * len(ids))})",
                                   [run_id, *ids])
+                self.conn.execute(f"UPDATE problems SET seen_run=? WHERE hubspot_id IN ({','.join('?' * len(ids))})",
+                                  [run_id, *ids])
 
     def unseen(self, run_id: int) -> List[str]:
         """Synced contacts a complete full pass did not see: archived, merged or out of the lists."""
@@ -877,6 +919,12 @@ class State:
                 return
             after = rows[-1][0]
             yield [str(r[0]) for r in rows]
+
+    def unseen_problems(self, run_id: int) -> List[str]:
+        """Contacts known only by a problem (never synced) that this full pass did not read."""
+        return [str(r[0]) for r in self.conn.execute(
+            "SELECT hubspot_id FROM problems WHERE (seen_run IS NULL OR seen_run != ?) "
+            "AND hubspot_id NOT IN (SELECT hubspot_id FROM contacts) ORDER BY hubspot_id", (run_id,))]
 
     def list_members(self, list_id: str) -> Set[int]:
         return {r[0] for r in self.conn.execute("SELECT hubspot_id FROM list_members WHERE list_id=?", (list_id,))}

@@ -60,6 +60,8 @@ def _seen_chunk(state: State, chunk: Sequence[Tuple[str, str]], source: str, now
         if row is None or new.mailerlite_status != row.mailerlite_status:
             changed[email] = new
     state.save_ledger(changed.values())
+    state.keep_tombstones([e for e, new in changed.items()
+                           if rules.followed_again(known.get(e), new.mailerlite_status or "")])
 
 
 class Ledger:

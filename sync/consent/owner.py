@@ -349,11 +349,24 @@ class Consent:
 
     def _archived_ids(self, opted_out: Set[str]) -> Iterator[str]:
         """Every archived contact's id (the listing, a page at a time: the daily check knows no
-        candidates); those opted out are added to `opted_out`."""
+        candidates); those opted out are added to `opted_out`. Contacts known only by a problem are
+        forgotten as they are listed (a dry run keeps them): deleted, their problem must not hold the
+        address for ever (a departure of another contact with it would take nothing), and an address
+        the sync wrote for them becomes a tombstone (state migration 13)."""
+        chunk: List[str] = []
         for contact in self.hubspot.iter_contacts(["email", *self.mapping.optout_properties], archived=True):
             if self.mapping.opted_out(contact["properties"]):
                 opted_out.add(contact["id"])
+            chunk.append(contact["id"])
+            if len(chunk) >= 500:
+                self._forget_problems(chunk)
+                chunk = []
             yield contact["id"]
+        self._forget_problems(chunk)
+
+    def _forget_problems(self, ids: List[str]) -> None:
+        if ids and not self.dry_run:
+            self.state.forget_problems_only(ids)
 
     def _held_in_hubspot(self, synced: Synced) -> bool:
         """One HubSpot search: another live contact with the address that the mapping keeps in scope."""

@@ -225,6 +225,13 @@ def written_by_sync(row: Optional[LedgerRow]) -> bool:
     return row is not None and row.sent is not None
 
 
+def followed_again(row: Optional[LedgerRow], status: str) -> bool:
+    """MailerLite seen holding active an address the sync wrote that no synced contact holds (one the
+    sweep unsubscribed and dropped, then signed up again through a form): it is a tombstone again,
+    so its next opt-out in HubSpot is followed by the sweep."""
+    return written_by_sync(row) and row is not None and row.holder is None and status not in INACTIVE
+
+
 def unsubscribe_due(row: Optional[LedgerRow], changed_ms: Optional[int] = None) -> bool:
     """An opt-out HubSpot holds now (made at `changed_ms` by HubSpot's clock, None: unknown): the
     unsubscribe on its own is sent, unless the ledger shows it already delivered for this very
