@@ -400,15 +400,3 @@ def test_the_engine_makes_one_consent_call_per_contact(run, hubspot_fake, mailer
     assert calls.count("not_created_again") == 0
     assert status(mailerlite_fake, "bad@example.com") == "unsubscribed"  # its opt-out went on its own
     assert status(mailerlite_fake, "person3@example.com") == "active"  # merged away, on_leave keeps it
-
-
-@pytest.mark.parametrize("row,due", [
-    (None, True),
-    (ROW, True),
-    (DELIVERED, False),  # this very opt-out delivered and read unchanged since
-    (replace(DELIVERED, mailerlite_status="active"), False),  # a form sign-up after it stands
-    (replace(DELIVERED, hubspot_opted_out=False), True),  # an opt-in read since: a new opt-out
-    (replace(DELIVERED, sent="upsert"), True),
-])
-def test_whether_the_sweep_sends_an_opt_out_read_by_address(row, due):
-    assert rules.sweep_due(row) is due

@@ -108,26 +108,6 @@ def test_an_address_the_sweep_unsubscribed_then_signed_up_again_is_followed_when
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
 
 
-def test_a_form_sign_up_after_the_sweep_unsubscribed_is_kept_while_hubspot_shows_the_same_opt_out(
-        mapped, hubspot_fake, mailerlite_fake):
-    """Latest act wins (docs/consent.md): the sweep unsubscribed ann, then she signed up again through a
-    MailerLite form while HubSpot still holds her old opt-out. The address is followed again (a
-    tombstone), but the same opt-out read again is no new one: she stays subscribed, --full after
-    --full. An opt-in then an opt-out in HubSpot would be (the test above)."""
-    contact(hubspot_fake, BOB)  # someone else stays synced (a --full pass reads MailerLite's listing)
-    x = contact(hubspot_fake)
-    assert mapped().code == 0
-    hubspot_fake.archive_contact(x)
-    assert mapped("--full").code == 0
-    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)
-    assert mapped("--full").summary["unsubscribed"] == 1  # the sweep
-    mailerlite_fake.resubscribe_by_form(ANN)
-    for _ in range(2):
-        again = mapped("--full")
-        assert again.code == 0 and again.summary["consent_checked"] >= 1, again.err  # ann is read...
-        assert mailerlite_fake.subscriber(ANN)["status"] == "active"  # ...and left as she chose
-
-
 def test_an_out_of_scope_opt_out_of_a_written_address_is_sent_once_not_every_full_pass(
         run, tmp_path, hubspot_fake, mailerlite_fake):
     """Guard (found nothing): rule (c)'s unsubscribe of an out-of-scope contact's address the sync

@@ -225,15 +225,6 @@ def written_by_sync(row: Optional[LedgerRow]) -> bool:
     return row is not None and row.sent is not None
 
 
-def sweep_due(row: Optional[LedgerRow]) -> bool:
-    """The sweep read an address opted out by address (a reading that carries no time): its unsubscribe
-    is sent unless the ledger shows this very opt-out delivered: the sync's unsubscribe was the last
-    thing it sent and HubSpot has been read opted out ever since (no opt-in read in between). Latest
-    act wins: a MailerLite form sign-up after the delivery is kept while HubSpot's status of the address
-    stays as it was; an opt-in there, then an opt-out again, is a new opt-out, and is sent."""
-    return not (row is not None and row.sent == "unsubscribe" and row.hubspot_opted_out is True)
-
-
 def followed_again(row: Optional[LedgerRow], status: str) -> bool:
     """MailerLite seen holding active an address the sync wrote that no synced contact holds (one the
     sweep unsubscribed and dropped, then signed up again through a form): it is a tombstone again,

@@ -6,9 +6,7 @@ MailerLite must hear of it. The state keeps every such address ("tombstones", sy
 once a day by default (SYNC_CONSENT_SWEEP_HOURS) and on every --full run, the sweep reads their
 status by address, a hundred per HubSpot request, streamed from the state file a page at a time,
 and unsubscribes the opted-out ones through the consent writer (stored before tried, retried
-until MailerLite takes it); an unsubscribed address is then dropped (followed again should
-MailerLite show it active: a form sign-up). An opt-out already delivered and read unchanged is not
-sent again (rules.sweep_due: the person's sign-up after it stands). It costs one HubSpot request
+until MailerLite takes it); an unsubscribed address is then dropped. It costs one HubSpot request
 per 100 tombstones (two when the mapping names per-subscription opt-outs) and no MailerLite
 request unless someone opted out.
 """
@@ -24,7 +22,7 @@ from ..state import PendingAction, State
 from ..summary import Summary
 from .actions import ConsentWriter
 from .by_address import AddressConsent
-from .rules import ADDRESS, sweep_due
+from .rules import ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +70,11 @@ class ConsentSweep:
             if opted is None:
                 return False
             self.summary.add(CHECKED, len(page))
-            # Decided on what the ledger held before this reading (one query a page): rules.sweep_due.
-            before = self.state.ledger([email for email, _ in page])
             # Each address's opt-out as read by address goes in the consent ledger (before any unsubscribe).
             self.consent.ledger.read_batch({email: email in opted for email, _ in page}, ADDRESS)
             for email, hubspot_id in page:
-                if email not in opted or not sweep_due(before.get(email)):
-                    continue  # (delivered already: kept as a tombstone, so an opt-in then opt-out is seen)
+                if email not in opted:
+                    continue
                 if self.dry_run:
                     self.summary.add("would_send")
                     if self.plan is not None:
