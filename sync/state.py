@@ -309,6 +309,22 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
             BEGIN INSERT INTO tombstones(email, hubspot_id, since)
                   SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
                   WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
+        # The same for the ledger's holder triggers (migration 10): a contact's row given a new address by
+        # that upsert, while the new address already had a ledger row, stopped the run the same way.
+        "DROP TRIGGER ledger_holder_on_insert",
+        """CREATE TRIGGER ledger_holder_on_insert AFTER INSERT ON contacts
+            BEGIN INSERT INTO consent_ledger(email) SELECT NEW.email
+                  WHERE NOT EXISTS (SELECT 1 FROM consent_ledger WHERE email = NEW.email);
+                  UPDATE consent_ledger SET holder=(SELECT MIN(hubspot_id) FROM contacts WHERE email=NEW.email)
+                  WHERE email=NEW.email; END""",
+        "DROP TRIGGER ledger_holder_on_change",
+        """CREATE TRIGGER ledger_holder_on_change AFTER UPDATE OF email, hubspot_id ON contacts
+            WHEN OLD.email != NEW.email OR OLD.hubspot_id != NEW.hubspot_id
+            BEGIN INSERT INTO consent_ledger(email) SELECT NEW.email
+                  WHERE NOT EXISTS (SELECT 1 FROM consent_ledger WHERE email = NEW.email);
+                  UPDATE consent_ledger
+                  SET holder=(SELECT MIN(hubspot_id) FROM contacts WHERE email=consent_ledger.email)
+                  WHERE email IN (OLD.email, NEW.email); END""",
     ),
 }
 
@@ -718,6 +734,31 @@ class State:
             "SELECT hubspot_id FROM contacts WHERE email=? AND hubspot_id!=? "
             "UNION SELECT hubspot_id FROM problems WHERE email=? AND hubspot_id!=?", (email, hid, email, hid))]
 
+    def problem_only_holder(self, email: str, hubspot_id: str) -> Optional[str]:
+        """Another contact known only by a problem (a duplicate, refused data) with this address, if any."""
+        row = self.conn.execute(
+            "SELECT MIN(hubspot_id) FROM problems WHERE email=? AND hubspot_id!=? "
+            "AND hubspot_id NOT IN (SELECT hubspot_id FROM contacts)", (email, int(hubspot_id))).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def hand_over(self, synced: Synced, heir: str) -> None:
+        """A contact leaves while `heir` (known only by a problem) holds its address: the heir takes its
+        subscriber over, with what the sync set on it (its groups above all), so the heir's first write
+        takes away what it is not in. The leaving contact's row of the address moves to the heir; when
+        that row has moved on (an address change recorded), the heir's is made from `synced`, with no
+        fingerprint (its first read compares and writes)."""
+        old, new = int(synced.hubspot_id), int(heir)
+        with self.transaction():
+            moved = self.conn.execute("UPDATE contacts SET hubspot_id=? WHERE hubspot_id=? AND email=?",
+                                      (new, old, synced.email)).rowcount
+            if not moved:
+                self.conn.execute(
+                    "INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, subscriber_id, outcome, "
+                    "synced_at, groups_set) VALUES (?, ?, '', '', ?, 'updated', ?, ?)",
+                    (new, synced.email, synced.subscriber_id, _now(), GROUP_SEP.join(sorted(synced.groups_set))))
+            if not self.conn.execute("SELECT 1 FROM contacts WHERE hubspot_id=?", (old,)).fetchone():
+                self.conn.execute("DELETE FROM problems WHERE hubspot_id=?", (old,))
+
     def take_over(self, old_id: str, new_id: str, actions: Sequence[PendingAction] = ()) -> None:
         """A merge: the contact's new record id takes over the old id's subscriber and history. Its
         pending actions are replaced by `actions`, as the consent owner merged them under the new id
@@ -1008,10 +1049,12 @@ class State:
             "SELECT hubspot_id FROM problems WHERE kind='failed' ORDER BY hubspot_id")]
 
     def unheld_duplicates(self) -> List[str]:
-        """Contacts recorded as duplicates of an address that no synced contact holds any more."""
+        """Contacts recorded as duplicates of an address that no other synced contact holds any more (one
+        handed the address's subscriber over by its owner's departure holds it itself: State.hand_over)."""
         return [str(r[0]) for r in self.conn.execute(
             "SELECT hubspot_id FROM problems p WHERE duplicate_of IS NOT NULL AND email IS NOT NULL AND email != '' "
-            "AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email = p.email) ORDER BY hubspot_id")]
+            "AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email = p.email AND c.hubspot_id != p.hubspot_id) "
+            "ORDER BY hubspot_id")]
 
     def problems(self) -> List[Dict[str, object]]:
         cur = self.conn.execute("SELECT hubspot_id, email, kind, reason, attempts, first_seen, last_seen "

@@ -400,3 +400,28 @@ def test_the_engine_makes_one_consent_call_per_contact(run, hubspot_fake, mailer
     assert calls.count("not_created_again") == 0
     assert status(mailerlite_fake, "bad@example.com") == "unsubscribed"  # its opt-out went on its own
     assert status(mailerlite_fake, "person3@example.com") == "active"  # merged away, on_leave keeps it
+
+
+@pytest.mark.parametrize("problem", [False, True])
+def test_a_contact_recorded_with_an_address_the_ledger_already_has_does_not_stop_the_run(tmp_path, problem):
+    """A synced contact's row given a new address by state.record's upsert, while the ledger already has
+    a row for that address (an earlier subscriber of it): the holder trigger's INSERT OR IGNORE, fired
+    inside the upsert, was aborted by SQLite (IntegrityError: UNIQUE constraint failed:
+    consent_ledger.email) and every run stopped. `problem`: the contact has a problem row too, so
+    record takes its row-by-row path."""
+    from sync.state import Result
+
+    state = State(tmp_path / "state.db")
+    try:
+        state.record([Result("1", "ann@example.com", "created", "f1")])
+        state.save_ledger([LedgerRow("bob@example.com", sent="unsubscribe", sent_at=5)])
+        if problem:
+            state.record([Result("2", "cy@example.com", "rejected", "f0", reason="refused")])
+            state.record([Result("2", "cy@example.com", "created", "f2")])
+        state.record([Result("1", "bob@example.com", "updated", "f3")])
+        rows = state.ledger(["ann@example.com", "bob@example.com"])
+        assert rows["bob@example.com"].holder == "1" and rows["bob@example.com"].sent == "unsubscribe"
+        assert rows["ann@example.com"].holder is None
+        assert state.tombstones() == [("ann@example.com", "1")]
+    finally:
+        state.close()

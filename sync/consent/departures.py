@@ -56,6 +56,10 @@ class Departures:
         # of None (no scope), falls back to the records' opt-out properties.
         self.optouts_by_address = optouts_by_address
         self._leaving: List[Leaving] = []
+        # Departures seen directly (a new address, a merge) that only leave groups: applied after the pass,
+        # when the state knows every contact the run read, so who holds the address needs no HubSpot
+        # search each (a domain move of 50,000 addresses would spend hours on them).
+        self._after_pass: List[Leaving] = []
         self._dry_sent: Set[str] = set()  # addresses a dry run's plan unsubscribed (current page)
         # (contact, email) -> unsubscribes: the departures pending for the current page's addresses
         self._departing: Dict[Tuple[str, str], bool] = {}
@@ -192,11 +196,25 @@ class Departures:
             self.summary.add("left_scope")
             self._plan_leave(leaving)
             self.dry_left.add(leaving.synced.hubspot_id)
+        elif self.mapping.on_leave == "remove_from_groups":
+            leaving = self._address_consent(leaving)  # read now: the page's let-go addresses were read at once
+            if leaving.opted_out:
+                self._apply_leave(leaving, consent_read=True)
+            else:
+                self._after_pass.append(leaving)
         else:
             self._apply_leave(leaving)
 
+    def apply_seen_departures(self) -> None:
+        """The departures seen directly that waited for the end of the pass (never held by the guard):
+        first after the pass, so a full pass does not count their contacts again as unseen."""
+        waiting, self._after_pass = self._after_pass, []
+        for one in waiting:
+            self._apply_leave(one, ask_hubspot=False, consent_read=True)
+
     def apply_held_departures(self, synced_before: int) -> Optional[str]:
         """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
+        self.apply_seen_departures()
         leaving, self._leaving = self._leaving, []
         by_address = self._opted_out_addresses(one.synced.email for one in leaving)  # a hundred per request
         problem = mass_leave_problem(len(leaving), synced_before, self.mapping, self.allow_mass_leave)
@@ -251,18 +269,30 @@ class Departures:
                            reason=f"{leaving.reason}; the address is opted out in HubSpot")
         return leaving
 
-    def _apply_leave(self, leaving: Leaving) -> None:
-        leaving = self._address_consent(leaving)
-        # HubSpot is searched for an unsubscribe, or a departure seen directly (a merge, a new address);
-        # a departure read from absence in a full pass needs only the state (every contact the pass
-        # read is recorded in it, problems included), not a search per contact leaving.
-        ask_hubspot = leaving.opted_out or self.mapping.on_leave == "unsubscribe" or not leaving.guarded
+    def _apply_leave(self, leaving: Leaving, ask_hubspot: Optional[bool] = None, consent_read: bool = False) -> None:
+        if not consent_read:
+            leaving = self._address_consent(leaving)
+        # HubSpot is searched for an unsubscribe, or a departure seen directly (a merge, a new address)
+        # applied during the pass (the contact holding the address may come later in it); one applied
+        # after the pass needs only the state (every contact the run read is recorded in it, problems
+        # included), not a search per contact leaving.
+        if ask_hubspot is None:
+            ask_hubspot = leaving.opted_out or self.mapping.on_leave == "unsubscribe" or not leaving.guarded
         action = leave_action(leaving, self.mapping, address_held=False)
         # Only a departure that takes something (an unsubscribe, a managed group) asks who holds the address.
         held = (action.unsubscribe or bool(action.groups)) and needs_address_check(leaving, self.mapping) \
             and self._address_held(leaving.synced, ask_hubspot)
         if held:
             action = leave_action(leaving, self.mapping, address_held=True)
+            heir = None if action.unsubscribe else self.state.problem_only_holder(action.email, action.hubspot_id)
+            if heir is not None:
+                # Its subscriber is the heir's now, with the groups the sync set on it: the heir's first
+                # write takes away those it is not in (nothing is taken now, on the leaving one's word).
+                self.summary.add("left_scope")
+                log.info("contact %s (%s) left the sync: %s; contact %s, which holds the address, takes its "
+                         "subscriber over", action.hubspot_id, action.email, leaving.reason, heir)
+                self.state.hand_over(leaving.synced, heir)
+                return
         self.summary.add("left_scope")
         log.info("contact %s (%s) left the sync: %s; %s%s", action.hubspot_id, action.email, leaving.reason,
                  "unsubscribed" if action.unsubscribe else self.mapping.on_leave,

@@ -315,6 +315,7 @@ class Consent:
         returned, and nothing moves on (the next run sees the same departures). `unseen`: the synced
         contacts this full pass has not read."""
         self.ledger.flush()  # the last page's readings
+        self.departures.apply_seen_departures()  # a new address's or a merge's, before the unseen are read
         # Departures stored by earlier runs, now that this pass has voided those of contacts back in the sync.
         self.departures.retry_pending(departures=True)
         archived_checked = self._leave_departed(full, start_ms, unseen)
