@@ -116,6 +116,25 @@ def test_an_opt_out_of_an_address_a_refused_contact_let_go_of_is_followed(run, t
     assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
 
 
+def test_an_opt_out_after_a_form_sign_up_reaches_a_contact_mailerlite_has_as_mapped(mapped, hubspot_fake,
+                                                                                   mailerlite_fake):
+    """Found by the model (-m slow, seed 1) on schema 14: an opted-out contact synced (its upsert carried
+    the opt-out), she signs up again through a MailerLite form, then opts out again in HubSpot. Her
+    record maps to what the state holds, so no upsert goes, and nothing carried the newer opt-out:
+    she stayed active. The upsert's opt-out is kept as a delivered unsubscribe with HubSpot's time, and
+    a later one goes on its own."""
+    contact(hubspot_fake, hs_email_optout="true")
+    assert mapped().code == 0
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+    mailerlite_fake.resubscribe_by_form(ANN)  # she signs up again in MailerLite...
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)  # ...then opts out again in HubSpot
+    assert mapped().code == 0
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+    sent = len([r for r in mailerlite_fake.log if r.method != "GET"])
+    assert mapped("--full").code == 0  # the same opt-out read again: nothing more is sent
+    assert len([r for r in mailerlite_fake.log if r.method != "GET"]) == sent
+
+
 def test_an_opt_out_of_an_address_a_merge_let_go_of_is_sent_though_an_earlier_one_was(
         mapped, hubspot_fake, mailerlite_fake):
     """Defect 1's cause through a merge (found by the model): the address left is read by address as it goes."""

@@ -152,18 +152,25 @@ class Ledger:
             seen_in_mailerlite(self.state, seen, source, self._now())
             self._page = self.state.ledger(sorted(self._asked))
 
-    def answered(self, results: Iterable[Result]) -> None:
-        """MailerLite's answers to upserts: what was sent, and the status each answer names (a
-        subscriber the sync just created is no sign the person signed up again: rules.seen_in_mailerlite)."""
+    def answered(self, results: Iterable[Tuple[Result, bool]]) -> None:
+        """MailerLite's answers to upserts, each with whether it carried the contact's opt-out: what was
+        sent (an upsert carrying an opt-out MailerLite shows taken is an unsubscribe delivered, for the
+        opt-out HubSpot's time says), and the status each answer names (a subscriber the sync just
+        created is no sign the person signed up again: rules.seen_in_mailerlite)."""
         self.flush()
         now = self._now()
-        wanted = [r for r in results if r.kind in ("created", "updated", "not_reactivated")]
+        wanted = [(r, opted) for r, opted in results if r.kind in ("created", "updated", "not_reactivated")]
         if not wanted:
             return
-        known = self.state.ledger([r.email for r in wanted])
+        known = self.state.ledger([r.email for r, _ in wanted])
         changed: Dict[str, LedgerRow] = {}
-        for result in wanted:
-            row = rules.sent_upsert(changed.get(result.email) or known.get(result.email), result.email, now)
+        for result, opted_out in wanted:
+            before = changed.get(result.email) or known.get(result.email)
+            if opted_out and result.kind != "not_reactivated" and rules.unsubscribe_shown(result.mailerlite_status):
+                changed[result.email] = rules.unsubscribe_taken(before, result.email, result.mailerlite_status, now,
+                                                                self._changed.get(result.email))
+                continue
+            row = rules.sent_upsert(before, result.email, now)
             if result.mailerlite_status:
                 source = rules.REFUSAL if result.kind == "not_reactivated" else rules.UPSERT
                 row = rules.seen_in_mailerlite(row, result.email, result.mailerlite_status, source, now,
@@ -179,6 +186,9 @@ class Ledger:
     # -- decisions (rules.py, on the row) -----------------------------------------------------------
     def unsubscribe_due(self, email: str) -> bool:
         return rules.unsubscribe_due(self.row(email), self._changed.get(email))
+
+    def opted_out_again(self, email: str) -> bool:
+        return rules.opted_out_again(self.row(email), self._changed.get(email))
 
     def written(self, email: str) -> bool:
         return rules.written_by_sync(self.row(email))

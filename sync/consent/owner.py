@@ -178,6 +178,12 @@ class Consent:
                 and not self.dry_run and known.refused(outcome.fingerprint()):
             # The refusal was recorded before, so a run killed in between cannot leave it undelivered.
             self.departures.refused(hubspot_id, outcome.email, "by MailerLite, in an earlier run")
+        elif isinstance(outcome, Planned) and outcome.opted_out and known is not None and not self.force \
+                and known.email == outcome.email and self.ledger.opted_out_again(outcome.email) \
+                and known.fingerprint == outcome.fingerprint():
+            # MailerLite has it as mapped, so no upsert goes; the newer opt-out goes on its own.
+            self.departures.optout(hubspot_id, outcome.email, "opted out again in HubSpot since the sync's "
+                                   "last unsubscribe", evidenced=True)
         inactive = isinstance(outcome, Planned) and self.ledger.never_made_active(outcome.email)
         return Verdict(known, taken, inactive)
 
@@ -218,7 +224,8 @@ class Consent:
         settled = [(item, self._kept_unsubscribed(item, result)) for item, result in self._evidenced(written)]
         for item, result in settled:
             self._implied(item, result, try_now=False)
-        self.ledger.answered(result for _, result in settled)  # what was sent, what MailerLite answered it holds
+        # What was sent, and what MailerLite answered it holds.
+        self.ledger.answered((result, item.opted_out) for item, result in settled)
         return settled
 
     def recorded(self, settled: List[Written]) -> None:

@@ -225,6 +225,15 @@ def written_by_sync(row: Optional[LedgerRow]) -> bool:
     return row is not None and row.sent is not None
 
 
+def opted_out_again(row: Optional[LedgerRow], changed_ms: Optional[int]) -> bool:
+    """A contact MailerLite has exactly as mapped (nothing to send), opted out: the record shows an
+    opt-out HubSpot made after the one the sync's last unsubscribe was delivered for (the person
+    signed up again through a MailerLite form, then opted out again), so it is sent again on its own.
+    Without both times nothing is sent: the upsert that made the contact as it is carried the opt-out."""
+    return (row is not None and row.sent == "unsubscribe" and row.sent_for_ms is not None
+            and changed_ms is not None and changed_ms > row.sent_for_ms)
+
+
 def followed_again(row: Optional[LedgerRow], status: str) -> bool:
     """MailerLite seen holding active an address the sync wrote that no synced contact holds (one the
     sweep unsubscribed and dropped, then signed up again through a form): it is a tombstone again,
