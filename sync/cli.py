@@ -55,6 +55,8 @@ from .errors import (
     LockHeld,
     StateError,
     SyncError,
+    stop_caught,
+    stop_requested,
 )
 from .healthcheck import ping
 from .hubspot import HubSpotWriter
@@ -498,8 +500,11 @@ def _stop_on_signal(signum: int, frame: Optional[FrameType]) -> None:
     """SIGTERM (and SIGINT) end the run like Ctrl-C: recorded, lock released, one line."""
     signal.signal(signum, signal.SIG_IGN)  # a second signal must not cut the clean-up short
     if signum == signal.SIGTERM:
-        raise Interrupted("stopped by SIGTERM; what was synced so far is kept", EXIT_TERMINATED)
-    raise Interrupted("interrupted (SIGINT); what was synced so far is kept", EXIT_INTERRUPTED)
+        stop = Interrupted("stopped by SIGTERM; what was synced so far is kept", EXIT_TERMINATED)
+    else:
+        stop = Interrupted("interrupted (SIGINT); what was synced so far is kept", EXIT_INTERRUPTED)
+    stop_requested(stop)  # raised again at the next request if this raise lands in a finalizer
+    raise stop
 
 
 @contextmanager
@@ -513,6 +518,7 @@ def _signals_stop_the_run() -> Iterator[None]:
     try:
         yield
     finally:
+        stop_caught()
         for signum, handler in previous:
             signal.signal(signum, handler)
 
@@ -693,6 +699,7 @@ def _main(argv: Optional[List[str]], tunables: Optional[Tunables], sandbox_dir: 
     except BrokenPipeError:
         return _reader_went_away(EXIT_OK)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into Interrupted above
+        stop_caught()  # what follows (the record said, the ping) is not stopped again
         code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
         return _failed(code, str(exc) or "interrupted (SIGINT); what was synced so far is kept", args.json,
                        settings, summary=attached(exc))

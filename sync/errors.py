@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import List
+
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # finished, but some contacts were rejected or failed
 EXIT_CONFIG = 2  # configuration or credential problem (a token refused mid-run: what was written is kept)
@@ -57,3 +59,22 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+# The stop a signal asked for, until the program has caught it (cli). The handler raises it at once,
+# but a raise that lands in a finalizer or a weakref callback is only printed by Python and the run
+# would go on: each request raises it again (retrying.RetryPolicy.check_deadline).
+_pending_stop: List[Interrupted] = []
+
+
+def stop_requested(stop: Interrupted) -> None:
+    _pending_stop[:] = [stop]
+
+
+def stop_caught() -> None:
+    _pending_stop.clear()
+
+
+def raise_pending_stop() -> None:
+    if _pending_stop:
+        raise Interrupted(str(_pending_stop[0]), _pending_stop[0].exit_code)

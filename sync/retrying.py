@@ -15,7 +15,7 @@ from typing import Callable, Optional, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 from tenacity.wait import wait_random_exponential
 
-from .errors import AbortRun
+from .errors import AbortRun, raise_pending_stop
 from .exchange_deadline import run_ends_at
 from .tunables import DEFAULTS, Tunables
 
@@ -112,7 +112,9 @@ class RetryPolicy:
                    max_request_seconds=tunables.max_request_s, max_one_wait=tunables.max_one_wait_s, clock=clock)
 
     def check_deadline(self, what: str, wait: float = 0.0) -> None:
-        """RunDeadline if the run's time is up (or would be, after waiting `wait` seconds)."""
+        """RunDeadline if the run's time is up (or would be, after waiting `wait` seconds); before
+        that, a signal's stop that Python could not raise where it landed (errors.stop_requested)."""
+        raise_pending_stop()
         if self.deadline is not None and self._clock() + wait >= self.deadline:
             raise RunDeadline(f"the run reached its time limit (SYNC_MAX_RUNTIME) at {what}; stopped, what was "
                               f"synced is kept and the next run continues")

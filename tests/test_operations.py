@@ -68,10 +68,23 @@ def screen_lines(screen: str) -> List[str]:
     return [part for line in plain.split("\n") for part in line.split("\r")]
 
 
+def one_rate_limit_wait(mailerlite_fake, seconds: float = 2.2) -> None:
+    """MailerLite's third batch (the second page's first: the bar has its total by then) is answered
+    with its own 429, whose Retry-After is `seconds`: one wait long enough to be shown
+    (progress.WAIT_SHOWN_AFTER) whatever the machine's speed. A used-up window gave waits as short as
+    the machine was slow, and a run of many windows."""
+    def limited(request):
+        response = mailerlite_fake.rate_limited_response()
+        response.headers["Retry-After"] = f"{seconds:.3f}"
+        return response
+
+    mailerlite_fake.faults.only_paths = ("/api/batch",)
+    mailerlite_fake.faults.script.extend([None, None, limited])
+
+
 def test_progress_bar_and_rate_limit_wait_on_a_terminal(hubspot_fake, mailerlite_fake, tmp_path):
     seed_contacts(hubspot_fake, 200)
-    mailerlite_fake.time_scale = 0.06  # a minute lasts 3.6 s, so a wait is long enough to be shown
-    mailerlite_fake.global_limit.limit = 3
+    one_rate_limit_wait(mailerlite_fake)
     code, screen, stdout = run_in_pty([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path)
     assert code == 0, screen
     assert "HubSpot -> MailerLite" in screen and "contacts" in screen
@@ -83,8 +96,7 @@ def test_progress_bar_and_rate_limit_wait_on_a_terminal(hubspot_fake, mailerlite
 @pytest.mark.parametrize("columns", [80, 120])
 def test_the_progress_bar_fits_the_terminal(hubspot_fake, mailerlite_fake, tmp_path, columns):
     seed_contacts(hubspot_fake, 300)
-    mailerlite_fake.time_scale = 0.06
-    mailerlite_fake.global_limit.limit = 3  # a wait, so that its longer text is drawn too
+    one_rate_limit_wait(mailerlite_fake)  # a wait, so that its longer text is drawn too
     code, screen, _ = run_in_pty([], fake_env(hubspot_fake, mailerlite_fake, tmp_path), tmp_path, columns)
     assert code == 0, screen
     bars = [line for line in screen_lines(screen) if "%|" in line]
@@ -94,6 +106,7 @@ def test_the_progress_bar_fits_the_terminal(hubspot_fake, mailerlite_fake, tmp_p
     for line in bars:
         assert len(line.split("|")[1]) >= 10, line  # the bar itself stays readable
     assert any("/300" in line for line in bars)  # and the count is not cut
+    assert any("waiting" in line for line in bars), screen  # the wait's longer text was drawn too
     assert not re.search(r"\d{5,} contacts/s", screen)  # no rate over the first page alone
 
 

@@ -7,12 +7,14 @@ import json
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import List
 
 import filelock
 import pytest
 
-from tests.conftest import seed_contacts
+from sync.tunables import Tunables
+from tests.conftest import FAST, seed_contacts
 from tests.test_operations import ping_server  # noqa: F401 (a fixture)
 
 HANG_GUARD_S = 60  # only so that a regression fails instead of hanging; the runs below need seconds
@@ -91,10 +93,10 @@ def point_at(run, monkeypatch, api: str, url: str) -> None:
     monkeypatch.setenv("HUBSPOT_BASE_URL" if api == "hubspot" else "MAILERLITE_BASE_URL", url)
 
 
-def guarded_run(run):
+def guarded_run(run, tunables: Tunables = FAST):
     """One run, and its stderr lines; a run that hangs fails here instead of hanging the tests."""
     started = time.monotonic()
-    result = run()
+    result = run(tunables=tunables)
     assert time.monotonic() - started < HANG_GUARD_S
     return result, [line for line in result.err.splitlines() if line.strip()]
 
@@ -105,7 +107,7 @@ def test_a_trickled_status_line_or_headers_are_cut_at_the_request_timeout(run, h
     seed_contacts(hubspot_fake, 3)
     point_at(run, monkeypatch, api, trickler.url)
     monkeypatch.setenv("SYNC_HTTP_TIMEOUT", "1")
-    result, lines = guarded_run(run)
+    result, lines = guarded_run(run, tunables=replace(FAST, max_failures=2))  # 2 tries of 1 s, not 6
     assert result.code == 3 and len(lines) == 1 and "kept failing" in lines[0], result.err
     assert trickler.connections >= 2  # each try was cut at SYNC_HTTP_TIMEOUT and tried again
 
