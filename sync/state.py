@@ -301,11 +301,13 @@ MIGRATIONS: Dict[int, Tuple[str, ...]] = {
             BEGIN INSERT INTO tombstones(email, hubspot_id, since)
                   SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
                   WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
+        # ...and any in-scope problem contact's old address, written or not (a refused contact's address
+        # that MailerLite holds from a form is followed once the contact moves off it: the model found
+        # it; a problem row is only recorded for contacts in the sync's scope).
         "DROP TRIGGER tombstone_on_written_problem_moved",
         """CREATE TRIGGER tombstone_on_written_problem_moved AFTER UPDATE OF email ON problems
             WHEN OLD.kind != 'failed' AND OLD.email != '' AND OLD.email != NEW.email
                  AND NOT EXISTS (SELECT 1 FROM contacts WHERE email = OLD.email)
-                 AND EXISTS (SELECT 1 FROM consent_ledger WHERE email = OLD.email AND sent IS NOT NULL)
             BEGIN INSERT INTO tombstones(email, hubspot_id, since)
                   SELECT OLD.email, OLD.hubspot_id, CAST(strftime('%s', 'now') AS INTEGER)
                   WHERE NOT EXISTS (SELECT 1 FROM tombstones WHERE email = OLD.email); END""",
@@ -704,12 +706,23 @@ class State:
 
     def forget_problems_only(self, hubspot_ids: Sequence[str]) -> None:
         """Of these contacts, those known only by a problem (never synced) are forgotten: HubSpot no
-        longer has them. A failed one's address is kept as a tombstone (migration 9)."""
+        longer has them (deleted, merged away). Each one's address no synced contact holds is kept as a
+        tombstone, so the sweep follows its opt-outs: a failed one's (migration 9) and one the sync
+        wrote (migration 13) by the triggers, and here a refused one's or a duplicate's, which the sync
+        never wrote but MailerLite may hold from elsewhere (a form) for this in-scope contact. (One
+        leaving the scope is forgotten by `forget`: its address is then no business of the sync's.)"""
         ids = [int(i) for i in hubspot_ids if str(i).isdigit()]
         with self.transaction():
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
-                self.conn.execute(f"DELETE FROM problems WHERE hubspot_id IN ({','.join('?' * len(chunk))}) "
+                marks = ','.join('?' * len(chunk))
+                self.conn.execute(
+                    f"INSERT OR IGNORE INTO tombstones(email, hubspot_id, since) "
+                    f"SELECT email, hubspot_id, CAST(strftime('%s', 'now') AS INTEGER) FROM problems p "
+                    f"WHERE hubspot_id IN ({marks}) AND kind != 'failed' AND email != '' "
+                    f"AND hubspot_id NOT IN (SELECT hubspot_id FROM contacts) "
+                    f"AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.email = p.email)", chunk)
+                self.conn.execute(f"DELETE FROM problems WHERE hubspot_id IN ({marks}) "
                                   f"AND hubspot_id NOT IN (SELECT hubspot_id FROM contacts)", chunk)
 
     def synced(self, hubspot_ids: Iterable[str]) -> List[Synced]:

@@ -263,8 +263,9 @@ def test_a_state_of_schema_12_keeps_its_ledger_and_follows_written_problem_addre
     """A state file as the ledger's first version left it (schema 12) migrated to HubSpot's times
     (schema 13): every ledger row, tombstone and pending action kept; an unsubscribe delivered before
     has no known opt-out time, so a new reading of the opt-out sends it again (the safe side). Then
-    the new trigger: a problem whose address the sync wrote becomes a tombstone when it goes; one
-    never written does not."""
+    the tombstones: the address of a problem contact deleted in HubSpot is followed, written or not
+    (MailerLite may hold it from a form); one leaving the scope (`forget`) only when the sync wrote
+    its address (the trigger)."""
     path = tmp_path / "state.db"
     db = sqlite3.connect(path, isolation_level=None)
     for step in range(1, 13):
@@ -282,6 +283,10 @@ def test_a_state_of_schema_12_keeps_its_ledger_and_follows_written_problem_addre
                "'f', 1, 1, 1, NULL)")
     db.execute("INSERT INTO problems VALUES (8, 'never@example.com', 'rejected', 'MailerLite: refused', "
                "'f', 1, 1, 1, NULL)")
+    db.execute("INSERT INTO problems VALUES (9, 'outside@example.com', 'rejected', 'MailerLite: refused', "
+               "'f', 1, 1, 1, NULL)")
+    db.execute("INSERT INTO problems VALUES (10, 'refused@example.com', 'rejected', 'MailerLite: refused', "
+               "'f', 1, 1, 1, NULL)")
     db.close()
     state = State(path)
     try:
@@ -295,7 +300,10 @@ def test_a_state_of_schema_12_keeps_its_ledger_and_follows_written_problem_addre
         stored = state.ledger(["refused@example.com"])["refused@example.com"]
         assert (stored.hubspot_changed_ms, stored.sent_for_ms) == (1000, 1000)
         state.forget_problems_only(["7", "8"])  # both contacts gone from HubSpot
-        assert state.tombstones() == [("gone@example.com", "5"), ("written@example.com", "7")]
+        state.forget("9")  # out of the scope now: never written, no business of the sync's
+        state.forget("10")  # out of the scope too, but the sync wrote its address (its opt-out)
+        assert state.tombstones() == [("gone@example.com", "5"), ("never@example.com", "8"),
+                                      ("refused@example.com", "10"), ("written@example.com", "7")]
     finally:
         state.close()
 

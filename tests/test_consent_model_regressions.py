@@ -135,6 +135,35 @@ def test_an_opt_out_after_a_form_sign_up_reaches_a_contact_mailerlite_has_as_map
     assert len([r for r in mailerlite_fake.log if r.method != "GET"]) == sent
 
 
+def test_an_opt_out_of_a_deleted_refused_contacts_address_mailerlite_holds_from_a_form_is_followed(
+        mapped, hubspot_fake, mailerlite_fake):
+    """Found by the model (-m slow, seeds 1, 3 and 5) on schema 14: ann signed up through a MailerLite form;
+    her HubSpot contact's data is refused, so the sync never wrote her address. The contact is deleted,
+    then her address opts out in HubSpot: she stayed active, as nothing followed an address the sync
+    never wrote. A deleted in-scope contact's address is now a tombstone whatever its problem."""
+    mailerlite_fake.resubscribe_by_form(ANN)
+    assert mailerlite_fake.subscriber(ANN)["status"] == "active"
+    x = contact(hubspot_fake, numemployees=BAD_NUMBER)
+    assert mapped("--full").code == 1  # refused, reported
+    hubspot_fake.archive_contact(x)
+    hubspot_fake.set_address_consent(ANN, unsubscribed_all=True)
+    assert mapped("--full").code == 0
+    assert mailerlite_fake.subscriber(ANN)["status"] == "unsubscribed"
+
+
+def test_an_opt_out_of_an_address_a_refused_contact_moved_off_is_followed(mapped, hubspot_fake, mailerlite_fake):
+    """Found by the model (-m slow, seed 1) on schema 14: bob signed up through a MailerLite form; a
+    HubSpot contact with refused data holds bob, then takes another address. Its old address, never
+    written by the sync, was followed by nothing: bob's later opt-out left him active."""
+    mailerlite_fake.resubscribe_by_form(BOB)
+    x = contact(hubspot_fake, BOB, numemployees=BAD_NUMBER)
+    assert mapped("--full").code == 1
+    hubspot_fake.update_contact(x, {"email": ANN})  # still refused, now with ann
+    hubspot_fake.set_address_consent(BOB, unsubscribed_all=True)
+    assert mapped("--full").code == 1
+    assert mailerlite_fake.subscriber(BOB)["status"] == "unsubscribed"
+
+
 def test_an_opt_out_of_an_address_a_merge_let_go_of_is_sent_though_an_earlier_one_was(
         mapped, hubspot_fake, mailerlite_fake):
     """Defect 1's cause through a merge (found by the model): the address left is read by address as it goes."""
