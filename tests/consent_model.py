@@ -171,6 +171,10 @@ class Truth:
     # listing (a clean first or --full run), in an upsert's answer, a refused reactivation, or its own unsubscribe.
     # (Inactive and deleted before any run showed it, an address is as new to the sync as to anyone.)
     inactive_seen: Set[str] = field(default_factory=set)
+    # Inactive as far as the sync can know: MailerLite showed it so, and has not shown it active since (a
+    # form sign-up the sync never saw, the subscriber deleted before a listing, leaves it so). An address
+    # deleted in MailerLite while so is not created again (the rule), whatever the person did there.
+    known_inactive: Set[str] = field(default_factory=set)
     last_emails: Dict[str, str] = field(default_factory=dict)  # contact id -> its address when the last run began
     synced: Set[str] = field(default_factory=set)  # seen in MailerLite while a live in-scope contact held them
     # Addresses a person deleted or changed in MailerLite since the last clean --full run (only a full pass
@@ -269,9 +273,13 @@ class World:
         for address, (status, _) in before.items():
             if status in INACTIVE and (listed or address in written or address in refused):
                 self.truth.inactive_seen.add(address)
+                self.truth.known_inactive.add(address)
+            elif status == "active" and (listed or address in written):
+                self.truth.known_inactive.discard(address)  # shown active: the person signed up again
         for sub in self.ml.subscribers.values():
             if sub["status"] in INACTIVE and before.get(sub["email"], ("",))[0] not in INACTIVE:
                 self.truth.inactive_seen.add(sub["email"])  # the sync's own unsubscribe
+                self.truth.known_inactive.add(sub["email"])
 
     # -- runs ------------------------------------------------------------------------------------
     def run(self, kind: str) -> RunOutcome:
@@ -415,7 +423,7 @@ class World:
             if any(p.get("hs_email_optout") == "true" or p.get("numemployees") == BAD_NUMBER for _, p in holders):
                 continue  # refused data, or an opt-out: I1 and I3 cover those
             if address not in after:
-                if address in self.truth.inactive_seen:
+                if address in self.truth.inactive_seen or address in self.truth.known_inactive:
                     continue  # MailerLite held it inactive, then it was deleted there: I2 says not created again
                 if address in self.truth.changed_in_mailerlite and self.runs[-1].kind != "full":
                     continue  # only a --full pass reads MailerLite's listing and finds what was deleted there

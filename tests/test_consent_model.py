@@ -113,9 +113,12 @@ class ConsentModel(RuleBasedStateMachine):
     @rule(address=st.sampled_from(ADDRESSES), opt_out=st.booleans())
     def address_consent(self, address: str, opt_out: bool) -> None:
         """The person clicks unsubscribe in a HubSpot email (Communication Preferences, by address), or
-        subscribes again in HubSpot."""
+        subscribes again in HubSpot. Unsubscribing an address HubSpot already holds unsubscribed changes
+        nothing there (HubSpot sends it no email to click in, and its status and time stay): no new opt-out,
+        so a MailerLite form sign-up made since stays the person's latest act."""
+        already = self.w.opted_out(address)
         self.w.act(lambda: self.w.hs.set_address_consent(address, unsubscribed_all=opt_out))
-        if opt_out:
+        if opt_out and not already:
             self.w.note_optout(address)
 
     @precondition(has_live)
