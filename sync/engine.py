@@ -39,6 +39,7 @@ from .engagement import Engagement
 from .errors import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, AuthError, ConfigError, SyncError
 from .hubspot import Contact, HubSpotWriter, to_epoch_ms
 from .hubspot_schema import MERGED_PROPERTY
+from .hubspot_schema import merged_ids as merged_ids_of  # (merged_ids: the contact's value here)
 from .mailerlite import MailerLiteClient
 from .mailerlite_answers import INACTIVE
 from .mailerlite_schema import MailerLiteSchema
@@ -90,11 +91,6 @@ class RunOptions:
     consent_sweep_hours: float = 24.0  # SYNC_CONSENT_SWEEP_HOURS: how often let-go addresses are read
     associations_hours: float = 24.0  # SYNC_ASSOCIATIONS_HOURS: how often synced contacts' associations are read
     plan: Optional[PlanReport] = None  # a dry run's planned actions, listed (--verbose, --output); dry_run_report.py
-
-
-def _ids(merged_ids: Optional[str]) -> Set[str]:
-    """The record ids HubSpot's merge property lists (hs_merged_object_ids: "1;2")."""
-    return {i.strip() for i in (merged_ids or "").split(";") if i.strip()}
 
 
 def _pages(items: Iterator[Contact], size: int) -> Iterator[List[Contact]]:
@@ -523,7 +519,7 @@ class Engine:
         if isinstance(outcome, Planned):
             owner = self.writer.pending_owner(outcome.email) or self._owners.get(outcome.email)
             # A merged-away record holding this address is taken over by this one (Consent.contact).
-            if owner is not None and owner != hubspot_id and owner not in _ids(merged_ids):
+            if owner is not None and owner != hubspot_id and owner not in merged_ids_of(merged_ids):
                 # Two HubSpot contacts, one address: the first one synced keeps it; this one is
                 # reported (--rejected), not silently dropped, until the first one lets it go. Its
                 # opt-out still wins.

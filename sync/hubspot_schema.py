@@ -7,7 +7,7 @@ September 2027. Request and answer shapes match v3 for everything the sync uses.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
 DEFAULT_API_VERSION = "2026-09"  # HUBSPOT_API_VERSION pins another one
 
@@ -25,6 +25,13 @@ RECORD_MEMBERSHIPS_PATH = "/crm/lists/{v}/records/memberships/batch/read"  # the
 CONTACT_OBJECT_TYPE = "0-1"
 # A merged record lists the ids merged into it here ("1;2"); the merged-away ids answer with it.
 MERGED_PROPERTY = "hs_merged_object_ids"
+
+
+def merged_ids(value: Any) -> List[str]:
+    """The record ids a merged record's MERGED_PROPERTY lists ("1;2"), in order; [] for none."""
+    return [i.strip() for i in str(value or "").split(";") if i.strip()]
+
+
 LIST_PROCESSED = "COMPLETE"  # processingStatus of a list whose size is settled
 # The documented way to learn a private-app token's scopes (not versioned; whether service keys
 # answer there is unconfirmed: a refusal means "unknown", never "missing").

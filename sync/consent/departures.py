@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Callable, Dict, FrozenSet, Iterable, List, MutableSet, Optional, Set, Tuple, Union
 
 from ..dry_run_report import LEAVE, LEAVE_GROUPS, UNSUBSCRIBE, PlanReport
+from ..hubspot_schema import merged_ids as merged_record_ids
 from ..mapping import Mapping, OutOfScope, Skip, email_problem
 from ..state import PendingAction, State, Synced
 from ..summary import Summary
@@ -130,8 +131,7 @@ class Departures:
         """A merge: the merged-away records leave, or one is taken over by this record (its id returned;
         a dry run changes nothing but returns it too, so it forecasts the take-over). When the merged
         record is opted out, the other addresses that leave get the opt-out too (the same person)."""
-        ids = [i.strip() for i in str(merged_ids or "").split(";")]
-        others = [i for i in ids if i.isdigit() and i != hubspot_id]
+        others = [i for i in merged_record_ids(merged_ids) if i.isdigit() and i != hubspot_id]
         if others and not self.dry_run:
             # Merged-away records known only by a problem (refused, a duplicate) are gone from HubSpot:
             # forgotten, so an address the sync wrote for them is followed as a tombstone (migration 13).

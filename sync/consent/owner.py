@@ -46,7 +46,7 @@ from ..casting import to_epoch_ms
 from ..dry_run_report import PlanReport
 from ..errors import AbortRun
 from ..hubspot import Contact, HubSpotReader
-from ..hubspot_schema import MERGED_PROPERTY
+from ..hubspot_schema import MERGED_PROPERTY, merged_ids
 from ..mailerlite import MailerLiteClient
 from ..mailerlite_schema import MailerLiteSchema
 from ..mapping import Mapping, OutOfScope, Planned, Reject, Skip
@@ -149,7 +149,7 @@ class Consent:
             props = contact["properties"]
             if email and self.mapping.opted_out(props):
                 self.ledger.opted_out_at(email, to_epoch_ms(props.get("lastmodifieddate")))
-        merged = [i.strip() for c in page for i in str(c["properties"].get(MERGED_PROPERTY) or "").split(";")]
+        merged = [i for c in page for i in merged_ids(c["properties"].get(MERGED_PROPERTY))]
         leaving = [s.email for s in self.state.synced(merged)]
         leaving += [k.email for c in page for k in [known.get(c["id"])] if k and k.email]
         held = set(emails)
