@@ -300,12 +300,7 @@ class Engine:
                 if contact["id"] not in returned:  # a merged-away id may be answered with its merged record
                     returned.add(contact["id"])
                     yield contact
-            if not self.options.dry_run:
-                # Not returned: deleted or merged away. One known only by its problem is forgotten (as
-                # in the incremental run below), so an address the sync wrote for it becomes a tombstone.
-                gone = members - {int(i) for i in returned if i.isdigit()}
-                self.state.forget_problems_only([str(i) for i in sorted(gone)])
-            return
+            return  # (members known only by a problem and not returned are forgotten: _problems_missed)
         if full:
             if self.options.count_total:
                 self.total = self.hubspot.count_contacts()
@@ -322,11 +317,8 @@ class Engine:
             yield contact
         # Failed last time, joined/left a list, or a duplicate now free (none changes the contact itself).
         if extra:
-            for contact in self.hubspot.read_by_ids(sorted(extra, key=int), props):
-                if contact["id"] in extra:  # a merged-away id is answered with its merged record: not it
-                    # (that record, changed by the merge, came through the search and is not read twice)
-                    extra.discard(contact["id"])
-                    yield contact
+            # (a merged record answering for a merged-away id came through the search: not read twice)
+            yield from self._answered_as_themselves(extra)
             if extra and not self.options.dry_run:
                 # Not returned: deleted in HubSpot. One only known by its problem (failed, a duplicate) is
                 # forgotten, or it would be read for ever; a failed one's address, which MailerLite may
@@ -413,15 +405,7 @@ class Engine:
         away, which the consent owner's after_pass then acts on."""
         if self.mapping.scope_lists:
             return  # a list-scoped full pass read every synced contact by id already (`_contacts`)
-        candidates = self._unseen()
-        if not candidates:
-            return
-        props = self.mapping.properties() + [MERGED_PROPERTY]
-        wanted = set(candidates)
-        for contact in self.hubspot.read_by_ids(sorted(candidates, key=int), props):
-            if contact["id"] in wanted:  # a merged-away id answered with its merged record is not it
-                wanted.discard(contact["id"])
-                yield contact
+        yield from self._answered_as_themselves(set(self._unseen()))
 
     def _problems_missed(self) -> Iterator[Contact]:
         """Contacts known only by a problem (refused, a duplicate) that this full pass did not read, read
@@ -432,14 +416,21 @@ class Engine:
         if self.options.dry_run:
             return  # it marks nothing seen, and forgetting a problem writes nothing to MailerLite
         wanted = set(self.state.unseen_problems(self._run_id))
+        yield from self._answered_as_themselves(wanted)
+        if wanted:
+            self.state.forget_problems_only(sorted(wanted, key=int))
+
+    def _answered_as_themselves(self, wanted: Set[str]) -> Iterator[Contact]:
+        """These contacts read by id (100 a request), those HubSpot answers as themselves yielded and
+        taken out of `wanted`, which is left holding the others: deleted, or merged away (a merged-away
+        id is answered with its merged record, under that record's id: not it)."""
         if not wanted:
             return
         props = self.mapping.properties() + [MERGED_PROPERTY]
         for contact in self.hubspot.read_by_ids(sorted(wanted, key=int), props):
-            if contact["id"] in wanted:  # a merged-away id answered with its merged record is not it
+            if contact["id"] in wanted:
                 wanted.discard(contact["id"])
                 yield contact
-        self.state.forget_problems_only(sorted(wanted, key=int))
 
     # -- one contact -------------------------------------------------------------------------------
     def _property_info(self) -> Dict[str, PropertyInfo]:
