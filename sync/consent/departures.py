@@ -213,8 +213,8 @@ class Departures:
             self._apply_leave(one, ask_hubspot=False, consent_read=True)
 
     def apply_held_departures(self, synced_before: int) -> Optional[str]:
-        """Apply the held departures, unless the mass-leave guard stops them (its line returned)."""
-        self.apply_seen_departures()
+        """Apply the held departures, unless the mass-leave guard stops them (its line returned). (The
+        owner applies the departures seen directly first: apply_seen_departures.)"""
         leaving, self._leaving = self._leaving, []
         by_address = self._opted_out_addresses(one.synced.email for one in leaving)  # a hundred per request
         problem = mass_leave_problem(len(leaving), synced_before, self.mapping, self.allow_mass_leave)

@@ -174,16 +174,18 @@ class Consent:
         if self._read(hubspot_id, outcome, previous_subscriber(hubspot_id, known), address_synced) \
                 and not isinstance(outcome, (Skip, OutOfScope)):
             known = None  # a new address: the old one has left the sync; the new one is a new subscriber
-        if isinstance(outcome, Planned) and outcome.opted_out and known is not None and not self.force \
-                and not self.dry_run and known.refused(outcome.fingerprint()):
-            # The refusal was recorded before, so a run killed in between cannot leave it undelivered.
-            self.departures.refused(hubspot_id, outcome.email, "by MailerLite, in an earlier run")
-        elif isinstance(outcome, Planned) and outcome.opted_out and known is not None and not self.force \
-                and known.email == outcome.email and self.ledger.opted_out_again(outcome.email) \
-                and known.fingerprint == outcome.fingerprint():
-            # MailerLite has it as mapped, so no upsert goes; the newer opt-out goes on its own.
-            self.departures.optout(hubspot_id, outcome.email, "opted out again in HubSpot since the sync's "
-                                   "last unsubscribe", evidenced=True)
+        if isinstance(outcome, Planned) and outcome.opted_out and known is not None and not self.force:
+            # An opt-out no upsert will carry, as the contact's data is what the state already holds:
+            fingerprint = outcome.fingerprint()
+            if not self.dry_run and known.refused(fingerprint):
+                # data MailerLite refused before (the refusal was recorded before, so a run killed in
+                # between cannot leave it undelivered), or...
+                self.departures.refused(hubspot_id, outcome.email, "by MailerLite, in an earlier run")
+            elif known.email == outcome.email and known.fingerprint == fingerprint \
+                    and self.ledger.opted_out_again(outcome.email):
+                # ...data MailerLite has as mapped, with an opt-out newer than the one delivered.
+                self.departures.optout(hubspot_id, outcome.email, "opted out again in HubSpot since the "
+                                       "sync's last unsubscribe", evidenced=True)
         inactive = isinstance(outcome, Planned) and self.ledger.never_made_active(outcome.email)
         return Verdict(known, taken, inactive)
 
