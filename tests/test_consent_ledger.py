@@ -211,14 +211,20 @@ def test_a_consent_api_403_naming_no_scope_keeps_the_sweep_due(run, hubspot_fake
 
 # -- the ledger: the migration keeps what earlier runs knew ------------------------------------------
 
+def state_of_schema(path, version: int) -> sqlite3.Connection:
+    """An empty state file as the code of schema `version` made it (its rows are the test's to add)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    for step in range(1, version + 1):
+        for statement in MIGRATIONS[step]:
+            db.execute(statement)
+    db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(version),))
+    return db
+
+
 def test_a_state_of_schema_9_keeps_every_tombstone_pending_action_and_delivered_unsubscribe(tmp_path):
     """A state file as today's code leaves it (schema 9, with every kind of row) migrated to the ledger."""
     path = tmp_path / "state.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for step in range(1, 10):
-        for statement in MIGRATIONS[step]:
-            db.execute(statement)
-    db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '9')")
+    db = state_of_schema(path, 9)
     contacts = [(1, "synced@example.com", "created", 100), (2, "kept@example.com", "not_reactivated", 200),
                 (3, "bounced@example.com", "updated", 300)]
     db.executemany("INSERT INTO contacts(hubspot_id, email, fingerprint, fields_set, outcome, synced_at) "
@@ -267,11 +273,7 @@ def test_a_state_of_schema_12_keeps_its_ledger_and_follows_written_problem_addre
     (MailerLite may hold it from a form); one leaving the scope (`forget`) only when the sync wrote
     its address (the trigger)."""
     path = tmp_path / "state.db"
-    db = sqlite3.connect(path, isolation_level=None)
-    for step in range(1, 13):
-        for statement in MIGRATIONS[step]:
-            db.execute(statement)
-    db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', '12')")
+    db = state_of_schema(path, 12)
     db.execute("INSERT INTO consent_ledger(email, hubspot_opted_out, hubspot_source, hubspot_read_at, "
                "mailerlite_status, mailerlite_source, mailerlite_seen_at, sent, sent_at) VALUES "
                "('refused@example.com', 1, 'record', 400, 'unsubscribed', 'unsubscribe', 400, 'unsubscribe', 400), "
